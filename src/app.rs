@@ -1,0 +1,92 @@
+//! The state every request shares: configuration, the store, the current routing table and the click
+//! queue, plus the operations that change the table.
+//!
+//! Invariant: the routing table is replaced whole, under `rebuild`, from what the store says at that
+//! moment; the click path only ever `load()`s it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::routing::{RedirectTemplate, RouteInput, RoutingTable, WeightPolicy, WeightedOffer};
+use crate::store::{Store, StoreResult};
+use crate::writer::ClickQueue;
+
+/// Shared state of a running router.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// Where everything but the click path reads and writes.
+    pub store: Arc<dyn Store>,
+    /// The current routing table: one `load()` per click.
+    pub table: ArcSwap<RoutingTable>,
+    /// Where clicks go to be written.
+    pub queue: ClickQueue,
+    /// Bearer token of the admin API.
+    pub admin_token: String,
+    /// Routing version of the store when the current table was built.
+    loaded_version: AtomicI64,
+    /// Serialises rebuilds, so an older snapshot never replaces a newer one.
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    /// State with an empty routing table; call [`App::reload_routing`] before serving.
+    pub fn new(config: Config, store: Arc<dyn Store>, queue: ClickQueue, admin_token: String) -> App {
+        App {
+            config,
+            store,
+            table: ArcSwap::from_pointee(RoutingTable::default()),
+            queue,
+            admin_token,
+            loaded_version: AtomicI64::new(i64::MIN),
+            rebuild: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Rebuilds the routing table from the active offers in the store and swaps it in.
+    pub async fn reload_routing(&self) -> StoreResult<()> {
+        let _guard = self.rebuild.lock().await;
+        let version = self.store.routing_version().await?;
+        let offers = self.store.list_offers(true).await?;
+        let inputs = offers
+            .into_iter()
+            .filter_map(|offer| match RedirectTemplate::parse(&offer.casino_url) {
+                Ok(redirect) => Some(RouteInput { offer_id: offer.id, weight: offer.weight, redirect }),
+                Err(error) => {
+                    // Only validated URLs are stored; one that no longer parses is skipped, not fatal.
+                    tracing::error!(offer_id = offer.id, %error, "offer skipped: invalid casino_url");
+                    None
+                }
+            })
+            .collect();
+        self.table.store(Arc::new(RoutingTable::build(inputs, self.config.exploration_rate)));
+        self.loaded_version.store(version, Ordering::Release);
+        Ok(())
+    }
+
+    /// Rebuilds the table if offers or weights changed since it was built (here or elsewhere).
+    pub async fn refresh_if_changed(&self) -> StoreResult<bool> {
+        let version = self.store.routing_version().await?;
+        if version == self.loaded_version.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.reload_routing().await?;
+        Ok(true)
+    }
+
+    /// Runs the EV weight engine and swaps in the new table. `None` when another instance is
+    /// recalculating right now.
+    pub async fn recalculate_weights(&self) -> StoreResult<Option<Vec<WeightedOffer>>> {
+        let policy =
+            WeightPolicy { min_weight: self.config.min_weight, min_clicks: u64::from(self.config.min_clicks_for_ev) };
+        let result = self.store.recalculate_weights(self.config.last_n_clicks, &policy).await?;
+        if let Some(weights) = &result {
+            tracing::info!(offers = weights.len(), "weights recalculated");
+            self.reload_routing().await?;
+        }
+        Ok(result)
+    }
+}

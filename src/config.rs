@@ -1,0 +1,320 @@
+//! Configuration from the environment (and a `.env` file, read by `main`).
+//!
+//! Every variable is a named constant with its default and the reason for it. Parsing collects every
+//! bad variable before failing, so an operator fixes a broken deployment in one pass, and nothing here
+//! binds a port or opens a database: a bad configuration stops the process before it does anything.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::net::IpNetwork;
+
+/// Where the router keeps its data: `postgres://` or `postgresql://` URLs select PostgreSQL, unset or
+/// `sqlite://PATH` select the embedded SQLite store.
+pub const DATABASE_URL: &str = "DATABASE_URL";
+/// The embedded store's file when `DATABASE_URL` is unset: next to the working directory, so that a
+/// fresh clone runs with nothing to install.
+pub const DEFAULT_SQLITE_PATH: &str = "./data/casino-router.db";
+/// Address to listen on; all interfaces by default, as a container expects.
+pub const HOST: &str = "HOST";
+/// Port to listen on; 5000 as in the original design.
+pub const PORT: &str = "PORT";
+/// How many of each offer's most recent clicks the EV weight engine looks at.
+pub const LAST_N_CLICKS: &str = "LAST_N_CLICKS";
+/// Share of traffic spread evenly over all active offers, so that weak offers keep being measured.
+pub const EXPLORATION_RATE: &str = "EXPLORATION_RATE";
+/// Lowest weight the EV engine gives an offer with data, so that it is never starved completely.
+pub const MIN_WEIGHT: &str = "MIN_WEIGHT";
+/// Offers with fewer clicks than this in their window keep weight 1.0: too little data to judge.
+pub const MIN_CLICKS_FOR_EV: &str = "MIN_CLICKS_FOR_EV";
+/// How often the weights are recalculated.
+pub const CRON_INTERVAL_HOURS: &str = "CRON_INTERVAL_HOURS";
+/// How often each instance checks whether offers or weights changed elsewhere (another instance, or
+/// a recalculation), so that all instances route alike within seconds.
+pub const TABLE_REFRESH_SECONDS: &str = "TABLE_REFRESH_SECONDS";
+/// Bearer token for `/admin/*`; generated and logged once at start-up when unset.
+pub const ADMIN_TOKEN: &str = "ADMIN_TOKEN";
+/// Comma-separated addresses or CIDR networks of reverse proxies whose `X-Forwarded-For` is believed.
+pub const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
+/// Capacity of the in-memory click queue between the click handler and the writer.
+pub const CLICK_QUEUE_CAPACITY: &str = "CLICK_QUEUE_CAPACITY";
+/// Most clicks the writer puts into one database transaction.
+pub const WRITER_BATCH_SIZE: &str = "WRITER_BATCH_SIZE";
+/// Longest a click waits in a partial batch before it is written.
+pub const WRITER_FLUSH_MS: &str = "WRITER_FLUSH_MS";
+/// Largest payout a postback may report; larger is taken for a typo or an attack.
+pub const MAX_PAYOUT: &str = "MAX_PAYOUT";
+/// Connections in the PostgreSQL pool used by postbacks, admin and the writer.
+pub const DB_POOL_SIZE: &str = "DB_POOL_SIZE";
+/// How long in-flight requests may take to finish after SIGTERM before they are cut.
+pub const SHUTDOWN_GRACE_SECONDS: &str = "SHUTDOWN_GRACE_SECONDS";
+
+/// The router's whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Which store to open.
+    pub database: DatabaseConfig,
+    /// Address to bind.
+    pub host: IpAddr,
+    /// Port to bind.
+    pub port: u16,
+    /// Per-offer window of recent clicks for the EV engine.
+    pub last_n_clicks: u32,
+    /// Share of traffic spread evenly, in `[0, 1]`.
+    pub exploration_rate: f64,
+    /// Floor of an EV weight, in `[0, 1]`.
+    pub min_weight: f64,
+    /// Minimum clicks in the window before an offer's EV is trusted.
+    pub min_clicks_for_ev: u32,
+    /// Period of the weight recalculation.
+    pub recalc_interval: Duration,
+    /// Period of the check for changes made elsewhere.
+    pub table_refresh_interval: Duration,
+    /// Admin bearer token; `None` means "generate one at start-up".
+    pub admin_token: Option<String>,
+    /// Proxies whose `X-Forwarded-For` header is trusted.
+    pub trusted_proxies: Vec<IpNetwork>,
+    /// Capacity of the click queue.
+    pub click_queue_capacity: usize,
+    /// Clicks per writer transaction at most.
+    pub writer_batch_size: usize,
+    /// Deadline of a partial batch, started by its first click.
+    pub writer_flush_interval: Duration,
+    /// Largest accepted postback payout.
+    pub max_payout: f64,
+    /// PostgreSQL pool size.
+    pub db_pool_size: usize,
+    /// Bound on the wait for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Which store the router uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+    /// Path of the embedded SQLite database file.
+    Sqlite(PathBuf),
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: DatabaseConfig::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)),
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 5000,
+            last_n_clicks: 1000,
+            exploration_rate: 0.20,
+            min_weight: 0.1,
+            min_clicks_for_ev: 100,
+            recalc_interval: Duration::from_secs(6 * 3600),
+            table_refresh_interval: Duration::from_secs(5),
+            admin_token: None,
+            trusted_proxies: Vec::new(),
+            click_queue_capacity: 65_536,
+            writer_batch_size: 4096,
+            writer_flush_interval: Duration::from_millis(50),
+            max_payout: 100_000.0,
+            db_pool_size: 16,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One variable that could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidVar {
+    /// The variable's name.
+    pub name: &'static str,
+    /// What was wrong and what is accepted.
+    pub reason: String,
+}
+
+/// Every bad variable found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError(pub Vec<InvalidVar>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration:")?;
+        for var in &self.0 {
+            write!(f, "\n  {}: {}", var.name, var.reason)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, which returns a variable's value if it is set.
+    /// Empty values count as unset, as in most `.env` conventions.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut vars =
+            Vars { lookup: &|name| lookup(name).filter(|value| !value.trim().is_empty()), errors: Vec::new() };
+        let defaults = Config::default();
+        let config = Config {
+            database: vars.database(),
+            host: vars.parsed(HOST, defaults.host, "an IP address such as 0.0.0.0 or ::"),
+            port: vars.parsed(PORT, defaults.port, "a port number from 0 to 65535"),
+            last_n_clicks: vars.ranged(LAST_N_CLICKS, defaults.last_n_clicks, 1, 10_000_000),
+            exploration_rate: vars.ranged(EXPLORATION_RATE, defaults.exploration_rate, 0.0, 1.0),
+            min_weight: vars.ranged(MIN_WEIGHT, defaults.min_weight, 0.0, 1.0),
+            min_clicks_for_ev: vars.ranged(MIN_CLICKS_FOR_EV, defaults.min_clicks_for_ev, 0, 10_000_000),
+            recalc_interval: Duration::from_secs_f64(
+                3600.0 * vars.ranged(CRON_INTERVAL_HOURS, 6.0, 0.001, 24.0 * 365.0),
+            ),
+            table_refresh_interval: Duration::from_secs_f64(vars.ranged(TABLE_REFRESH_SECONDS, 5.0, 0.05, 3600.0)),
+            admin_token: vars.admin_token(),
+            trusted_proxies: vars.trusted_proxies(),
+            click_queue_capacity: vars.ranged(CLICK_QUEUE_CAPACITY, defaults.click_queue_capacity, 1, 100_000_000),
+            writer_batch_size: vars.ranged(WRITER_BATCH_SIZE, defaults.writer_batch_size, 1, 1_000_000),
+            writer_flush_interval: Duration::from_millis(vars.ranged(WRITER_FLUSH_MS, 50, 1, 60_000)),
+            max_payout: vars.ranged(MAX_PAYOUT, defaults.max_payout, 0.0, 1e12),
+            db_pool_size: vars.ranged(DB_POOL_SIZE, defaults.db_pool_size, 2, 1000),
+            shutdown_grace: Duration::from_secs_f64(vars.ranged(SHUTDOWN_GRACE_SECONDS, 10.0, 0.0, 3600.0)),
+        };
+        if vars.errors.is_empty() { Ok(config) } else { Err(ConfigError(vars.errors)) }
+    }
+}
+
+/// The parsing context: the lookup and the errors found so far.
+struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<InvalidVar>,
+}
+
+impl Vars<'_> {
+    fn reject(&mut self, name: &'static str, reason: String) {
+        self.errors.push(InvalidVar { name, reason });
+    }
+
+    fn parsed<T: std::str::FromStr>(&mut self, name: &'static str, default: T, expected: &str) -> T {
+        let Some(raw) = (self.lookup)(name) else { return default };
+        match raw.trim().parse() {
+            Ok(value) => value,
+            Err(_) => {
+                self.reject(name, format!("{raw:?} is not {expected}"));
+                default
+            }
+        }
+    }
+
+    fn ranged<T>(&mut self, name: &'static str, default: T, min: T, max: T) -> T
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let expected = format!("a number from {min} to {max}");
+        let Some(raw) = (self.lookup)(name) else { return default };
+        match raw.trim().parse::<T>() {
+            // `!(min <= v && v <= max)` also rejects NaN.
+            Ok(value) if min <= value && value <= max => value,
+            _ => {
+                self.reject(name, format!("{raw:?} is not {expected}"));
+                default
+            }
+        }
+    }
+
+    fn database(&mut self) -> DatabaseConfig {
+        let Some(url) = (self.lookup)(DATABASE_URL) else {
+            return DatabaseConfig::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH));
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return DatabaseConfig::Postgres(url);
+        }
+        if let Some(path) = url.strip_prefix("sqlite://").filter(|path| !path.is_empty()) {
+            return DatabaseConfig::Sqlite(PathBuf::from(path));
+        }
+        let scheme = url.split("://").next().unwrap_or_default();
+        self.reject(
+            DATABASE_URL,
+            format!("unsupported scheme {scheme:?}: use postgres://..., postgresql://... or sqlite://PATH"),
+        );
+        DatabaseConfig::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH))
+    }
+
+    fn admin_token(&mut self) -> Option<String> {
+        let token = (self.lookup)(ADMIN_TOKEN)?;
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            self.reject(ADMIN_TOKEN, "must be at least 16 visible ASCII characters".to_owned());
+            return None;
+        }
+        Some(token)
+    }
+
+    fn trusted_proxies(&mut self) -> Vec<IpNetwork> {
+        let Some(raw) = (self.lookup)(TRUSTED_PROXIES) else { return Vec::new() };
+        let mut networks = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+            match item.parse() {
+                Ok(network) => networks.push(network),
+                Err(_) => self.reject(
+                    TRUSTED_PROXIES,
+                    format!("{item:?} is not an IP address or CIDR network such as 10.0.0.0/8"),
+                ),
+            }
+        }
+        networks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.port, 5000);
+        assert_eq!(config.last_n_clicks, 1000);
+        assert_eq!(config.exploration_rate, 0.20);
+        assert_eq!(config.min_weight, 0.1);
+        assert_eq!(config.recalc_interval, Duration::from_secs(6 * 3600));
+        assert_eq!(config.database, DatabaseConfig::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
+    }
+
+    #[test]
+    fn database_url_selects_the_store() {
+        let pg = parse(&[(DATABASE_URL, "postgresql://u@h/db")]).unwrap();
+        assert_eq!(pg.database, DatabaseConfig::Postgres("postgresql://u@h/db".into()));
+        let lite = parse(&[(DATABASE_URL, "sqlite:///tmp/x.db")]).unwrap();
+        assert_eq!(lite.database, DatabaseConfig::Sqlite(PathBuf::from("/tmp/x.db")));
+        let err = parse(&[(DATABASE_URL, "mysql://h/db")]).unwrap_err();
+        assert_eq!(err.0[0].name, DATABASE_URL);
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported_at_once_with_its_range() {
+        let err = parse(&[
+            (PORT, "70000"),
+            (EXPLORATION_RATE, "1.5"),
+            (MIN_WEIGHT, "NaN"),
+            (TRUSTED_PROXIES, "10.0.0.0/8, nonsense"),
+            (ADMIN_TOKEN, "short"),
+        ])
+        .unwrap_err();
+        let names: Vec<_> = err.0.iter().map(|v| v.name).collect();
+        assert_eq!(names, [PORT, EXPLORATION_RATE, MIN_WEIGHT, ADMIN_TOKEN, TRUSTED_PROXIES]);
+        let text = err.to_string();
+        assert!(text.contains("EXPLORATION_RATE: \"1.5\" is not a number from 0 to 1"), "{text}");
+    }
+
+    #[test]
+    fn trusted_proxies_accept_addresses_and_networks() {
+        let config = parse(&[(TRUSTED_PROXIES, "127.0.0.1, 10.0.0.0/8,::1")]).unwrap();
+        assert_eq!(config.trusted_proxies.len(), 3);
+        assert!(config.trusted_proxies[1].contains("10.1.2.3".parse().unwrap()));
+    }
+}

@@ -1,0 +1,110 @@
+//! What a postback means, independent of how it arrived: the event kinds, each offer's mapping of a
+//! platform's status words to them, and the rules a payout must meet. Pure code.
+
+use std::collections::BTreeMap;
+
+/// The events the router understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    /// First-time deposit, optionally with its payout.
+    Ftd,
+    /// The payout of an FTD reported earlier without one.
+    Payout,
+    /// A registration: no money.
+    Reg,
+    /// A further deposit or revenue-share amount, deduplicated by transaction id.
+    Deposit,
+    /// The FTD was voided (chargeback, failed qualification).
+    Rejected,
+}
+
+impl EventKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [EventKind; 5] =
+        [EventKind::Ftd, EventKind::Payout, EventKind::Reg, EventKind::Deposit, EventKind::Rejected];
+
+    /// The event's canonical name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Ftd => "ftd",
+            EventKind::Payout => "payout",
+            EventKind::Reg => "reg",
+            EventKind::Deposit => "deposit",
+            EventKind::Rejected => "rejected",
+        }
+    }
+
+    /// Parses a canonical name, ignoring ASCII case.
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|kind| kind.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Resolves a platform's word: the offer's own mapping first, then the canonical names.
+    pub fn resolve(word: &str, aliases: &BTreeMap<String, EventKind>) -> Option<EventKind> {
+        let word = word.trim();
+        aliases
+            .iter()
+            .find(|(alias, _)| alias.eq_ignore_ascii_case(word))
+            .map(|(_, &kind)| kind)
+            .or_else(|| EventKind::parse(word))
+    }
+}
+
+/// A payout that cannot be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum InvalidPayout {
+    /// NaN or infinite.
+    #[error("payout must be a finite number")]
+    NotFinite,
+    /// Below zero.
+    #[error("payout must not be negative")]
+    Negative,
+    /// Above the configured maximum.
+    #[error("payout exceeds the maximum of {0}")]
+    TooLarge(f64),
+}
+
+/// Checks a payout: finite, `>= 0` and `<= max`.
+pub fn validate_payout(payout: f64, max: f64) -> Result<f64, InvalidPayout> {
+    if !payout.is_finite() {
+        return Err(InvalidPayout::NotFinite);
+    }
+    if payout < 0.0 {
+        return Err(InvalidPayout::Negative);
+    }
+    if payout > max {
+        return Err(InvalidPayout::TooLarge(max));
+    }
+    Ok(payout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_case_insensitively_and_aliases_win() {
+        assert_eq!(EventKind::parse("FTD"), Some(EventKind::Ftd));
+        assert_eq!(EventKind::parse("sale"), None);
+        let aliases = BTreeMap::from([
+            ("first_dep".to_owned(), EventKind::Ftd),
+            ("chargeback".to_owned(), EventKind::Rejected),
+            ("reg".to_owned(), EventKind::Deposit),
+        ]);
+        assert_eq!(EventKind::resolve("First_Dep", &aliases), Some(EventKind::Ftd));
+        assert_eq!(EventKind::resolve("chargeback", &aliases), Some(EventKind::Rejected));
+        assert_eq!(EventKind::resolve("reg", &aliases), Some(EventKind::Deposit), "the offer's mapping wins");
+        assert_eq!(EventKind::resolve("payout", &aliases), Some(EventKind::Payout));
+        assert_eq!(EventKind::resolve("bogus", &aliases), None);
+    }
+
+    #[test]
+    fn payouts_must_be_finite_non_negative_and_bounded() {
+        assert_eq!(validate_payout(100.5, 1000.0), Ok(100.5));
+        assert_eq!(validate_payout(0.0, 1000.0), Ok(0.0));
+        assert_eq!(validate_payout(f64::NAN, 1000.0), Err(InvalidPayout::NotFinite));
+        assert_eq!(validate_payout(f64::INFINITY, 1000.0), Err(InvalidPayout::NotFinite));
+        assert_eq!(validate_payout(-0.01, 1000.0), Err(InvalidPayout::Negative));
+        assert_eq!(validate_payout(1000.01, 1000.0), Err(InvalidPayout::TooLarge(1000.0)));
+    }
+}

@@ -1,0 +1,492 @@
+//! The admin API: offers, stats, the postback log and weight recalculation, behind a bearer token.
+//!
+//! Request and response types live here, at the edge; the store sees only validated values. Every
+//! change to offers rebuilds the routing table before the response, so it applies to the next click.
+
+use std::collections::BTreeMap;
+
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use hyper::{Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::query::pairs;
+use super::{HttpResponse, error, json, parse_json, read_body, store_error};
+use crate::app::App;
+use crate::conversion::EventKind;
+use crate::routing::RedirectTemplate;
+use crate::secret::{generate_secret, secrets_match};
+use crate::store::{
+    DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogQuery, PostbackLogRow, PostbackOutcome,
+    TimeRange,
+};
+
+/// Most postback-log lines per page.
+const MAX_PAGE: u32 = 1000;
+/// Longest offer name.
+const MAX_NAME_CHARS: usize = 200;
+
+/// Handles everything under `/admin`.
+pub async fn handle(app: &App, req: Request<Incoming>) -> HttpResponse {
+    if !authorized(app, &req) {
+        let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized");
+        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    }
+    let path = req.uri().path().trim_end_matches('/').to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let segments: Vec<&str> = path.split('/').skip(2).collect();
+    let method = req.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["offers"]) => list_offers(app, &query).await,
+        (&Method::POST, ["offers"]) => match read_json(req).await {
+            Ok(input) => create_offer(app, input).await,
+            Err(response) => response,
+        },
+        (_, ["offers", id]) => {
+            let Ok(id) = id.parse::<i64>() else { return error(StatusCode::NOT_FOUND, "no such offer") };
+            match method {
+                Method::GET => get_offer(app, id).await,
+                Method::PUT | Method::PATCH => match read_json(req).await {
+                    Ok(input) => update_offer(app, id, input).await,
+                    Err(response) => response,
+                },
+                Method::DELETE => delete_offer(app, id).await,
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            }
+        }
+        (&Method::GET, ["stats"]) => stats(app, &query).await,
+        (&Method::POST, ["update-weights"]) => update_weights(app).await,
+        (&Method::GET, ["postbacks"]) => postback_log(app, &query).await,
+        (_, ["offers" | "stats" | "update-weights" | "postbacks"]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn authorized(app: &App, req: &Request<Incoming>) -> bool {
+    let Some(value) = req.headers().get(AUTHORIZATION) else { return false };
+    let Some(token) = value.as_bytes().strip_prefix(b"Bearer ") else { return false };
+    secrets_match(app.admin_token.as_bytes(), token)
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, HttpResponse> {
+    let body = read_body(req.into_body()).await?;
+    parse_json(&body)
+}
+
+// ----- offers -----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferInput {
+    name: String,
+    casino_url: String,
+    #[serde(default = "default_weight")]
+    weight: f64,
+    postback_secret: Option<String>,
+    #[serde(default = "default_active")]
+    active: bool,
+    #[serde(default)]
+    event_aliases: BTreeMap<String, String>,
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+fn default_active() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferPatchInput {
+    name: Option<String>,
+    casino_url: Option<String>,
+    weight: Option<f64>,
+    postback_secret: Option<String>,
+    active: Option<bool>,
+    event_aliases: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize)]
+struct OfferView<'a> {
+    id: i64,
+    name: &'a str,
+    casino_url: &'a str,
+    weight: f64,
+    postback_secret: &'a str,
+    active: bool,
+    event_aliases: BTreeMap<&'a str, &'static str>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+impl<'a> From<&'a Offer> for OfferView<'a> {
+    fn from(offer: &'a Offer) -> Self {
+        OfferView {
+            id: offer.id,
+            name: &offer.name,
+            casino_url: &offer.casino_url,
+            weight: offer.weight,
+            postback_secret: &offer.postback_secret,
+            active: offer.active,
+            event_aliases: offer.event_aliases.iter().map(|(word, kind)| (word.as_str(), kind.as_str())).collect(),
+            created_at: offer.created_at,
+        }
+    }
+}
+
+fn validate_name(name: &str) -> Result<String, HttpResponse> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(error(StatusCode::BAD_REQUEST, "name must be 1 to 200 printable characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn validate_url(url: &str) -> Result<String, HttpResponse> {
+    RedirectTemplate::parse(url.trim())
+        .map(|_| url.trim().to_owned())
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))
+}
+
+fn validate_weight(weight: f64) -> Result<f64, HttpResponse> {
+    if weight.is_finite() && (0.0..=1e9).contains(&weight) {
+        Ok(weight)
+    } else {
+        Err(error(StatusCode::BAD_REQUEST, "weight must be a finite number from 0 to 1e9"))
+    }
+}
+
+fn validate_secret(secret: &str) -> Result<String, HttpResponse> {
+    if (8..=256).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(secret.to_owned())
+    } else {
+        Err(error(StatusCode::BAD_REQUEST, "postback_secret must be 8 to 256 visible ASCII characters"))
+    }
+}
+
+fn validate_aliases(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, EventKind>, HttpResponse> {
+    if raw.len() > 100 {
+        return Err(error(StatusCode::BAD_REQUEST, "event_aliases may hold at most 100 entries"));
+    }
+    raw.into_iter()
+        .map(|(word, event)| {
+            let word = word.trim().to_owned();
+            if word.is_empty() || word.chars().count() > 64 || word.chars().any(char::is_control) {
+                return Err(error(StatusCode::BAD_REQUEST, "event_aliases keys must be 1 to 64 printable characters"));
+            }
+            let kind = EventKind::parse(&event).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("event_aliases[{word:?}]: {event:?} is not one of ftd, payout, reg, deposit, rejected"),
+                )
+            })?;
+            Ok((word, kind))
+        })
+        .collect()
+}
+
+async fn list_offers(app: &App, query: &str) -> HttpResponse {
+    let active_only = pairs(query).flatten().any(|(key, value)| key == "active_only" && value == "true");
+    match app.store.list_offers(active_only).await {
+        Ok(offers) => json(StatusCode::OK, &offers.iter().map(OfferView::from).collect::<Vec<_>>()),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn get_offer(app: &App, id: i64) -> HttpResponse {
+    match app.store.get_offer(id).await {
+        Ok(Some(offer)) => json(StatusCode::OK, &OfferView::from(&offer)),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such offer"),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn create_offer(app: &App, input: OfferInput) -> HttpResponse {
+    let validated = (|| {
+        Ok::<_, HttpResponse>(NewOffer {
+            name: validate_name(&input.name)?,
+            casino_url: validate_url(&input.casino_url)?,
+            weight: validate_weight(input.weight)?,
+            postback_secret: match input.postback_secret.as_deref() {
+                Some(secret) => validate_secret(secret)?,
+                None => generate_secret(),
+            },
+            active: input.active,
+            event_aliases: validate_aliases(input.event_aliases)?,
+        })
+    })();
+    let new_offer = match validated {
+        Ok(offer) => offer,
+        Err(response) => return response,
+    };
+    match app.store.create_offer(&new_offer).await {
+        Ok(offer) => {
+            reload_after_change(app).await;
+            json(StatusCode::CREATED, &OfferView::from(&offer))
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn update_offer(app: &App, id: i64, input: OfferPatchInput) -> HttpResponse {
+    let validated = (|| {
+        Ok::<_, HttpResponse>(OfferPatch {
+            name: input.name.as_deref().map(validate_name).transpose()?,
+            casino_url: input.casino_url.as_deref().map(validate_url).transpose()?,
+            weight: input.weight.map(validate_weight).transpose()?,
+            postback_secret: input.postback_secret.as_deref().map(validate_secret).transpose()?,
+            active: input.active,
+            event_aliases: input.event_aliases.map(validate_aliases).transpose()?,
+        })
+    })();
+    let patch = match validated {
+        Ok(patch) => patch,
+        Err(response) => return response,
+    };
+    match app.store.update_offer(id, &patch).await {
+        Ok(Some(offer)) => {
+            reload_after_change(app).await;
+            json(StatusCode::OK, &OfferView::from(&offer))
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such offer"),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn delete_offer(app: &App, id: i64) -> HttpResponse {
+    // Clicks still queued count as history too: write them before deciding.
+    if app.queue.flush(std::time::Duration::from_secs(5)).await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "pending clicks could not be written; retry later");
+    }
+    match app.store.delete_offer(id).await {
+        Ok(DeleteOutcome::Deleted) => {
+            reload_after_change(app).await;
+            #[derive(Serialize)]
+            struct Deleted {
+                deleted: i64,
+            }
+            json(StatusCode::OK, &Deleted { deleted: id })
+        }
+        Ok(DeleteOutcome::NotFound) => error(StatusCode::NOT_FOUND, "no such offer"),
+        Ok(DeleteOutcome::HasClicks) => error(
+            StatusCode::CONFLICT,
+            "offer has recorded clicks and deleting it would lose history; set active=false instead",
+        ),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn reload_after_change(app: &App) {
+    if let Err(error) = app.reload_routing().await {
+        // The change is committed; the periodic refresh will pick it up.
+        tracing::warn!(%error, "routing table not rebuilt after an offer change");
+    }
+}
+
+// ----- stats -----
+
+#[derive(Serialize)]
+struct StatsView<'a> {
+    id: i64,
+    name: &'a str,
+    total_clicks: u64,
+    total_registrations: u64,
+    total_ftds: u64,
+    total_payout: f64,
+    /// FTDs per click, in percent.
+    conversion_rate: f64,
+    /// Payout per click.
+    ev: f64,
+    weight: f64,
+    active: bool,
+    /// Share of new clicks this offer gets now.
+    traffic_share: f64,
+}
+
+fn parse_time(key: &str, value: &str) -> Result<OffsetDateTime, HttpResponse> {
+    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
+        error(StatusCode::BAD_REQUEST, &format!("{key} must be an RFC 3339 time such as 2026-01-31T00:00:00Z"))
+    })
+}
+
+fn parse_range(query: &str) -> Result<TimeRange, HttpResponse> {
+    let mut range = TimeRange::default();
+    for pair in pairs(query) {
+        let (key, value) = pair.map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        match key.as_ref() {
+            "from" => range.from = Some(parse_time("from", &value)?),
+            "to" => range.to = Some(parse_time("to", &value)?),
+            _ => {}
+        }
+    }
+    Ok(range)
+}
+
+async fn stats(app: &App, query: &str) -> HttpResponse {
+    let range = match parse_range(query) {
+        Ok(range) => range,
+        Err(response) => return response,
+    };
+    let rows = match app.store.offer_stats(range).await {
+        Ok(rows) => rows,
+        Err(e) => return store_error(&e),
+    };
+    let table = app.table.load();
+    let share = |offer_id: i64| {
+        table.offers().iter().find(|offer| offer.offer_id == offer_id).map_or(0.0, |offer| offer.propensity)
+    };
+    let views: Vec<StatsView> = rows
+        .iter()
+        .map(|row: &OfferStats| {
+            let per_click = |value: f64| if row.clicks == 0 { 0.0 } else { value / row.clicks as f64 };
+            StatsView {
+                id: row.offer_id,
+                name: &row.name,
+                total_clicks: row.clicks,
+                total_registrations: row.registrations,
+                total_ftds: row.ftds,
+                total_payout: row.revenue,
+                conversion_rate: 100.0 * per_click(row.ftds as f64),
+                ev: per_click(row.revenue),
+                weight: row.weight,
+                active: row.active,
+                traffic_share: share(row.offer_id),
+            }
+        })
+        .collect();
+    json(StatusCode::OK, &views)
+}
+
+// ----- weights -----
+
+#[derive(Serialize)]
+struct WeightView {
+    id: i64,
+    clicks: u64,
+    ftds: u64,
+    payout: f64,
+    ev: f64,
+    weight: f64,
+}
+
+async fn update_weights(app: &App) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Updated {
+        status: &'static str,
+        weights: Vec<WeightView>,
+    }
+    match app.recalculate_weights().await {
+        Ok(Some(weighted)) => json(
+            StatusCode::OK,
+            &Updated {
+                status: "updated",
+                weights: weighted
+                    .iter()
+                    .map(|w| WeightView {
+                        id: w.window.offer_id,
+                        clicks: w.window.clicks,
+                        ftds: w.window.ftds,
+                        payout: w.window.revenue,
+                        ev: w.ev,
+                        weight: w.weight,
+                    })
+                    .collect(),
+            },
+        ),
+        Ok(None) => error(StatusCode::CONFLICT, "another instance is recalculating the weights; retry shortly"),
+        Err(e) => store_error(&e),
+    }
+}
+
+// ----- postback log -----
+
+#[derive(Serialize)]
+struct PostbackLogView<'a> {
+    id: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    received_at: OffsetDateTime,
+    offer_id: Option<i64>,
+    click_id: Option<&'a str>,
+    event: Option<&'a str>,
+    payout: Option<f64>,
+    currency: Option<&'a str>,
+    tid: Option<&'a str>,
+    outcome: &'static str,
+    reason: Option<&'a str>,
+    source_ip: Option<String>,
+}
+
+impl<'a> From<&'a PostbackLogRow> for PostbackLogView<'a> {
+    fn from(row: &'a PostbackLogRow) -> Self {
+        let entry = &row.entry;
+        PostbackLogView {
+            id: row.id,
+            received_at: entry.received_at,
+            offer_id: entry.offer_id,
+            click_id: entry.click_id.as_deref(),
+            event: entry.event.as_deref(),
+            payout: entry.payout.filter(|p| p.is_finite()),
+            currency: entry.currency.as_deref(),
+            tid: entry.tid.as_deref(),
+            outcome: entry.outcome.as_str(),
+            reason: entry.reason.as_deref(),
+            source_ip: entry.source_ip.map(|ip| ip.to_string()),
+        }
+    }
+}
+
+fn parse_log_query(query: &str) -> Result<PostbackLogQuery, HttpResponse> {
+    let bad = |message: &str| error(StatusCode::BAD_REQUEST, message);
+    let mut parsed = PostbackLogQuery { limit: 100, ..PostbackLogQuery::default() };
+    for pair in pairs(query) {
+        let (key, value) = pair.map_err(|e| bad(&e.to_string()))?;
+        match key.as_ref() {
+            "offer_id" => parsed.offer_id = Some(value.parse().map_err(|_| bad("offer_id must be an integer"))?),
+            "outcome" => {
+                parsed.outcome = Some(PostbackOutcome::parse(&value).ok_or_else(|| {
+                    bad("outcome must be one of accepted, duplicate, invalid, forbidden, unknown_click, no_ftd")
+                })?)
+            }
+            "from" => parsed.from = Some(parse_time("from", &value)?),
+            "to" => parsed.to = Some(parse_time("to", &value)?),
+            "before_id" => parsed.before_id = Some(value.parse().map_err(|_| bad("before_id must be an integer"))?),
+            "limit" => {
+                parsed.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|limit| (1..=MAX_PAGE).contains(limit))
+                    .ok_or_else(|| bad("limit must be from 1 to 1000"))?
+            }
+            _ => {}
+        }
+    }
+    Ok(parsed)
+}
+
+async fn postback_log(app: &App, query: &str) -> HttpResponse {
+    #[derive(Serialize)]
+    struct Page<'a> {
+        items: Vec<PostbackLogView<'a>>,
+        /// Pass as `before_id` for the next (older) page; `null` on the last page.
+        next_before_id: Option<i64>,
+    }
+    let parsed = match parse_log_query(query) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
+    match app.store.postback_log(&parsed).await {
+        Ok(rows) => {
+            let full_page = rows.len() == parsed.limit as usize;
+            let next_before_id = if full_page { rows.last().map(|row| row.id) } else { None };
+            json(StatusCode::OK, &Page { items: rows.iter().map(PostbackLogView::from).collect(), next_before_id })
+        }
+        Err(e) => store_error(&e),
+    }
+}

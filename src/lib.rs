@@ -1,0 +1,102 @@
+//! casino-router: a self-hosted traffic router for casino affiliates.
+//!
+//! A landing-page click (`GET /click`) is routed to one casino offer, picked by weight from a
+//! precomputed alias table, given a UUID v7 click id, queued for the batching writer, and answered
+//! with a 302 to the offer's URL carrying that id. Casino platforms later report conversions on
+//! `/postback`; a background task turns them into new weights. Admins use a JSON API.
+//!
+//! The modules, from the edge inwards:
+//! - [`config`]: configuration from the environment, validated in one pass.
+//! - [`server`]: accepts connections, graceful shutdown; [`shutdown`]: the signals that start it.
+//! - [`http`]: request routing and handlers (click, postback, admin, health).
+//! - [`app`]: the shared state and the operations that swap the routing table.
+//! - [`routing`]: pure code: alias table, offer URL rules, EV weight policy.
+//! - [`conversion`]: pure code: what a postback means; [`secret`]: secret generation and comparison.
+//! - [`writer`]: the click queue and the batching writer thread.
+//! - [`store`]: the storage interface and its PostgreSQL and SQLite implementations.
+//! - [`scheduler`]: timed recalculation and cross-instance refresh; [`seed`]: example offers.
+//! - [`net`]: client addresses behind trusted proxies.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod conversion;
+pub mod http;
+pub mod net;
+pub mod routing;
+pub mod scheduler;
+pub mod secret;
+pub mod seed;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod writer;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::store::StoreError;
+use crate::writer::{ClickWriter, WriterConfig};
+
+/// Why the router could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The store could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The writer thread could not be started.
+    #[error("could not start the click writer: {0}")]
+    Writer(#[from] std::io::Error),
+    /// `run` needs a multi-thread runtime: the writer thread blocks on the store's futures, which
+    /// only a multi-thread runtime's workers drive meanwhile.
+    #[error("casino-router must run on a multi-thread tokio runtime")]
+    Runtime,
+}
+
+/// Runs the router on `listener` until `shutdown` resolves, then stops in order: stop accepting,
+/// finish in-flight requests (bounded by the grace period), stop the scheduler, drain the click
+/// queue into the store, and return.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let runtime = Handle::current();
+    if runtime.runtime_flavor() != RuntimeFlavor::MultiThread {
+        return Err(RunError::Runtime);
+    }
+    let store = store::open(&config).await?;
+    let admin_token = match &config.admin_token {
+        Some(token) => token.clone(),
+        None => {
+            let token = secret::generate_secret();
+            tracing::warn!(admin_token = %token, "ADMIN_TOKEN is not set; generated one for this run");
+            token
+        }
+    };
+    let writer_config = WriterConfig {
+        queue_capacity: config.click_queue_capacity,
+        batch_size: config.writer_batch_size,
+        flush_interval: config.writer_flush_interval,
+    };
+    let writer = ClickWriter::spawn(store.clone(), writer_config, runtime)?;
+    let grace = config.shutdown_grace;
+    let app = Arc::new(App::new(config, store, writer.queue().clone(), admin_token));
+    app.reload_routing().await?;
+
+    let (stop_scheduler, stop_signal) = tokio::sync::watch::channel(false);
+    let scheduler = tokio::spawn(scheduler::run(app.clone(), stop_signal));
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, offers = app.table.load().offers().len(), "casino-router listening");
+    }
+    server::serve(listener, app.clone(), shutdown, grace).await;
+
+    let _ = stop_scheduler.send(true);
+    let _ = scheduler.await;
+    drop(app);
+    writer.shutdown().await;
+    tracing::info!("casino-router stopped");
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The `casino-router` binary: reads the configuration, then serves, migrates or seeds.
+
+use std::process::ExitCode;
+
+use casino_router::config::Config;
+use casino_router::{seed, shutdown, store};
+use tokio::net::TcpListener;
+
+/// Exit code for a bad configuration or command line (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+const USAGE: &str = "usage: casino-router [serve|migrate|seed]
+
+  serve    run the router (the default)
+  migrate  apply pending database migrations and exit
+  seed     create 3 example offers if there are none, print their secrets, and exit
+
+Configuration comes from environment variables and a .env file; see .env.example.";
+
+enum Command {
+    Serve,
+    Migrate,
+    Seed,
+}
+
+fn main() -> ExitCode {
+    let command = match std::env::args().nth(1).as_deref() {
+        None | Some("serve") => Command::Serve,
+        Some("migrate") => Command::Migrate,
+        Some("seed") => Command::Seed,
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(error) = dotenvy::dotenv()
+        && !error.not_found()
+    {
+        eprintln!("could not read .env: {error}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
+        )
+        .init();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("could not start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve => {
+            let listener = TcpListener::bind((config.host, config.port)).await?;
+            casino_router::run(listener, config, shutdown::signal()).await?;
+        }
+        Command::Migrate => {
+            store::open(&config).await?;
+            println!("migrations applied");
+        }
+        Command::Seed => {
+            let store = store::open(&config).await?;
+            let created = seed::seed_examples(store.as_ref()).await?;
+            if created.is_empty() {
+                println!("offers exist already; nothing seeded");
+            }
+            for offer in created {
+                println!("created offer {} {:?} postback_secret={}", offer.id, offer.name, offer.postback_secret);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Background work on a timer: the weight recalculation every `CRON_INTERVAL_HOURS`, and the check
+//! for offer or weight changes made by other instances every `TABLE_REFRESH_SECONDS`.
+//!
+//! A failed recalculation (database down) keeps the current table, is logged, and is retried after
+//! `RETRY_DELAY` (or the interval, if shorter); the click path is not affected either way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::app::App;
+
+/// Pause before retrying a failed recalculation.
+const RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// Runs until `stop` turns true.
+pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let interval = app.config.recalc_interval;
+    let mut next_recalc = Instant::now() + interval;
+    let mut refresh = tokio::time::interval(app.config.table_refresh_interval);
+    refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(next_recalc) => {
+                next_recalc = match app.recalculate_weights().await {
+                    Ok(Some(_)) => Instant::now() + interval,
+                    Ok(None) => {
+                        tracing::info!("another instance is recalculating; skipping this run");
+                        Instant::now() + interval
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "weight recalculation failed; keeping current weights");
+                        Instant::now() + RETRY_DELAY.min(interval)
+                    }
+                };
+            }
+            _ = refresh.tick() => {
+                if let Err(error) = app.refresh_if_changed().await {
+                    tracing::debug!(%error, "routing refresh failed");
+                }
+            }
+        }
+    }
+}

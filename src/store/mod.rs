@@ -1,0 +1,380 @@
+//! Storage: the one interface through which everything above it reads and writes data.
+//!
+//! [`Store`] is implemented by PostgreSQL (production, several instances may share it) and by an
+//! embedded SQLite database (a single instance with nothing to install). Nothing above this module
+//! knows which one it talks to. The invariants every implementation keeps:
+//! - money is never counted twice: each FTD, registration and deposit is unique in the database
+//!   (by click, or by the platform's transaction id), so concurrent duplicates resolve to one row;
+//! - a click insert is idempotent on `click_id`, so a batch written twice stores each click once;
+//! - a postback's effect and its postback-log row commit in one transaction;
+//! - each offer or weight change bumps a routing version, which every instance polls.
+
+pub mod postgres;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::{Config, DatabaseConfig};
+use crate::conversion::EventKind;
+use crate::routing::{WeightPolicy, WeightedOffer};
+
+/// An offer as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    /// Primary key.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Where its clicks are sent (validated, may hold macros).
+    pub casino_url: String,
+    /// Routing weight, >= 0.
+    pub weight: f64,
+    /// Secret the offer's platform must present on postbacks.
+    pub postback_secret: String,
+    /// Inactive offers get no traffic.
+    pub active: bool,
+    /// The platform's own status words mapped to our events (`first_dep` -> `ftd`).
+    pub event_aliases: BTreeMap<String, EventKind>,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+}
+
+/// A validated offer to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOffer {
+    /// Display name.
+    pub name: String,
+    /// Validated offer URL.
+    pub casino_url: String,
+    /// Initial weight.
+    pub weight: f64,
+    /// Postback secret (given or generated).
+    pub postback_secret: String,
+    /// Whether it gets traffic.
+    pub active: bool,
+    /// Status-word mapping.
+    pub event_aliases: BTreeMap<String, EventKind>,
+}
+
+/// A validated partial update: `None` fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OfferPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New offer URL.
+    pub casino_url: Option<String>,
+    /// New weight.
+    pub weight: Option<f64>,
+    /// New postback secret.
+    pub postback_secret: Option<String>,
+    /// Activate or deactivate.
+    pub active: Option<bool>,
+    /// Replace the status-word mapping.
+    pub event_aliases: Option<BTreeMap<String, EventKind>>,
+}
+
+/// What became of a delete request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The offer is gone.
+    Deleted,
+    /// No such offer.
+    NotFound,
+    /// The offer has recorded clicks; deleting it would lose history.
+    HasClicks,
+}
+
+/// One click, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClickRecord {
+    /// The id handed to the casino in the redirect (UUID v7).
+    pub click_id: Uuid,
+    /// The offer picked.
+    pub offer_id: i64,
+    /// When the click was routed.
+    pub created_at: OffsetDateTime,
+    /// The visitor's `User-Agent`, sanitised.
+    pub user_agent: Option<Box<str>>,
+    /// The visitor's address.
+    pub ip_address: Option<IpAddr>,
+    /// The visitor's `Referer`, sanitised.
+    pub referrer: Option<Box<str>>,
+    /// Traffic source from the query.
+    pub source: Option<Box<str>>,
+    /// Campaign from the query.
+    pub campaign: Option<Box<str>>,
+    /// Probability with which the offer was picked.
+    pub propensity: f64,
+}
+
+/// The offer a click belongs to, as a postback needs it for authentication and event mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClickOwner {
+    /// The click's offer.
+    pub offer_id: i64,
+    /// That offer's postback secret.
+    pub postback_secret: String,
+    /// That offer's status-word mapping.
+    pub event_aliases: BTreeMap<String, EventKind>,
+    /// When the click happened.
+    pub clicked_at: OffsetDateTime,
+}
+
+/// An authenticated, validated postback event to apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversion {
+    /// The click it concerns.
+    pub click_id: Uuid,
+    /// The click's offer.
+    pub offer_id: i64,
+    /// When the click happened (events are reported by click time).
+    pub clicked_at: OffsetDateTime,
+    /// The event, after alias mapping.
+    pub kind: EventKind,
+    /// Amount, when the event carries one.
+    pub payout: Option<f64>,
+    /// ISO 4217 code, stored as given.
+    pub currency: String,
+    /// The platform's transaction id.
+    pub tid: Option<String>,
+    /// The platform's player id.
+    pub external_player_id: Option<String>,
+}
+
+/// What applying a conversion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConversionOutcome {
+    /// Written.
+    Recorded,
+    /// Already recorded before: nothing changed.
+    Duplicate,
+    /// A `payout` or `rejected` event for a click that has no FTD.
+    NoFtd,
+}
+
+/// How a postback ended, as the postback log records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostbackOutcome {
+    /// Applied.
+    Accepted,
+    /// A repeat of an event already applied.
+    Duplicate,
+    /// Malformed or out-of-range input.
+    Invalid,
+    /// Wrong or missing secret.
+    Forbidden,
+    /// No click with that id.
+    UnknownClick,
+    /// `payout` or `rejected` with no FTD to apply it to.
+    NoFtd,
+}
+
+impl PostbackOutcome {
+    /// The outcome's name in the log and the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PostbackOutcome::Accepted => "accepted",
+            PostbackOutcome::Duplicate => "duplicate",
+            PostbackOutcome::Invalid => "invalid",
+            PostbackOutcome::Forbidden => "forbidden",
+            PostbackOutcome::UnknownClick => "unknown_click",
+            PostbackOutcome::NoFtd => "no_ftd",
+        }
+    }
+
+    /// Parses an outcome name.
+    pub fn parse(name: &str) -> Option<PostbackOutcome> {
+        [
+            PostbackOutcome::Accepted,
+            PostbackOutcome::Duplicate,
+            PostbackOutcome::Invalid,
+            PostbackOutcome::Forbidden,
+            PostbackOutcome::UnknownClick,
+            PostbackOutcome::NoFtd,
+        ]
+        .into_iter()
+        .find(|outcome| outcome.as_str() == name)
+    }
+}
+
+impl From<ConversionOutcome> for PostbackOutcome {
+    fn from(outcome: ConversionOutcome) -> Self {
+        match outcome {
+            ConversionOutcome::Recorded => PostbackOutcome::Accepted,
+            ConversionOutcome::Duplicate => PostbackOutcome::Duplicate,
+            ConversionOutcome::NoFtd => PostbackOutcome::NoFtd,
+        }
+    }
+}
+
+/// One line of the postback log: every postback received, accepted or not. Never holds the secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostbackLogEntry {
+    /// When it arrived.
+    pub received_at: OffsetDateTime,
+    /// The click's offer, when the click is known.
+    pub offer_id: Option<i64>,
+    /// The click id as sent (it may not be a valid id).
+    pub click_id: Option<String>,
+    /// The event word as sent.
+    pub event: Option<String>,
+    /// The payout as sent, when it was a number.
+    pub payout: Option<f64>,
+    /// The currency as sent.
+    pub currency: Option<String>,
+    /// The transaction id as sent.
+    pub tid: Option<String>,
+    /// How it ended.
+    pub outcome: PostbackOutcome,
+    /// Why, for anything but plain acceptance.
+    pub reason: Option<String>,
+    /// Who sent it.
+    pub source_ip: Option<IpAddr>,
+}
+
+/// A stored postback-log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostbackLogRow {
+    /// Log id, increasing.
+    pub id: i64,
+    /// The entry.
+    pub entry: PostbackLogEntry,
+}
+
+/// Filters and paging for the postback log; newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostbackLogQuery {
+    /// Only this offer.
+    pub offer_id: Option<i64>,
+    /// Only this outcome.
+    pub outcome: Option<PostbackOutcome>,
+    /// Only lines received at or after this time.
+    pub from: Option<OffsetDateTime>,
+    /// Only lines received before this time.
+    pub to: Option<OffsetDateTime>,
+    /// Only lines with an id below this one (the `next_before_id` of the previous page).
+    pub before_id: Option<i64>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// A half-open time range `[from, to)`; `None` is unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimeRange {
+    /// Inclusive start.
+    pub from: Option<OffsetDateTime>,
+    /// Exclusive end.
+    pub to: Option<OffsetDateTime>,
+}
+
+/// Performance figures of one offer over a time range (by click time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferStats {
+    /// The offer.
+    pub offer_id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its current weight.
+    pub weight: f64,
+    /// Whether it is active.
+    pub active: bool,
+    /// Clicks in the range.
+    pub clicks: u64,
+    /// Registrations of those clicks.
+    pub registrations: u64,
+    /// Non-rejected FTDs of those clicks.
+    pub ftds: u64,
+    /// FTD payouts of those FTDs plus further deposits of those clicks.
+    pub revenue: f64,
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached: callers answer 503 and the writer retries.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a statement.
+    #[error("database error: {0}")]
+    Query(String),
+    /// A migration could not be applied.
+    #[error("migration {version} failed: {reason}")]
+    Migration {
+        /// The migration's number.
+        version: u32,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opens (and migrates) the store `config` selects.
+pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
+    match &config.database {
+        DatabaseConfig::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url, config.db_pool_size).await?)),
+        DatabaseConfig::Sqlite(path) => {
+            Err(StoreError::Unavailable(format!("sqlite store at {} not available", path.display())))
+        }
+    }
+}
+
+/// The storage interface. Implementations apply their migrations when they are opened.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// A number that changes whenever offers or weights change.
+    async fn routing_version(&self) -> StoreResult<i64>;
+
+    /// Lists offers by id, optionally only the active ones.
+    async fn list_offers(&self, active_only: bool) -> StoreResult<Vec<Offer>>;
+
+    /// Reads one offer.
+    async fn get_offer(&self, id: i64) -> StoreResult<Option<Offer>>;
+
+    /// Creates an offer.
+    async fn create_offer(&self, offer: &NewOffer) -> StoreResult<Offer>;
+
+    /// Changes the given fields of an offer; `None` if there is no such offer.
+    async fn update_offer(&self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>>;
+
+    /// Deletes an offer that has no clicks.
+    async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome>;
+
+    /// Writes a batch of clicks in one transaction, skipping ids already stored; returns how many
+    /// were new.
+    async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64>;
+
+    /// The offer of a stored click.
+    async fn click_owner(&self, click_id: Uuid) -> StoreResult<Option<ClickOwner>>;
+
+    /// Applies an authenticated conversion and logs it (with the outcome it had) in one transaction.
+    async fn apply_conversion(&self, conversion: &Conversion, log: &PostbackLogEntry)
+    -> StoreResult<ConversionOutcome>;
+
+    /// Logs a postback that was refused before it could be applied.
+    async fn log_postback(&self, entry: &PostbackLogEntry) -> StoreResult<()>;
+
+    /// Reads the postback log, newest first.
+    async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>>;
+
+    /// Per-offer figures over a range of click times.
+    async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>>;
+
+    /// Recomputes the weights of the active offers from their last `last_n_clicks` clicks with
+    /// `policy`, saves them and their history, and bumps the routing version, all in one transaction.
+    /// Returns `None` when another instance is recalculating at this moment.
+    async fn recalculate_weights(
+        &self,
+        last_n_clicks: u32,
+        policy: &WeightPolicy,
+    ) -> StoreResult<Option<Vec<WeightedOffer>>>;
+}

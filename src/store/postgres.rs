@@ -1,0 +1,681 @@
+//! The PostgreSQL store: production, and safe for several router instances on one database.
+//!
+//! Clicks arrive in batches from the writer and go in by binary COPY into a session-local staging
+//! table, then `INSERT .. SELECT .. ON CONFLICT DO NOTHING` into `clicks`, so a batch retried after a
+//! lost commit acknowledgement stores nothing twice; the hourly click rollup is bumped from the rows
+//! actually inserted, in the same transaction. Recalculations take a transaction-scoped advisory lock,
+//! so one instance recalculates at a time; migrations take a session advisory lock for the same reason.
+
+use std::collections::BTreeMap;
+use std::pin::pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use time::OffsetDateTime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::{
+    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
+    PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, Store, StoreError, StoreResult, TimeRange,
+};
+use crate::conversion::EventKind;
+use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
+
+/// Ordered migrations; each runs once, tracked in `schema_migrations`.
+const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../sql/postgres/0001_initial.sql"))];
+
+/// Advisory lock keys (arbitrary constants, unique to this application).
+const MIGRATION_LOCK: i64 = 0x6361_7369_6e6f_0001;
+const RECALC_LOCK: i64 = 0x6361_7369_6e6f_0002;
+
+const OFFER_COLUMNS: &str = "id, name, casino_url, weight, postback_secret, active, event_aliases, created_at";
+
+/// A pool of connections to one PostgreSQL database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` with a pool of `pool_size` and applies pending migrations.
+    pub async fn open(url: &str, pool_size: usize) -> StoreResult<PostgresStore> {
+        let mut pg_config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
+        pg_config.connect_timeout(Duration::from_secs(5));
+        pg_config.application_name("casino-router");
+        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_error)?;
+        let result = apply_migrations(&mut client).await;
+        // Unlocking also happens when the session ends; an error here changes nothing.
+        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+        result
+    }
+}
+
+async fn apply_migrations(client: &mut Object) -> StoreResult<()> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(db_error)?;
+    for &(version, sql) in MIGRATIONS {
+        let as_i32 = version as i32;
+        let applied = client
+            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&as_i32])
+            .await
+            .map_err(db_error)?
+            .is_some();
+        if applied {
+            continue;
+        }
+        let failed = |e: tokio_postgres::Error| StoreError::Migration { version, reason: describe(&e) };
+        let tx = client.transaction().await.map_err(failed)?;
+        tx.batch_execute(sql).await.map_err(failed)?;
+        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&as_i32]).await.map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(version, "applied migration");
+    }
+    Ok(())
+}
+
+/// Describes a PostgreSQL error with its server message, which `Display` alone leaves out.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => err.to_string(),
+    }
+}
+
+/// Errors the server reported are query errors; the rest (I/O, closed connections) mean unavailable.
+fn db_error(err: tokio_postgres::Error) -> StoreError {
+    if err.code().is_some() { StoreError::Query(describe(&err)) } else { StoreError::Unavailable(describe(&err)) }
+}
+
+fn pool_error(err: PoolError) -> StoreError {
+    match err {
+        PoolError::Backend(e) => db_error(e),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn offer_from_row(row: &Row) -> Offer {
+    let Json(aliases): Json<BTreeMap<String, String>> = row.get("event_aliases");
+    Offer {
+        id: row.get("id"),
+        name: row.get("name"),
+        casino_url: row.get("casino_url"),
+        weight: row.get("weight"),
+        postback_secret: row.get("postback_secret"),
+        active: row.get("active"),
+        event_aliases: parse_aliases(aliases),
+        created_at: row.get("created_at"),
+    }
+}
+
+/// Aliases are stored by event name; names the code no longer knows are dropped, not fatal.
+fn parse_aliases(raw: BTreeMap<String, String>) -> BTreeMap<String, EventKind> {
+    raw.into_iter().filter_map(|(word, event)| Some((word, EventKind::parse(&event)?))).collect()
+}
+
+fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> Json<BTreeMap<&str, &str>> {
+    Json(aliases.iter().map(|(word, kind)| (word.as_str(), kind.as_str())).collect())
+}
+
+async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
+    client.execute("UPDATE routing_state SET version = version + 1", &[]).await.map_err(db_error)?;
+    Ok(())
+}
+
+async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> StoreResult<()> {
+    client
+        .execute(
+            "INSERT INTO postback_log
+                (received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &entry.received_at,
+                &entry.offer_id,
+                &entry.click_id,
+                &entry.event,
+                &entry.payout,
+                &entry.currency,
+                &entry.tid,
+                &entry.outcome.as_str(),
+                &entry.reason,
+                &entry.source_ip,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Whether an `INSERT .. ON CONFLICT DO NOTHING RETURNING` inserted its row.
+fn inserted(row: Option<Row>) -> ConversionOutcome {
+    if row.is_some() { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate }
+}
+
+async fn apply(client: &impl GenericClient, c: &Conversion) -> StoreResult<ConversionOutcome> {
+    let outcome = match c.kind {
+        EventKind::Ftd => {
+            let row = client
+                .query_opt(
+                    "INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
+                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id, &c.tid],
+                )
+                .await
+                .map_err(db_error)?;
+            if let (Some(row), Some(payout)) = (&row, c.payout) {
+                let ftd_id: i64 = row.get(0);
+                insert_payout(client, ftd_id, payout, &c.currency).await?;
+            }
+            inserted(row)
+        }
+        EventKind::Payout => {
+            let ftd = client
+                .query_opt("SELECT id FROM ftd_events WHERE click_id = $1 FOR UPDATE", &[&c.click_id])
+                .await
+                .map_err(db_error)?;
+            match (ftd, c.payout) {
+                (Some(ftd), Some(payout)) => insert_payout(client, ftd.get(0), payout, &c.currency).await?,
+                _ => ConversionOutcome::NoFtd,
+            }
+        }
+        EventKind::Reg => inserted(
+            client
+                .query_opt(
+                    "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
+                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id],
+                )
+                .await
+                .map_err(db_error)?,
+        ),
+        EventKind::Deposit => inserted(
+            client
+                .query_opt(
+                    "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
+                     VALUES ($1, $2, $3, $4, $5::float8::numeric, $6) ON CONFLICT DO NOTHING RETURNING id",
+                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.tid, &c.payout, &c.currency],
+                )
+                .await
+                .map_err(db_error)?,
+        ),
+        EventKind::Rejected => {
+            let voided = client
+                .query_opt(
+                    "UPDATE ftd_events SET voided_at = now() WHERE click_id = $1 AND voided_at IS NULL RETURNING id",
+                    &[&c.click_id],
+                )
+                .await
+                .map_err(db_error)?;
+            if voided.is_some() {
+                ConversionOutcome::Recorded
+            } else {
+                let exists = client
+                    .query_opt("SELECT 1 FROM ftd_events WHERE click_id = $1", &[&c.click_id])
+                    .await
+                    .map_err(db_error)?;
+                if exists.is_some() { ConversionOutcome::Duplicate } else { ConversionOutcome::NoFtd }
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+async fn insert_payout(
+    client: &impl GenericClient,
+    ftd_id: i64,
+    amount: f64,
+    currency: &str,
+) -> StoreResult<ConversionOutcome> {
+    let row = client
+        .query_opt(
+            "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::float8::numeric, $3)
+             ON CONFLICT (ftd_event_id) DO NOTHING RETURNING id",
+            &[&ftd_id, &amount, &currency],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(inserted(row))
+}
+
+/// Rounds a range to whole hours for the rollup: `[from_hour, to_hour)` lies within `[from, to)`,
+/// and the edges `[from, from_hour)` and `[to_hour, to)` are counted from raw clicks.
+fn rollup_bounds(range: TimeRange) -> (OffsetDateTime, OffsetDateTime, OffsetDateTime, OffsetDateTime) {
+    let from = range.from.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let to = range.to.unwrap_or_else(far_future);
+    let floor = |t: OffsetDateTime| {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        t.replace_time(time::Time::from_hms(t.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
+    };
+    let from_floor = floor(from);
+    let from_hour = if from_floor == from { from } else { from_floor + time::Duration::HOUR };
+    let to_hour = floor(to);
+    if from_hour >= to_hour {
+        // Less than one whole hour: everything comes from raw clicks.
+        (from, to, to, to)
+    } else {
+        (from, to, from_hour, to_hour)
+    }
+}
+
+fn far_future() -> OffsetDateTime {
+    time::macros::datetime!(9999-01-01 0:00 UTC)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.client().await?.execute("SELECT 1", &[]).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn routing_version(&self) -> StoreResult<i64> {
+        let row = self.client().await?.query_one("SELECT version FROM routing_state", &[]).await.map_err(db_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn list_offers(&self, active_only: bool) -> StoreResult<Vec<Offer>> {
+        let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE active OR NOT $1 ORDER BY id");
+        let rows = self.client().await?.query(&sql, &[&active_only]).await.map_err(db_error)?;
+        Ok(rows.iter().map(offer_from_row).collect())
+    }
+
+    async fn get_offer(&self, id: i64) -> StoreResult<Option<Offer>> {
+        let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1");
+        let row = self.client().await?.query_opt(&sql, &[&id]).await.map_err(db_error)?;
+        Ok(row.as_ref().map(offer_from_row))
+    }
+
+    async fn create_offer(&self, offer: &NewOffer) -> StoreResult<Offer> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let sql = format!(
+            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {OFFER_COLUMNS}"
+        );
+        let row = tx
+            .query_one(
+                &sql,
+                &[
+                    &offer.name,
+                    &offer.casino_url,
+                    &offer.weight,
+                    &offer.postback_secret,
+                    &offer.active,
+                    &aliases_json(&offer.event_aliases),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        bump_routing_version(&tx).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(offer_from_row(&row))
+    }
+
+    async fn update_offer(&self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let sql = format!(
+            "UPDATE offers SET
+                name = COALESCE($2, name),
+                casino_url = COALESCE($3, casino_url),
+                weight = COALESCE($4, weight),
+                postback_secret = COALESCE($5, postback_secret),
+                active = COALESCE($6, active),
+                event_aliases = COALESCE($7, event_aliases),
+                updated_at = now()
+             WHERE id = $1 RETURNING {OFFER_COLUMNS}"
+        );
+        let aliases = patch.event_aliases.as_ref().map(aliases_json);
+        let row = tx
+            .query_opt(
+                &sql,
+                &[&id, &patch.name, &patch.casino_url, &patch.weight, &patch.postback_secret, &patch.active, &aliases],
+            )
+            .await
+            .map_err(db_error)?;
+        if row.is_some() {
+            bump_routing_version(&tx).await?;
+        }
+        tx.commit().await.map_err(db_error)?;
+        Ok(row.as_ref().map(offer_from_row))
+    }
+
+    async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let exists = tx.query_opt("SELECT 1 FROM offers WHERE id = $1 FOR UPDATE", &[&id]).await.map_err(db_error)?;
+        if exists.is_none() {
+            return Ok(DeleteOutcome::NotFound);
+        }
+        let has_clicks =
+            tx.query_opt("SELECT 1 FROM clicks WHERE offer_id = $1 LIMIT 1", &[&id]).await.map_err(db_error)?;
+        if has_clicks.is_some() {
+            return Ok(DeleteOutcome::HasClicks);
+        }
+        tx.execute("DELETE FROM offers WHERE id = $1", &[&id]).await.map_err(db_error)?;
+        bump_routing_version(&tx).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(DeleteOutcome::Deleted)
+    }
+
+    async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS clicks_staging (LIKE clicks) ON COMMIT DELETE ROWS;
+             SET LOCAL client_min_messages = warning;",
+        )
+        .await
+        .map_err(db_error)?;
+        let sink = tx
+            .copy_in(
+                "COPY clicks_staging (click_id, offer_id, created_at, user_agent, ip_address, referrer, source, \
+                 campaign, propensity) FROM STDIN BINARY",
+            )
+            .await
+            .map_err(db_error)?;
+        let types = [
+            Type::UUID,
+            Type::INT8,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::INET,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::FLOAT8,
+        ];
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+        for click in clicks {
+            writer
+                .as_mut()
+                .write(&[
+                    &click.click_id,
+                    &click.offer_id,
+                    &click.created_at,
+                    &click.user_agent.as_deref(),
+                    &click.ip_address,
+                    &click.referrer.as_deref(),
+                    &click.source.as_deref(),
+                    &click.campaign.as_deref(),
+                    &click.propensity,
+                ])
+                .await
+                .map_err(db_error)?;
+        }
+        writer.finish().await.map_err(db_error)?;
+        let row = tx
+            .query_one(
+                "WITH inserted AS (
+                    INSERT INTO clicks SELECT * FROM clicks_staging
+                    ON CONFLICT (click_id) DO NOTHING
+                    RETURNING offer_id, created_at
+                 ), rolled AS (
+                    INSERT INTO click_rollup_hourly (offer_id, hour, clicks)
+                    SELECT offer_id, date_trunc('hour', created_at, 'UTC'), count(*) FROM inserted GROUP BY 1, 2
+                    ON CONFLICT (offer_id, hour) DO UPDATE SET clicks = click_rollup_hourly.clicks + EXCLUDED.clicks
+                 )
+                 SELECT count(*) FROM inserted",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        let inserted: i64 = row.get(0);
+        Ok(inserted as u64)
+    }
+
+    async fn click_owner(&self, click_id: Uuid) -> StoreResult<Option<ClickOwner>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT c.offer_id, c.created_at, o.postback_secret, o.event_aliases
+                 FROM clicks c JOIN offers o ON o.id = c.offer_id WHERE c.click_id = $1",
+                &[&click_id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.map(|row| {
+            let Json(aliases): Json<BTreeMap<String, String>> = row.get("event_aliases");
+            ClickOwner {
+                offer_id: row.get("offer_id"),
+                postback_secret: row.get("postback_secret"),
+                event_aliases: parse_aliases(aliases),
+                clicked_at: row.get("created_at"),
+            }
+        }))
+    }
+
+    async fn apply_conversion(
+        &self,
+        conversion: &Conversion,
+        log: &PostbackLogEntry,
+    ) -> StoreResult<ConversionOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let outcome = apply(&tx, conversion).await?;
+        let reason = match outcome {
+            ConversionOutcome::Recorded => log.reason.clone(),
+            ConversionOutcome::Duplicate => Some(format!("{} already recorded", conversion.kind.as_str())),
+            ConversionOutcome::NoFtd => Some("click has no FTD".to_owned()),
+        };
+        insert_log(&tx, &PostbackLogEntry { outcome: outcome.into(), reason, ..log.clone() }).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(outcome)
+    }
+
+    async fn log_postback(&self, entry: &PostbackLogEntry) -> StoreResult<()> {
+        insert_log(&self.client().await?, entry).await
+    }
+
+    async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>> {
+        let outcome = query.outcome.map(PostbackOutcome::as_str);
+        let limit = i64::from(query.limit);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip
+                 FROM postback_log
+                 WHERE ($1::bigint IS NULL OR offer_id = $1)
+                   AND ($2::text IS NULL OR outcome = $2)
+                   AND ($3::timestamptz IS NULL OR received_at >= $3)
+                   AND ($4::timestamptz IS NULL OR received_at < $4)
+                   AND ($5::bigint IS NULL OR id < $5)
+                 ORDER BY id DESC LIMIT $6",
+                &[&query.offer_id, &outcome, &query.from, &query.to, &query.before_id, &limit],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| PostbackLogRow {
+                id: row.get("id"),
+                entry: PostbackLogEntry {
+                    received_at: row.get("received_at"),
+                    offer_id: row.get("offer_id"),
+                    click_id: row.get("click_id"),
+                    event: row.get("event"),
+                    payout: row.get("payout"),
+                    currency: row.get("currency"),
+                    tid: row.get("tid"),
+                    outcome: PostbackOutcome::parse(row.get("outcome")).unwrap_or(PostbackOutcome::Invalid),
+                    reason: row.get("reason"),
+                    source_ip: row.get("source_ip"),
+                },
+            })
+            .collect())
+    }
+
+    async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {
+        let (from, to, from_hour, to_hour) = rollup_bounds(range);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT o.id, o.name, o.weight, o.active,
+                    COALESCE((SELECT sum(r.clicks) FROM click_rollup_hourly r
+                              WHERE r.offer_id = o.id AND r.hour >= $3 AND r.hour < $4), 0)::int8
+                  + (SELECT count(*) FROM clicks c
+                     WHERE c.offer_id = o.id AND c.created_at >= $1 AND c.created_at < LEAST($3, $2))
+                  + (SELECT count(*) FROM clicks c
+                     WHERE c.offer_id = o.id AND c.created_at >= GREATEST($4, $1) AND c.created_at < $2)
+                    AS clicks,
+                    (SELECT count(*) FROM registrations g
+                     WHERE g.offer_id = o.id AND g.click_at >= $1 AND g.click_at < $2) AS registrations,
+                    (SELECT count(*) FROM ftd_events f
+                     WHERE f.offer_id = o.id AND f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2)
+                    AS ftds,
+                    (SELECT COALESCE(sum(p.amount), 0)::float8 FROM ftd_events f JOIN payouts p ON p.ftd_event_id = f.id
+                     WHERE f.offer_id = o.id AND f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2)
+                  + (SELECT COALESCE(sum(d.amount), 0)::float8 FROM deposits d
+                     WHERE d.offer_id = o.id AND d.click_at >= $1 AND d.click_at < $2) AS revenue
+                 FROM offers o ORDER BY o.id",
+                &[&from, &to, &from_hour, &to_hour],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| OfferStats {
+                offer_id: row.get("id"),
+                name: row.get("name"),
+                weight: row.get("weight"),
+                active: row.get("active"),
+                clicks: row.get::<_, i64>("clicks") as u64,
+                registrations: row.get::<_, i64>("registrations") as u64,
+                ftds: row.get::<_, i64>("ftds") as u64,
+                revenue: row.get("revenue"),
+            })
+            .collect())
+    }
+
+    async fn recalculate_weights(
+        &self,
+        last_n_clicks: u32,
+        policy: &WeightPolicy,
+    ) -> StoreResult<Option<Vec<WeightedOffer>>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let locked: bool =
+            tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RECALC_LOCK]).await.map_err(db_error)?.get(0);
+        if !locked {
+            return Ok(None);
+        }
+        let offer_ids: Vec<i64> = tx
+            .query("SELECT id FROM offers WHERE active ORDER BY id", &[])
+            .await
+            .map_err(db_error)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let last_n = i64::from(last_n_clicks);
+        let mut windows = Vec::with_capacity(offer_ids.len());
+        for offer_id in offer_ids {
+            let row = tx
+                .query_one(
+                    "WITH recent AS (
+                        SELECT click_id FROM clicks WHERE offer_id = $1 ORDER BY created_at DESC LIMIT $2
+                     )
+                     SELECT
+                        (SELECT count(*) FROM recent) AS clicks,
+                        (SELECT count(*) FROM ftd_events f JOIN recent r USING (click_id)
+                         WHERE f.voided_at IS NULL) AS ftds,
+                        (SELECT COALESCE(sum(p.amount), 0)::float8
+                         FROM ftd_events f JOIN recent r USING (click_id) JOIN payouts p ON p.ftd_event_id = f.id
+                         WHERE f.voided_at IS NULL)
+                      + (SELECT COALESCE(sum(d.amount), 0)::float8 FROM deposits d JOIN recent r USING (click_id))
+                        AS revenue",
+                    &[&offer_id, &last_n],
+                )
+                .await
+                .map_err(db_error)?;
+            windows.push(OfferWindow {
+                offer_id,
+                clicks: row.get::<_, i64>("clicks") as u64,
+                ftds: row.get::<_, i64>("ftds") as u64,
+                revenue: row.get("revenue"),
+            });
+        }
+        let weighted = policy.weigh(&windows);
+        let run_at = OffsetDateTime::now_utc();
+        for offer in &weighted {
+            let w = &offer.window;
+            tx.execute("UPDATE offers SET weight = $2 WHERE id = $1", &[&w.offer_id, &offer.weight])
+                .await
+                .map_err(db_error)?;
+            tx.execute(
+                "INSERT INTO weight_history (run_at, offer_id, clicks, ftds, payout, ev, weight)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&run_at, &w.offer_id, &(w.clicks as i64), &(w.ftds as i64), &w.revenue, &offer.ev, &offer.weight],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        bump_routing_version(&tx).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(weighted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn rollup_bounds_split_a_range_into_whole_hours_and_edges() {
+        let range =
+            TimeRange { from: Some(datetime!(2026-01-01 10:15 UTC)), to: Some(datetime!(2026-01-01 13:30 UTC)) };
+        let (from, to, from_hour, to_hour) = rollup_bounds(range);
+        assert_eq!((from, to), (range.from.unwrap(), range.to.unwrap()));
+        assert_eq!(from_hour, datetime!(2026-01-01 11:00 UTC));
+        assert_eq!(to_hour, datetime!(2026-01-01 13:00 UTC));
+    }
+
+    #[test]
+    fn rollup_bounds_of_a_short_range_use_raw_clicks_only() {
+        let range =
+            TimeRange { from: Some(datetime!(2026-01-01 10:15 UTC)), to: Some(datetime!(2026-01-01 10:45 UTC)) };
+        let (_, to, from_hour, to_hour) = rollup_bounds(range);
+        assert_eq!((from_hour, to_hour), (to, to));
+    }
+
+    #[test]
+    fn rollup_bounds_keep_exact_hours() {
+        let range = TimeRange { from: Some(datetime!(2026-01-01 10:00 UTC)), to: None };
+        let (_, _, from_hour, _) = rollup_bounds(range);
+        assert_eq!(from_hour, datetime!(2026-01-01 10:00 UTC));
+    }
+}

@@ -1,0 +1,275 @@
+//! The click writer: a bounded queue between the click path and the database, drained in batches.
+//!
+//! Design, after vector's batcher:
+//! - The click handler only `try_send`s a [`ClickRecord`] onto a bounded crossbeam channel: it never
+//!   waits on the database. When the queue is full the click is refused (the handler answers 503, and
+//!   the refusal is counted), so no click id is ever handed out whose row will not be written.
+//! - One dedicated OS thread owns the blocking work. A batch starts with its first click and is
+//!   written when it holds `batch_size` clicks or when `flush_interval` has passed since that first
+//!   click, whichever comes first, in one transaction.
+//! - A failed write is retried with back-off while the database is unreachable: the batch stays in
+//!   memory and the queue absorbs new clicks meanwhile. A batch the database refuses outright is
+//!   retried click by click, so one bad row cannot block the others; rows still refused are counted as
+//!   failed and logged with their ids.
+//! - A flush request is a message in the same FIFO: when it is acknowledged, every click queued before
+//!   it is committed. Postbacks use it for clicks that may still be waiting in the queue.
+//! - On shutdown the writer drains the queue until it is empty, writes the last batch and exits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::store::{ClickRecord, Store, StoreError};
+
+/// How long the writer keeps retrying an unreachable database after shutdown was requested.
+const SHUTDOWN_RETRY_LIMIT: Duration = Duration::from_secs(30);
+/// Longest pause between retries of an unreachable database.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Batching settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Capacity of the queue.
+    pub queue_capacity: usize,
+    /// Most clicks per transaction.
+    pub batch_size: usize,
+    /// Deadline of a partial batch, from its first click.
+    pub flush_interval: Duration,
+}
+
+/// Counters shared by the click path, the writer and `/health`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Clicks committed to the database.
+    pub written: AtomicU64,
+    /// Clicks the database refused even one by one (logged with their ids).
+    pub failed: AtomicU64,
+    /// Clicks refused at the door because the queue was full.
+    pub rejected: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Write attempts that failed and were retried.
+    pub retries: AtomicU64,
+}
+
+enum Message {
+    Click(ClickRecord),
+    Flush(oneshot::Sender<()>),
+    Stop,
+}
+
+/// Why a click could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnqueueError {
+    /// Every slot of the queue is taken.
+    #[error("click queue is full")]
+    Full,
+    /// The writer has stopped.
+    #[error("click writer has stopped")]
+    Stopped,
+}
+
+/// A flush that did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("click writer did not flush in time")]
+pub struct FlushError;
+
+/// The sending side of the queue, cheap to clone.
+#[derive(Clone)]
+pub struct ClickQueue {
+    tx: Sender<Message>,
+    stats: Arc<WriterStats>,
+}
+
+impl ClickQueue {
+    /// Queues a click without waiting.
+    #[inline]
+    pub fn try_enqueue(&self, click: ClickRecord) -> Result<(), EnqueueError> {
+        match self.tx.try_send(Message::Click(click)) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(EnqueueError::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(EnqueueError::Stopped)
+            }
+        }
+    }
+
+    /// Waits until every click queued before this call is committed, or `timeout` passes.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        let tx = self.tx.clone();
+        // The queue may be full; wait for a slot off the async workers, bounded like the rest.
+        let queued = tokio::task::spawn_blocking(move || tx.send_timeout(Message::Flush(ack_tx), timeout).is_ok());
+        let acknowledged = async {
+            if queued.await.unwrap_or(false) { ack_rx.await.map_err(|_| FlushError) } else { Err(FlushError) }
+        };
+        tokio::time::timeout(timeout, acknowledged).await.map_err(|_| FlushError)?
+    }
+
+    /// Clicks waiting in the queue.
+    pub fn depth(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+}
+
+/// The running writer thread.
+pub struct ClickWriter {
+    queue: ClickQueue,
+    thread: JoinHandle<()>,
+}
+
+impl ClickWriter {
+    /// Starts the writer thread. `runtime` runs the store's futures; it must be a multi-thread runtime,
+    /// whose workers drive the I/O while this thread blocks on them.
+    pub fn spawn(store: Arc<dyn Store>, config: WriterConfig, runtime: Handle) -> std::io::Result<ClickWriter> {
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
+        let stats = Arc::new(WriterStats::default());
+        let worker = Worker { rx, store, runtime, config, stats: stats.clone(), stopping: None };
+        let thread = std::thread::Builder::new().name("click-writer".into()).spawn(move || worker.run())?;
+        Ok(ClickWriter { queue: ClickQueue { tx, stats }, thread })
+    }
+
+    /// The queue to send clicks to.
+    pub fn queue(&self) -> &ClickQueue {
+        &self.queue
+    }
+
+    /// Asks the writer to drain the queue and stop, and waits until it has.
+    pub async fn shutdown(self) {
+        let ClickWriter { queue, thread } = self;
+        let _ = tokio::task::spawn_blocking(move || {
+            // Stop goes behind every click already queued, so all of them are written first.
+            let _ = queue.tx.send(Message::Stop);
+            let _ = thread.join();
+        })
+        .await;
+    }
+}
+
+struct Worker {
+    rx: Receiver<Message>,
+    store: Arc<dyn Store>,
+    runtime: Handle,
+    config: WriterConfig,
+    stats: Arc<WriterStats>,
+    /// When shutdown was requested; from then on the queue is drained without waiting.
+    stopping: Option<Instant>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let mut batch = Vec::with_capacity(self.config.batch_size);
+        let mut acks = Vec::new();
+        while let Some(first) = self.next_message(None) {
+            let deadline = Instant::now() + self.config.flush_interval;
+            let mut message = Some(first);
+            while let Some(current) = message.take() {
+                match current {
+                    Message::Click(click) => batch.push(click),
+                    Message::Flush(ack) => {
+                        acks.push(ack);
+                        break;
+                    }
+                    Message::Stop => self.stopping = Some(Instant::now()),
+                }
+                if batch.len() >= self.config.batch_size {
+                    break;
+                }
+                message = self.next_message(Some(deadline));
+            }
+            if !batch.is_empty() {
+                self.write(&batch);
+                batch.clear();
+            }
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
+        }
+        tracing::info!(written = self.stats.written.load(Ordering::Relaxed), "click writer stopped");
+    }
+
+    /// The next message: waits until `deadline` (or forever without one) while running, and only
+    /// takes what is already queued once stopping. `None` ends the batch (or, with no deadline, the
+    /// writer).
+    fn next_message(&mut self, deadline: Option<Instant>) -> Option<Message> {
+        if self.stopping.is_some() {
+            return match self.rx.try_recv() {
+                Ok(message) => Some(message),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            };
+        }
+        let received = match deadline {
+            Some(deadline) => self.rx.recv_deadline(deadline),
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(message) => Some(message),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Every sender is gone: nothing more can arrive, so drain what is left and stop.
+                self.stopping = Some(Instant::now());
+                self.next_message(deadline)
+            }
+        }
+    }
+
+    fn write(&self, batch: &[ClickRecord]) {
+        let mut backoff = Duration::from_millis(50);
+        let mut reported = false;
+        loop {
+            match self.runtime.block_on(self.store.insert_clicks(batch)) {
+                Ok(_) => {
+                    self.stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    if reported {
+                        tracing::info!(clicks = batch.len(), "click writer recovered");
+                    }
+                    return;
+                }
+                Err(StoreError::Unavailable(reason)) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    if !reported {
+                        tracing::warn!(%reason, clicks = batch.len(), "database unavailable, retrying click batch");
+                        reported = true;
+                    }
+                    if self.stopping.is_some_and(|since| since.elapsed() > SHUTDOWN_RETRY_LIMIT) {
+                        self.stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        tracing::error!(
+                            clicks = batch.len(),
+                            "gave up writing clicks at shutdown: database unavailable"
+                        );
+                        return;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(error) if batch.len() > 1 => {
+                    tracing::warn!(%error, clicks = batch.len(), "click batch refused, writing clicks one by one");
+                    for click in batch {
+                        self.write(std::slice::from_ref(click));
+                    }
+                    return;
+                }
+                Err(error) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, click_id = %batch[0].click_id, "click refused by the database");
+                    return;
+                }
+            }
+        }
+    }
+}
