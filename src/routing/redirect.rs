@@ -72,6 +72,9 @@ impl RedirectTemplate {
         let after_scheme = scheme_end + 3;
         let authority_end =
             casino_url[after_scheme..].find(['/', '?', '#']).map_or(casino_url.len(), |offset| after_scheme + offset);
+        if authority_end == after_scheme {
+            return Err(InvalidOfferUrl::NotAbsolute);
+        }
         let parts = split_macros(casino_url);
         let has_macros = parts.iter().any(|part| !matches!(part, Part::Literal(_)));
         if has_macros && casino_url[..authority_end].contains('{') {

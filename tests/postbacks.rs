@@ -1,0 +1,309 @@
+//! `/postback` end to end: every form, every event, every refusal, idempotency under concurrency.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{TestServer, click_id_of};
+use uuid::Uuid;
+
+/// A server with one offer, and one click on it.
+async fn server_with_click() -> (TestServer, String, Uuid) {
+    let server = TestServer::start().await;
+    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
+    let secret = offer["postback_secret"].as_str().unwrap().to_owned();
+    let click_id = click_id_of(&server.click_location("").await);
+    (server, secret, click_id)
+}
+
+async fn post_json(server: &TestServer, body: Value) -> (StatusCode, Value) {
+    let response = server.http.post(server.url("/postback")).json(&body).send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn get_postback(server: &TestServer, query: &str) -> (StatusCode, Value) {
+    let response = server.http.get(server.url(&format!("/postback?{query}"))).send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+async fn stats_of(server: &TestServer, query: &str) -> Value {
+    let (status, stats) = server.admin_json(Method::GET, &format!("/admin/stats{query}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    stats[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_ftd_right_after_its_click_is_recorded() {
+    // The click is very likely still in the writer's queue: the postback must find it anyway.
+    let (server, secret, click_id) = server_with_click().await;
+    let (status, body) =
+        post_json(&server, json!({"click_id": click_id, "event": "ftd", "payout": 100.5, "secret": secret})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"status": "success", "message": "FTD and payout recorded", "click_id": click_id}));
+    let stats = stats_of(&server, "").await;
+    assert_eq!((stats["total_clicks"].as_u64(), stats["total_ftds"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(stats["total_payout"], 100.5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_form_and_header_secret_forms_are_accepted() {
+    let server = TestServer::start().await;
+    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
+    let secret = offer["postback_secret"].as_str().unwrap();
+    let ids: Vec<Uuid> = {
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(click_id_of(&server.click_location("").await));
+        }
+        ids
+    };
+    let (status, body) =
+        get_postback(&server, &format!("click_id={}&event=ftd&payout=50&secret={secret}", ids[0])).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("success")));
+
+    let form = server
+        .http
+        .post(server.url("/postback"))
+        .form(&[("click_id", ids[1].to_string()), ("event", "ftd".into()), ("secret", secret.into())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::OK);
+
+    let header = server
+        .http
+        .get(server.url(&format!("/postback?click_id={}&event=ftd&payout=25", ids[2])))
+        .header("X-Postback-Secret", secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header.status(), StatusCode::OK);
+    let stats = stats_of(&server, "").await;
+    assert_eq!(stats["total_ftds"], 3);
+    assert_eq!(stats["total_payout"], 75.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_kind_has_its_effect() {
+    let (server, secret, click_id) = server_with_click().await;
+    let send = |event: &str, extra: Value| {
+        let mut body = json!({"click_id": click_id, "event": event, "secret": secret});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        post_json(&server, body)
+    };
+    // payout before any FTD: nothing to attach it to.
+    let (status, body) = send("payout", json!({"payout": 10})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    assert_eq!(send("reg", json!({})).await.1["message"], "registration recorded");
+    assert_eq!(send("ftd", json!({})).await.1["message"], "FTD recorded");
+    assert_eq!(send("payout", json!({"payout": 120})).await.1["message"], "payout recorded");
+    // A second payout for the same FTD changes nothing.
+    assert_eq!(send("payout", json!({"payout": 999})).await.1["status"], "duplicate");
+    assert_eq!(send("deposit", json!({"payout": 30, "tid": "dep-1"})).await.1["message"], "deposit recorded");
+    assert_eq!(send("deposit", json!({"payout": 30, "tid": "dep-1"})).await.1["status"], "duplicate");
+    assert_eq!(send("deposit", json!({"payout": 20, "tid": "dep-2"})).await.1["status"], "success");
+    let (status, body) = send("deposit", json!({"payout": 20})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a deposit needs a tid: {body}");
+
+    let stats = stats_of(&server, "").await;
+    assert_eq!(stats["total_registrations"], 1);
+    assert_eq!(stats["total_ftds"], 1);
+    assert_eq!(stats["total_payout"], 170.0, "120 FTD payout + 30 + 20 deposits");
+
+    // Rejected voids the FTD and its payout; deposits stay.
+    assert_eq!(send("rejected", json!({})).await.1["status"], "success");
+    assert_eq!(send("rejected", json!({})).await.1["status"], "duplicate");
+    let stats = stats_of(&server, "").await;
+    assert_eq!(stats["total_ftds"], 0);
+    assert_eq!(stats["total_payout"], 50.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_map_their_platform_words_to_events() {
+    let (server, secret, click_id) = server_with_click().await;
+    let (_, offers) = server.admin_json(Method::GET, "/admin/offers", None).await;
+    let id = offers[0]["id"].as_i64().unwrap();
+    server
+        .set_offer(id, json!({"event_aliases": {"first_dep": "ftd", "approved": "ftd", "chargeback": "rejected"}}))
+        .await;
+    let (status, body) =
+        get_postback(&server, &format!("click_id={click_id}&event=first_dep&payout=80&secret={secret}")).await;
+    assert_eq!((status, body["message"].as_str()), (StatusCode::OK, Some("FTD and payout recorded")));
+    let (status, _) = get_postback(&server, &format!("click_id={click_id}&event=CHARGEBACK&secret={secret}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats_of(&server, "").await["total_ftds"], 0);
+    let (status, body) = get_postback(&server, &format!("click_id={click_id}&event=sale&secret={secret}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("unknown event"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_have_the_right_status_and_write_nothing() {
+    let (server, secret, click_id) = server_with_click().await;
+    let cases: Vec<(Value, StatusCode)> = vec![
+        (json!({"click_id": click_id, "event": "ftd", "secret": "wrong-secret-xyz"}), StatusCode::FORBIDDEN),
+        (json!({"click_id": click_id, "event": "ftd"}), StatusCode::FORBIDDEN),
+        (json!({"click_id": Uuid::now_v7(), "event": "ftd", "secret": secret}), StatusCode::NOT_FOUND),
+        (json!({"click_id": "{click_id}", "event": "ftd", "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"event": "ftd", "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"click_id": click_id, "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"click_id": click_id, "event": "bogus", "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"click_id": click_id, "event": "ftd", "payout": -1, "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"click_id": click_id, "event": "ftd", "payout": "NaN", "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"click_id": click_id, "event": "ftd", "payout": "inf", "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"click_id": click_id, "event": "ftd", "payout": 1e9, "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"click_id": click_id, "event": "ftd", "payout": "ten", "secret": secret}), StatusCode::BAD_REQUEST),
+        (
+            json!({"click_id": click_id, "event": "ftd", "currency": "dollars", "secret": secret}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = post_json(&server, body.clone()).await;
+        assert_eq!(status, expected, "{body} -> {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(!error.is_empty(), "{body} -> {answer}");
+        assert!(!error.contains(&secret), "the secret is never echoed");
+    }
+    let malformed = server
+        .http
+        .post(server.url("/postback"))
+        .header("Content-Type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let wrong_type =
+        server.http.post(server.url("/postback")).header("Content-Type", "text/plain").body("x").send().await.unwrap();
+    assert_eq!(wrong_type.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let huge =
+        server.http.post(server.url("/postback")).json(&json!({"tid": "x".repeat(70_000)})).send().await.unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let stats = stats_of(&server, "").await;
+    assert_eq!((stats["total_ftds"].as_u64(), stats["total_payout"].as_f64()), (Some(0), Some(0.0)));
+    let db = server.stop().await;
+    assert_eq!(db.count("SELECT count(*) FROM ftd_events").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM payouts").await, 0);
+    let leaked = db.count(&format!("SELECT count(*) FROM postback_log WHERE reason LIKE '%{secret}%'")).await;
+    assert_eq!(leaked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicate_postbacks_count_once() {
+    let (server, secret, click_id) = server_with_click().await;
+    let body = json!({"click_id": click_id, "event": "ftd", "payout": 100, "secret": secret, "tid": "t-1"});
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let http = server.http.clone();
+        let url = server.url("/postback");
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = http.post(url).json(&body).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.unwrap()["status"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| *s == "success").count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| *s == "duplicate").count(), 19);
+    let stats = stats_of(&server, "").await;
+    assert_eq!((stats["total_ftds"].as_u64(), stats["total_payout"].as_f64()), (Some(1), Some(100.0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postback_log_keeps_every_postback_with_filters_and_paging() {
+    let (server, secret, click_id) = server_with_click().await;
+    post_json(&server, json!({"click_id": click_id, "event": "ftd", "payout": 10, "secret": secret})).await;
+    post_json(&server, json!({"click_id": click_id, "event": "ftd", "payout": 10, "secret": secret})).await;
+    post_json(&server, json!({"click_id": click_id, "event": "ftd", "secret": "wrong-secret-123"})).await;
+    post_json(&server, json!({"click_id": "garbage", "event": "ftd", "secret": secret})).await;
+
+    let (status, page) = server.admin_json(Method::GET, "/admin/postbacks", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let outcomes: Vec<&str> =
+        page["items"].as_array().unwrap().iter().map(|i| i["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes, ["invalid", "forbidden", "duplicate", "accepted"], "newest first");
+    let accepted = &page["items"][3];
+    assert_eq!(accepted["click_id"], click_id.to_string());
+    assert_eq!(accepted["payout"], 10.0);
+    assert_eq!(accepted["source_ip"], "127.0.0.1");
+    assert!(accepted["offer_id"].is_i64());
+    assert!(!page.to_string().contains(&secret), "the log never holds the secret");
+
+    let (_, forbidden) = server.admin_json(Method::GET, "/admin/postbacks?outcome=forbidden", None).await;
+    assert_eq!(forbidden["items"].as_array().unwrap().len(), 1);
+    assert_eq!(forbidden["items"][0]["reason"], "invalid postback secret");
+
+    let (_, first) = server.admin_json(Method::GET, "/admin/postbacks?limit=3", None).await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    let before = first["next_before_id"].as_i64().unwrap();
+    let (_, second) =
+        server.admin_json(Method::GET, &format!("/admin/postbacks?limit=3&before_id={before}"), None).await;
+    assert_eq!(second["items"].as_array().unwrap().len(), 1);
+    assert_eq!(second["next_before_id"], Value::Null);
+
+    let (_, future) = server.admin_json(Method::GET, "/admin/postbacks?from=2999-01-01T00:00:00Z", None).await;
+    assert!(future["items"].as_array().unwrap().is_empty());
+    let (_, offer_filtered) = server.admin_json(Method::GET, "/admin/postbacks?offer_id=999", None).await;
+    assert!(offer_filtered["items"].as_array().unwrap().is_empty());
+    let (status, _) = server.admin_json(Method::GET, "/admin/postbacks?outcome=nope", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_figures_on_a_known_data_set() {
+    let server = TestServer::start().await;
+    let a = server.create_offer("A", "https://a.example/", 1.0).await;
+    let b = server.create_offer("B", "https://b.example/", 1.0).await;
+    let (a_id, b_id) = (a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap());
+    // 10 clicks on A (2 FTDs: 100 and 50), 4 clicks on B (1 FTD: 40), steered by deactivating.
+    server.set_offer(b_id, json!({"active": false})).await;
+    let a_clicks: Vec<Uuid> = server.click_many(10, 2).await.0.iter().map(|l| click_id_of(l)).collect();
+    server.set_offer(b_id, json!({"active": true})).await;
+    server.set_offer(a_id, json!({"active": false})).await;
+    let b_clicks: Vec<Uuid> = server.click_many(4, 2).await.0.iter().map(|l| click_id_of(l)).collect();
+    let a_secret = a["postback_secret"].as_str().unwrap();
+    let b_secret = b["postback_secret"].as_str().unwrap();
+    for (click, payout, secret) in
+        [(a_clicks[0], 100, a_secret), (a_clicks[1], 50, a_secret), (b_clicks[0], 40, b_secret)]
+    {
+        let (status, _) =
+            post_json(&server, json!({"click_id": click, "event": "ftd", "payout": payout, "secret": secret})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, stats) = server.admin_json(Method::GET, "/admin/stats", None).await;
+    let a_stats = &stats[0];
+    assert_eq!(a_stats["id"], a_id);
+    assert_eq!(a_stats["total_clicks"], 10);
+    assert_eq!(a_stats["total_ftds"], 2);
+    assert_eq!(a_stats["total_payout"], 150.0);
+    assert_eq!(a_stats["conversion_rate"], 20.0);
+    assert_eq!(a_stats["ev"], 15.0);
+    assert_eq!(a_stats["active"], false);
+    assert_eq!(a_stats["traffic_share"], 0.0);
+    let b_stats = &stats[1];
+    assert_eq!((b_stats["total_clicks"].as_u64(), b_stats["total_ftds"].as_u64()), (Some(4), Some(1)));
+    assert_eq!(b_stats["conversion_rate"], 25.0);
+    assert_eq!(b_stats["ev"], 10.0);
+    assert_eq!(b_stats["traffic_share"], 1.0);
+
+    // A range in the past holds nothing; one around now holds everything.
+    let empty = stats_of(&server, "?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z").await;
+    assert_eq!((empty["total_clicks"].as_u64(), empty["total_ftds"].as_u64()), (Some(0), Some(0)));
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let around = stats_of(
+        &server,
+        &format!("?from={}&to={}", fmt(now - time::Duration::minutes(5)), fmt(now + time::Duration::minutes(5))),
+    )
+    .await;
+    assert_eq!((around["total_clicks"].as_u64(), around["total_ftds"].as_u64()), (Some(10), Some(2)));
+    let (status, _) = server.admin_json(Method::GET, "/admin/stats?from=yesterday", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -1,0 +1,130 @@
+//! The EV weight engine on known data, against the real server and PostgreSQL.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{TestServer, click_id_of, test_config};
+use uuid::Uuid;
+
+/// Sends `n` clicks to `offer` alone (the others are deactivated meanwhile); returns their ids.
+async fn clicks_on(server: &TestServer, offer: i64, all: &[i64], n: usize) -> Vec<Uuid> {
+    for &other in all.iter().filter(|&&id| id != offer) {
+        server.set_offer(other, json!({"active": false})).await;
+    }
+    server.set_offer(offer, json!({"active": true})).await;
+    let ids = server.click_many(n, 2).await.0.iter().map(|l| click_id_of(l)).collect();
+    for &other in all {
+        server.set_offer(other, json!({"active": true})).await;
+    }
+    ids
+}
+
+async fn ftd(server: &TestServer, click: Uuid, payout: f64, secret: &str) {
+    let body = json!({"click_id": click, "event": "ftd", "payout": payout, "secret": secret});
+    let response = server.http.post(server.url("/postback")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+async fn update_weights(server: &TestServer) -> Value {
+    let (status, body) = server.admin_json(Method::POST, "/admin/update-weights", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn weight_of(body: &Value, id: i64) -> f64 {
+    body["weights"].as_array().unwrap().iter().find(|w| w["id"] == id).unwrap()["weight"].as_f64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_follow_the_ev_formula_with_floor_and_exploration_minimum() {
+    let server = TestServer::start_with(|config| config.min_clicks_for_ev = 5).await;
+    let mut ids = Vec::new();
+    let mut secrets = Vec::new();
+    for name in ["A", "B", "C", "D"] {
+        let offer = server.create_offer(name, &format!("https://{}.example/", name.to_lowercase()), 1.0).await;
+        ids.push(offer["id"].as_i64().unwrap());
+        secrets.push(offer["postback_secret"].as_str().unwrap().to_owned());
+    }
+    // A: 10 clicks, FTDs paying 100 and 50 -> EV 15.  B: 10 clicks, one FTD of 60 -> EV 6.
+    // C: 10 clicks, nothing -> EV 0.  D: 2 clicks, under the 5-click minimum.
+    let a = clicks_on(&server, ids[0], &ids, 10).await;
+    let b = clicks_on(&server, ids[1], &ids, 10).await;
+    clicks_on(&server, ids[2], &ids, 10).await;
+    clicks_on(&server, ids[3], &ids, 2).await;
+    ftd(&server, a[0], 100.0, &secrets[0]).await;
+    ftd(&server, a[1], 50.0, &secrets[0]).await;
+    ftd(&server, b[0], 60.0, &secrets[1]).await;
+
+    let body = update_weights(&server).await;
+    assert_eq!(body["status"], "updated");
+    let a_row = body["weights"].as_array().unwrap().iter().find(|w| w["id"] == ids[0]).unwrap();
+    assert_eq!((a_row["clicks"].as_u64(), a_row["ftds"].as_u64()), (Some(10), Some(2)));
+    assert_eq!(a_row["ev"], 15.0);
+    assert_eq!(weight_of(&body, ids[0]), 1.0, "best EV");
+    assert!((weight_of(&body, ids[1]) - 0.4).abs() < 1e-12, "6 / 15");
+    assert_eq!(weight_of(&body, ids[2]), 0.1, "EV 0 is floored at MIN_WEIGHT");
+    assert_eq!(weight_of(&body, ids[3]), 1.0, "too few clicks: explored at full weight");
+
+    // The weights are stored and every run is kept in weight_history.
+    let (_, offers) = server.admin_json(Method::GET, "/admin/offers", None).await;
+    let stored: Vec<f64> = offers.as_array().unwrap().iter().map(|o| o["weight"].as_f64().unwrap()).collect();
+    assert_eq!(stored.len(), 4);
+    assert!((stored[1] - 0.4).abs() < 1e-12 && stored[2] == 0.1);
+    update_weights(&server).await;
+    let db = server.stop().await;
+    assert_eq!(db.count("SELECT count(*) FROM weight_history").await, 8, "two runs of four offers");
+    assert_eq!(db.count("SELECT count(DISTINCT run_at) FROM weight_history").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_revenue_anywhere_gives_equal_weights() {
+    let server = TestServer::start_with(|config| config.min_clicks_for_ev = 1).await;
+    let a = server.create_offer("A", "https://a.example/", 0.3).await;
+    let b = server.create_offer("B", "https://b.example/", 0.7).await;
+    server.click_many(20, 2).await;
+    let body = update_weights(&server).await;
+    assert_eq!(weight_of(&body, a["id"].as_i64().unwrap()), 1.0);
+    assert_eq!(weight_of(&body, b["id"].as_i64().unwrap()), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_weights_shifts_traffic_here_and_on_other_instances() {
+    let server = TestServer::start_with(|config| config.min_clicks_for_ev = 5).await;
+    let a = server.create_offer("A", "https://a.example/", 1.0).await;
+    let b = server.create_offer("B", "https://b.example/", 1.0).await;
+    let ids = [a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap()];
+    let a_clicks = clicks_on(&server, ids[0], &ids, 10).await;
+    clicks_on(&server, ids[1], &ids, 10).await;
+    ftd(&server, a_clicks[0], 200.0, a["postback_secret"].as_str().unwrap()).await;
+
+    // A second instance on the same database.
+    let mut other_config = test_config(&server.db);
+    other_config.min_clicks_for_ev = 5;
+    let other = TestServer::start_on(server.db.shared(), other_config).await;
+    let (_, before) = other.click_many(1000, 8).await;
+    let before_share = *before.get("a.example").unwrap_or(&0) as f64 / 1000.0;
+    assert!((0.42..0.58).contains(&before_share), "equal weights first: {before_share}");
+
+    update_weights(&server).await;
+    // Weights 1 and 0.1 with e = 0.2: A gets 0.1 + 0.8 / 1.1 = 0.827 of the traffic.
+    let (_, here) = server.click_many(2000, 8).await;
+    let here_share = *here.get("a.example").unwrap_or(&0) as f64 / 2000.0;
+    assert!((0.78..0.87).contains(&here_share), "this instance: {here_share}");
+
+    // The other instance notices the new routing version within its refresh interval.
+    let mut other_share = 0.0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (status, stats) = other.admin_json(Method::GET, "/admin/stats", None).await;
+        assert_eq!(status, StatusCode::OK);
+        other_share = stats[0]["traffic_share"].as_f64().unwrap();
+        if other_share > 0.8 {
+            break;
+        }
+    }
+    assert!((other_share - (0.1 + 0.8 / 1.1)).abs() < 1e-9, "other instance's table: {other_share}");
+    other.stop().await;
+}
