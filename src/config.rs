@@ -167,17 +167,38 @@ impl Config {
             min_weight: vars.ranged(MIN_WEIGHT, defaults.min_weight, 0.0, 1.0),
             min_clicks_for_ev: vars.ranged(MIN_CLICKS_FOR_EV, defaults.min_clicks_for_ev, 0, 10_000_000),
             recalc_interval: Duration::from_secs_f64(
-                3600.0 * vars.ranged(CRON_INTERVAL_HOURS, 6.0, 0.001, 24.0 * 365.0),
+                3600.0
+                    * vars.ranged(
+                        CRON_INTERVAL_HOURS,
+                        defaults.recalc_interval.as_secs_f64() / 3600.0,
+                        0.001,
+                        24.0 * 365.0,
+                    ),
             ),
-            table_refresh_interval: Duration::from_secs_f64(vars.ranged(TABLE_REFRESH_SECONDS, 5.0, 0.05, 3600.0)),
+            table_refresh_interval: Duration::from_secs_f64(vars.ranged(
+                TABLE_REFRESH_SECONDS,
+                defaults.table_refresh_interval.as_secs_f64(),
+                0.05,
+                3600.0,
+            )),
             admin_token: vars.admin_token(),
             trusted_proxies: vars.trusted_proxies(),
             click_queue_capacity: vars.ranged(CLICK_QUEUE_CAPACITY, defaults.click_queue_capacity, 1, 100_000_000),
             writer_batch_size: vars.ranged(WRITER_BATCH_SIZE, defaults.writer_batch_size, 1, 1_000_000),
-            writer_flush_interval: Duration::from_millis(vars.ranged(WRITER_FLUSH_MS, 50, 1, 60_000)),
+            writer_flush_interval: Duration::from_millis(vars.ranged(
+                WRITER_FLUSH_MS,
+                defaults.writer_flush_interval.as_millis() as u64,
+                1,
+                60_000,
+            )),
             max_payout: vars.ranged(MAX_PAYOUT, defaults.max_payout, 0.0, 1e12),
             db_pool_size: vars.ranged(DB_POOL_SIZE, defaults.db_pool_size, 2, 1000),
-            shutdown_grace: Duration::from_secs_f64(vars.ranged(SHUTDOWN_GRACE_SECONDS, 10.0, 0.0, 3600.0)),
+            shutdown_grace: Duration::from_secs_f64(vars.ranged(
+                SHUTDOWN_GRACE_SECONDS,
+                defaults.shutdown_grace.as_secs_f64(),
+                0.0,
+                3600.0,
+            )),
         };
         if vars.errors.is_empty() { Ok(config) } else { Err(ConfigError(vars.errors)) }
     }

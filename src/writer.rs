@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -207,10 +207,7 @@ impl Worker {
     /// writer).
     fn next_message(&mut self, deadline: Option<Instant>) -> Option<Message> {
         if self.stopping.is_some() {
-            return match self.rx.try_recv() {
-                Ok(message) => Some(message),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            };
+            return self.rx.try_recv().ok();
         }
         let received = match deadline {
             Some(deadline) => self.rx.recv_deadline(deadline),

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::query::pairs;
-use super::{HttpResponse, error, json, parse_json, read_body, store_error};
+use super::{ApiError, HttpResponse, error, json, parse_json, read_body, respond};
 use crate::app::App;
 use crate::conversion::EventKind;
 use crate::routing::RedirectTemplate;
@@ -39,32 +39,33 @@ pub async fn handle(app: &App, req: Request<Incoming>) -> HttpResponse {
     let query = req.uri().query().unwrap_or("").to_owned();
     let segments: Vec<&str> = path.split('/').skip(2).collect();
     let method = req.method().clone();
-    match (&method, segments.as_slice()) {
+    let result = match (&method, segments.as_slice()) {
         (&Method::GET, ["offers"]) => list_offers(app, &query).await,
-        (&Method::POST, ["offers"]) => match read_json(req).await {
-            Ok(input) => create_offer(app, input).await,
-            Err(response) => response,
-        },
+        (&Method::POST, ["offers"]) => create_offer(app, req).await,
         (_, ["offers", id]) => {
             let Ok(id) = id.parse::<i64>() else { return error(StatusCode::NOT_FOUND, "no such offer") };
             match method {
                 Method::GET => get_offer(app, id).await,
-                Method::PUT | Method::PATCH => match read_json(req).await {
-                    Ok(input) => update_offer(app, id, input).await,
-                    Err(response) => response,
-                },
+                Method::PUT | Method::PATCH => update_offer(app, id, req).await,
                 Method::DELETE => delete_offer(app, id).await,
-                _ => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+                _ => Err(method_not_allowed()),
             }
         }
         (&Method::GET, ["stats"]) => stats(app, &query).await,
         (&Method::POST, ["update-weights"]) => update_weights(app).await,
         (&Method::GET, ["postbacks"]) => postback_log(app, &query).await,
-        (_, ["offers" | "stats" | "update-weights" | "postbacks"]) => {
-            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        _ => error(StatusCode::NOT_FOUND, "not found"),
-    }
+        (_, ["offers" | "stats" | "update-weights" | "postbacks"]) => Err(method_not_allowed()),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not found")),
+    };
+    respond(result)
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+fn no_such_offer() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such offer")
 }
 
 fn authorized(app: &App, req: &Request<Incoming>) -> bool {
@@ -73,7 +74,7 @@ fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     secrets_match(app.admin_token.as_bytes(), token)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, HttpResponse> {
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
     let body = read_body(req.into_body()).await?;
     parse_json(&body)
 }
@@ -141,145 +142,117 @@ impl<'a> From<&'a Offer> for OfferView<'a> {
     }
 }
 
-fn validate_name(name: &str) -> Result<String, HttpResponse> {
+fn validate_name(name: &str) -> Result<String, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(error(StatusCode::BAD_REQUEST, "name must be 1 to 200 printable characters"));
+        return Err(ApiError::bad_request("name must be 1 to 200 printable characters"));
     }
     Ok(name.to_owned())
 }
 
-fn validate_url(url: &str) -> Result<String, HttpResponse> {
-    RedirectTemplate::parse(url.trim())
-        .map(|_| url.trim().to_owned())
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))
+fn validate_url(url: &str) -> Result<String, ApiError> {
+    RedirectTemplate::parse(url.trim()).map(|_| url.trim().to_owned()).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
-fn validate_weight(weight: f64) -> Result<f64, HttpResponse> {
+fn validate_weight(weight: f64) -> Result<f64, ApiError> {
     if weight.is_finite() && (0.0..=1e9).contains(&weight) {
         Ok(weight)
     } else {
-        Err(error(StatusCode::BAD_REQUEST, "weight must be a finite number from 0 to 1e9"))
+        Err(ApiError::bad_request("weight must be a finite number from 0 to 1e9"))
     }
 }
 
-fn validate_secret(secret: &str) -> Result<String, HttpResponse> {
+fn validate_secret(secret: &str) -> Result<String, ApiError> {
     if (8..=256).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(secret.to_owned())
     } else {
-        Err(error(StatusCode::BAD_REQUEST, "postback_secret must be 8 to 256 visible ASCII characters"))
+        Err(ApiError::bad_request("postback_secret must be 8 to 256 visible ASCII characters"))
     }
 }
 
-fn validate_aliases(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, EventKind>, HttpResponse> {
+fn validate_aliases(raw: BTreeMap<String, String>) -> Result<BTreeMap<String, EventKind>, ApiError> {
     if raw.len() > 100 {
-        return Err(error(StatusCode::BAD_REQUEST, "event_aliases may hold at most 100 entries"));
+        return Err(ApiError::bad_request("event_aliases may hold at most 100 entries"));
     }
     raw.into_iter()
         .map(|(word, event)| {
             let word = word.trim().to_owned();
             if word.is_empty() || word.chars().count() > 64 || word.chars().any(char::is_control) {
-                return Err(error(StatusCode::BAD_REQUEST, "event_aliases keys must be 1 to 64 printable characters"));
+                return Err(ApiError::bad_request("event_aliases keys must be 1 to 64 printable characters"));
             }
             let kind = EventKind::parse(&event).ok_or_else(|| {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("event_aliases[{word:?}]: {event:?} is not one of ftd, payout, reg, deposit, rejected"),
-                )
+                ApiError::bad_request(format!(
+                    "event_aliases[{word:?}]: {event:?} is not one of ftd, payout, reg, deposit, rejected"
+                ))
             })?;
             Ok((word, kind))
         })
         .collect()
 }
 
-async fn list_offers(app: &App, query: &str) -> HttpResponse {
+async fn list_offers(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
     let active_only = pairs(query).flatten().any(|(key, value)| key == "active_only" && value == "true");
-    match app.store.list_offers(active_only).await {
-        Ok(offers) => json(StatusCode::OK, &offers.iter().map(OfferView::from).collect::<Vec<_>>()),
-        Err(e) => store_error(&e),
-    }
+    let offers = app.store.list_offers(active_only).await?;
+    Ok(json(StatusCode::OK, &offers.iter().map(OfferView::from).collect::<Vec<_>>()))
 }
 
-async fn get_offer(app: &App, id: i64) -> HttpResponse {
-    match app.store.get_offer(id).await {
-        Ok(Some(offer)) => json(StatusCode::OK, &OfferView::from(&offer)),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no such offer"),
-        Err(e) => store_error(&e),
-    }
+async fn get_offer(app: &App, id: i64) -> Result<HttpResponse, ApiError> {
+    let offer = app.store.get_offer(id).await?.ok_or_else(no_such_offer)?;
+    Ok(json(StatusCode::OK, &OfferView::from(&offer)))
 }
 
-async fn create_offer(app: &App, input: OfferInput) -> HttpResponse {
-    let validated = (|| {
-        Ok::<_, HttpResponse>(NewOffer {
-            name: validate_name(&input.name)?,
-            casino_url: validate_url(&input.casino_url)?,
-            weight: validate_weight(input.weight)?,
-            postback_secret: match input.postback_secret.as_deref() {
-                Some(secret) => validate_secret(secret)?,
-                None => generate_secret(),
-            },
-            active: input.active,
-            event_aliases: validate_aliases(input.event_aliases)?,
-        })
-    })();
-    let new_offer = match validated {
-        Ok(offer) => offer,
-        Err(response) => return response,
+async fn create_offer(app: &App, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let input: OfferInput = read_json(req).await?;
+    let new_offer = NewOffer {
+        name: validate_name(&input.name)?,
+        casino_url: validate_url(&input.casino_url)?,
+        weight: validate_weight(input.weight)?,
+        postback_secret: match input.postback_secret.as_deref() {
+            Some(secret) => validate_secret(secret)?,
+            None => generate_secret(),
+        },
+        active: input.active,
+        event_aliases: validate_aliases(input.event_aliases)?,
     };
-    match app.store.create_offer(&new_offer).await {
-        Ok(offer) => {
-            reload_after_change(app).await;
-            json(StatusCode::CREATED, &OfferView::from(&offer))
-        }
-        Err(e) => store_error(&e),
-    }
+    let offer = app.store.create_offer(&new_offer).await?;
+    reload_after_change(app).await;
+    Ok(json(StatusCode::CREATED, &OfferView::from(&offer)))
 }
 
-async fn update_offer(app: &App, id: i64, input: OfferPatchInput) -> HttpResponse {
-    let validated = (|| {
-        Ok::<_, HttpResponse>(OfferPatch {
-            name: input.name.as_deref().map(validate_name).transpose()?,
-            casino_url: input.casino_url.as_deref().map(validate_url).transpose()?,
-            weight: input.weight.map(validate_weight).transpose()?,
-            postback_secret: input.postback_secret.as_deref().map(validate_secret).transpose()?,
-            active: input.active,
-            event_aliases: input.event_aliases.map(validate_aliases).transpose()?,
-        })
-    })();
-    let patch = match validated {
-        Ok(patch) => patch,
-        Err(response) => return response,
+async fn update_offer(app: &App, id: i64, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    let input: OfferPatchInput = read_json(req).await?;
+    let patch = OfferPatch {
+        name: input.name.as_deref().map(validate_name).transpose()?,
+        casino_url: input.casino_url.as_deref().map(validate_url).transpose()?,
+        weight: input.weight.map(validate_weight).transpose()?,
+        postback_secret: input.postback_secret.as_deref().map(validate_secret).transpose()?,
+        active: input.active,
+        event_aliases: input.event_aliases.map(validate_aliases).transpose()?,
     };
-    match app.store.update_offer(id, &patch).await {
-        Ok(Some(offer)) => {
-            reload_after_change(app).await;
-            json(StatusCode::OK, &OfferView::from(&offer))
-        }
-        Ok(None) => error(StatusCode::NOT_FOUND, "no such offer"),
-        Err(e) => store_error(&e),
-    }
+    let offer = app.store.update_offer(id, &patch).await?.ok_or_else(no_such_offer)?;
+    reload_after_change(app).await;
+    Ok(json(StatusCode::OK, &OfferView::from(&offer)))
 }
 
-async fn delete_offer(app: &App, id: i64) -> HttpResponse {
+async fn delete_offer(app: &App, id: i64) -> Result<HttpResponse, ApiError> {
+    #[derive(Serialize)]
+    struct Deleted {
+        deleted: i64,
+    }
     // Clicks still queued count as history too: write them before deciding.
     if app.queue.flush(std::time::Duration::from_secs(5)).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "pending clicks could not be written; retry later");
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pending clicks could not be written; retry later"));
     }
-    match app.store.delete_offer(id).await {
-        Ok(DeleteOutcome::Deleted) => {
+    match app.store.delete_offer(id).await? {
+        DeleteOutcome::Deleted => {
             reload_after_change(app).await;
-            #[derive(Serialize)]
-            struct Deleted {
-                deleted: i64,
-            }
-            json(StatusCode::OK, &Deleted { deleted: id })
+            Ok(json(StatusCode::OK, &Deleted { deleted: id }))
         }
-        Ok(DeleteOutcome::NotFound) => error(StatusCode::NOT_FOUND, "no such offer"),
-        Ok(DeleteOutcome::HasClicks) => error(
+        DeleteOutcome::NotFound => Err(no_such_offer()),
+        DeleteOutcome::HasClicks => Err(ApiError::new(
             StatusCode::CONFLICT,
             "offer has recorded clicks and deleting it would lose history; set active=false instead",
-        ),
-        Err(e) => store_error(&e),
+        )),
     }
 }
 
@@ -310,16 +283,15 @@ struct StatsView<'a> {
     traffic_share: f64,
 }
 
-fn parse_time(key: &str, value: &str) -> Result<OffsetDateTime, HttpResponse> {
-    OffsetDateTime::parse(value, &Rfc3339).map_err(|_| {
-        error(StatusCode::BAD_REQUEST, &format!("{key} must be an RFC 3339 time such as 2026-01-31T00:00:00Z"))
-    })
+fn parse_time(key: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map_err(|_| ApiError::bad_request(format!("{key} must be an RFC 3339 time such as 2026-01-31T00:00:00Z")))
 }
 
-fn parse_range(query: &str) -> Result<TimeRange, HttpResponse> {
+fn parse_range(query: &str) -> Result<TimeRange, ApiError> {
     let mut range = TimeRange::default();
     for pair in pairs(query) {
-        let (key, value) = pair.map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        let (key, value) = pair.map_err(|e| ApiError::bad_request(e.to_string()))?;
         match key.as_ref() {
             "from" => range.from = Some(parse_time("from", &value)?),
             "to" => range.to = Some(parse_time("to", &value)?),
@@ -329,15 +301,8 @@ fn parse_range(query: &str) -> Result<TimeRange, HttpResponse> {
     Ok(range)
 }
 
-async fn stats(app: &App, query: &str) -> HttpResponse {
-    let range = match parse_range(query) {
-        Ok(range) => range,
-        Err(response) => return response,
-    };
-    let rows = match app.store.offer_stats(range).await {
-        Ok(rows) => rows,
-        Err(e) => return store_error(&e),
-    };
+async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
+    let rows = app.store.offer_stats(parse_range(query)?).await?;
     let table = app.table.load();
     let share = |offer_id: i64| {
         table.offers().iter().find(|offer| offer.offer_id == offer_id).map_or(0.0, |offer| offer.propensity)
@@ -361,7 +326,7 @@ async fn stats(app: &App, query: &str) -> HttpResponse {
             }
         })
         .collect();
-    json(StatusCode::OK, &views)
+    Ok(json(StatusCode::OK, &views))
 }
 
 // ----- weights -----
@@ -376,33 +341,35 @@ struct WeightView {
     weight: f64,
 }
 
-async fn update_weights(app: &App) -> HttpResponse {
+async fn update_weights(app: &App) -> Result<HttpResponse, ApiError> {
     #[derive(Serialize)]
     struct Updated {
         status: &'static str,
         weights: Vec<WeightView>,
     }
-    match app.recalculate_weights().await {
-        Ok(Some(weighted)) => json(
-            StatusCode::OK,
-            &Updated {
-                status: "updated",
-                weights: weighted
-                    .iter()
-                    .map(|w| WeightView {
-                        id: w.window.offer_id,
-                        clicks: w.window.clicks,
-                        ftds: w.window.ftds,
-                        payout: w.window.revenue,
-                        ev: w.ev,
-                        weight: w.weight,
-                    })
-                    .collect(),
-            },
-        ),
-        Ok(None) => error(StatusCode::CONFLICT, "another instance is recalculating the weights; retry shortly"),
-        Err(e) => store_error(&e),
-    }
+    let Some(weighted) = app.recalculate_weights().await? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "another instance is recalculating the weights; retry shortly",
+        ));
+    };
+    Ok(json(
+        StatusCode::OK,
+        &Updated {
+            status: "updated",
+            weights: weighted
+                .iter()
+                .map(|w| WeightView {
+                    id: w.window.offer_id,
+                    clicks: w.window.clicks,
+                    ftds: w.window.ftds,
+                    payout: w.window.revenue,
+                    ev: w.ev,
+                    weight: w.weight,
+                })
+                .collect(),
+        },
+    ))
 }
 
 // ----- postback log -----
@@ -442,11 +409,11 @@ impl<'a> From<&'a PostbackLogRow> for PostbackLogView<'a> {
     }
 }
 
-fn parse_log_query(query: &str) -> Result<PostbackLogQuery, HttpResponse> {
-    let bad = |message: &str| error(StatusCode::BAD_REQUEST, message);
+fn parse_log_query(query: &str) -> Result<PostbackLogQuery, ApiError> {
+    let bad = |message: &'static str| ApiError::bad_request(message);
     let mut parsed = PostbackLogQuery { limit: 100, ..PostbackLogQuery::default() };
     for pair in pairs(query) {
-        let (key, value) = pair.map_err(|e| bad(&e.to_string()))?;
+        let (key, value) = pair.map_err(|e| ApiError::bad_request(e.to_string()))?;
         match key.as_ref() {
             "offer_id" => parsed.offer_id = Some(value.parse().map_err(|_| bad("offer_id must be an integer"))?),
             "outcome" => {
@@ -470,23 +437,16 @@ fn parse_log_query(query: &str) -> Result<PostbackLogQuery, HttpResponse> {
     Ok(parsed)
 }
 
-async fn postback_log(app: &App, query: &str) -> HttpResponse {
+async fn postback_log(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
     #[derive(Serialize)]
     struct Page<'a> {
         items: Vec<PostbackLogView<'a>>,
         /// Pass as `before_id` for the next (older) page; `null` on the last page.
         next_before_id: Option<i64>,
     }
-    let parsed = match parse_log_query(query) {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    match app.store.postback_log(&parsed).await {
-        Ok(rows) => {
-            let full_page = rows.len() == parsed.limit as usize;
-            let next_before_id = if full_page { rows.last().map(|row| row.id) } else { None };
-            json(StatusCode::OK, &Page { items: rows.iter().map(PostbackLogView::from).collect(), next_before_id })
-        }
-        Err(e) => store_error(&e),
-    }
+    let parsed = parse_log_query(query)?;
+    let rows = app.store.postback_log(&parsed).await?;
+    let full_page = rows.len() == parsed.limit as usize;
+    let next_before_id = if full_page { rows.last().map(|row| row.id) } else { None };
+    Ok(json(StatusCode::OK, &Page { items: rows.iter().map(PostbackLogView::from).collect(), next_before_id }))
 }

@@ -8,6 +8,7 @@ mod click;
 mod postback;
 mod query;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
@@ -91,19 +92,53 @@ pub fn error(status: StatusCode, message: &str) -> HttpResponse {
     with_json_type(Response::new(Full::new(Bytes::from(bytes))), status)
 }
 
-/// The answer to a store failure: 503 when the database is unreachable (clients retry), else 500.
-pub fn store_error(err: &StoreError) -> HttpResponse {
-    match err {
-        StoreError::Unavailable(_) => {
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable, retry later");
+/// An error answer: its status and the message of its `{"error": ...}` body. Small, so handlers can
+/// return `Result<HttpResponse, ApiError>` and use `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    message: Cow<'static, str>,
+}
+
+impl ApiError {
+    /// An error with any status.
+    pub fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    /// A 400.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The response: `{"error": message}`, plus `Retry-After` on a 503.
+    pub fn into_response(self) -> HttpResponse {
+        let mut response = error(self.status, &self.message);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
-            response
         }
-        other => {
-            tracing::error!(error = %other, "store error");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        response
+    }
+}
+
+/// A store failure: 503 when the database is unreachable (clients retry), else 500 (and logged).
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable, retry later")
+            }
+            other => {
+                tracing::error!(error = %other, "store error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
         }
     }
+}
+
+/// The response of a handler that may fail.
+fn respond(result: Result<HttpResponse, ApiError>) -> HttpResponse {
+    result.unwrap_or_else(ApiError::into_response)
 }
 
 fn with_json_type(mut response: HttpResponse, status: StatusCode) -> HttpResponse {
@@ -114,18 +149,18 @@ fn with_json_type(mut response: HttpResponse, status: StatusCode) -> HttpRespons
     response
 }
 
-/// Reads a whole body of at most [`MAX_BODY_BYTES`], or answers 413 (too large) or 400.
-async fn read_body(body: Incoming) -> Result<Bytes, HttpResponse> {
+/// Reads a whole body of at most [`MAX_BODY_BYTES`], or fails with 413 (too large) or 400.
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request body exceeds 65536 bytes"))
+            Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body exceeds 65536 bytes"))
         }
-        Err(_) => Err(error(StatusCode::BAD_REQUEST, "request body could not be read")),
+        Err(_) => Err(ApiError::bad_request("request body could not be read")),
     }
 }
 
-/// Parses a JSON body into `T`, answering 400 with serde's explanation when it does not fit.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpResponse> {
-    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}")))
+/// Parses a JSON body into `T`, failing with 400 and serde's explanation when it does not fit.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }

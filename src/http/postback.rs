@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::query::pairs;
-use super::{HttpResponse, error, json, parse_json, read_body, store_error};
+use super::{ApiError, HttpResponse, error, json, parse_json, read_body};
 use crate::app::App;
 use crate::conversion::{EventKind, validate_payout};
 use crate::secret::secrets_match;
@@ -106,7 +106,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
     };
     let mut raw = match parse_request(req).await {
         Ok(raw) => raw,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     if header_secret.is_some() {
         raw.secret = header_secret;
@@ -123,7 +123,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
             log.outcome = outcome;
             log.reason = Some(reason.clone());
             if let Err(e) = app.store.log_postback(&log).await {
-                return store_error(&e);
+                return ApiError::from(e).into_response();
             }
             tracing::info!(
                 outcome = outcome.as_str(),
@@ -152,10 +152,9 @@ fn invalid(reason: impl Into<String>) -> Refusal {
     refuse(StatusCode::BAD_REQUEST, PostbackOutcome::Invalid, reason)
 }
 
-async fn parse_request(req: Request<Incoming>) -> Result<RawPostback, HttpResponse> {
+async fn parse_request(req: Request<Incoming>) -> Result<RawPostback, ApiError> {
     if req.method() == Method::GET {
-        return RawPostback::from_pairs(req.uri().query().unwrap_or(""))
-            .map_err(|reason| error(StatusCode::BAD_REQUEST, &reason));
+        return RawPostback::from_pairs(req.uri().query().unwrap_or("")).map_err(ApiError::bad_request);
     }
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let body = read_body(req.into_body()).await?;
@@ -163,11 +162,10 @@ async fn parse_request(req: Request<Incoming>) -> Result<RawPostback, HttpRespon
     match media_type.as_str() {
         "application/json" => parse_json(&body),
         "application/x-www-form-urlencoded" => {
-            let text =
-                std::str::from_utf8(&body).map_err(|_| error(StatusCode::BAD_REQUEST, "form body is not UTF-8"))?;
-            RawPostback::from_pairs(text).map_err(|reason| error(StatusCode::BAD_REQUEST, &reason))
+            let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("form body is not UTF-8"))?;
+            RawPostback::from_pairs(text).map_err(ApiError::bad_request)
         }
-        _ => Err(error(
+        _ => Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "POST /postback takes application/json or application/x-www-form-urlencoded",
         )),
@@ -206,10 +204,10 @@ async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Re
                 Ok(None) => {
                     return Err(refuse(StatusCode::NOT_FOUND, PostbackOutcome::UnknownClick, "unknown click_id"));
                 }
-                Err(e) => return Ok(store_error(&e)),
+                Err(e) => return Ok(ApiError::from(e).into_response()),
             }
         }
-        Err(e) => return Ok(store_error(&e)),
+        Err(e) => return Ok(ApiError::from(e).into_response()),
     };
     log.offer_id = Some(owner.offer_id);
     let secret = raw.secret.as_deref().unwrap_or("");
@@ -237,7 +235,7 @@ async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Re
     };
     let outcome = match app.store.apply_conversion(&conversion, log).await {
         Ok(outcome) => outcome,
-        Err(e) => return Ok(store_error(&e)),
+        Err(e) => return Ok(ApiError::from(e).into_response()),
     };
     Ok(match outcome {
         ConversionOutcome::Recorded => {
