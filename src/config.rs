@@ -88,6 +88,9 @@ pub struct Config {
     pub db_pool_size: usize,
     /// Bound on the wait for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// Create the example offers when the store has none. Not an environment variable: the binary
+    /// sets it for the embedded store, so a first run routes clicks at once.
+    pub seed_if_empty: bool,
 }
 
 /// Which store the router uses.
@@ -119,6 +122,7 @@ impl Default for Config {
             max_payout: 100_000.0,
             db_pool_size: 16,
             shutdown_grace: Duration::from_secs(10),
+            seed_if_empty: false,
         }
     }
 }
@@ -199,6 +203,7 @@ impl Config {
                 0.0,
                 3600.0,
             )),
+            seed_if_empty: defaults.seed_if_empty,
         };
         if vars.errors.is_empty() { Ok(config) } else { Err(ConfigError(vars.errors)) }
     }

@@ -68,6 +68,16 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         return Err(RunError::Runtime);
     }
     let store = store::open(&config).await?;
+    if config.seed_if_empty {
+        for offer in seed::seed_examples(store.as_ref()).await? {
+            tracing::warn!(
+                offer_id = offer.id,
+                name = %offer.name,
+                postback_secret = %offer.postback_secret,
+                "empty database: created example offer"
+            );
+        }
+    }
     let admin_token = match &config.admin_token {
         Some(token) => token.clone(),
         None => {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use casino_router::config::Config;
+use casino_router::config::{Config, DatabaseConfig};
 use casino_router::{seed, shutdown, store};
 use tokio::net::TcpListener;
 
@@ -51,13 +51,15 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
         )
         .init();
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // The embedded store is for trying the router out: give it offers to route to on its first run.
+    config.seed_if_empty = matches!(config.database, DatabaseConfig::Sqlite(_));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

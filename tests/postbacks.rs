@@ -187,7 +187,11 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     let db = server.stop().await;
     assert_eq!(db.count("SELECT count(*) FROM ftd_events").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM payouts").await, 0);
-    let leaked = db.count(&format!("SELECT count(*) FROM postback_log WHERE reason LIKE '%{secret}%'")).await;
+    let leaked = db
+        .count(&format!(
+            "SELECT count(*) FROM postback_log WHERE reason LIKE '%{secret}%' OR click_id LIKE '%{secret}%'"
+        ))
+        .await;
     assert_eq!(leaked, 0);
 }
 

@@ -14,7 +14,7 @@ async fn sigterm_flushes_every_queued_click_and_exits_zero() {
     let db = TestDb::create().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_casino-router"))
         .env_clear()
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", db.database_url())
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("ADMIN_TOKEN", ADMIN_TOKEN)

@@ -10,6 +10,7 @@
 //! - each offer or weight change bumps a routing version, which every instance polls.
 
 pub mod postgres;
+pub mod sqlite;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -319,9 +320,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
     match &config.database {
         DatabaseConfig::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url, config.db_pool_size).await?)),
-        DatabaseConfig::Sqlite(path) => {
-            Err(StoreError::Unavailable(format!("sqlite store at {} not available", path.display())))
-        }
+        DatabaseConfig::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
     }
 }
 
@@ -377,4 +376,59 @@ pub trait Store: Send + Sync + 'static {
         last_n_clicks: u32,
         policy: &WeightPolicy,
     ) -> StoreResult<Option<Vec<WeightedOffer>>>;
+}
+
+/// Rounds a range to whole hours for the rollup: `[from_hour, to_hour)` lies within `[from, to)`,
+/// and the edges `[from, from_hour)` and `[to_hour, to)` are counted from raw clicks.
+pub(crate) fn rollup_bounds(range: TimeRange) -> (OffsetDateTime, OffsetDateTime, OffsetDateTime, OffsetDateTime) {
+    let from = range.from.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let to = range.to.unwrap_or_else(far_future);
+    let floor = |t: OffsetDateTime| {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        t.replace_time(time::Time::from_hms(t.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
+    };
+    let from_floor = floor(from);
+    let from_hour = if from_floor == from { from } else { from_floor + time::Duration::HOUR };
+    let to_hour = floor(to);
+    if from_hour >= to_hour {
+        // Less than one whole hour: everything comes from raw clicks.
+        (from, to, to, to)
+    } else {
+        (from, to, from_hour, to_hour)
+    }
+}
+
+fn far_future() -> OffsetDateTime {
+    time::macros::datetime!(9999-01-01 0:00 UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn rollup_bounds_split_a_range_into_whole_hours_and_edges() {
+        let range =
+            TimeRange { from: Some(datetime!(2026-01-01 10:15 UTC)), to: Some(datetime!(2026-01-01 13:30 UTC)) };
+        let (from, to, from_hour, to_hour) = rollup_bounds(range);
+        assert_eq!((from, to), (range.from.unwrap(), range.to.unwrap()));
+        assert_eq!(from_hour, datetime!(2026-01-01 11:00 UTC));
+        assert_eq!(to_hour, datetime!(2026-01-01 13:00 UTC));
+    }
+
+    #[test]
+    fn rollup_bounds_of_a_short_range_use_raw_clicks_only() {
+        let range =
+            TimeRange { from: Some(datetime!(2026-01-01 10:15 UTC)), to: Some(datetime!(2026-01-01 10:45 UTC)) };
+        let (_, to, from_hour, to_hour) = rollup_bounds(range);
+        assert_eq!((from_hour, to_hour), (to, to));
+    }
+
+    #[test]
+    fn rollup_bounds_keep_exact_hours() {
+        let range = TimeRange { from: Some(datetime!(2026-01-01 10:00 UTC)), to: None };
+        let (_, _, from_hour, _) = rollup_bounds(range);
+        assert_eq!(from_hour, datetime!(2026-01-01 10:00 UTC));
+    }
 }

@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
     PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, Store, StoreError, StoreResult, TimeRange,
+    rollup_bounds,
 };
 use crate::conversion::EventKind;
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
@@ -265,30 +266,6 @@ async fn insert_payout(
         .await
         .map_err(db_error)?;
     Ok(inserted(row))
-}
-
-/// Rounds a range to whole hours for the rollup: `[from_hour, to_hour)` lies within `[from, to)`,
-/// and the edges `[from, from_hour)` and `[to_hour, to)` are counted from raw clicks.
-fn rollup_bounds(range: TimeRange) -> (OffsetDateTime, OffsetDateTime, OffsetDateTime, OffsetDateTime) {
-    let from = range.from.unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    let to = range.to.unwrap_or_else(far_future);
-    let floor = |t: OffsetDateTime| {
-        let t = t.to_offset(time::UtcOffset::UTC);
-        t.replace_time(time::Time::from_hms(t.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
-    };
-    let from_floor = floor(from);
-    let from_hour = if from_floor == from { from } else { from_floor + time::Duration::HOUR };
-    let to_hour = floor(to);
-    if from_hour >= to_hour {
-        // Less than one whole hour: everything comes from raw clicks.
-        (from, to, to, to)
-    } else {
-        (from, to, from_hour, to_hour)
-    }
-}
-
-fn far_future() -> OffsetDateTime {
-    time::macros::datetime!(9999-01-01 0:00 UTC)
 }
 
 #[async_trait]
@@ -646,36 +623,5 @@ impl Store for PostgresStore {
         bump_routing_version(&tx).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(weighted))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::datetime;
-
-    #[test]
-    fn rollup_bounds_split_a_range_into_whole_hours_and_edges() {
-        let range =
-            TimeRange { from: Some(datetime!(2026-01-01 10:15 UTC)), to: Some(datetime!(2026-01-01 13:30 UTC)) };
-        let (from, to, from_hour, to_hour) = rollup_bounds(range);
-        assert_eq!((from, to), (range.from.unwrap(), range.to.unwrap()));
-        assert_eq!(from_hour, datetime!(2026-01-01 11:00 UTC));
-        assert_eq!(to_hour, datetime!(2026-01-01 13:00 UTC));
-    }
-
-    #[test]
-    fn rollup_bounds_of_a_short_range_use_raw_clicks_only() {
-        let range =
-            TimeRange { from: Some(datetime!(2026-01-01 10:15 UTC)), to: Some(datetime!(2026-01-01 10:45 UTC)) };
-        let (_, to, from_hour, to_hour) = rollup_bounds(range);
-        assert_eq!((from_hour, to_hour), (to, to));
-    }
-
-    #[test]
-    fn rollup_bounds_keep_exact_hours() {
-        let range = TimeRange { from: Some(datetime!(2026-01-01 10:00 UTC)), to: None };
-        let (_, _, from_hour, _) = rollup_bounds(range);
-        assert_eq!(from_hour, datetime!(2026-01-01 10:00 UTC));
     }
 }

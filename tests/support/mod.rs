@@ -1,14 +1,16 @@
-//! Shared test harness: a fresh PostgreSQL database per test, the real router on an ephemeral port,
-//! and an HTTP client that does not follow redirects.
+//! Shared test harness: a fresh database per test, the real router on an ephemeral port, and an HTTP
+//! client that does not follow redirects.
 //!
-//! `TEST_DATABASE_URL` names the server's maintenance database (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`); each test creates its own database there and
-//! drops it when done.
+//! One suite, two stores: `TEST_STORE=postgres` runs every test against PostgreSQL (each test in a
+//! database of its own, on the server `TEST_DATABASE_URL` names, by default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); `TEST_STORE=sqlite` (the default) against the
+//! embedded store (each test in a file of its own). `scripts/test` runs both.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use casino_router::config::{Config, DatabaseConfig};
@@ -22,6 +24,21 @@ use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// Which store the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("TEST_STORE").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("TEST_STORE must be postgres or sqlite, not {other:?}"),
+    }
+}
+
 fn maintenance_url() -> String {
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
@@ -34,39 +51,113 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// A database of its own for one test, dropped at the end.
+enum Location {
+    Postgres { name: String, url: String },
+    Sqlite { dir: PathBuf },
+}
+
+/// A database of its own for one test, removed at the end.
 pub struct TestDb {
-    pub name: String,
-    pub url: String,
-    /// Only the owner drops the database.
+    location: std::sync::Arc<Location>,
+    /// Only the owner removes the database.
     owned: bool,
 }
 
 impl TestDb {
     pub async fn create() -> TestDb {
-        let name = format!("casino_test_{}", Uuid::now_v7().simple());
-        let admin = connect(&maintenance_url()).await;
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-        let base = maintenance_url();
-        let url = match base.rfind('/') {
-            Some(slash) if base[..slash].ends_with(|c: char| c != '/') => format!("{}/{name}", &base[..slash]),
-            _ => format!("{base}/{name}"),
+        let unique = format!("casino_test_{}", Uuid::now_v7().simple());
+        let location = match backend() {
+            Backend::Postgres => {
+                let admin = connect(&maintenance_url()).await;
+                admin.batch_execute(&format!("CREATE DATABASE {unique}")).await.expect("create test database");
+                let base = maintenance_url();
+                let url = match base.rfind('/') {
+                    Some(slash) if !base[..slash].ends_with('/') => format!("{}/{unique}", &base[..slash]),
+                    _ => format!("{base}/{unique}"),
+                };
+                Location::Postgres { name: unique, url }
+            }
+            Backend::Sqlite => Location::Sqlite { dir: std::env::temp_dir().join(unique) },
         };
-        TestDb { name, url, owned: true }
+        TestDb { location: std::sync::Arc::new(location), owned: true }
     }
 
     /// The same database for a second router instance; dropping it leaves the database alone.
     pub fn shared(&self) -> TestDb {
-        TestDb { name: self.name.clone(), url: self.url.clone(), owned: false }
+        TestDb { location: self.location.clone(), owned: false }
     }
 
-    /// A direct connection, for assertions on what the router stored.
-    pub async fn client(&self) -> tokio_postgres::Client {
-        connect(&self.url).await
+    pub fn database_config(&self) -> DatabaseConfig {
+        match &*self.location {
+            Location::Postgres { url, .. } => DatabaseConfig::Postgres(url.clone()),
+            Location::Sqlite { dir } => DatabaseConfig::Sqlite(dir.join("router.db")),
+        }
     }
 
+    /// The `DATABASE_URL` that selects this database.
+    pub fn database_url(&self) -> String {
+        match self.database_config() {
+            DatabaseConfig::Postgres(url) => url,
+            DatabaseConfig::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
+
+    /// Runs a query (portable SQL) and returns every row's columns as text.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match self.database_config() {
+            DatabaseConfig::Postgres(url) => {
+                // The simple query protocol returns every value as text.
+                let client = connect(&url).await;
+                let messages = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                messages
+                    .iter()
+                    .filter_map(|message| match message {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => {
+                            Some((0..row.len()).map(|i| row.get(i).map(str::to_owned)).collect())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            }
+            DatabaseConfig::Sqlite(path) => {
+                let sql = sql.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let conn = rusqlite::Connection::open(path).unwrap();
+                    let mut statement = conn.prepare(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                    let columns = statement.column_count();
+                    let rows = statement
+                        .query_map([], |row| {
+                            (0..columns)
+                                .map(|i| {
+                                    Ok(match row.get_ref(i)? {
+                                        rusqlite::types::ValueRef::Null => None,
+                                        rusqlite::types::ValueRef::Integer(v) => Some(v.to_string()),
+                                        rusqlite::types::ValueRef::Real(v) => Some(v.to_string()),
+                                        rusqlite::types::ValueRef::Text(v) => Some(String::from_utf8_lossy(v).into()),
+                                        rusqlite::types::ValueRef::Blob(_) => Some("<blob>".into()),
+                                    })
+                                })
+                                .collect::<rusqlite::Result<Vec<_>>>()
+                        })
+                        .unwrap();
+                    rows.collect::<rusqlite::Result<Vec<_>>>().unwrap()
+                })
+                .await
+                .unwrap()
+            }
+        }
+    }
+
+    /// A query's single integer (portable SQL, for example `SELECT count(*) FROM clicks`).
     pub async fn count(&self, sql: &str) -> i64 {
-        self.client().await.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+        let rows = self.rows(&format!("SELECT CAST(({sql}) AS BIGINT) AS n")).await;
+        rows[0][0].as_deref().map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// Every stored click id.
+    pub async fn click_ids(&self) -> Vec<Uuid> {
+        let rows = self.rows("SELECT CAST(click_id AS TEXT) AS id FROM clicks").await;
+        rows.iter().map(|row| Uuid::parse_str(row[0].as_deref().unwrap()).unwrap()).collect()
     }
 }
 
@@ -75,22 +166,29 @@ impl Drop for TestDb {
         if !self.owned {
             return;
         }
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                let admin = connect(&maintenance_url()).await;
-                let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-            });
-        })
-        .join();
+        match &*self.location {
+            Location::Sqlite { dir } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Location::Postgres { name, .. } => {
+                let name = name.clone();
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    runtime.block_on(async {
+                        let admin = connect(&maintenance_url()).await;
+                        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    });
+                })
+                .join();
+            }
+        }
     }
 }
 
 /// Configuration for a test server on `db`: fast writer flushes, a known admin token.
 pub fn test_config(db: &TestDb) -> Config {
     Config {
-        database: DatabaseConfig::Postgres(db.url.clone()),
+        database: db.database_config(),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         writer_flush_interval: Duration::from_millis(5),
         table_refresh_interval: Duration::from_millis(200),
@@ -129,13 +227,17 @@ impl TestServer {
             let _ = stop.await;
         }));
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let server = TestServer { addr, db, http, shutdown: Some(shutdown), task: Some(task) };
+        let mut server = TestServer { addr, db, http, shutdown: Some(shutdown), task: Some(task) };
         server.wait_until_ready().await;
         server
     }
 
-    async fn wait_until_ready(&self) {
+    async fn wait_until_ready(&mut self) {
         for _ in 0..200 {
+            if self.task.as_ref().is_some_and(|task| task.is_finished()) {
+                let result = self.task.take().unwrap().await;
+                panic!("router stopped before it was ready: {result:?}");
+            }
             if let Ok(response) = self.http.get(self.url("/health")).send().await
                 && response.status() == StatusCode::OK
             {
