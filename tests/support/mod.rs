@@ -321,9 +321,16 @@ impl TestServer {
 }
 
 impl Drop for TestServer {
+    /// A test that does not call `stop` still stops its router gracefully, before the runtime goes:
+    /// a writer cut off mid-flush would otherwise retry until its shutdown limit.
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::task::block_in_place(|| {
+                let _ = tokio::runtime::Handle::current().block_on(tokio::time::timeout(Duration::from_secs(20), task));
+            });
         }
     }
 }

@@ -1,0 +1,76 @@
+//! Writer ingest: how many clicks per second `Store::insert_clicks` commits in batches of the default
+//! size, into the embedded SQLite store and, when `BENCH_DATABASE_URL` names a PostgreSQL server's
+//! maintenance database, into PostgreSQL (binary COPY through a staging table).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use casino_router::config::{Config, DatabaseConfig};
+use casino_router::store::{self, ClickRecord, Store};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const BATCH: usize = 4096;
+
+fn batch() -> Vec<ClickRecord> {
+    let now = OffsetDateTime::now_utc();
+    (0..BATCH)
+        .map(|i| ClickRecord {
+            click_id: Uuid::now_v7(),
+            offer_id: (i % 3) as i64 + 1,
+            created_at: now,
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0".into()),
+            ip_address: Some(IpAddr::from([203, 0, 113, (i % 250) as u8])),
+            referrer: Some("https://lander.example/page".into()),
+            source: Some("facebook".into()),
+            campaign: Some("winter24".into()),
+            propensity: 0.4,
+        })
+        .collect()
+}
+
+fn bench_store(c: &mut Criterion, name: &str, store: Arc<dyn Store>, runtime: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    group.bench_function(name, |b| {
+        b.iter_batched(
+            batch,
+            |clicks| runtime.block_on(store.insert_clicks(&clicks)).expect("insert batch"),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+fn ingest(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = std::env::temp_dir().join(format!("casino-ingest-{}", Uuid::now_v7().simple()));
+    let sqlite = Config { database: DatabaseConfig::Sqlite(dir.join("ingest.db")), ..Config::default() };
+    let store = runtime.block_on(store::open(&sqlite)).unwrap();
+    bench_store(c, "sqlite", store, &runtime);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let Ok(maintenance_url) = std::env::var("BENCH_DATABASE_URL") else {
+        eprintln!("ingest/postgres skipped: set BENCH_DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres)");
+        return;
+    };
+    let name = format!("casino_bench_{}", Uuid::now_v7().simple());
+    let admin = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&maintenance_url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        client
+    });
+    let base = &maintenance_url[..maintenance_url.rfind('/').unwrap()];
+    let postgres = Config { database: DatabaseConfig::Postgres(format!("{base}/{name}")), ..Config::default() };
+    let store = runtime.block_on(store::open(&postgres)).unwrap();
+    bench_store(c, "postgres_copy", store.clone(), &runtime);
+    drop(store);
+    runtime.block_on(admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))).unwrap();
+}
+
+criterion_group!(benches, ingest);
+criterion_main!(benches);

@@ -1,0 +1,143 @@
+//! The real binary as an operator runs it: configuration errors, subcommands, first run, SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Lines};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStderr, Command, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, Backend, TestDb, backend, click_many_at};
+
+fn router(db: &TestDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_casino-router"));
+    command
+        .env_clear()
+        .env("DATABASE_URL", db.database_url())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .current_dir(std::env::temp_dir());
+    command
+}
+
+/// Starts `serve` and waits for its "listening" log line; returns the child, its address and the
+/// rest of its log (drained on a thread so the child never blocks on a full pipe).
+fn serve(mut command: Command) -> (Child, SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+    let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start the router");
+    let mut lines: Lines<BufReader<ChildStderr>> = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let addr = loop {
+        let line = lines.next().expect("router exited before listening").unwrap();
+        if let Some(rest) = line.split("addr=").nth(1).filter(|_| line.contains("listening")) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+        log.push(line);
+    };
+    let drain = std::thread::spawn(move || {
+        log.extend(lines.map_while(Result::ok));
+        log
+    });
+    (child, addr, drain)
+}
+
+fn terminate(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+#[test]
+fn a_bad_configuration_exits_64_naming_every_bad_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_casino-router"))
+        .env_clear()
+        .env("PORT", "99999")
+        .env("EXPLORATION_RATE", "2")
+        .env("DATABASE_URL", "mysql://nope")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "PORT: \"99999\" is not a port number from 0 to 65535",
+        "EXPLORATION_RATE: \"2\" is not a number from 0 to 1",
+        "DATABASE_URL: unsupported scheme",
+    ] {
+        assert!(stderr.contains(expected), "missing {expected:?} in {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_creates_three_offers_once() {
+    let db = TestDb::create().await;
+    let first = router(&db).arg("seed").output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(stdout.matches("postback_secret=").count(), 3, "{stdout}");
+    let second = router(&db).arg("seed").output().unwrap();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("nothing seeded"));
+    assert_eq!(db.count("SELECT count(*) FROM offers").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_seeds_examples_on_the_embedded_store_only() {
+    let db = TestDb::create().await;
+    let (child, addr, drain) = serve(router(&db));
+    let offers: Value = http()
+        .get(format!("http://{addr}/admin/offers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let click = http().get(format!("http://{addr}/click")).send().await.unwrap().status();
+    terminate(&child);
+    let log = drain.join().unwrap().join("\n");
+    match backend() {
+        Backend::Sqlite => {
+            assert_eq!(offers.as_array().unwrap().len(), 3);
+            assert_eq!(click, StatusCode::FOUND, "a click works right after the first start");
+            assert_eq!(log.matches("created example offer").count(), 3, "{log}");
+            assert!(log.contains("postback_secret="));
+        }
+        Backend::Postgres => {
+            assert_eq!(offers, json!([]), "PostgreSQL is seeded only by the seed subcommand");
+            assert_eq!(click, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_every_queued_click_and_exits_zero() {
+    let db = TestDb::create().await;
+    let mut command = router(&db);
+    // Keep clicks in the queue: only the shutdown drain can write them.
+    command.env("WRITER_FLUSH_MS", "60000").env("WRITER_BATCH_SIZE", "1000000");
+    let (mut child, addr, drain) = serve(command);
+
+    let http = http();
+    let created = http
+        .post(format!("http://{addr}/admin/offers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Alpha", "casino_url": "https://alpha.example/"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let locations = click_many_at(&http, addr, 400, 8).await;
+    assert_eq!(db.count("SELECT count(*) FROM clicks").await, 0, "clicks are still queued");
+
+    terminate(&child);
+    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let log = drain.join().unwrap();
+    assert!(exit.success(), "exit status {exit:?}, log: {log:#?}");
+    assert_eq!(db.count("SELECT count(*) FROM clicks").await, locations.len() as i64);
+}
