@@ -184,6 +184,9 @@ async fn refusals_have_the_right_status_and_write_nothing() {
 
     let stats = stats_of(&server, "").await;
     assert_eq!((stats["total_ftds"].as_u64(), stats["total_payout"].as_f64()), (Some(0), Some(0.0)));
+    // Every one of them, readable or not, is in the postback log.
+    let (_, log) = server.admin_json(Method::GET, "/admin/postbacks?limit=1000", None).await;
+    assert_eq!(log["items"].as_array().unwrap().len(), 16);
     let db = server.stop().await;
     assert_eq!(db.count("SELECT count(*) FROM ftd_events").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM payouts").await, 0);

@@ -70,8 +70,9 @@ fn no_such_offer() -> ApiError {
 
 fn authorized(app: &App, req: &Request<Incoming>) -> bool {
     let Some(value) = req.headers().get(AUTHORIZATION) else { return false };
-    let Some(token) = value.as_bytes().strip_prefix(b"Bearer ") else { return false };
-    secrets_match(app.admin_token.as_bytes(), token)
+    // The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
+    let Some((scheme, token)) = value.as_bytes().split_at_checked(7) else { return false };
+    scheme.eq_ignore_ascii_case(b"bearer ") && secrets_match(app.admin_token.as_bytes(), token)
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {

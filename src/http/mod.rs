@@ -111,6 +111,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// The message of the error body.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The response: `{"error": message}`, plus `Retry-After` on a 503.
     pub fn into_response(self) -> HttpResponse {
         let mut response = error(self.status, &self.message);

@@ -106,7 +106,14 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
     };
     let mut raw = match parse_request(req).await {
         Ok(raw) => raw,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => {
+            // Unreadable postbacks are logged too: "the casino says it sent it" starts here.
+            log.reason = Some(refused.message().to_owned());
+            if let Err(e) = app.store.log_postback(&log).await {
+                return ApiError::from(e).into_response();
+            }
+            return refused.into_response();
+        }
     };
     if header_secret.is_some() {
         raw.secret = header_secret;

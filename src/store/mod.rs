@@ -238,6 +238,18 @@ pub struct PostbackLogEntry {
     pub source_ip: Option<IpAddr>,
 }
 
+impl PostbackLogEntry {
+    /// This entry with the outcome (and its reason) of applying a `kind` event.
+    pub fn concluded(&self, kind: EventKind, outcome: ConversionOutcome) -> PostbackLogEntry {
+        let reason = match outcome {
+            ConversionOutcome::Recorded => self.reason.clone(),
+            ConversionOutcome::Duplicate => Some(format!("{} already recorded", kind.as_str())),
+            ConversionOutcome::NoFtd => Some("click has no FTD".to_owned()),
+        };
+        PostbackLogEntry { outcome: outcome.into(), reason, ..self.clone() }
+    }
+}
+
 /// A stored postback-log line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostbackLogRow {

@@ -462,12 +462,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         let outcome = apply(&tx, conversion).await?;
-        let reason = match outcome {
-            ConversionOutcome::Recorded => log.reason.clone(),
-            ConversionOutcome::Duplicate => Some(format!("{} already recorded", conversion.kind.as_str())),
-            ConversionOutcome::NoFtd => Some("click has no FTD".to_owned()),
-        };
-        insert_log(&tx, &PostbackLogEntry { outcome: outcome.into(), reason, ..log.clone() }).await?;
+        insert_log(&tx, &log.concluded(conversion.kind, outcome)).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(outcome)
     }
@@ -521,7 +516,21 @@ impl Store for PostgresStore {
             .client()
             .await?
             .query(
-                "SELECT o.id, o.name, o.weight, o.active,
+                // Clicks: whole hours from the rollup, the partial edge hours from raw clicks. Events:
+                // one grouped pass each, joined to the offers (not one correlated scan per offer).
+                "WITH ftd_totals AS (
+                    SELECT f.offer_id, count(*) AS ftds, COALESCE(sum(p.amount), 0) AS revenue
+                    FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                    WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2
+                    GROUP BY f.offer_id
+                 ), deposit_totals AS (
+                    SELECT offer_id, sum(amount) AS revenue FROM deposits
+                    WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
+                 ), registration_totals AS (
+                    SELECT offer_id, count(*) AS registrations FROM registrations
+                    WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
+                 )
+                 SELECT o.id, o.name, o.weight, o.active,
                     COALESCE((SELECT sum(r.clicks) FROM click_rollup_hourly r
                               WHERE r.offer_id = o.id AND r.hour >= $3 AND r.hour < $4), 0)::int8
                   + (SELECT count(*) FROM clicks c
@@ -529,16 +538,14 @@ impl Store for PostgresStore {
                   + (SELECT count(*) FROM clicks c
                      WHERE c.offer_id = o.id AND c.created_at >= GREATEST($4, $1) AND c.created_at < $2)
                     AS clicks,
-                    (SELECT count(*) FROM registrations g
-                     WHERE g.offer_id = o.id AND g.click_at >= $1 AND g.click_at < $2) AS registrations,
-                    (SELECT count(*) FROM ftd_events f
-                     WHERE f.offer_id = o.id AND f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2)
-                    AS ftds,
-                    (SELECT COALESCE(sum(p.amount), 0)::float8 FROM ftd_events f JOIN payouts p ON p.ftd_event_id = f.id
-                     WHERE f.offer_id = o.id AND f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2)
-                  + (SELECT COALESCE(sum(d.amount), 0)::float8 FROM deposits d
-                     WHERE d.offer_id = o.id AND d.click_at >= $1 AND d.click_at < $2) AS revenue
-                 FROM offers o ORDER BY o.id",
+                    COALESCE(g.registrations, 0) AS registrations,
+                    COALESCE(f.ftds, 0) AS ftds,
+                    (COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0))::float8 AS revenue
+                 FROM offers o
+                 LEFT JOIN ftd_totals f ON f.offer_id = o.id
+                 LEFT JOIN deposit_totals d ON d.offer_id = o.id
+                 LEFT JOIN registration_totals g ON g.offer_id = o.id
+                 ORDER BY o.id",
                 &[&from, &to, &from_hour, &to_hour],
             )
             .await

@@ -463,12 +463,7 @@ impl Store for SqliteStore {
         let log = log.clone();
         self.in_transaction(move |tx| {
             let outcome = apply(tx, &conversion)?;
-            let reason = match outcome {
-                ConversionOutcome::Recorded => log.reason.clone(),
-                ConversionOutcome::Duplicate => Some(format!("{} already recorded", conversion.kind.as_str())),
-                ConversionOutcome::NoFtd => Some("click has no FTD".to_owned()),
-            };
-            insert_log(tx, &PostbackLogEntry { outcome: outcome.into(), reason, ..log })?;
+            insert_log(tx, &log.concluded(conversion.kind, outcome))?;
             Ok(outcome)
         })
         .await
@@ -536,23 +531,33 @@ impl Store for SqliteStore {
         self.with_conn(move |conn| {
             let mut statement = conn
                 .prepare_cached(
-                    "SELECT o.id, o.name, o.weight, o.active,
+                    "WITH ftd_totals AS (
+                        SELECT f.offer_id, count(*) AS ftds, COALESCE(sum(p.amount_micros), 0) AS revenue
+                        FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                        WHERE f.voided_at IS NULL AND f.click_at >= ?1 AND f.click_at < ?2
+                        GROUP BY f.offer_id
+                     ), deposit_totals AS (
+                        SELECT offer_id, sum(amount_micros) AS revenue FROM deposits
+                        WHERE click_at >= ?1 AND click_at < ?2 GROUP BY offer_id
+                     ), registration_totals AS (
+                        SELECT offer_id, count(*) AS registrations FROM registrations
+                        WHERE click_at >= ?1 AND click_at < ?2 GROUP BY offer_id
+                     )
+                     SELECT o.id, o.name, o.weight, o.active,
                         COALESCE((SELECT sum(r.clicks) FROM click_rollup_hourly r
                                   WHERE r.offer_id = o.id AND r.hour >= ?3 AND r.hour < ?4), 0)
                       + (SELECT count(*) FROM clicks c
                          WHERE c.offer_id = o.id AND c.created_at >= ?1 AND c.created_at < min(?3, ?2))
                       + (SELECT count(*) FROM clicks c
                          WHERE c.offer_id = o.id AND c.created_at >= max(?4, ?1) AND c.created_at < ?2),
-                        (SELECT count(*) FROM registrations g
-                         WHERE g.offer_id = o.id AND g.click_at >= ?1 AND g.click_at < ?2),
-                        (SELECT count(*) FROM ftd_events f
-                         WHERE f.offer_id = o.id AND f.voided_at IS NULL AND f.click_at >= ?1 AND f.click_at < ?2),
-                        (SELECT COALESCE(sum(p.amount_micros), 0) FROM ftd_events f
-                         JOIN payouts p ON p.ftd_event_id = f.id
-                         WHERE f.offer_id = o.id AND f.voided_at IS NULL AND f.click_at >= ?1 AND f.click_at < ?2)
-                      + (SELECT COALESCE(sum(d.amount_micros), 0) FROM deposits d
-                         WHERE d.offer_id = o.id AND d.click_at >= ?1 AND d.click_at < ?2)
-                     FROM offers o ORDER BY o.id",
+                        COALESCE(g.registrations, 0),
+                        COALESCE(f.ftds, 0),
+                        COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0)
+                     FROM offers o
+                     LEFT JOIN ftd_totals f ON f.offer_id = o.id
+                     LEFT JOIN deposit_totals d ON d.offer_id = o.id
+                     LEFT JOIN registration_totals g ON g.offer_id = o.id
+                     ORDER BY o.id",
                 )
                 .map_err(query_error)?;
             let rows = statement
