@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,6 +94,22 @@ impl TestDb {
             Location::Postgres { url, .. } => DatabaseConfig::Postgres(url.clone()),
             Location::Sqlite { dir } => DatabaseConfig::Sqlite(dir.join("router.db")),
         }
+    }
+
+    /// For PostgreSQL, the server's address; `None` on the embedded store.
+    pub async fn postgres_server(&self) -> Option<SocketAddr> {
+        let Location::Postgres { url, .. } = &*self.location else { return None };
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let tokio_postgres::config::Host::Tcp(host) = &config.get_hosts()[0] else { panic!("TCP host needed") };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        tokio::net::lookup_host((host.as_str(), port)).await.unwrap().next()
+    }
+
+    /// This PostgreSQL database's URL with the server's address replaced by `via` (a proxy).
+    pub fn postgres_url_via(&self, via: SocketAddr) -> String {
+        let Location::Postgres { url, name } = &*self.location else { panic!("PostgreSQL only") };
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        format!("postgres://{}@{via}/{name}", config.get_user().unwrap_or("postgres"))
     }
 
     /// The `DATABASE_URL` that selects this database.
