@@ -22,9 +22,18 @@ fn router(db: &TestDb) -> Command {
     command
 }
 
-/// Starts `serve` and waits for its "listening" log line; returns the child, its address and the
-/// rest of its log (drained on a thread so the child never blocks on a full pipe).
-fn serve(mut command: Command) -> (Child, SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+/// A running router process.
+struct Served {
+    child: Child,
+    addr: SocketAddr,
+    /// What it logged before it was listening.
+    startup_log: Vec<String>,
+    /// The rest of its log, drained on a thread so the child never blocks on a full pipe.
+    drain: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// Starts `serve` and waits for its "listening" log line.
+fn serve(mut command: Command) -> Served {
     let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start the router");
     let mut lines: Lines<BufReader<ChildStderr>> = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut log = Vec::new();
@@ -35,15 +44,12 @@ fn serve(mut command: Command) -> (Child, SocketAddr, std::thread::JoinHandle<Ve
         }
         log.push(line);
     };
-    let drain = std::thread::spawn(move || {
-        log.extend(lines.map_while(Result::ok));
-        log
-    });
-    (child, addr, drain)
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+    Served { child, addr, startup_log: log, drain }
 }
 
-fn terminate(child: &Child) {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
@@ -85,13 +91,42 @@ async fn seed_creates_three_offers_once() {
     assert_eq!(db.count("SELECT count(*) FROM offers").await, 3);
 }
 
+#[test]
+fn a_bad_variable_in_the_dot_env_file_is_reported_too() {
+    let dir = std::env::temp_dir().join(format!("casino-dotenv-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(".env"), "# tuning\nMIN_WEIGHT=7\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_casino-router")).env_clear().current_dir(&dir).output().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("MIN_WEIGHT: \"7\" is not a number from 0 to 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_the_schema_once() {
+    let db = TestDb::create().await;
+    for _ in 0..2 {
+        let output = router(&db).arg("migrate").output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    }
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, 1);
+    assert_eq!(db.count("SELECT count(*) FROM offers").await, 0, "migrate seeds nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_run_seeds_examples_on_the_embedded_store_only() {
     let db = TestDb::create().await;
-    let (child, addr, drain) = serve(router(&db));
+    let mut command = router(&db);
+    command.env_remove("ADMIN_TOKEN");
+    let Served { child, addr, startup_log, drain } = serve(command);
+    // Without ADMIN_TOKEN one is generated and logged once.
+    let token_lines: Vec<&String> = startup_log.iter().filter(|line| line.contains("admin_token=")).collect();
+    assert_eq!(token_lines.len(), 1, "{startup_log:#?}");
+    let token = token_lines[0].split("admin_token=").nth(1).unwrap().split_whitespace().next().unwrap();
     let offers: Value = http()
         .get(format!("http://{addr}/admin/offers"))
-        .bearer_auth(ADMIN_TOKEN)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap()
@@ -99,8 +134,10 @@ async fn a_first_run_seeds_examples_on_the_embedded_store_only() {
         .await
         .unwrap();
     let click = http().get(format!("http://{addr}/click")).send().await.unwrap().status();
-    terminate(&child);
-    let log = drain.join().unwrap().join("\n");
+    signal(&child, "TERM");
+    let mut log = startup_log.clone();
+    log.extend(drain.join().unwrap());
+    let log = log.join("\n");
     match backend() {
         Backend::Sqlite => {
             assert_eq!(offers.as_array().unwrap().len(), 3);
@@ -117,11 +154,20 @@ async fn a_first_run_seeds_examples_on_the_embedded_store_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_every_queued_click_and_exits_zero() {
+    stop_with_signal_keeps_every_click("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_flushes_every_queued_click_and_exits_zero() {
+    stop_with_signal_keeps_every_click("INT").await;
+}
+
+async fn stop_with_signal_keeps_every_click(signal_name: &str) {
     let db = TestDb::create().await;
     let mut command = router(&db);
     // Keep clicks in the queue: only the shutdown drain can write them.
     command.env("WRITER_FLUSH_MS", "60000").env("WRITER_BATCH_SIZE", "1000000");
-    let (mut child, addr, drain) = serve(command);
+    let Served { mut child, addr, drain, .. } = serve(command);
 
     let http = http();
     let created = http
@@ -135,7 +181,7 @@ async fn sigterm_flushes_every_queued_click_and_exits_zero() {
     let locations = click_many_at(&http, addr, 400, 8).await;
     assert_eq!(db.count("SELECT count(*) FROM clicks").await, 0, "clicks are still queued");
 
-    terminate(&child);
+    signal(&child, signal_name);
     let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     let log = drain.join().unwrap();
     assert!(exit.success(), "exit status {exit:?}, log: {log:#?}");

@@ -4,6 +4,7 @@ mod support;
 
 use std::time::Duration;
 
+use casino_router::config::DatabaseConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{TestServer, click_id_of, test_config};
@@ -133,4 +134,25 @@ async fn update_weights_shifts_traffic_here_and_on_other_instances() {
     }
     assert!((other_share - (0.1 + 0.8 / 1.1)).abs() < 1e-9, "other instance's table: {other_share}");
     other.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_recalculation_at_a_time_across_instances() {
+    let server = TestServer::start().await;
+    if support::backend() == support::Backend::Sqlite {
+        eprintln!("cross-instance lock: PostgreSQL only; the embedded store is one instance");
+        return;
+    }
+    server.create_offer("A", "https://a.example/", 1.0).await;
+    // Another instance's recalculation holds the lock (the key the router uses for it).
+    let DatabaseConfig::Postgres(url) = server.db.database_config() else { unreachable!() };
+    let (holder, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    holder.execute("SELECT pg_advisory_lock($1)", &[&0x6361_7369_6e6f_0002_i64]).await.unwrap();
+    let (status, body) = server.admin_json(Method::POST, "/admin/update-weights", None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("another instance"));
+    holder.execute("SELECT pg_advisory_unlock($1)", &[&0x6361_7369_6e6f_0002_i64]).await.unwrap();
+    let (status, _) = server.admin_json(Method::POST, "/admin/update-weights", None).await;
+    assert_eq!(status, StatusCode::OK);
 }
