@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Load test of the click path against the physical limit on this machine: the release router on
+# PostgreSQL versus nginx answering a static `return 302`, same wrk settings, alternating rounds,
+# server and wrk pinned to different cores. Prints requests/s, p50/p99 latency and the server's CPU
+# time per request (from /proc/PID/stat, counting every thread, the click writer included), the
+# router/nginx ratios, resident memory, and finally checks that the click rows equal the 302s wrk
+# counted (zero loss) after a graceful stop. Loopback only; bounded; cleans up after itself.
+#
+# Usage: benches/load.sh            (ROUNDS=3 DURATION=10 CONNECTIONS=64 THREADS=1 to change)
+# Needs: wrk and nginx (installed from Debian's packages if missing), PostgreSQL on 127.0.0.1:5432
+# with trust auth (BENCH_DATABASE_URL names its maintenance database).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds="${ROUNDS:-3}"
+duration="${DURATION:-10}"
+connections="${CONNECTIONS:-64}"
+threads="${THREADS:-1}"
+pg="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+db="casino_load_$$"
+router_port=5088
+nginx_port=5089
+token=load-bench-token-0123456789
+work="$(mktemp -d)"
+server_core=0
+client_core=$(( $(nproc) > 1 ? 1 : 0 ))
+
+install() { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+command -v wrk >/dev/null 2>&1 || { echo "== installing wrk"; install wrk; }
+[[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || { echo "== installing nginx"; install nginx-light; }
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+
+cleanup() {
+    [[ -n "${router_pid:-}" ]] && kill -TERM "$router_pid" 2>/dev/null && wait "$router_pid" 2>/dev/null || true
+    [[ -f "$work/nginx.pid" ]] && kill -QUIT "$(cat "$work/nginx.pid")" 2>/dev/null || true
+    psql -q "$pg" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+router_bin="${ROUTER_BIN:-./target/release/casino-router}"
+[[ -n "${ROUTER_BIN:-}" ]] || cargo build --release --quiet
+psql -q "$pg" -c "CREATE DATABASE $db" >/dev/null
+url="${pg%/*}/$db"
+
+# ---- nginx: one worker, a static 302 of the same length as the router's ------------------------
+cat > "$work/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:$nginx_port;
+        location / { return 302 "https://casino-alpha.example/register?click_id=01a21d19-0b82-7e6c-a4ff-415137d395cc"; }
+    }
+}
+EOF
+taskset -c "$server_core" "$nginx_bin" -c "$work/nginx.conf" -p "$work"
+for _ in $(seq 1 50); do [[ -f "$work/nginx.pid" ]] && break; sleep 0.1; done
+nginx_master="$(cat "$work/nginx.pid")"
+
+# ---- the router: release build, PostgreSQL, three offers -----------------------------------------
+DATABASE_URL="$url" HOST=127.0.0.1 PORT=$router_port ADMIN_TOKEN=$token RUST_LOG=warn \
+    taskset -c "$server_core" "$router_bin" > "$work/router.log" 2>&1 &
+router_pid=$!
+for _ in $(seq 1 100); do curl -fs "127.0.0.1:$router_port/health" >/dev/null && break; sleep 0.1; done
+for i in 1 2 3; do
+    curl -fs -o /dev/null -X POST "127.0.0.1:$router_port/admin/offers" -H "Authorization: Bearer $token" \
+        -d "{\"name\": \"Casino $i\", \"casino_url\": \"https://casino-$i.example/register\", \"weight\": $i}"
+done
+sleep 0.5
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+router_idle_rss=$(rss_kb "$router_pid")
+
+# CPU ticks (user + system) of a process and all its threads; for nginx, master plus worker.
+ticks() {
+    local total=0 pid
+    for pid in "$@"; do total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") )); done
+    echo "$total"
+}
+hz=$(getconf CLK_TCK)
+
+# One wrk round; prints "requests rps p50_us p99_us cpu_us_per_request".
+round() {
+    local url="$1"; shift
+    local before after out
+    before=$(ticks "$@")
+    out=$(taskset -c "$client_core" wrk -t"$threads" -c"$connections" -d"${duration}s" --latency "$url")
+    after=$(ticks "$@")
+    echo "$out" >> "$work/wrk.log"
+    local requests rps p50 p99 bad
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    bad=$(echo "$out" | awk '/Non-2xx or 3xx/ {print $5}')
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v+0; else if (v ~ /ms$/) print v*1000; else print v*1000000 }'; }
+    p50=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+    p99=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+    local cpu_us
+    cpu_us=$(awk -v t=$(( after - before )) -v hz="$hz" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+    echo "$requests ${bad:-0} $rps $p50 $p99 $cpu_us"
+}
+
+nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
+echo "== $rounds alternating rounds of ${duration}s, wrk -t$threads -c$connections, server on core $server_core, wrk on core $client_core"
+printf '%-8s %6s %12s %10s %10s %10s %14s\n' server round requests "req/s" "p50 us" "p99 us" "cpu us/req"
+router_ok=0
+declare -a r_rps r_cpu n_rps n_cpu
+for i in $(seq 1 "$rounds"); do
+    read -r requests bad rps p50 p99 cpu < <(round "http://127.0.0.1:$router_port/click?source=load" "$router_pid")
+    router_ok=$(( router_ok + requests - bad ))
+    r_rps+=("$rps"); r_cpu+=("$cpu")
+    printf '%-8s %6s %12s %10s %10s %10s %14s\n' router "$i" "$requests" "$rps" "$p50" "$p99" "$cpu"
+    [[ "$bad" != 0 ]] && echo "   !! $bad responses were not 2xx/3xx"
+    # shellcheck disable=SC2086
+    read -r requests bad rps p50 p99 cpu < <(round "http://127.0.0.1:$nginx_port/click" $nginx_pids)
+    n_rps+=("$rps"); n_cpu+=("$cpu")
+    printf '%-8s %6s %12s %10s %10s %10s %14s\n' nginx "$i" "$requests" "$rps" "$p50" "$p99" "$cpu"
+done
+router_load_rss=$(rss_kb "$router_pid")
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+rr=$(median "${r_rps[@]}"); nr=$(median "${n_rps[@]}"); rc=$(median "${r_cpu[@]}"); nc=$(median "${n_cpu[@]}")
+echo
+echo "median req/s:        router $rr   nginx $nr   ratio $(awk -v a="$rr" -v b="$nr" 'BEGIN {printf "%.2f", a/b}')"
+echo "median CPU us/req:    router $rc   nginx $nc   ratio $(awk -v a="$rc" -v b="$nc" 'BEGIN {printf "%.2f", a/b}')"
+echo "router RSS:           idle $(( router_idle_rss / 1024 )) MiB, after load $(( router_load_rss / 1024 )) MiB"
+
+echo "== stopping the router gracefully and counting rows"
+kill -TERM "$router_pid"; wait "$router_pid" || true; router_pid=""
+rows=$(psql -At "$url" -c "SELECT count(*) FROM clicks")
+echo "302s counted by wrk: $router_ok   click rows: $rows"
+extra=$(( rows - router_ok ))
+if (( extra == 0 )); then
+    echo "zero loss: every redirected click is stored, once"
+elif (( extra > 0 && extra <= connections * rounds )); then
+    # wrk stops counting at its deadline; requests in flight then were answered (and stored) anyway.
+    echo "zero loss: every counted 302 is stored; $extra more rows are requests in flight when wrk stopped"
+else
+    echo "MISMATCH: $extra rows more than 302s counted" >&2
+    exit 1
+fi
