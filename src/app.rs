@@ -85,7 +85,10 @@ impl App {
         let result = self.store.recalculate_weights(self.config.last_n_clicks, &policy).await?;
         if let Some(weights) = &result {
             tracing::info!(offers = weights.len(), "weights recalculated");
-            self.reload_routing().await?;
+            // The weights are committed; if the rebuild fails now, the version poll retries it.
+            if let Err(error) = self.reload_routing().await {
+                tracing::warn!(%error, "routing table not rebuilt after recalculation");
+            }
         }
         Ok(result)
     }

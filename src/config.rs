@@ -252,6 +252,9 @@ impl Vars<'_> {
             return DatabaseConfig::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH));
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            if let Err(error) = url.parse::<tokio_postgres::Config>() {
+                self.reject(DATABASE_URL, format!("not a valid PostgreSQL URL: {error}"));
+            }
             return DatabaseConfig::Postgres(url);
         }
         if let Some(path) = url.strip_prefix("sqlite://").filter(|path| !path.is_empty()) {
@@ -319,6 +322,8 @@ mod tests {
         assert_eq!(lite.database, DatabaseConfig::Sqlite(PathBuf::from("/tmp/x.db")));
         let err = parse(&[(DATABASE_URL, "mysql://h/db")]).unwrap_err();
         assert_eq!(err.0[0].name, DATABASE_URL);
+        let err = parse(&[(DATABASE_URL, "postgres://u@h:notaport/db")]).unwrap_err();
+        assert!(err.0[0].reason.starts_with("not a valid PostgreSQL URL"), "{err}");
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub fn validate_payout(payout: f64, max: f64) -> Result<f64, InvalidPayout> {
     Ok(payout)
 }
 
+/// An amount in exact integer micro-units (amount x 1,000,000, rounded): how both stores keep money,
+/// so that they round alike.
+pub fn to_micro_units(amount: f64) -> i64 {
+    (amount * 1_000_000.0).round() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +102,13 @@ mod tests {
         assert_eq!(EventKind::resolve("reg", &aliases), Some(EventKind::Deposit), "the offer's mapping wins");
         assert_eq!(EventKind::resolve("payout", &aliases), Some(EventKind::Payout));
         assert_eq!(EventKind::resolve("bogus", &aliases), None);
+    }
+
+    #[test]
+    fn micro_units_round_to_the_nearest() {
+        assert_eq!(to_micro_units(100.5), 100_500_000);
+        assert_eq!(to_micro_units(0.1234564), 123_456);
+        assert_eq!(to_micro_units(0.1234566), 123_457);
     }
 
     #[test]

@@ -105,7 +105,6 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
 
     let _ = stop_scheduler.send(true);
     let _ = scheduler.await;
-    drop(app);
     writer.shutdown().await;
     tracing::info!("casino-router stopped");
     Ok(())

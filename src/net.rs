@@ -63,10 +63,11 @@ impl IpNetwork {
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpNetwork]) -> IpAddr {
     let peer = canonical(peer);
     let is_trusted = |addr: IpAddr| trusted.iter().any(|network| network.contains(addr));
-    let Some(header) = forwarded_for.and_then(|h| std::str::from_utf8(h).ok()) else { return peer };
+    // The header is read only from a trusted peer: anyone else's is not even parsed.
     if !is_trusted(peer) {
         return peer;
     }
+    let Some(header) = forwarded_for.and_then(|h| std::str::from_utf8(h).ok()) else { return peer };
     let mut client = peer;
     for hop in header.rsplit(',') {
         let Ok(addr) = hop.trim().parse::<IpAddr>() else { break };

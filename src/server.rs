@@ -27,7 +27,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {} // reap finished connections
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -47,7 +49,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
             async move { Ok::<_, Infallible>(http::route(&app, req, peer).await) }
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // Client resets and timeouts end a connection; they are not the server's errors.
             let _ = connection.await;
         });
@@ -57,4 +59,6 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over, closing remaining connections"),
     }
+    // Nothing may serve a click after this returns: the writer is about to stop.
+    connections.shutdown().await;
 }

@@ -16,7 +16,7 @@
 //! - On shutdown the writer drains the queue until it is empty, writes the last batch and exits.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,12 +49,8 @@ pub struct WriterStats {
     pub written: AtomicU64,
     /// Clicks the database refused even one by one (logged with their ids).
     pub failed: AtomicU64,
-    /// Clicks refused at the door because the queue was full.
+    /// Clicks refused at the door: the queue was full (or the writer had stopped).
     pub rejected: AtomicU64,
-    /// Batches committed.
-    pub batches: AtomicU64,
-    /// Write attempts that failed and were retried.
-    pub retries: AtomicU64,
 }
 
 enum Message {
@@ -130,6 +126,8 @@ impl ClickQueue {
 pub struct ClickWriter {
     queue: ClickQueue,
     thread: JoinHandle<()>,
+    /// Seen by a writer busy retrying a batch, which does not read the queue meanwhile.
+    shutdown_requested: Arc<AtomicBool>,
 }
 
 impl ClickWriter {
@@ -138,9 +136,20 @@ impl ClickWriter {
     pub fn spawn(store: Arc<dyn Store>, config: WriterConfig, runtime: Handle) -> std::io::Result<ClickWriter> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let stats = Arc::new(WriterStats::default());
-        let worker = Worker { rx, store, runtime, config, stats: stats.clone(), stopping: None };
+        let shutdown_requested = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            rx,
+            store,
+            runtime,
+            config,
+            stats: stats.clone(),
+            stopping: None,
+            shutdown_requested: shutdown_requested.clone(),
+            retrying_since: None,
+            gave_up: false,
+        };
         let thread = std::thread::Builder::new().name("click-writer".into()).spawn(move || worker.run())?;
-        Ok(ClickWriter { queue: ClickQueue { tx, stats }, thread })
+        Ok(ClickWriter { queue: ClickQueue { tx, stats }, thread, shutdown_requested })
     }
 
     /// The queue to send clicks to.
@@ -150,7 +159,8 @@ impl ClickWriter {
 
     /// Asks the writer to drain the queue and stop, and waits until it has.
     pub async fn shutdown(self) {
-        let ClickWriter { queue, thread } = self;
+        let ClickWriter { queue, thread, shutdown_requested } = self;
+        shutdown_requested.store(true, Ordering::Release);
         let _ = tokio::task::spawn_blocking(move || {
             // Stop goes behind every click already queued, so all of them are written first.
             let _ = queue.tx.send(Message::Stop);
@@ -166,8 +176,15 @@ struct Worker {
     runtime: Handle,
     config: WriterConfig,
     stats: Arc<WriterStats>,
-    /// When shutdown was requested; from then on the queue is drained without waiting.
+    /// When the `Stop` message was read; from then on the queue is drained without waiting.
     stopping: Option<Instant>,
+    /// Set by [`ClickWriter::shutdown`] before `Stop` is queued.
+    shutdown_requested: Arc<AtomicBool>,
+    /// Since when the writer has been retrying an unreachable database during shutdown.
+    retrying_since: Option<Instant>,
+    /// The database stayed unreachable past [`SHUTDOWN_RETRY_LIMIT`] during shutdown: the remaining
+    /// clicks are counted as failed without another attempt.
+    gave_up: bool,
 }
 
 impl Worker {
@@ -224,32 +241,38 @@ impl Worker {
         }
     }
 
-    fn write(&self, batch: &[ClickRecord]) {
+    fn write(&mut self, batch: &[ClickRecord]) {
+        if self.gave_up {
+            self.stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            return;
+        }
         let mut backoff = Duration::from_millis(50);
         let mut reported = false;
         loop {
             match self.runtime.block_on(self.store.insert_clicks(batch)) {
                 Ok(_) => {
                     self.stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
                     if reported {
                         tracing::info!(clicks = batch.len(), "click writer recovered");
                     }
                     return;
                 }
                 Err(StoreError::Unavailable(reason)) => {
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     if !reported {
                         tracing::warn!(%reason, clicks = batch.len(), "database unavailable, retrying click batch");
                         reported = true;
                     }
-                    if self.stopping.is_some_and(|since| since.elapsed() > SHUTDOWN_RETRY_LIMIT) {
-                        self.stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        tracing::error!(
-                            clicks = batch.len(),
-                            "gave up writing clicks at shutdown: database unavailable"
-                        );
-                        return;
+                    if self.shutdown_requested.load(Ordering::Acquire) {
+                        let since = *self.retrying_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > SHUTDOWN_RETRY_LIMIT {
+                            self.gave_up = true;
+                            self.stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            tracing::error!(
+                                clicks = batch.len() + self.rx.len(),
+                                "gave up writing clicks at shutdown: database unavailable for 30 s"
+                            );
+                            return;
+                        }
                     }
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -148,8 +148,12 @@ async fn an_offer_with_clicks_cannot_be_deleted() {
     // The click may still be queued when DELETE arrives: it counts all the same.
     server.click_location("").await;
     let (status, body) = server.admin_json(Method::DELETE, &format!("/admin/offers/{id}"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "an active offer is never deleted");
+    assert!(body["error"].as_str().unwrap().contains("active=false first"), "{body}");
+    server.set_offer(id, json!({"active": false})).await;
+    let (status, body) = server.admin_json(Method::DELETE, &format!("/admin/offers/{id}"), None).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert!(body["error"].as_str().unwrap().contains("active=false"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("recorded clicks"), "{body}");
     let (status, _) = server.admin_json(Method::GET, &format!("/admin/offers/{id}"), None).await;
     assert_eq!(status, StatusCode::OK, "still there");
 }

@@ -46,7 +46,8 @@ async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
     let (status, body) = server.admin_json(Method::POST, "/admin/update-weights", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["error"].as_str().unwrap().contains("database unavailable"));
-    let postback = json!({"click_id": click_id_of(&before[0]), "event": "ftd", "secret": a["postback_secret"]});
+    let a_click = before.iter().find(|l| l.starts_with("https://a.example/")).expect("a click on A");
+    let postback = json!({"click_id": click_id_of(a_click), "event": "ftd", "secret": a["postback_secret"]});
     let response = server.http.post(server.url("/postback")).json(&postback).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));

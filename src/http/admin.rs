@@ -240,6 +240,14 @@ async fn delete_offer(app: &App, id: i64) -> Result<HttpResponse, ApiError> {
     struct Deleted {
         deleted: i64,
     }
+    // An active offer may be picked by a click (here or on another instance) at any moment; its
+    // clicks would then outlive it. Deactivation first makes deletion safe.
+    if app.store.get_offer(id).await?.ok_or_else(no_such_offer)?.active {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "offer is active: set active=false first (and keep it if it has clicks)",
+        ));
+    }
     // Clicks still queued count as history too: write them before deciding.
     if app.queue.flush(std::time::Duration::from_secs(5)).await.is_err() {
         return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pending clicks could not be written; retry later"));
@@ -285,8 +293,9 @@ struct StatsView<'a> {
 }
 
 fn parse_time(key: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
-    OffsetDateTime::parse(value, &Rfc3339)
-        .map_err(|_| ApiError::bad_request(format!("{key} must be an RFC 3339 time such as 2026-01-31T00:00:00Z")))
+    OffsetDateTime::parse(value, &Rfc3339).ok().filter(|time| (1970..=9000).contains(&time.year())).ok_or_else(|| {
+        ApiError::bad_request(format!("{key} must be an RFC 3339 time from 1970 to 9000, such as 2026-01-31T00:00:00Z"))
+    })
 }
 
 fn parse_range(query: &str) -> Result<TimeRange, ApiError> {

@@ -33,7 +33,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::GET | &Method::HEAD, "/click") => handle_click(app, req.uri(), req.headers(), peer),
+        // Only GET: a HEAD from a link checker is not a visitor and must not become a click.
+        (&Method::GET, "/click") => handle_click(app, req.uri(), req.headers(), peer),
         (&Method::GET | &Method::POST, "/postback") => postback::handle(app, req, peer).await,
         (&Method::GET, "/health") => health(app).await,
         (_, "/click" | "/postback" | "/health") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),

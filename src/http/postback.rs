@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::query::pairs;
-use super::{ApiError, HttpResponse, error, json, parse_json, read_body};
+use super::{ApiError, HttpResponse, error, json, read_body};
 use crate::app::App;
 use crate::conversion::{EventKind, validate_payout};
 use crate::secret::secrets_match;
@@ -27,6 +27,9 @@ use crate::store::{Conversion, ConversionOutcome, PostbackLogEntry, PostbackOutc
 
 /// How long a postback for a click not yet in the database waits for the writer to flush.
 const FLUSH_WAIT: Duration = Duration::from_secs(3);
+/// A click id younger than this may still wait in the writer's queue; older unknown ids are not
+/// worth a flush (which would let anyone break the writer's batching with random ids).
+const RECENT_CLICK: Duration = Duration::from_secs(600);
 /// Longest accepted `tid` or `external_player_id`.
 const MAX_ID_CHARS: usize = 128;
 /// Longest click id or event word kept in the postback log.
@@ -167,7 +170,15 @@ async fn parse_request(req: Request<Incoming>) -> Result<RawPostback, ApiError> 
     let body = read_body(req.into_body()).await?;
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match media_type.as_str() {
-        "application/json" => parse_json(&body),
+        // serde's messages quote the offending value, which may be the secret: say where, not what.
+        "application/json" => serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "invalid JSON body ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        }),
         "application/x-www-form-urlencoded" => {
             let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("form body is not UTF-8"))?;
             RawPostback::from_pairs(text).map_err(ApiError::bad_request)
@@ -201,8 +212,13 @@ async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Re
         }
     }
 
+    let unknown = || refuse(StatusCode::NOT_FOUND, PostbackOutcome::UnknownClick, "unknown click_id");
+    if click_id.get_version_num() != 7 {
+        return Err(unknown()); // the router only hands out UUID v7 ids
+    }
     let owner = match app.store.click_owner(click_id).await {
         Ok(Some(owner)) => owner,
+        Ok(None) if !is_recent(click_id) => return Err(unknown()),
         Ok(None) => {
             // The click may still wait in the writer's queue: flush it and look again.
             let _ = app.queue.flush(FLUSH_WAIT).await;
@@ -256,6 +272,14 @@ async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Re
     })
 }
 
+/// Whether a v7 click id was minted within [`RECENT_CLICK`] (or claims to be from the future).
+fn is_recent(click_id: Uuid) -> bool {
+    let Some(timestamp) = click_id.get_timestamp() else { return false };
+    let (seconds, nanos) = timestamp.to_unix();
+    let minted = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
+    std::time::SystemTime::now().duration_since(minted).map_or(true, |age| age < RECENT_CLICK)
+}
+
 fn recorded_message(kind: EventKind, payout: Option<f64>) -> &'static str {
     match (kind, payout) {
         (EventKind::Ftd, Some(_)) => "FTD and payout recorded",
@@ -282,6 +306,14 @@ mod tests {
         assert_eq!(raw.payout.as_deref(), Some("10.5"));
         assert_eq!(raw.secret.as_deref(), Some("s x"));
         assert!(RawPostback::from_pairs("click_id=%zz").is_err());
+    }
+
+    #[test]
+    fn only_recent_v7_ids_count_as_recent() {
+        assert!(is_recent(Uuid::now_v7()));
+        let old = uuid::Builder::from_unix_timestamp_millis(1_600_000_000_000, &[7; 10]).into_uuid();
+        assert!(!is_recent(old));
+        assert!(!is_recent(Uuid::from_u128(0x1234_5678_1234_4234_8234_1234_5678_9abc)), "v4 has no timestamp");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::{
     PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, Store, StoreError, StoreResult, TimeRange,
     rollup_bounds,
 };
-use crate::conversion::EventKind;
+use crate::conversion::{EventKind, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
 
 /// Ordered migrations; each runs once, tracked in `schema_migrations`.
@@ -223,8 +223,8 @@ async fn apply(client: &impl GenericClient, c: &Conversion) -> StoreResult<Conve
             client
                 .query_opt(
                     "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
-                     VALUES ($1, $2, $3, $4, $5::float8::numeric, $6) ON CONFLICT DO NOTHING RETURNING id",
-                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.tid, &c.payout, &c.currency],
+                     VALUES ($1, $2, $3, $4, $5::int8::numeric / 1000000, $6) ON CONFLICT DO NOTHING RETURNING id",
+                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.tid, &c.payout.map(to_micro_units), &c.currency],
                 )
                 .await
                 .map_err(db_error)?,
@@ -259,9 +259,9 @@ async fn insert_payout(
 ) -> StoreResult<ConversionOutcome> {
     let row = client
         .query_opt(
-            "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::float8::numeric, $3)
+            "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::int8::numeric / 1000000, $3)
              ON CONFLICT (ftd_event_id) DO NOTHING RETURNING id",
-            &[&ftd_id, &amount, &currency],
+            &[&ftd_id, &to_micro_units(amount), &currency],
         )
         .await
         .map_err(db_error)?;
@@ -369,8 +369,8 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         tx.batch_execute(
-            "CREATE TEMP TABLE IF NOT EXISTS clicks_staging (LIKE clicks) ON COMMIT DELETE ROWS;
-             SET LOCAL client_min_messages = warning;",
+            "SET LOCAL client_min_messages = warning;
+             CREATE TEMP TABLE IF NOT EXISTS clicks_staging (LIKE clicks) ON COMMIT DELETE ROWS;",
         )
         .await
         .map_err(db_error)?;

@@ -21,7 +21,7 @@ use super::{
     PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, Store, StoreError, StoreResult, TimeRange,
     rollup_bounds,
 };
-use crate::conversion::EventKind;
+use crate::conversion::{EventKind, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
 
 /// Ordered migrations; each runs once, tracked in `schema_migrations`.
@@ -29,7 +29,6 @@ const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../sql/sqlite/0001_ini
 
 const OFFER_COLUMNS: &str = "id, name, casino_url, weight, postback_secret, active, event_aliases, created_at";
 
-const MICROS_PER_UNIT: f64 = 1_000_000.0;
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
 /// An embedded database file.
@@ -119,8 +118,14 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// A busy or locked database, an I/O failure or a full disk pass with time: unavailable, so the
+/// writer retries and requests answer 503. Anything else refuses the statement itself.
 fn query_error(err: rusqlite::Error) -> StoreError {
-    StoreError::Query(err.to_string())
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure};
+    match err.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull) => StoreError::Unavailable(err.to_string()),
+        _ => StoreError::Query(err.to_string()),
+    }
 }
 
 fn micros(t: OffsetDateTime) -> i64 {
@@ -135,12 +140,8 @@ fn from_micros(value: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-fn to_micro_units(amount: f64) -> i64 {
-    (amount * MICROS_PER_UNIT).round() as i64
-}
-
 fn from_micro_units(micro_units: i64) -> f64 {
-    micro_units as f64 / MICROS_PER_UNIT
+    micro_units as f64 / 1_000_000.0
 }
 
 fn parse_aliases(json: &str) -> BTreeMap<String, EventKind> {
