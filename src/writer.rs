@@ -6,7 +6,9 @@
 //!   the refusal is counted), so no click id is ever handed out whose row will not be written.
 //! - One dedicated OS thread owns the blocking work. A batch starts with its first click and is
 //!   written when it holds `batch_size` clicks or when `flush_interval` has passed since that first
-//!   click, whichever comes first, in one transaction.
+//!   click, whichever comes first, in one transaction. Between those moments the writer sleeps
+//!   (`park_timeout`) rather than waiting on the channel, so a click costs its sender no wake-up:
+//!   only the first click of a batch, a full batch, a flush or a stop wake the writer.
 //! - A failed write is retried with back-off while the database is unreachable: the batch stays in
 //!   memory and the queue absorbs new clicks meanwhile. A batch the database refuses outright is
 //!   retried click by click, so one bad row cannot block the others; rows still refused are counted as
@@ -17,10 +19,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -80,6 +82,10 @@ pub struct FlushError;
 pub struct ClickQueue {
     tx: Sender<Message>,
     stats: Arc<WriterStats>,
+    /// The writer thread, woken when a batch is full or a flush is requested.
+    writer: Thread,
+    /// Clicks per batch: a queue this long is a full batch.
+    batch_size: usize,
 }
 
 impl ClickQueue {
@@ -87,7 +93,12 @@ impl ClickQueue {
     #[inline]
     pub fn try_enqueue(&self, click: ClickRecord) -> Result<(), EnqueueError> {
         match self.tx.try_send(Message::Click(click)) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if self.tx.len() >= self.batch_size {
+                    self.writer.unpark();
+                }
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
                 self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                 Err(EnqueueError::Full)
@@ -102,9 +113,13 @@ impl ClickQueue {
     /// Waits until every click queued before this call is committed, or `timeout` passes.
     pub async fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
         let (ack_tx, ack_rx) = oneshot::channel();
-        let tx = self.tx.clone();
+        let (tx, writer) = (self.tx.clone(), self.writer.clone());
         // The queue may be full; wait for a slot off the async workers, bounded like the rest.
-        let queued = tokio::task::spawn_blocking(move || tx.send_timeout(Message::Flush(ack_tx), timeout).is_ok());
+        let queued = tokio::task::spawn_blocking(move || {
+            let sent = tx.send_timeout(Message::Flush(ack_tx), timeout).is_ok();
+            writer.unpark();
+            sent
+        });
         let acknowledged = async {
             if queued.await.unwrap_or(false) { ack_rx.await.map_err(|_| FlushError) } else { Err(FlushError) }
         };
@@ -149,7 +164,9 @@ impl ClickWriter {
             gave_up: false,
         };
         let thread = std::thread::Builder::new().name("click-writer".into()).spawn(move || worker.run())?;
-        Ok(ClickWriter { queue: ClickQueue { tx, stats }, thread, shutdown_requested })
+        let writer = thread.thread().clone();
+        let queue = ClickQueue { tx, stats, writer, batch_size: config.batch_size };
+        Ok(ClickWriter { queue, thread, shutdown_requested })
     }
 
     /// The queue to send clicks to.
@@ -164,6 +181,7 @@ impl ClickWriter {
         let _ = tokio::task::spawn_blocking(move || {
             // Stop goes behind every click already queued, so all of them are written first.
             let _ = queue.tx.send(Message::Stop);
+            queue.writer.unpark();
             let _ = thread.join();
         })
         .await;
@@ -189,24 +207,31 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        let mut batch = Vec::with_capacity(self.config.batch_size);
+        let batch_size = self.config.batch_size;
+        let mut batch = Vec::with_capacity(batch_size);
         let mut acks = Vec::new();
-        while let Some(first) = self.next_message(None) {
+        while let Some(first) = self.first_message() {
             let deadline = Instant::now() + self.config.flush_interval;
-            let mut message = Some(first);
-            while let Some(current) = message.take() {
-                match current {
-                    Message::Click(click) => batch.push(click),
-                    Message::Flush(ack) => {
-                        acks.push(ack);
-                        break;
+            self.accept(first, &mut batch, &mut acks);
+            loop {
+                // Take what is queued, up to a full batch; a flush request ends the batch.
+                while batch.len() < batch_size && acks.is_empty() {
+                    match self.rx.try_recv() {
+                        Ok(message) => self.accept(message, &mut batch, &mut acks),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            self.stopping.get_or_insert_with(Instant::now);
+                            break;
+                        }
                     }
-                    Message::Stop => self.stopping = Some(Instant::now()),
                 }
-                if batch.len() >= self.config.batch_size {
+                let now = Instant::now();
+                if batch.len() >= batch_size || !acks.is_empty() || self.stopping.is_some() || now >= deadline {
                     break;
                 }
-                message = self.next_message(Some(deadline));
+                // Sleep without waiting on the channel, so that senders do not wake this thread for
+                // every click; they unpark it when a batch is full, as do flush and stop requests.
+                std::thread::park_timeout(deadline - now);
             }
             if !batch.is_empty() {
                 self.write(&batch);
@@ -219,25 +244,27 @@ impl Worker {
         tracing::info!(written = self.stats.written.load(Ordering::Relaxed), "click writer stopped");
     }
 
-    /// The next message: waits until `deadline` (or forever without one) while running, and only
-    /// takes what is already queued once stopping. `None` ends the batch (or, with no deadline, the
-    /// writer).
-    fn next_message(&mut self, deadline: Option<Instant>) -> Option<Message> {
+    /// The first message of a batch: waits for it while running (the one wake-up a batch costs the
+    /// click path), takes only what is already queued once stopping. `None` ends the writer.
+    fn first_message(&mut self) -> Option<Message> {
         if self.stopping.is_some() {
             return self.rx.try_recv().ok();
         }
-        let received = match deadline {
-            Some(deadline) => self.rx.recv_deadline(deadline),
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match received {
+        match self.rx.recv() {
             Ok(message) => Some(message),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => {
-                // Every sender is gone: nothing more can arrive, so drain what is left and stop.
+            Err(_) => {
+                // Every sender is gone: nothing more can arrive.
                 self.stopping = Some(Instant::now());
-                self.next_message(deadline)
+                None
             }
+        }
+    }
+
+    fn accept(&mut self, message: Message, batch: &mut Vec<ClickRecord>, acks: &mut Vec<oneshot::Sender<()>>) {
+        match message {
+            Message::Click(click) => batch.push(click),
+            Message::Flush(ack) => acks.push(ack),
+            Message::Stop => self.stopping = Some(Instant::now()),
         }
     }
 
