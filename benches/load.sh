@@ -16,11 +16,8 @@ rounds="${ROUNDS:-3}"
 duration="${DURATION:-10}"
 connections="${CONNECTIONS:-64}"
 threads="${THREADS:-1}"
-pg="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-db="casino_load_$$"
 router_port=5088
 nginx_port=5089
-token=load-bench-token-0123456789
 work="$(mktemp -d)"
 server_core=0
 client_core=$(( $(nproc) > 1 ? 1 : 0 ))
@@ -30,18 +27,14 @@ command -v wrk >/dev/null 2>&1 || { echo "== installing wrk"; install wrk; }
 [[ -x /usr/sbin/nginx ]] || command -v nginx >/dev/null 2>&1 || { echo "== installing nginx"; install nginx-light; }
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 
+# shellcheck source=benches/router.sh
+source benches/router.sh
 cleanup() {
-    [[ -n "${router_pid:-}" ]] && kill -TERM "$router_pid" 2>/dev/null && wait "$router_pid" 2>/dev/null || true
+    cleanup_router
     [[ -f "$work/nginx.pid" ]] && kill -QUIT "$(cat "$work/nginx.pid")" 2>/dev/null || true
-    psql -q "$pg" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-router_bin="${ROUTER_BIN:-./target/release/casino-router}"
-[[ -n "${ROUTER_BIN:-}" ]] || cargo build --release --quiet
-psql -q "$pg" -c "CREATE DATABASE $db" >/dev/null
-url="${pg%/*}/$db"
 
 # ---- nginx: one worker, a static 302 of the same length as the router's ------------------------
 cat > "$work/nginx.conf" <<EOF
@@ -62,14 +55,7 @@ for _ in $(seq 1 50); do [[ -f "$work/nginx.pid" ]] && break; sleep 0.1; done
 nginx_master="$(cat "$work/nginx.pid")"
 
 # ---- the router: release build, PostgreSQL, three offers -----------------------------------------
-DATABASE_URL="$url" HOST=127.0.0.1 PORT=$router_port ADMIN_TOKEN=$token RUST_LOG=warn \
-    taskset -c "$server_core" "$router_bin" > "$work/router.log" 2>&1 &
-router_pid=$!
-for _ in $(seq 1 100); do curl -fs "127.0.0.1:$router_port/health" >/dev/null && break; sleep 0.1; done
-for i in 1 2 3; do
-    curl -fs -o /dev/null -X POST "127.0.0.1:$router_port/admin/offers" -H "Authorization: Bearer $token" \
-        -d "{\"name\": \"Casino $i\", \"casino_url\": \"https://casino-$i.example/register\", \"weight\": $i}"
-done
+start_router "$router_port" "$server_core" "$work/router.log"
 sleep 0.5
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 router_idle_rss=$(rss_kb "$router_pid")
@@ -128,8 +114,8 @@ echo "median CPU us/req:    router $rc   nginx $nc   ratio $(awk -v a="$rc" -v b
 echo "router RSS:           idle $(( router_idle_rss / 1024 )) MiB, after load $(( router_load_rss / 1024 )) MiB"
 
 echo "== stopping the router gracefully and counting rows"
-kill -TERM "$router_pid"; wait "$router_pid" || true; router_pid=""
-rows=$(psql -At "$url" -c "SELECT count(*) FROM clicks")
+stop_router
+rows=$(psql -At "$router_db_url" -c "SELECT count(*) FROM clicks")
 echo "302s counted by wrk: $router_ok   click rows: $rows"
 extra=$(( rows - router_ok ))
 if (( extra == 0 )); then

@@ -50,6 +50,16 @@ impl EventKind {
     }
 }
 
+/// An offer's status-word mapping by event name, as stored and as the API shows it.
+pub fn alias_names(aliases: &BTreeMap<String, EventKind>) -> BTreeMap<&str, &'static str> {
+    aliases.iter().map(|(word, kind)| (word.as_str(), kind.as_str())).collect()
+}
+
+/// The mapping back from event names; names this code does not know are dropped, not fatal.
+pub fn aliases_from_names(names: BTreeMap<String, String>) -> BTreeMap<String, EventKind> {
+    names.into_iter().filter_map(|(word, event)| Some((word, EventKind::parse(&event)?))).collect()
+}
+
 /// A payout that cannot be accepted.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum InvalidPayout {
@@ -102,6 +112,17 @@ mod tests {
         assert_eq!(EventKind::resolve("reg", &aliases), Some(EventKind::Deposit), "the offer's mapping wins");
         assert_eq!(EventKind::resolve("payout", &aliases), Some(EventKind::Payout));
         assert_eq!(EventKind::resolve("bogus", &aliases), None);
+    }
+
+    #[test]
+    fn alias_names_round_trip_and_unknown_names_are_dropped() {
+        let aliases = BTreeMap::from([("first_dep".to_owned(), EventKind::Ftd)]);
+        let names: BTreeMap<String, String> =
+            alias_names(&aliases).into_iter().map(|(w, e)| (w.to_owned(), e.to_owned())).collect();
+        assert_eq!(aliases_from_names(names.clone()), aliases);
+        let mut with_unknown = names;
+        with_unknown.insert("old".into(), "gone".into());
+        assert_eq!(aliases_from_names(with_unknown), aliases);
     }
 
     #[test]

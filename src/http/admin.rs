@@ -15,7 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use super::query::pairs;
 use super::{ApiError, HttpResponse, error, json, parse_json, read_body, respond};
 use crate::app::App;
-use crate::conversion::EventKind;
+use crate::conversion::{EventKind, alias_names};
 use crate::routing::RedirectTemplate;
 use crate::secret::{generate_secret, secrets_match};
 use crate::store::{
@@ -137,7 +137,7 @@ impl<'a> From<&'a Offer> for OfferView<'a> {
             weight: offer.weight,
             postback_secret: &offer.postback_secret,
             active: offer.active,
-            event_aliases: offer.event_aliases.iter().map(|(word, kind)| (word.as_str(), kind.as_str())).collect(),
+            event_aliases: alias_names(&offer.event_aliases),
             created_at: offer.created_at,
         }
     }

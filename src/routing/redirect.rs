@@ -80,12 +80,6 @@ impl RedirectTemplate {
         if has_macros && casino_url[..authority_end].contains('{') {
             return Err(InvalidOfferUrl::MacroInAuthority);
         }
-        // Validate with every macro replaced by a harmless value, the way a click renders it.
-        let sample = render_parts(&parts, &Uuid::nil(), "s", "c");
-        let parsed = url::Url::parse(&sample).map_err(|_| InvalidOfferUrl::NotAbsolute)?;
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(InvalidOfferUrl::NotAbsolute);
-        }
         let parts = if has_macros { parts } else { append_click_id(casino_url) };
         let base_len = parts
             .iter()
@@ -95,7 +89,13 @@ impl RedirectTemplate {
                 Part::Source | Part::Campaign => 0,
             })
             .sum();
-        Ok(RedirectTemplate { parts: parts.into_boxed_slice(), base_len })
+        let template = RedirectTemplate { parts: parts.into_boxed_slice(), base_len };
+        // Validate what a click will get, with harmless values in the macros.
+        let sample = url::Url::parse(&template.render(&Uuid::nil(), "s", "c"));
+        if sample.is_err() || sample.as_ref().is_ok_and(|url| url.host_str().is_none_or(str::is_empty)) {
+            return Err(InvalidOfferUrl::NotAbsolute);
+        }
+        Ok(template)
     }
 
     /// Writes the Location for one click into `out` (cleared first). `source` and `campaign` are the
@@ -156,12 +156,6 @@ fn append_click_id(url: &str) -> Vec<Part> {
         parts.push(Part::Literal(fragment.into()));
     }
     parts
-}
-
-fn render_parts(parts: &[Part], click_id: &Uuid, source: &str, campaign: &str) -> String {
-    let mut out = String::new();
-    write_parts(&mut out, parts, click_id, source, campaign);
-    out
 }
 
 fn write_parts(out: &mut String, parts: &[Part], click_id: &Uuid, source: &str, campaign: &str) {

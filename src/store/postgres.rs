@@ -23,7 +23,7 @@ use super::{
     PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, Store, StoreError, StoreResult, TimeRange,
     rollup_bounds,
 };
-use crate::conversion::{EventKind, to_micro_units};
+use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
 
 /// Ordered migrations; each runs once, tracked in `schema_migrations`.
@@ -134,18 +134,13 @@ fn offer_from_row(row: &Row) -> Offer {
         weight: row.get("weight"),
         postback_secret: row.get("postback_secret"),
         active: row.get("active"),
-        event_aliases: parse_aliases(aliases),
+        event_aliases: aliases_from_names(aliases),
         created_at: row.get("created_at"),
     }
 }
 
-/// Aliases are stored by event name; names the code no longer knows are dropped, not fatal.
-fn parse_aliases(raw: BTreeMap<String, String>) -> BTreeMap<String, EventKind> {
-    raw.into_iter().filter_map(|(word, event)| Some((word, EventKind::parse(&event)?))).collect()
-}
-
-fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> Json<BTreeMap<&str, &str>> {
-    Json(aliases.iter().map(|(word, kind)| (word.as_str(), kind.as_str())).collect())
+fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> Json<BTreeMap<&str, &'static str>> {
+    Json(alias_names(aliases))
 }
 
 async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
@@ -448,7 +443,7 @@ impl Store for PostgresStore {
             ClickOwner {
                 offer_id: row.get("offer_id"),
                 postback_secret: row.get("postback_secret"),
-                event_aliases: parse_aliases(aliases),
+                event_aliases: aliases_from_names(aliases),
                 clicked_at: row.get("created_at"),
             }
         }))

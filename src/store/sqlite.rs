@@ -21,7 +21,7 @@ use super::{
     PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, Store, StoreError, StoreResult, TimeRange,
     rollup_bounds,
 };
-use crate::conversion::{EventKind, to_micro_units};
+use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
 
 /// Ordered migrations; each runs once, tracked in `schema_migrations`.
@@ -145,13 +145,11 @@ fn from_micro_units(micro_units: i64) -> f64 {
 }
 
 fn parse_aliases(json: &str) -> BTreeMap<String, EventKind> {
-    let raw: BTreeMap<String, String> = serde_json::from_str(json).unwrap_or_default();
-    raw.into_iter().filter_map(|(word, event)| Some((word, EventKind::parse(&event)?))).collect()
+    aliases_from_names(serde_json::from_str(json).unwrap_or_default())
 }
 
 fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> String {
-    let raw: BTreeMap<&str, &str> = aliases.iter().map(|(word, kind)| (word.as_str(), kind.as_str())).collect();
-    serde_json::to_string(&raw).unwrap_or_else(|_| "{}".to_owned())
+    serde_json::to_string(&alias_names(aliases)).unwrap_or_else(|_| "{}".to_owned())
 }
 
 fn offer_from_row(row: &Row<'_>) -> rusqlite::Result<Offer> {
