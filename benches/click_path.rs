@@ -8,6 +8,7 @@ use std::sync::Arc;
 use casino_router::app::App;
 use casino_router::config::{Config, DatabaseConfig};
 use casino_router::http::handle_click;
+use casino_router::metrics::Metrics;
 use casino_router::routing::{RedirectTemplate, RouteInput, RoutingTable};
 use casino_router::store::{self, NewOffer};
 use casino_router::writer::{ClickWriter, WriterConfig};
@@ -23,6 +24,7 @@ fn table(n_offers: usize) -> RoutingTable {
             offer_id: i as i64,
             weight: 0.1 + (i % 7) as f64,
             redirect: RedirectTemplate::parse(&format!("https://offer{i}.example/reg")).unwrap(),
+            clicks: Arc::default(),
         })
         .collect();
     RoutingTable::build(inputs, 0.2)
@@ -81,8 +83,11 @@ fn handler(c: &mut Criterion) {
             batch_size: config.writer_batch_size,
             flush_interval: config.writer_flush_interval,
         };
-        let writer = ClickWriter::spawn(store.clone(), writer_config, tokio::runtime::Handle::current()).unwrap();
-        let app = Arc::new(App::new(config.clone(), store, writer.queue().clone(), "bench-admin-token-xyz".into()));
+        let metrics = Arc::new(Metrics::default());
+        let runtime = tokio::runtime::Handle::current();
+        let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone()).unwrap();
+        let token = "bench-admin-token-xyz".to_owned();
+        let app = Arc::new(App::new(config.clone(), store, writer.queue().clone(), token, metrics));
         app.reload_routing().await.unwrap();
         (app, writer)
     });

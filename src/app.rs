@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::routing::{RedirectTemplate, RouteInput, RoutingTable, WeightPolicy, WeightedOffer};
 use crate::store::{Store, StoreResult};
 use crate::writer::ClickQueue;
@@ -26,6 +27,8 @@ pub struct App {
     pub queue: ClickQueue,
     /// Bearer token of the admin API.
     pub admin_token: String,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Routing version of the store when the current table was built.
     loaded_version: AtomicI64,
     /// Serialises rebuilds, so an older snapshot never replaces a newer one.
@@ -34,13 +37,20 @@ pub struct App {
 
 impl App {
     /// State with an empty routing table; call [`App::reload_routing`] before serving.
-    pub fn new(config: Config, store: Arc<dyn Store>, queue: ClickQueue, admin_token: String) -> App {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        queue: ClickQueue,
+        admin_token: String,
+        metrics: Arc<Metrics>,
+    ) -> App {
         App {
             config,
             store,
             table: ArcSwap::from_pointee(RoutingTable::default()),
             queue,
             admin_token,
+            metrics,
             loaded_version: AtomicI64::new(i64::MIN),
             rebuild: tokio::sync::Mutex::new(()),
         }
@@ -54,7 +64,12 @@ impl App {
         let inputs = offers
             .into_iter()
             .filter_map(|offer| match RedirectTemplate::parse(&offer.casino_url) {
-                Ok(redirect) => Some(RouteInput { offer_id: offer.id, weight: offer.weight, redirect }),
+                Ok(redirect) => Some(RouteInput {
+                    offer_id: offer.id,
+                    weight: offer.weight,
+                    redirect,
+                    clicks: self.metrics.offer_click_counter(offer.id),
+                }),
                 Err(error) => {
                     // Only validated URLs are stored; one that no longer parses is skipped, not fatal.
                     tracing::error!(offer_id = offer.id, %error, "offer skipped: invalid casino_url");
@@ -84,7 +99,11 @@ impl App {
             WeightPolicy { min_weight: self.config.min_weight, min_clicks: u64::from(self.config.min_clicks_for_ev) };
         let result = self.store.recalculate_weights(self.config.last_n_clicks, &policy).await?;
         if let Some(weights) = &result {
-            tracing::info!(offers = weights.len(), "weights recalculated");
+            self.metrics.recalculated(time::OffsetDateTime::now_utc().unix_timestamp());
+            // One line per recalculation: `offer_id:weight` pairs, in offer order.
+            let summary: Vec<String> =
+                weights.iter().map(|w| format!("{}:{:.4}", w.window.offer_id, w.weight)).collect();
+            tracing::info!(offers = weights.len(), weights = %summary.join(" "), "weights recalculated");
             // The weights are committed; if the rebuild fails now, the version poll retries it.
             if let Err(error) = self.reload_routing().await {
                 tracing::warn!(%error, "routing table not rebuilt after recalculation");

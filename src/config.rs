@@ -5,7 +5,7 @@
 //! binds a port or opens a database: a bad configuration stops the process before it does anything.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,6 +50,14 @@ pub const MAX_PAYOUT: &str = "MAX_PAYOUT";
 pub const DB_POOL_SIZE: &str = "DB_POOL_SIZE";
 /// How long in-flight requests may take to finish after SIGTERM before they are cut.
 pub const SHUTDOWN_GRACE_SECONDS: &str = "SHUTDOWN_GRACE_SECONDS";
+/// Most client connections served at once; further ones wait in the kernel's accept backlog, so a
+/// flood of idle connections cannot exhaust file descriptors or memory.
+pub const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
+/// Address (`IP:PORT`) of a separate listener for `/metrics`, served there without a token (bind it
+/// to a private interface). Unset: `/metrics` is served on the main port, behind the admin token.
+pub const METRICS_ADDR: &str = "METRICS_ADDR";
+/// `text` (human-readable, the default) or `json` (one JSON object per line, for log pipelines).
+pub const LOG_FORMAT: &str = "LOG_FORMAT";
 
 /// The router's whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -88,9 +96,37 @@ pub struct Config {
     pub db_pool_size: usize,
     /// Bound on the wait for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// Separate, unauthenticated listener for `/metrics`, if any.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// Create the example offers when the store has none. Not an environment variable: the binary
     /// sets it for the embedded store, so a first run routes clicks at once.
     pub seed_if_empty: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(name: &str) -> Result<LogFormat, ()> {
+        match name.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Which store the router uses.
@@ -100,6 +136,16 @@ pub enum DatabaseConfig {
     Postgres(String),
     /// Path of the embedded SQLite database file.
     Sqlite(PathBuf),
+}
+
+impl DatabaseConfig {
+    /// `postgresql` or `sqlite`, for logs (the URL may hold a password).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DatabaseConfig::Postgres(_) => "postgresql",
+            DatabaseConfig::Sqlite(_) => "sqlite",
+        }
+    }
 }
 
 impl Default for Config {
@@ -122,6 +168,9 @@ impl Default for Config {
             max_payout: 100_000.0,
             db_pool_size: 16,
             shutdown_grace: Duration::from_secs(10),
+            max_connections: 10_000,
+            metrics_addr: None,
+            log_format: LogFormat::Text,
             seed_if_empty: false,
         }
     }
@@ -203,6 +252,9 @@ impl Config {
                 0.0,
                 3600.0,
             )),
+            max_connections: vars.ranged(MAX_CONNECTIONS, defaults.max_connections, 1, 1_000_000),
+            metrics_addr: vars.optional(METRICS_ADDR, "an address such as 127.0.0.1:9100"),
+            log_format: vars.parsed(LOG_FORMAT, defaults.log_format, "text or json"),
             seed_if_empty: defaults.seed_if_empty,
         };
         if vars.errors.is_empty() { Ok(config) } else { Err(ConfigError(vars.errors)) }
@@ -221,14 +273,17 @@ impl Vars<'_> {
     }
 
     fn parsed<T: std::str::FromStr>(&mut self, name: &'static str, default: T, expected: &str) -> T {
-        let Some(raw) = (self.lookup)(name) else { return default };
-        match raw.trim().parse() {
-            Ok(value) => value,
-            Err(_) => {
-                self.reject(name, format!("{raw:?} is not {expected}"));
-                default
-            }
+        self.optional(name, expected).unwrap_or(default)
+    }
+
+    /// The variable's value if it is set and valid; `None` if unset, or invalid (and reported).
+    fn optional<T: std::str::FromStr>(&mut self, name: &'static str, expected: &str) -> Option<T> {
+        let raw = (self.lookup)(name)?;
+        let parsed = raw.trim().parse().ok();
+        if parsed.is_none() {
+            self.reject(name, format!("{raw:?} is not {expected}"));
         }
+        parsed
     }
 
     fn ranged<T>(&mut self, name: &'static str, default: T, min: T, max: T) -> T
@@ -340,6 +395,16 @@ mod tests {
         assert_eq!(names, [PORT, EXPLORATION_RATE, MIN_WEIGHT, ADMIN_TOKEN, TRUSTED_PROXIES]);
         let text = err.to_string();
         assert!(text.contains("EXPLORATION_RATE: \"1.5\" is not a number from 0 to 1"), "{text}");
+    }
+
+    #[test]
+    fn metrics_address_and_log_format_are_parsed() {
+        let config = parse(&[(METRICS_ADDR, "127.0.0.1:9100"), (LOG_FORMAT, "JSON")]).unwrap();
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(config.log_format, LogFormat::Json);
+        let err = parse(&[(METRICS_ADDR, "9100"), (LOG_FORMAT, "xml")]).unwrap_err();
+        let names: Vec<_> = err.0.iter().map(|v| v.name).collect();
+        assert_eq!(names, [METRICS_ADDR, LOG_FORMAT]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`routing`]: pure code: alias table, offer URL rules, EV weight policy.
 //! - [`conversion`]: pure code: what a postback means; [`secret`]: secret generation and comparison.
 //! - [`writer`]: the click queue and the batching writer thread.
+//! - [`metrics`]: counters and histograms for `/metrics`, lock-free on the click path.
 //! - [`store`]: the storage interface and its PostgreSQL and SQLite implementations.
 //! - [`scheduler`]: timed recalculation and cross-instance refresh; [`seed`]: example offers.
 //! - [`net`]: client addresses behind trusted proxies.
@@ -23,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod conversion;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod routing;
 pub mod scheduler;
@@ -40,7 +42,11 @@ use tokio::net::TcpListener;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::app::App;
+use tokio::sync::watch;
+
 use crate::config::Config;
+use crate::http::Surface;
+use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::writer::{ClickWriter, WriterConfig};
 
@@ -59,10 +65,30 @@ pub enum RunError {
     Runtime,
 }
 
-/// Runs the router on `listener` until `shutdown` resolves, then stops in order: stop accepting,
+/// The sockets the router serves, already bound.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Clicks, postbacks, admin, docs (and `/metrics` behind the token when `metrics` is `None`).
+    pub http: TcpListener,
+    /// `/metrics` alone, without a token (`METRICS_ADDR`).
+    pub metrics: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(http: TcpListener) -> Listeners {
+        Listeners { http, metrics: None }
+    }
+}
+
+/// Runs the router on `listeners` until `shutdown` resolves, then stops in order: stop accepting,
 /// finish in-flight requests (bounded by the grace period), stop the scheduler, drain the click
 /// queue into the store, and return.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(
+    listeners: impl Into<Listeners>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let listeners = listeners.into();
     let runtime = Handle::current();
     if runtime.runtime_flavor() != RuntimeFlavor::MultiThread {
         return Err(RunError::Runtime);
@@ -91,20 +117,40 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         batch_size: config.writer_batch_size,
         flush_interval: config.writer_flush_interval,
     };
-    let writer = ClickWriter::spawn(store.clone(), writer_config, runtime)?;
+    let metrics = Arc::new(Metrics::default());
+    let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone())?;
     let grace = config.shutdown_grace;
-    let app = Arc::new(App::new(config, store, writer.queue().clone(), admin_token));
+    let app = Arc::new(App::new(config, store, writer.queue().clone(), admin_token, metrics));
     app.reload_routing().await?;
 
-    let (stop_scheduler, stop_signal) = tokio::sync::watch::channel(false);
-    let scheduler = tokio::spawn(scheduler::run(app.clone(), stop_signal));
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, offers = app.table.load().offers().len(), "casino-router listening");
+    let (stop, stopped) = watch::channel(false);
+    let scheduler = tokio::spawn(scheduler::run(app.clone(), stopped.clone()));
+    if let Ok(addr) = listeners.http.local_addr() {
+        tracing::info!(
+            %addr,
+            offers = app.table.load().offers().len(),
+            store = app.config.database.kind(),
+            metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok()).map(tracing::field::display),
+            "casino-router listening"
+        );
     }
-    server::serve(listener, app.clone(), shutdown, grace).await;
-
-    let _ = stop_scheduler.send(true);
+    let metrics_server = listeners.metrics.map(|listener| {
+        let stopped = stopped.clone();
+        let shutdown = async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(server::serve(listener, Surface::Metrics, app.clone(), shutdown, grace))
+    });
+    let shutdown = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    server::serve(listeners.http, Surface::Public, app.clone(), shutdown, grace).await;
     let _ = scheduler.await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     writer.shutdown().await;
     tracing::info!("casino-router stopped");
     Ok(())

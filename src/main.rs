@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use casino_router::config::{Config, DatabaseConfig};
-use casino_router::{seed, shutdown, store};
+use casino_router::config::{Config, DatabaseConfig, LogFormat};
+use casino_router::{Listeners, seed, shutdown, store};
 use tokio::net::TcpListener;
 
 /// Exit code for a bad configuration or command line (EX_USAGE).
@@ -43,14 +43,6 @@ fn main() -> ExitCode {
         eprintln!("could not read .env: {error}");
         return ExitCode::from(EXIT_USAGE);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
-        )
-        .init();
     let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
@@ -58,6 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    init_logging(config.log_format);
     // The embedded store is for trying the router out: give it offers to route to on its first run.
     config.seed_if_empty = matches!(config.database, DatabaseConfig::Sqlite(_));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -76,11 +69,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to stderr, filtered by `RUST_LOG` (default: `info`, without the PostgreSQL driver's
+/// notices), as text or as one JSON object per line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}
+
 async fn execute(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Serve => {
-            let listener = TcpListener::bind((config.host, config.port)).await?;
-            casino_router::run(listener, config, shutdown::signal()).await?;
+            let http = TcpListener::bind((config.host, config.port)).await?;
+            let metrics = match config.metrics_addr {
+                Some(addr) => Some(TcpListener::bind(addr).await?),
+                None => None,
+            };
+            casino_router::run(Listeners { http, metrics }, config, shutdown::signal()).await?;
         }
         Command::Migrate => {
             store::open(&config).await?;

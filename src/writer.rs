@@ -26,6 +26,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::metrics::Metrics;
 use crate::store::{ClickRecord, Store, StoreError};
 
 /// How long the writer keeps retrying an unreachable database after shutdown was requested.
@@ -148,7 +149,12 @@ pub struct ClickWriter {
 impl ClickWriter {
     /// Starts the writer thread. `runtime` runs the store's futures; it must be a multi-thread runtime,
     /// whose workers drive the I/O while this thread blocks on them.
-    pub fn spawn(store: Arc<dyn Store>, config: WriterConfig, runtime: Handle) -> std::io::Result<ClickWriter> {
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        config: WriterConfig,
+        runtime: Handle,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<ClickWriter> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         let shutdown_requested = Arc::new(AtomicBool::new(false));
@@ -158,6 +164,7 @@ impl ClickWriter {
             runtime,
             config,
             stats: stats.clone(),
+            metrics,
             stopping: None,
             shutdown_requested: shutdown_requested.clone(),
             retrying_since: None,
@@ -194,6 +201,7 @@ struct Worker {
     runtime: Handle,
     config: WriterConfig,
     stats: Arc<WriterStats>,
+    metrics: Arc<Metrics>,
     /// When the `Stop` message was read; from then on the queue is drained without waiting.
     stopping: Option<Instant>,
     /// Set by [`ClickWriter::shutdown`] before `Stop` is queued.
@@ -275,10 +283,13 @@ impl Worker {
         }
         let mut backoff = Duration::from_millis(50);
         let mut reported = false;
+        let started = Instant::now();
         loop {
             match self.runtime.block_on(self.store.insert_clicks(batch)) {
                 Ok(_) => {
                     self.stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.metrics.batch_size.observe(batch.len() as u64);
+                    self.metrics.flush_latency.observe_duration(started.elapsed());
                     if reported {
                         tracing::info!(clicks = batch.len(), "click writer recovered");
                     }

@@ -26,7 +26,7 @@ fn router(db: &TestDb) -> Command {
 struct Served {
     child: Child,
     addr: SocketAddr,
-    /// What it logged before it was listening.
+    /// What it logged up to its "listening" line.
     startup_log: Vec<String>,
     /// The rest of its log, drained on a thread so the child never blocks on a full pipe.
     drain: std::thread::JoinHandle<Vec<String>>,
@@ -39,13 +39,24 @@ fn serve(mut command: Command) -> Served {
     let mut log = Vec::new();
     let addr = loop {
         let line = lines.next().expect("router exited before listening").unwrap();
-        if let Some(rest) = line.split("addr=").nth(1).filter(|_| line.contains("listening")) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        if line.contains("listening") {
+            let addr = listening_address(&line);
+            log.push(line);
+            break addr;
         }
         log.push(line);
     };
     let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect());
     Served { child, addr, startup_log: log, drain }
+}
+
+/// The address in the "listening" line, in text (`addr=...`) or JSON (`"addr":"..."`) format.
+fn listening_address(line: &str) -> SocketAddr {
+    if line.starts_with('{') {
+        let object: Value = serde_json::from_str(line).unwrap();
+        return object["addr"].as_str().unwrap().parse().unwrap();
+    }
+    line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
 }
 
 fn signal(child: &Child, name: &str) {
@@ -186,4 +197,59 @@ async fn stop_with_signal_keeps_every_click(signal_name: &str) {
     let log = drain.join().unwrap();
     assert!(exit.success(), "exit status {exit:?}, log: {log:#?}");
     assert_eq!(db.count("SELECT count(*) FROM clicks").await, locations.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_without_secrets() {
+    let db = TestDb::create().await;
+    let mut command = router(&db);
+    command.env("LOG_FORMAT", "json");
+    let Served { child, addr, startup_log, drain } = serve(command);
+    let http = http();
+    let offer: Value = http
+        .post(format!("http://{addr}/admin/offers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &json!({"name": "Logged", "casino_url": "https://logged.example/", "postback_secret": "offer-secret-4242"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(offer["postback_secret"], "offer-secret-4242");
+    // The click may go to an example offer (seeded on the embedded store) whose URL names the id
+    // otherwise: take whichever query value is a UUID.
+    let location = url::Url::parse(&click_many_at(&http, addr, 1, 1).await.remove(0)).unwrap();
+    let click_id = location.query_pairs().find_map(|(_, value)| uuid::Uuid::parse_str(&value).ok()).unwrap();
+    let refused = http
+        .get(format!("http://{addr}/postback?click_id={click_id}&event=ftd&secret=guessed-secret-777"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let recalculated =
+        http.post(format!("http://{addr}/admin/update-weights")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(recalculated.status(), StatusCode::OK);
+    signal(&child, "TERM");
+    let mut log = startup_log;
+    log.extend(drain.join().unwrap());
+
+    let mut messages = Vec::new();
+    for line in &log {
+        let object: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(object["level"].is_string() && object["timestamp"].is_string(), "{line}");
+        messages.push(object["message"].as_str().unwrap_or_default().to_owned());
+        for secret in ["offer-secret-4242", "guessed-secret-777", ADMIN_TOKEN] {
+            assert!(!line.contains(secret), "a secret was logged: {line}");
+        }
+    }
+    for expected in ["casino-router listening", "postback refused", "weights recalculated", "casino-router stopped"] {
+        assert_eq!(messages.iter().filter(|m| *m == expected).count(), 1, "{expected:?} once in {log:#?}");
+    }
+    assert!(
+        !log.iter().any(|line| line.contains(&click_id.to_string()) && !line.contains("postback")),
+        "no line per click"
+    );
 }

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::query::pairs;
+use super::routes::Endpoint;
 use super::{ApiError, HttpResponse, error, json, parse_json, read_body, respond};
 use crate::app::App;
 use crate::conversion::{EventKind, alias_names};
@@ -28,47 +29,39 @@ const MAX_PAGE: u32 = 1000;
 /// Longest offer name.
 const MAX_NAME_CHARS: usize = 200;
 
-/// Handles everything under `/admin`.
-pub async fn handle(app: &App, req: Request<Incoming>) -> HttpResponse {
-    if !authorized(app, &req) {
-        let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized");
-        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return response;
-    }
-    let path = req.uri().path().trim_end_matches('/').to_owned();
+/// Handles an admin endpoint; the caller has checked the token.
+pub async fn handle(app: &App, endpoint: Endpoint, offer_id: Option<&str>, req: Request<Incoming>) -> HttpResponse {
     let query = req.uri().query().unwrap_or("").to_owned();
-    let segments: Vec<&str> = path.split('/').skip(2).collect();
-    let method = req.method().clone();
-    let result = match (&method, segments.as_slice()) {
-        (&Method::GET, ["offers"]) => list_offers(app, &query).await,
-        (&Method::POST, ["offers"]) => create_offer(app, req).await,
-        (_, ["offers", id]) => {
-            let Ok(id) = id.parse::<i64>() else { return error(StatusCode::NOT_FOUND, "no such offer") };
-            match method {
-                Method::GET => get_offer(app, id).await,
-                Method::PUT | Method::PATCH => update_offer(app, id, req).await,
-                Method::DELETE => delete_offer(app, id).await,
-                _ => Err(method_not_allowed()),
-            }
-        }
-        (&Method::GET, ["stats"]) => stats(app, &query).await,
-        (&Method::POST, ["update-weights"]) => update_weights(app).await,
-        (&Method::GET, ["postbacks"]) => postback_log(app, &query).await,
-        (_, ["offers" | "stats" | "update-weights" | "postbacks"]) => Err(method_not_allowed()),
+    // Ids that are not numbers name no offer, like ids that do not exist.
+    let offer_id = offer_id.map(|id| id.parse::<i64>().map_err(|_| no_such_offer()));
+    let result = match (endpoint, offer_id) {
+        (Endpoint::ListOffers, _) => list_offers(app, &query).await,
+        (Endpoint::CreateOffer, _) => create_offer(app, req).await,
+        (Endpoint::Stats, _) => stats(app, &query).await,
+        (Endpoint::UpdateWeights, _) => update_weights(app).await,
+        (Endpoint::PostbackLog, _) => postback_log(app, &query).await,
+        (_, Some(Err(not_found))) => Err(not_found),
+        (Endpoint::GetOffer, Some(Ok(id))) => get_offer(app, id).await,
+        (Endpoint::ReplaceOffer | Endpoint::PatchOffer, Some(Ok(id))) => update_offer(app, id, req).await,
+        (Endpoint::DeleteOffer, Some(Ok(id))) => delete_offer(app, id).await,
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, "not found")),
     };
     respond(result)
 }
 
-fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+/// The answer to a request without a valid admin token: no detail.
+pub fn unauthorized() -> HttpResponse {
+    let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized");
+    response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn no_such_offer() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such offer")
 }
 
-fn authorized(app: &App, req: &Request<Incoming>) -> bool {
+/// Whether the request carries the admin bearer token.
+pub fn authorized<B>(app: &App, req: &Request<B>) -> bool {
     let Some(value) = req.headers().get(AUTHORIZATION) else { return false };
     // The scheme is case-insensitive (RFC 9110); the token is compared in constant time.
     let Some((scheme, token)) = value.as_bytes().split_at_checked(7) else { return false };

@@ -2,11 +2,14 @@
 //!
 //! The click path. Invariants: no database, no lock, no `.await`, no log line per click; one `load()`
 //! of the routing table, released before the function returns; allocations only for the Location and
-//! the record's own strings. If the record cannot be queued the visitor gets a 503 instead of a
+//! the record's own strings; metrics are three relaxed atomic adds (offer counter, latency bucket and
+//! sum). If the record cannot be queued the visitor gets a 503 instead of a
 //! redirect, so no click id is handed out that will not be stored.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -79,6 +82,7 @@ impl<'a> ClickParams<'a> {
 
 /// Handles `GET /click`.
 pub fn handle_click(app: &App, uri: &Uri, headers: &HeaderMap, peer: SocketAddr) -> HttpResponse {
+    let started = Instant::now();
     let params = match ClickParams::parse(uri.query().unwrap_or("")) {
         Ok(params) => params,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -88,20 +92,18 @@ pub fn handle_click(app: &App, uri: &Uri, headers: &HeaderMap, peer: SocketAddr)
     let now = OffsetDateTime::now_utc();
     let mut rng = rand::rng();
 
-    let (location, click_id, offer_id, propensity) = {
-        let table = app.table.load();
-        let Some(offer) = table.pick(&mut rng) else {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "no active offer");
-        };
-        let click_id = new_click_id(now, &mut rng);
-        (offer.redirect.render(&click_id, source, campaign), click_id, offer.offer_id, offer.propensity)
+    // A guard, not a lock: the table stays alive until this click is answered, whatever swaps meanwhile.
+    let table = app.table.load();
+    let Some(offer) = table.pick(&mut rng) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "no active offer");
     };
-    let Ok(location_header) = HeaderValue::try_from(location) else {
+    let click_id = new_click_id(now, &mut rng);
+    let Ok(location) = HeaderValue::try_from(offer.redirect.render(&click_id, source, campaign)) else {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "offer URL produced an invalid Location");
     };
     let record = ClickRecord {
         click_id,
-        offer_id,
+        offer_id: offer.offer_id,
         created_at: now,
         user_agent: sanitized_header(headers, USER_AGENT),
         ip_address: Some(client_ip(
@@ -112,18 +114,20 @@ pub fn handle_click(app: &App, uri: &Uri, headers: &HeaderMap, peer: SocketAddr)
         referrer: sanitized_header(headers, REFERER),
         source: params.source.map(|s| s.into()),
         campaign: params.campaign.map(|c| c.into()),
-        propensity,
+        propensity: offer.propensity,
     };
     if app.queue.try_enqueue(record).is_err() {
         let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "router overloaded, retry shortly");
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
+    offer.clicks.fetch_add(1, Ordering::Relaxed);
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::FOUND;
-    let headers = response.headers_mut();
-    headers.insert(LOCATION, location_header);
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let response_headers = response.headers_mut();
+    response_headers.insert(LOCATION, location);
+    response_headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    app.metrics.click_latency.observe_duration(started.elapsed());
     response
 }
 

@@ -1,12 +1,14 @@
 //! HTTP: routing of requests to handlers, and the response helpers they share.
 //!
-//! Routing is a `match` on method and path. Every error answers `{"error": "..."}` with the right
+//! Routing goes through the endpoint list of [`routes`], which the OpenAPI document is checked against. Every error answers `{"error": "..."}` with the right
 //! status; bodies are read with a size limit; nothing a client sends can panic a handler.
 
 mod admin;
 mod click;
+mod docs;
 mod postback;
 mod query;
+pub mod routes;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -19,9 +21,12 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::app::App;
+use crate::metrics::WriterSnapshot;
 use crate::store::StoreError;
+use routes::{Endpoint, Resolved};
 
 pub use click::{ClickParams, handle_click};
+pub use docs::OPENAPI_JSON;
 
 /// The response type of every handler: small bodies, built whole.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -29,18 +34,71 @@ pub type HttpResponse = Response<Full<Bytes>>;
 /// Largest request body accepted (postbacks and admin JSON are small).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Which listener a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The main port: clicks, postbacks, admin, docs.
+    Public,
+    /// The separate metrics port (`METRICS_ADDR`): only `/metrics`, without a token.
+    Metrics,
+}
+
 /// Routes one request to its handler.
-pub async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
-    let path = req.uri().path();
-    match (req.method(), path) {
-        // Only GET: a HEAD from a link checker is not a visitor and must not become a click.
-        (&Method::GET, "/click") => handle_click(app, req.uri(), req.headers(), peer),
-        (&Method::GET | &Method::POST, "/postback") => postback::handle(app, req, peer).await,
-        (&Method::GET, "/health") => health(app).await,
-        (_, "/click" | "/postback" | "/health") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        _ if path == "/admin" || path.starts_with("/admin/") => admin::handle(app, req).await,
-        _ => error(StatusCode::NOT_FOUND, "not found"),
+pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
+    // The click path first, without the route table's search.
+    if req.method() == Method::GET && req.uri().path() == "/click" && surface == Surface::Public {
+        return handle_click(app, req.uri(), req.headers(), peer);
     }
+    let path = req.uri().path();
+    if surface == Surface::Metrics {
+        return match (req.method(), path) {
+            (&Method::GET, "/metrics") => metrics(app),
+            (_, "/metrics") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        };
+    }
+    // Nothing under /admin, not even whether a path exists, is told without the token.
+    if (path == "/admin" || path.starts_with("/admin/")) && !admin::authorized(app, &req) {
+        return admin::unauthorized();
+    }
+    let (endpoint, parameter) = match routes::resolve(req.method(), path) {
+        Resolved::Found(endpoint, parameter) => (endpoint, parameter.map(str::to_owned)),
+        Resolved::MethodNotAllowed => return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        Resolved::NotFound => return error(StatusCode::NOT_FOUND, "not found"),
+    };
+    match endpoint {
+        // Only GET: a HEAD from a link checker is not a visitor and must not become a click.
+        Endpoint::Click => handle_click(app, req.uri(), req.headers(), peer),
+        Endpoint::PostbackGet | Endpoint::PostbackPost => postback::handle(app, req, peer).await,
+        Endpoint::Health => health(app).await,
+        Endpoint::Metrics if app.config.metrics_addr.is_some() => error(StatusCode::NOT_FOUND, "not found"),
+        Endpoint::Metrics if !admin::authorized(app, &req) => admin::unauthorized(),
+        Endpoint::Metrics => metrics(app),
+        Endpoint::OpenApi => docs::openapi(),
+        Endpoint::DocsRoot => docs::redirect_to_index(),
+        Endpoint::DocsIndex => docs::file(""),
+        Endpoint::DocsFile => docs::file(parameter.as_deref().unwrap_or("")),
+        admin_endpoint => admin::handle(app, admin_endpoint, parameter.as_deref(), req).await,
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+fn metrics(app: &App) -> HttpResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let stats = app.queue.stats();
+    let writer = WriterSnapshot {
+        queue_depth: app.queue.depth(),
+        queue_capacity: app.config.click_queue_capacity,
+        written: stats.written.load(Relaxed),
+        failed: stats.failed.load(Relaxed),
+        rejected: stats.rejected.load(Relaxed),
+    };
+    let text = app.metrics.render(&app.table.load(), writer);
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[derive(Serialize)]

@@ -23,7 +23,7 @@ use super::{ApiError, HttpResponse, error, json, read_body};
 use crate::app::App;
 use crate::conversion::{EventKind, validate_payout};
 use crate::secret::secrets_match;
-use crate::store::{Conversion, ConversionOutcome, PostbackLogEntry, PostbackOutcome};
+use crate::store::{Conversion, ConversionOutcome, PostbackLogEntry, PostbackOutcome, StoreError};
 
 /// How long a postback for a click not yet in the database waits for the writer to flush.
 const FLUSH_WAIT: Duration = Duration::from_secs(3);
@@ -113,8 +113,10 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
             // Unreadable postbacks are logged too: "the casino says it sent it" starts here.
             log.reason = Some(refused.message().to_owned());
             if let Err(e) = app.store.log_postback(&log).await {
-                return ApiError::from(e).into_response();
+                return store_failure(app, e);
             }
+            app.metrics.postback(PostbackOutcome::Invalid);
+            tracing::info!(outcome = "invalid", reason = refused.message(), "postback refused");
             return refused.into_response();
         }
     };
@@ -133,8 +135,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
             log.outcome = outcome;
             log.reason = Some(reason.clone());
             if let Err(e) = app.store.log_postback(&log).await {
-                return ApiError::from(e).into_response();
+                return store_failure(app, e);
             }
+            app.metrics.postback(outcome);
             tracing::info!(
                 outcome = outcome.as_str(),
                 %reason,
@@ -227,10 +230,10 @@ async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Re
                 Ok(None) => {
                     return Err(refuse(StatusCode::NOT_FOUND, PostbackOutcome::UnknownClick, "unknown click_id"));
                 }
-                Err(e) => return Ok(ApiError::from(e).into_response()),
+                Err(e) => return Ok(store_failure(app, e)),
             }
         }
-        Err(e) => return Ok(ApiError::from(e).into_response()),
+        Err(e) => return Ok(store_failure(app, e)),
     };
     log.offer_id = Some(owner.offer_id);
     let secret = raw.secret.as_deref().unwrap_or("");
@@ -258,8 +261,9 @@ async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Re
     };
     let outcome = match app.store.apply_conversion(&conversion, log).await {
         Ok(outcome) => outcome,
-        Err(e) => return Ok(ApiError::from(e).into_response()),
+        Err(e) => return Ok(store_failure(app, e)),
     };
+    app.metrics.postback(outcome.into());
     Ok(match outcome {
         ConversionOutcome::Recorded => {
             json(StatusCode::OK, &Accepted { status: "success", message: recorded_message(kind, payout), click_id })
@@ -268,8 +272,19 @@ async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Re
             StatusCode::OK,
             &Accepted { status: "duplicate", message: "event already recorded; nothing changed", click_id },
         ),
-        ConversionOutcome::NoFtd => error(StatusCode::CONFLICT, "click has no FTD"),
+        ConversionOutcome::NoFtd => {
+            tracing::info!(outcome = "no_ftd", offer_id = owner.offer_id, %click_id, "postback refused");
+            error(StatusCode::CONFLICT, "click has no FTD")
+        }
     })
+}
+
+/// The answer to a store failure (503 while the database is unreachable), counted.
+fn store_failure(app: &App, error: StoreError) -> HttpResponse {
+    if matches!(error, StoreError::Unavailable(_)) {
+        app.metrics.postback_unavailable();
+    }
+    ApiError::from(error).into_response()
 }
 
 /// Whether a v7 click id was minted within [`RECENT_CLICK`] (or claims to be from the future).

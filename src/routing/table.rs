@@ -9,6 +9,9 @@
 //! Invariant: a table is immutable once built. Changes build a new table that is swapped in whole
 //! (`arc-swap`), so a click sees either the old or the new table, never a mixture, and takes no lock.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use rand::Rng;
 use rand_distr::Distribution;
 use rand_distr::weighted::WeightedAliasIndex;
@@ -24,6 +27,8 @@ pub struct RouteInput {
     pub weight: f64,
     /// Its validated redirect.
     pub redirect: RedirectTemplate,
+    /// Its redirect counter (see [`crate::metrics::Metrics::offer_click_counter`]).
+    pub clicks: Arc<AtomicU64>,
 }
 
 /// One offer as the click path sees it.
@@ -33,8 +38,12 @@ pub struct RoutedOffer {
     pub offer_id: i64,
     /// The probability with which this offer is picked.
     pub propensity: f64,
+    /// The weight it was given.
+    pub weight: f64,
     /// Where its clicks are sent.
     pub redirect: RedirectTemplate,
+    /// Counts its redirects, for `/metrics`; shared with every table that holds the offer.
+    pub clicks: Arc<AtomicU64>,
 }
 
 /// An immutable snapshot of the active offers and their pick probabilities.
@@ -53,7 +62,13 @@ impl RoutingTable {
         let offers = offers
             .into_iter()
             .zip(probabilities)
-            .map(|(input, propensity)| RoutedOffer { offer_id: input.offer_id, propensity, redirect: input.redirect })
+            .map(|(input, propensity)| RoutedOffer {
+                offer_id: input.offer_id,
+                propensity,
+                weight: input.weight,
+                redirect: input.redirect,
+                clicks: input.clicks,
+            })
             .collect();
         RoutingTable { offers, alias }
     }
@@ -100,6 +115,7 @@ mod tests {
                 offer_id: i as i64 + 1,
                 weight,
                 redirect: RedirectTemplate::parse(&format!("https://o{i}.example/")).unwrap(),
+                clicks: Arc::default(),
             })
             .collect()
     }

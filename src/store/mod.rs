@@ -176,6 +176,16 @@ pub enum PostbackOutcome {
 }
 
 impl PostbackOutcome {
+    /// Every outcome, in declaration order (`outcome as usize` indexes it).
+    pub const ALL: [PostbackOutcome; 6] = [
+        PostbackOutcome::Accepted,
+        PostbackOutcome::Duplicate,
+        PostbackOutcome::Invalid,
+        PostbackOutcome::Forbidden,
+        PostbackOutcome::UnknownClick,
+        PostbackOutcome::NoFtd,
+    ];
+
     /// The outcome's name in the log and the API.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -190,16 +200,7 @@ impl PostbackOutcome {
 
     /// Parses an outcome name.
     pub fn parse(name: &str) -> Option<PostbackOutcome> {
-        [
-            PostbackOutcome::Accepted,
-            PostbackOutcome::Duplicate,
-            PostbackOutcome::Invalid,
-            PostbackOutcome::Forbidden,
-            PostbackOutcome::UnknownClick,
-            PostbackOutcome::NoFtd,
-        ]
-        .into_iter()
-        .find(|outcome| outcome.as_str() == name)
+        PostbackOutcome::ALL.into_iter().find(|outcome| outcome.as_str() == name)
     }
 }
 

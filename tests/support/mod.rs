@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod openapi;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -219,6 +220,8 @@ pub fn test_config(db: &TestDb) -> Config {
 /// The real router, on 127.0.0.1 and an ephemeral port.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The separate `/metrics` listener, when started with one.
+    pub metrics_addr: Option<SocketAddr>,
     pub db: TestDb,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -238,14 +241,32 @@ impl TestServer {
     }
 
     pub async fn start_on(db: TestDb, config: Config) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        TestServer::launch(db, config, false).await
+    }
+
+    /// A router that serves `/metrics` on a second listener of its own (`METRICS_ADDR`).
+    pub async fn start_with_metrics_listener() -> TestServer {
+        let db = TestDb::create().await;
+        let config = test_config(&db);
+        TestServer::launch(db, config, true).await
+    }
+
+    async fn launch(db: TestDb, mut config: Config, metrics_listener: bool) -> TestServer {
+        let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = http_listener.local_addr().unwrap();
+        let metrics = match metrics_listener {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
+        let metrics_addr = metrics.as_ref().map(|listener| listener.local_addr().unwrap());
+        config.metrics_addr = metrics_addr;
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(casino_router::run(listener, config, async {
+        let listeners = casino_router::Listeners { http: http_listener, metrics };
+        let task = tokio::spawn(casino_router::run(listeners, config, async {
             let _ = stop.await;
         }));
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-        let mut server = TestServer { addr, db, http, shutdown: Some(shutdown), task: Some(task) };
+        let mut server = TestServer { addr, metrics_addr, db, http, shutdown: Some(shutdown), task: Some(task) };
         server.wait_until_ready().await;
         server
     }

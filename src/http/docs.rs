@@ -1,0 +1,65 @@
+//! `/openapi.json` and `/docs`: the API's description and the Swagger UI that renders it.
+//!
+//! The OpenAPI document is written by hand (`openapi.json`, next to this file) and embedded in the
+//! binary; `tests/openapi.rs` keeps it true by checking the running server's answers against it.
+//! The Swagger UI's files come from the `utoipa-swagger-ui` crate, vendored at build time, so `/docs`
+//! works with no internet access.
+
+use std::sync::{Arc, LazyLock};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, LOCATION};
+use hyper::{Response, StatusCode};
+
+use super::{HttpResponse, error};
+
+/// The OpenAPI 3.1 document of every endpoint.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// The Swagger UI's settings: where the document is, and requests ready to run.
+static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {
+    Arc::new(utoipa_swagger_ui::Config::from("/openapi.json").try_it_out_enabled(true).persist_authorization(true))
+});
+
+/// `GET /openapi.json`.
+pub fn openapi() -> HttpResponse {
+    static_response(Bytes::from_static(OPENAPI_JSON.as_bytes()), "application/json", false)
+}
+
+/// `GET /docs`: the UI's files are relative to `/docs/`.
+pub fn redirect_to_index() -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    response.headers_mut().insert(LOCATION, HeaderValue::from_static("/docs/"));
+    response
+}
+
+/// `GET /docs/` (the page, for an empty `name`) and `GET /docs/{file}`.
+pub fn file(name: &str) -> HttpResponse {
+    match utoipa_swagger_ui::serve(name, SWAGGER_CONFIG.clone()) {
+        Ok(Some(file)) => {
+            let bytes = match file.bytes {
+                std::borrow::Cow::Borrowed(bytes) => Bytes::from_static(bytes),
+                std::borrow::Cow::Owned(bytes) => Bytes::from(bytes),
+            };
+            static_response(bytes, &file.content_type, file.gzpipped)
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "not found"),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "docs could not be rendered"),
+    }
+}
+
+fn static_response(body: Bytes, content_type: &str, gzipped: bool) -> HttpResponse {
+    let mut response = Response::new(Full::new(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if gzipped {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
+}
