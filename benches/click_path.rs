@@ -8,6 +8,7 @@ use std::sync::Arc;
 use casino_router::app::App;
 use casino_router::config::{Config, DatabaseConfig};
 use casino_router::http::handle_click;
+use casino_router::journal::Journal;
 use casino_router::metrics::Metrics;
 use casino_router::routing::{RedirectTemplate, RouteInput, RoutingTable};
 use casino_router::store::{self, NewOffer};
@@ -82,10 +83,12 @@ fn handler(c: &mut Criterion) {
             queue_capacity: config.click_queue_capacity,
             batch_size: config.writer_batch_size,
             flush_interval: config.writer_flush_interval,
+            spill_after: config.journal_spill_after,
         };
+        let journal = Journal::open(&dir.join("journal"), config.journal_max_bytes).unwrap();
         let metrics = Arc::new(Metrics::default());
         let runtime = tokio::runtime::Handle::current();
-        let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone()).unwrap();
+        let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone(), journal).unwrap();
         let token = "bench-admin-token-xyz".to_owned();
         let app = Arc::new(App::new(config.clone(), store, writer.queue().clone(), token, metrics));
         app.reload_routing().await.unwrap();

@@ -53,6 +53,15 @@ pub const SHUTDOWN_GRACE_SECONDS: &str = "SHUTDOWN_GRACE_SECONDS";
 /// Most client connections served at once; further ones wait in the kernel's accept backlog, so a
 /// flood of idle connections cannot exhaust file descriptors or memory.
 pub const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
+/// Directory of the on-disk click journal, used while the database is unreachable and replayed at
+/// start-up. Give each instance its own.
+pub const JOURNAL_DIR: &str = "JOURNAL_DIR";
+/// The journal's default directory, beside the embedded store's default file.
+pub const DEFAULT_JOURNAL_DIR: &str = "./data/journal";
+/// Most megabytes the journal may hold; past that, clicks are refused with 503 (and counted).
+pub const JOURNAL_MAX_MB: &str = "JOURNAL_MAX_MB";
+/// Clicks the writer holds in memory during an outage before spilling them to the journal.
+pub const JOURNAL_SPILL_AFTER: &str = "JOURNAL_SPILL_AFTER";
 /// Address (`IP:PORT`) of a separate listener for `/metrics`, served there without a token (bind it
 /// to a private interface). Unset: `/metrics` is served on the main port, behind the admin token.
 pub const METRICS_ADDR: &str = "METRICS_ADDR";
@@ -98,6 +107,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Directory of the click journal.
+    pub journal_dir: PathBuf,
+    /// Size bound of the journal, in bytes.
+    pub journal_max_bytes: u64,
+    /// Clicks held in memory during an outage before a spill.
+    pub journal_spill_after: usize,
     /// Separate, unauthenticated listener for `/metrics`, if any.
     pub metrics_addr: Option<SocketAddr>,
     /// How log lines are written.
@@ -169,6 +184,9 @@ impl Default for Config {
             db_pool_size: 16,
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
+            journal_dir: PathBuf::from(DEFAULT_JOURNAL_DIR),
+            journal_max_bytes: 1024 * 1024 * 1024,
+            journal_spill_after: 4096,
             metrics_addr: None,
             log_format: LogFormat::Text,
             seed_if_empty: false,
@@ -253,6 +271,9 @@ impl Config {
                 3600.0,
             )),
             max_connections: vars.ranged(MAX_CONNECTIONS, defaults.max_connections, 1, 1_000_000),
+            journal_dir: (vars.lookup)(JOURNAL_DIR).map_or(defaults.journal_dir, PathBuf::from),
+            journal_max_bytes: vars.ranged(JOURNAL_MAX_MB, defaults.journal_max_bytes >> 20, 1, 1 << 30) << 20,
+            journal_spill_after: vars.ranged(JOURNAL_SPILL_AFTER, defaults.journal_spill_after, 1, 10_000_000),
             metrics_addr: vars.optional(METRICS_ADDR, "an address such as 127.0.0.1:9100"),
             log_format: vars.parsed(LOG_FORMAT, defaults.log_format, "text or json"),
             seed_if_empty: defaults.seed_if_empty,

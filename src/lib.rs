@@ -12,7 +12,8 @@
 //! - [`app`]: the shared state and the operations that swap the routing table.
 //! - [`routing`]: pure code: alias table, offer URL rules, EV weight policy.
 //! - [`conversion`]: pure code: what a postback means; [`secret`]: secret generation and comparison.
-//! - [`writer`]: the click queue and the batching writer thread.
+//! - [`writer`]: the click queue and the batching writer thread; [`journal`]: its on-disk spill
+//!   during database outages, replayed at start-up.
 //! - [`metrics`]: counters and histograms for `/metrics`, lock-free on the click path.
 //! - [`store`]: the storage interface and its PostgreSQL and SQLite implementations.
 //! - [`scheduler`]: timed recalculation and cross-instance refresh; [`seed`]: example offers.
@@ -24,6 +25,7 @@ pub mod app;
 pub mod config;
 pub mod conversion;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod net;
 pub mod routing;
@@ -46,6 +48,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::Surface;
+use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::writer::{ClickWriter, WriterConfig};
@@ -56,6 +59,9 @@ pub enum RunError {
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The click journal could not be opened or replayed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     /// The writer thread could not be started.
     #[error("could not start the click writer: {0}")]
     Writer(#[from] std::io::Error),
@@ -112,13 +118,20 @@ pub async fn run(
             token
         }
     };
+    // Clicks journaled by an earlier run (an outage, a crash) go in before any new click is taken.
+    let mut journal = Journal::open(&config.journal_dir, config.journal_max_bytes)?;
+    if !journal.is_empty() {
+        let replayed = journal.replay(store.as_ref(), config.writer_batch_size).await?;
+        tracing::info!(clicks = replayed, dir = %config.journal_dir.display(), "replayed the click journal");
+    }
     let writer_config = WriterConfig {
         queue_capacity: config.click_queue_capacity,
         batch_size: config.writer_batch_size,
         flush_interval: config.writer_flush_interval,
+        spill_after: config.journal_spill_after,
     };
     let metrics = Arc::new(Metrics::default());
-    let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone())?;
+    let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone(), journal)?;
     let grace = config.shutdown_grace;
     let app = Arc::new(App::new(config, store, writer.queue().clone(), admin_token, metrics));
     app.reload_routing().await?;

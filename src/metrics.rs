@@ -95,6 +95,14 @@ pub struct WriterSnapshot {
     pub queue_depth: usize,
     /// Capacity of that queue.
     pub queue_capacity: usize,
+    /// Clicks the writer holds in memory during an outage.
+    pub held: u64,
+    /// Whether the writer is in an outage.
+    pub outage: bool,
+    /// Clicks in the on-disk journal.
+    pub journal_clicks: u64,
+    /// Bytes of the on-disk journal.
+    pub journal_bytes: u64,
     /// Clicks committed to the database.
     pub written: u64,
     /// Clicks the database refused.

@@ -9,13 +9,18 @@
 //!   click, whichever comes first, in one transaction. Between those moments the writer sleeps
 //!   (`park_timeout`) rather than waiting on the channel, so a click costs its sender no wake-up:
 //!   only the first click of a batch, a full batch, a flush or a stop wake the writer.
-//! - A failed write is retried with back-off while the database is unreachable: the batch stays in
-//!   memory and the queue absorbs new clicks meanwhile. A batch the database refuses outright is
-//!   retried click by click, so one bad row cannot block the others; rows still refused are counted as
-//!   failed and logged with their ids.
+//! - A batch the database refuses outright is retried click by click, so one bad row cannot block
+//!   the others; rows still refused are counted as failed and logged with their ids.
+//! - **Outage.** When the database is unreachable the writer keeps reading the queue (so `/click`
+//!   keeps redirecting) and holds the clicks in memory, up to `spill_after`; past that it spills them
+//!   to the on-disk [`Journal`]. It retries with back-off; once a write succeeds it writes what it
+//!   holds, then replays the journal. If the journal is full too, the writer stops reading the queue:
+//!   the queue fills and clicks are refused with 503 and counted, never lost silently.
 //! - A flush request is a message in the same FIFO: when it is acknowledged, every click queued before
-//!   it is committed. Postbacks use it for clicks that may still be waiting in the queue.
-//! - On shutdown the writer drains the queue until it is empty, writes the last batch and exits.
+//!   it is committed. Postbacks use it for clicks that may still be waiting in the queue. During an
+//!   outage a flush is not acknowledged (the caller answers 503).
+//! - On shutdown the writer drains the queue, writes the last batch and exits; during an outage it
+//!   spills what it holds to the journal instead, which the next start replays.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,13 +31,14 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::journal::{Journal, JournalStats};
 use crate::metrics::Metrics;
 use crate::store::{ClickRecord, Store, StoreError};
 
-/// How long the writer keeps retrying an unreachable database after shutdown was requested.
-const SHUTDOWN_RETRY_LIMIT: Duration = Duration::from_secs(30);
+/// First pause before retrying an unreachable database; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest pause between retries of an unreachable database.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Batching settings.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +49,8 @@ pub struct WriterConfig {
     pub batch_size: usize,
     /// Deadline of a partial batch, from its first click.
     pub flush_interval: Duration,
+    /// Clicks held in memory during an outage before they are spilled to the journal.
+    pub spill_after: usize,
 }
 
 /// Counters shared by the click path, the writer and `/health`.
@@ -54,6 +62,10 @@ pub struct WriterStats {
     pub failed: AtomicU64,
     /// Clicks refused at the door: the queue was full (or the writer had stopped).
     pub rejected: AtomicU64,
+    /// Clicks held in memory by the writer while the database is unreachable.
+    pub held: AtomicU64,
+    /// Whether the writer is in an outage (its last write found the database unreachable).
+    pub outage: AtomicBool,
 }
 
 enum Message {
@@ -87,6 +99,8 @@ pub struct ClickQueue {
     writer: Thread,
     /// Clicks per batch: a queue this long is a full batch.
     batch_size: usize,
+    /// Size of the writer's journal.
+    journal: Arc<JournalStats>,
 }
 
 impl ClickQueue {
@@ -136,28 +150,36 @@ impl ClickQueue {
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
+
+    /// The journal's size.
+    pub fn journal(&self) -> &JournalStats {
+        &self.journal
+    }
 }
 
 /// The running writer thread.
 pub struct ClickWriter {
     queue: ClickQueue,
     thread: JoinHandle<()>,
-    /// Seen by a writer busy retrying a batch, which does not read the queue meanwhile.
+    /// Seen by a writer that has stopped reading the queue (journal full during an outage).
     shutdown_requested: Arc<AtomicBool>,
 }
 
 impl ClickWriter {
     /// Starts the writer thread. `runtime` runs the store's futures; it must be a multi-thread runtime,
-    /// whose workers drive the I/O while this thread blocks on them.
+    /// whose workers drive the I/O while this thread blocks on them. `journal` should have been
+    /// replayed already: the writer appends to it during outages.
     pub fn spawn(
         store: Arc<dyn Store>,
         config: WriterConfig,
         runtime: Handle,
         metrics: Arc<Metrics>,
+        journal: Journal,
     ) -> std::io::Result<ClickWriter> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let stats = Arc::new(WriterStats::default());
         let shutdown_requested = Arc::new(AtomicBool::new(false));
+        let journal_stats = journal.stats();
         let worker = Worker {
             rx,
             store,
@@ -165,14 +187,15 @@ impl ClickWriter {
             config,
             stats: stats.clone(),
             metrics,
-            stopping: None,
+            journal,
+            held: Vec::new(),
+            outage: None,
+            stopping: false,
             shutdown_requested: shutdown_requested.clone(),
-            retrying_since: None,
-            gave_up: false,
         };
         let thread = std::thread::Builder::new().name("click-writer".into()).spawn(move || worker.run())?;
         let writer = thread.thread().clone();
-        let queue = ClickQueue { tx, stats, writer, batch_size: config.batch_size };
+        let queue = ClickQueue { tx, stats, writer, batch_size: config.batch_size, journal: journal_stats };
         Ok(ClickWriter { queue, thread, shutdown_requested })
     }
 
@@ -186,6 +209,7 @@ impl ClickWriter {
         let ClickWriter { queue, thread, shutdown_requested } = self;
         shutdown_requested.store(true, Ordering::Release);
         let _ = tokio::task::spawn_blocking(move || {
+            queue.writer.unpark();
             // Stop goes behind every click already queued, so all of them are written first.
             let _ = queue.tx.send(Message::Stop);
             queue.writer.unpark();
@@ -195,6 +219,21 @@ impl ClickWriter {
     }
 }
 
+/// The writer's view of an unreachable database.
+struct Outage {
+    since: Instant,
+    next_retry: Instant,
+    backoff: Duration,
+    /// The journal refused a spill: stop reading the queue until a retry succeeds.
+    journal_refused: bool,
+}
+
+/// Clicks not written because the database is unreachable: a suffix of what was to be written.
+struct Unreachable<'a> {
+    rest: &'a [ClickRecord],
+    reason: String,
+}
+
 struct Worker {
     rx: Receiver<Message>,
     store: Arc<dyn Store>,
@@ -202,15 +241,14 @@ struct Worker {
     config: WriterConfig,
     stats: Arc<WriterStats>,
     metrics: Arc<Metrics>,
-    /// When the `Stop` message was read; from then on the queue is drained without waiting.
-    stopping: Option<Instant>,
+    journal: Journal,
+    /// Clicks read from the queue during an outage, not yet written or spilled.
+    held: Vec<ClickRecord>,
+    outage: Option<Outage>,
+    /// The `Stop` message was read (or every sender is gone): drain without waiting, then exit.
+    stopping: bool,
     /// Set by [`ClickWriter::shutdown`] before `Stop` is queued.
     shutdown_requested: Arc<AtomicBool>,
-    /// Since when the writer has been retrying an unreachable database during shutdown.
-    retrying_since: Option<Instant>,
-    /// The database stayed unreachable past [`SHUTDOWN_RETRY_LIMIT`] during shutdown: the remaining
-    /// clicks are counted as failed without another attempt.
-    gave_up: bool,
 }
 
 impl Worker {
@@ -228,13 +266,13 @@ impl Worker {
                         Ok(message) => self.accept(message, &mut batch, &mut acks),
                         Err(TryRecvError::Empty) => break,
                         Err(TryRecvError::Disconnected) => {
-                            self.stopping.get_or_insert_with(Instant::now);
+                            self.stopping = true;
                             break;
                         }
                     }
                 }
                 let now = Instant::now();
-                if batch.len() >= batch_size || !acks.is_empty() || self.stopping.is_some() || now >= deadline {
+                if batch.len() >= batch_size || !acks.is_empty() || self.stopping || now >= deadline {
                     break;
                 }
                 // Sleep without waiting on the channel, so that senders do not wake this thread for
@@ -242,29 +280,50 @@ impl Worker {
                 std::thread::park_timeout(deadline - now);
             }
             if !batch.is_empty() {
-                self.write(&batch);
+                self.store_batch(&batch);
                 batch.clear();
             }
+            // Acknowledged only when everything before the request is in the database; dropped
+            // (the caller sees a failed flush) while clicks wait in memory or in the journal.
+            let all_written = self.outage.is_none() && self.journal.is_empty();
             for ack in acks.drain(..) {
-                let _ = ack.send(());
+                if all_written {
+                    let _ = ack.send(());
+                }
             }
         }
+        self.finish();
         tracing::info!(written = self.stats.written.load(Ordering::Relaxed), "click writer stopped");
     }
 
-    /// The first message of a batch: waits for it while running (the one wake-up a batch costs the
-    /// click path), takes only what is already queued once stopping. `None` ends the writer.
+    /// The first message of a batch. Waits for it while running (the one wake-up a batch costs the
+    /// click path), retrying the database on schedule during an outage, and not reading the queue at
+    /// all while the journal refuses spills; takes only what is already queued once stopping.
+    /// `None` ends the writer.
     fn first_message(&mut self) -> Option<Message> {
-        if self.stopping.is_some() {
-            return self.rx.try_recv().ok();
-        }
-        match self.rx.recv() {
-            Ok(message) => Some(message),
-            Err(_) => {
-                // Every sender is gone: nothing more can arrive.
-                self.stopping = Some(Instant::now());
-                None
+        loop {
+            if self.stopping {
+                return self.rx.try_recv().ok();
             }
+            let Some(outage) = &self.outage else {
+                // An error means every sender is gone: nothing more can arrive.
+                return self.rx.recv().ok();
+            };
+            let wait = outage.next_retry.saturating_duration_since(Instant::now());
+            if outage.journal_refused {
+                if self.shutdown_requested.load(Ordering::Acquire) {
+                    self.stopping = true;
+                    continue;
+                }
+                std::thread::park_timeout(wait);
+            } else {
+                match self.rx.recv_timeout(wait) {
+                    Ok(message) => return Some(message),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+                }
+            }
+            self.retry_if_due();
         }
     }
 
@@ -272,62 +331,166 @@ impl Worker {
         match message {
             Message::Click(click) => batch.push(click),
             Message::Flush(ack) => acks.push(ack),
-            Message::Stop => self.stopping = Some(Instant::now()),
+            Message::Stop => self.stopping = true,
         }
     }
 
-    fn write(&mut self, batch: &[ClickRecord]) {
-        if self.gave_up {
-            self.stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    /// Writes a batch, or holds it during an outage.
+    fn store_batch(&mut self, batch: &[ClickRecord]) {
+        if self.outage.is_some() {
+            self.hold(batch);
+            self.retry_if_due();
             return;
         }
-        let mut backoff = Duration::from_millis(50);
-        let mut reported = false;
+        if let Err(unreachable) = self.insert(batch) {
+            tracing::warn!(
+                reason = %unreachable.reason,
+                clicks = unreachable.rest.len(),
+                "database unavailable: holding clicks, spilling to the journal past the memory bound"
+            );
+            let now = Instant::now();
+            self.outage = Some(Outage {
+                since: now,
+                next_retry: now + FIRST_BACKOFF,
+                backoff: FIRST_BACKOFF,
+                journal_refused: false,
+            });
+            self.stats.outage.store(true, Ordering::Relaxed);
+            self.hold(unreachable.rest);
+        }
+    }
+
+    /// Writes `clicks` in one transaction, click by click if the database refuses the batch. Fails
+    /// with the clicks not written if the database is unreachable.
+    fn insert<'a>(&self, clicks: &'a [ClickRecord]) -> Result<(), Unreachable<'a>> {
         let started = Instant::now();
-        loop {
-            match self.runtime.block_on(self.store.insert_clicks(batch)) {
-                Ok(_) => {
-                    self.stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    self.metrics.batch_size.observe(batch.len() as u64);
-                    self.metrics.flush_latency.observe_duration(started.elapsed());
-                    if reported {
-                        tracing::info!(clicks = batch.len(), "click writer recovered");
+        match self.runtime.block_on(self.store.insert_clicks(clicks)) {
+            Ok(_) => {
+                self.stats.written.fetch_add(clicks.len() as u64, Ordering::Relaxed);
+                self.metrics.batch_size.observe(clicks.len() as u64);
+                self.metrics.flush_latency.observe_duration(started.elapsed());
+                Ok(())
+            }
+            Err(StoreError::Unavailable(reason)) => Err(Unreachable { rest: clicks, reason }),
+            Err(error) if clicks.len() > 1 => {
+                tracing::warn!(%error, clicks = clicks.len(), "click batch refused, writing clicks one by one");
+                for (index, click) in clicks.iter().enumerate() {
+                    if let Err(unreachable) = self.insert(std::slice::from_ref(click)) {
+                        return Err(Unreachable { rest: &clicks[index..], reason: unreachable.reason });
                     }
-                    return;
                 }
-                Err(StoreError::Unavailable(reason)) => {
-                    if !reported {
-                        tracing::warn!(%reason, clicks = batch.len(), "database unavailable, retrying click batch");
-                        reported = true;
-                    }
-                    if self.shutdown_requested.load(Ordering::Acquire) {
-                        let since = *self.retrying_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() > SHUTDOWN_RETRY_LIMIT {
-                            self.gave_up = true;
-                            self.stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                            tracing::error!(
-                                clicks = batch.len() + self.rx.len(),
-                                "gave up writing clicks at shutdown: database unavailable for 30 s"
-                            );
-                            return;
-                        }
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                Ok(())
+            }
+            Err(error) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, click_id = %clicks[0].click_id, "click refused by the database");
+                Ok(())
+            }
+        }
+    }
+
+    /// Keeps `clicks` in memory; past the bound, spills everything held to the journal.
+    fn hold(&mut self, clicks: &[ClickRecord]) {
+        self.held.extend_from_slice(clicks);
+        if self.held.len() >= self.config.spill_after {
+            self.spill();
+        }
+        self.stats.held.store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Moves every held click to the journal. On failure they stay held, and the writer stops
+    /// reading the queue until the database is back (or shutdown).
+    fn spill(&mut self) {
+        let refused = match self.journal.append(&self.held) {
+            Ok(()) => {
+                self.held.clear();
+                false
+            }
+            Err(error) => {
+                if self.outage.as_ref().is_some_and(|outage| !outage.journal_refused) {
+                    tracing::error!(%error, held = self.held.len(), "journal refused clicks: the queue will fill and /click answer 503");
                 }
-                Err(error) if batch.len() > 1 => {
-                    tracing::warn!(%error, clicks = batch.len(), "click batch refused, writing clicks one by one");
-                    for click in batch {
-                        self.write(std::slice::from_ref(click));
-                    }
-                    return;
+                true
+            }
+        };
+        if let Some(outage) = &mut self.outage {
+            outage.journal_refused = refused;
+        }
+        self.stats.held.store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// During an outage, once the back-off has passed: tries to write what is held, then the journal.
+    fn retry_if_due(&mut self) {
+        let Some(outage) = &mut self.outage else { return };
+        if Instant::now() < outage.next_retry {
+            return;
+        }
+        let since = outage.since;
+        let mut held = std::mem::take(&mut self.held);
+        // Index of the first held click not written, if the database is still unreachable.
+        let mut unwritten = None;
+        for (number, chunk) in held.chunks(self.config.batch_size).enumerate() {
+            if let Err(unreachable) = self.insert(chunk) {
+                unwritten = Some(number * self.config.batch_size + chunk.len() - unreachable.rest.len());
+                break;
+            }
+        }
+        if let Some(first_unwritten) = unwritten {
+            held.drain(..first_unwritten);
+            self.held = held;
+            self.back_off();
+        } else {
+            match self.runtime.block_on(self.journal.replay(self.store.as_ref(), self.config.batch_size)) {
+                Ok(replayed) => {
+                    tracing::info!(
+                        from_memory = held.len(),
+                        from_journal = replayed,
+                        outage_seconds = since.elapsed().as_secs_f64(),
+                        "database back: held and journaled clicks written"
+                    );
+                    self.outage = None;
+                    self.stats.outage.store(false, Ordering::Relaxed);
                 }
                 Err(error) => {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, click_id = %batch[0].click_id, "click refused by the database");
-                    return;
+                    tracing::warn!(%error, "journal replay failed; retrying");
+                    self.back_off();
                 }
             }
         }
+        self.stats.held.store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    fn back_off(&mut self) {
+        if let Some(outage) = &mut self.outage {
+            outage.backoff = (outage.backoff * 2).min(MAX_BACKOFF);
+            outage.next_retry = Instant::now() + outage.backoff;
+        }
+    }
+
+    /// At exit: one last attempt to write what is held, else spill it to the journal for the next
+    /// start. Only a journal that refuses too makes clicks count as failed.
+    fn finish(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        if let Some(outage) = &mut self.outage {
+            outage.next_retry = Instant::now();
+        }
+        self.retry_if_due();
+        if self.held.is_empty() {
+            return;
+        }
+        match self.journal.append(&self.held) {
+            Ok(()) => tracing::warn!(
+                clicks = self.held.len(),
+                "database unavailable at shutdown: clicks kept in the journal for the next start"
+            ),
+            Err(error) => {
+                self.stats.failed.fetch_add(self.held.len() as u64, Ordering::Relaxed);
+                tracing::error!(%error, clicks = self.held.len(), "clicks lost at shutdown: database and journal unavailable");
+            }
+        }
+        self.held.clear();
+        self.stats.held.store(0, Ordering::Relaxed);
     }
 }

@@ -18,6 +18,7 @@ fn router(db: &TestDb) -> Command {
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("JOURNAL_DIR", db.journal_dir())
         .current_dir(std::env::temp_dir());
     command
 }

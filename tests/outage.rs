@@ -1,12 +1,15 @@
 //! The database goes away under a running router (PostgreSQL behind a proxy the test cuts): clicks
-//! keep being answered and are all written once it is back; postbacks and recalculations answer 503
-//! meanwhile; a failed scheduled recalculation keeps the current table and is retried.
+//! keep being answered, spill to the journal, and are all written once it is back; postbacks and
+//! recalculations answer 503 meanwhile; a failed scheduled recalculation keeps the current table and
+//! is retried. A full journal refuses clicks visibly; a journal left behind is replayed at start.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use casino_router::config::DatabaseConfig;
+use casino_router::config::{Config, DatabaseConfig};
+use casino_router::journal::Journal;
+use casino_router::store::ClickRecord;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::proxy::TcpProxy;
@@ -32,6 +35,9 @@ async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
     config.database = DatabaseConfig::Postgres(db.postgres_url_via(proxy.addr));
     config.recalc_interval = Duration::from_millis(300);
     config.min_clicks_for_ev = 1;
+    // A queue far smaller than the outage's clicks: only spilling to the journal keeps them coming.
+    config.click_queue_capacity = 512;
+    config.journal_spill_after = 200;
     let server = TestServer::start_on(db.shared(), config).await;
     let a = server.create_offer("A", "https://a.example/", 1.0).await;
     server.create_offer("B", "https://b.example/", 1.0).await;
@@ -40,7 +46,7 @@ async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
 
     proxy.cut();
     // The click path goes on: every click is answered with a redirect to either offer.
-    let (during, by_host) = server.click_many(300, 4).await;
+    let (during, by_host) = server.click_many(2000, 4).await;
     assert_eq!(by_host.len(), 2, "the current table stays in use: {by_host:?}");
     // What needs the database says so, with a status platforms retry on.
     let (status, body) = server.admin_json(Method::POST, "/admin/update-weights", None).await;
@@ -53,6 +59,16 @@ async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
     assert!(response.headers().contains_key("retry-after"));
     let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
     assert_eq!((health["status"].as_str(), health["database"].as_str()), (Some("degraded"), Some("down")));
+    assert!(health["journal_clicks"].as_u64().unwrap() >= 1200, "spilled to the journal: {health}");
+    // Every click of the outage is accounted for: queued, held in memory, or journaled (the last
+    // batch being formed joins them within a flush interval).
+    wait_for("the outage's clicks accounted for", async || {
+        let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
+        let waiting = ["queue_depth", "clicks_held", "journal_clicks"].map(|field| health[field].as_u64().unwrap());
+        waiting.iter().sum::<u64>() == during.len() as u64
+    })
+    .await;
+    assert!(health["journal_bytes"].as_u64().unwrap() > 0);
     let history_during = db.count("SELECT count(*) FROM weight_history").await;
     tokio::time::sleep(Duration::from_millis(1000)).await; // several failed scheduled runs
 
@@ -66,7 +82,117 @@ async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
     let response = server.http.post(server.url("/postback")).json(&postback).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK, "the platform's retry succeeds");
     let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(health["database"], "up");
-    assert_eq!(health["clicks_failed"], 0);
+    assert_eq!((health["database"].as_str(), health["status"].as_str()), (Some("up"), Some("ok")));
+    assert_eq!((health["clicks_failed"].as_u64(), health["clicks_rejected"].as_u64()), (Some(0), Some(0)));
+    assert_eq!((health["journal_clicks"].as_u64(), health["clicks_held"].as_u64()), (Some(0), Some(0)));
     server.stop().await;
+}
+
+/// A router on PostgreSQL behind a proxy the test controls; `None` on the embedded store.
+async fn behind_proxy(db: &TestDb, adjust: impl FnOnce(&mut Config)) -> Option<(TcpProxy, TestServer)> {
+    let Some(server_addr) = db.postgres_server().await else {
+        eprintln!("outage test: PostgreSQL only (the embedded store cannot go away); skipped on SQLite");
+        return None;
+    };
+    let proxy = TcpProxy::start(server_addr).await;
+    let mut config = test_config(db);
+    config.database = DatabaseConfig::Postgres(db.postgres_url_via(proxy.addr));
+    adjust(&mut config);
+    Some((proxy, TestServer::start_on(db.shared(), config).await))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_refuses_clicks_with_503_and_counts_them() {
+    let db = TestDb::create().await;
+    let Some((proxy, server)) = behind_proxy(&db, |config| {
+        config.click_queue_capacity = 16;
+        config.journal_spill_after = 8;
+        config.journal_max_bytes = 4 * 1024; // about a dozen clicks
+    })
+    .await
+    else {
+        return;
+    };
+    server.create_offer("A", "https://a.example/", 1.0).await;
+    proxy.cut();
+    let (mut redirected, mut refused) = (Vec::new(), 0u64);
+    for _ in 0..300 {
+        let response = server.click("?source=flood").await;
+        match response.status() {
+            StatusCode::FOUND => redirected.push(click_id_of(response.headers()["location"].to_str().unwrap())),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused > 0 && !redirected.is_empty(), "{refused} refused, {} redirected", redirected.len());
+    let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["clicks_rejected"].as_u64(), Some(refused), "every refusal is counted: {health}");
+    proxy.restore();
+    let expected = redirected.len() as i64;
+    wait_for("every redirected click written", async || db.count("SELECT count(*) FROM clicks").await == expected)
+        .await;
+    let stored: std::collections::HashSet<_> = db.click_ids().await.into_iter().collect();
+    assert!(redirected.iter().all(|id| stored.contains(id)), "every redirected click is kept");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_an_outage_journals_the_clicks_and_the_next_start_replays_them() {
+    let db = TestDb::create().await;
+    let Some((proxy, server)) = behind_proxy(&db, |config| config.journal_spill_after = 1_000_000).await else {
+        return;
+    };
+    server.create_offer("A", "https://a.example/", 1.0).await;
+    proxy.cut();
+    let (clicks, _) = server.click_many(300, 4).await;
+    server.stop().await; // the clicks were only in memory: shutdown spills them
+    let segments = std::fs::read_dir(db.journal_dir()).unwrap().count();
+    assert!(segments > 0, "the journal holds the clicks");
+    assert_eq!(db.count("SELECT count(*) FROM clicks").await, 0);
+
+    proxy.restore();
+    let mut config = test_config(&db);
+    config.database = DatabaseConfig::Postgres(db.postgres_url_via(proxy.addr));
+    let restarted = TestServer::start_on(db.shared(), config).await;
+    // Replayed before the router served anything.
+    assert_eq!(db.count("SELECT count(*) FROM clicks").await, clicks.len() as i64);
+    let stored: std::collections::HashSet<_> = db.click_ids().await.into_iter().collect();
+    assert!(clicks.iter().all(|l| stored.contains(&click_id_of(l))));
+    assert_eq!(std::fs::read_dir(db.journal_dir()).unwrap().count(), 0, "replayed segments are removed");
+    restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_left_by_a_crash_is_replayed_at_start_once() {
+    let db = TestDb::create().await;
+    let server = TestServer::start_on(db.shared(), test_config(&db)).await;
+    let offer_id = server.create_offer("A", "https://a.example/", 1.0).await["id"].as_i64().unwrap();
+    server.stop().await;
+    // What a crashed run leaves: segments, one of them holding a click that is already stored.
+    let record = |n: u8| ClickRecord {
+        click_id: uuid::Uuid::now_v7(),
+        offer_id,
+        created_at: time::OffsetDateTime::now_utc(),
+        user_agent: Some(format!("agent {n}").into()),
+        ip_address: Some("198.51.100.4".parse().unwrap()),
+        referrer: None,
+        source: Some("crash".into()),
+        campaign: None,
+        propensity: 1.0,
+    };
+    let clicks: Vec<ClickRecord> = (0..40).map(record).collect();
+    let mut journal = Journal::open(&db.journal_dir(), 1 << 20).unwrap();
+    journal.append(&clicks[..25]).unwrap();
+    journal.append(&clicks[20..]).unwrap();
+    drop(journal);
+
+    let restarted = TestServer::start_on(db.shared(), test_config(&db)).await;
+    assert_eq!(db.count("SELECT count(*) FROM clicks").await, 40, "each click once");
+    let stats: Value = restarted.admin_json(Method::GET, "/admin/stats", None).await.1;
+    assert_eq!(stats[0]["total_clicks"], 40, "the rollups count each click once too: {stats}");
+    assert_eq!(std::fs::read_dir(db.journal_dir()).unwrap().count(), 0);
+    restarted.stop().await;
 }

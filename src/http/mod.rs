@@ -84,16 +84,7 @@ pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: So
 
 /// `GET /metrics`: the Prometheus text format.
 fn metrics(app: &App) -> HttpResponse {
-    use std::sync::atomic::Ordering::Relaxed;
-    let stats = app.queue.stats();
-    let writer = WriterSnapshot {
-        queue_depth: app.queue.depth(),
-        queue_capacity: app.config.click_queue_capacity,
-        written: stats.written.load(Relaxed),
-        failed: stats.failed.load(Relaxed),
-        rejected: stats.rejected.load(Relaxed),
-    };
-    let text = app.metrics.render(&app.table.load(), writer);
+    let text = app.metrics.render(&app.table.load(), writer_snapshot(app));
     let mut response = Response::new(Full::new(Bytes::from(text)));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -107,30 +98,52 @@ struct Health {
     database: &'static str,
     queue_depth: usize,
     queue_capacity: usize,
+    clicks_held: u64,
+    journal_clicks: u64,
+    journal_bytes: u64,
     clicks_written: u64,
     clicks_failed: u64,
     clicks_rejected: u64,
     active_offers: usize,
 }
 
-/// `GET /health`: 200 while the router can route; says whether the database is reachable.
+/// `GET /health`: 200 while the router can route; says whether the database is reachable and how
+/// many clicks wait for it (queued, held in memory, journaled).
 async fn health(app: &App) -> HttpResponse {
-    use std::sync::atomic::Ordering::Relaxed;
     let database_up = app.store.ping().await.is_ok();
-    let stats = app.queue.stats();
+    let writer = writer_snapshot(app);
     json(
         StatusCode::OK,
         &Health {
-            status: if database_up { "ok" } else { "degraded" },
+            status: if database_up && !writer.outage { "ok" } else { "degraded" },
             database: if database_up { "up" } else { "down" },
-            queue_depth: app.queue.depth(),
-            queue_capacity: app.config.click_queue_capacity,
-            clicks_written: stats.written.load(Relaxed),
-            clicks_failed: stats.failed.load(Relaxed),
-            clicks_rejected: stats.rejected.load(Relaxed),
+            queue_depth: writer.queue_depth,
+            queue_capacity: writer.queue_capacity,
+            clicks_held: writer.held,
+            journal_clicks: writer.journal_clicks,
+            journal_bytes: writer.journal_bytes,
+            clicks_written: writer.written,
+            clicks_failed: writer.failed,
+            clicks_rejected: writer.rejected,
             active_offers: app.table.load().offers().len(),
         },
     )
+}
+
+fn writer_snapshot(app: &App) -> WriterSnapshot {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (stats, journal) = (app.queue.stats(), app.queue.journal());
+    WriterSnapshot {
+        queue_depth: app.queue.depth(),
+        queue_capacity: app.config.click_queue_capacity,
+        held: stats.held.load(Relaxed),
+        outage: stats.outage.load(Relaxed),
+        journal_clicks: journal.clicks.load(Relaxed),
+        journal_bytes: journal.bytes.load(Relaxed),
+        written: stats.written.load(Relaxed),
+        failed: stats.failed.load(Relaxed),
+        rejected: stats.rejected.load(Relaxed),
+    }
 }
 
 /// A JSON response.

@@ -223,8 +223,11 @@ async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Re
         Ok(Some(owner)) => owner,
         Ok(None) if !is_recent(click_id) => return Err(unknown()),
         Ok(None) => {
-            // The click may still wait in the writer's queue: flush it and look again.
-            let _ = app.queue.flush(FLUSH_WAIT).await;
+            // The click may still wait in the writer's queue: flush it and look again. A flush that
+            // fails leaves it possibly in memory or in the journal (an outage): the platform retries.
+            if app.queue.flush(FLUSH_WAIT).await.is_err() {
+                return Ok(store_failure(app, StoreError::Unavailable("pending clicks not written yet".into())));
+            }
             match app.store.click_owner(click_id).await {
                 Ok(Some(owner)) => owner,
                 Ok(None) => {

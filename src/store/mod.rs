@@ -90,14 +90,15 @@ pub enum DeleteOutcome {
     HasClicks,
 }
 
-/// One click, as recorded.
-#[derive(Debug, Clone, PartialEq)]
+/// One click, as recorded (and as the journal keeps it, in JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClickRecord {
     /// The id handed to the casino in the redirect (UUID v7).
     pub click_id: Uuid,
     /// The offer picked.
     pub offer_id: i64,
     /// When the click was routed.
+    #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// The visitor's `User-Agent`, sanitised.
     pub user_agent: Option<Box<str>>,

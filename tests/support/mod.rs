@@ -113,6 +113,14 @@ impl TestDb {
         format!("postgres://{}@{via}/{name}", config.get_user().unwrap_or("postgres"))
     }
 
+    /// This database's own click journal directory (removed with it).
+    pub fn journal_dir(&self) -> PathBuf {
+        match &*self.location {
+            Location::Postgres { name, .. } => std::env::temp_dir().join(format!("{name}-journal")),
+            Location::Sqlite { dir } => dir.join("journal"),
+        }
+    }
+
     /// The `DATABASE_URL` that selects this database.
     pub fn database_url(&self) -> String {
         match self.database_config() {
@@ -190,6 +198,7 @@ impl Drop for TestDb {
                 let _ = std::fs::remove_dir_all(dir);
             }
             Location::Postgres { name, .. } => {
+                let _ = std::fs::remove_dir_all(self.journal_dir());
                 let name = name.clone();
                 let _ = std::thread::spawn(move || {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -208,6 +217,7 @@ impl Drop for TestDb {
 pub fn test_config(db: &TestDb) -> Config {
     Config {
         database: db.database_config(),
+        journal_dir: db.journal_dir(),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
         writer_flush_interval: Duration::from_millis(5),
         table_refresh_interval: Duration::from_millis(200),
