@@ -53,6 +53,8 @@ pub const SHUTDOWN_GRACE_SECONDS: &str = "SHUTDOWN_GRACE_SECONDS";
 /// Most client connections served at once; further ones wait in the kernel's accept backlog, so a
 /// flood of idle connections cannot exhaust file descriptors or memory.
 pub const MAX_CONNECTIONS: &str = "MAX_CONNECTIONS";
+/// How long a client has to send its request headers before the connection is closed (slow clients).
+pub const HEADER_READ_TIMEOUT_SECONDS: &str = "HEADER_READ_TIMEOUT_SECONDS";
 /// Directory of the on-disk click journal, used while the database is unreachable and replayed at
 /// start-up. Give each instance its own.
 pub const JOURNAL_DIR: &str = "JOURNAL_DIR";
@@ -107,6 +109,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Most connections served at once.
     pub max_connections: usize,
+    /// Time allowed to send request headers.
+    pub header_read_timeout: Duration,
     /// Directory of the click journal.
     pub journal_dir: PathBuf,
     /// Size bound of the journal, in bytes.
@@ -184,6 +188,7 @@ impl Default for Config {
             db_pool_size: 16,
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
             journal_dir: PathBuf::from(DEFAULT_JOURNAL_DIR),
             journal_max_bytes: 1024 * 1024 * 1024,
             journal_spill_after: 4096,
@@ -271,6 +276,12 @@ impl Config {
                 3600.0,
             )),
             max_connections: vars.ranged(MAX_CONNECTIONS, defaults.max_connections, 1, 1_000_000),
+            header_read_timeout: Duration::from_secs_f64(vars.ranged(
+                HEADER_READ_TIMEOUT_SECONDS,
+                defaults.header_read_timeout.as_secs_f64(),
+                0.1,
+                600.0,
+            )),
             journal_dir: (vars.lookup)(JOURNAL_DIR).map_or(defaults.journal_dir, PathBuf::from),
             journal_max_bytes: vars.ranged(JOURNAL_MAX_MB, defaults.journal_max_bytes >> 20, 1, 1 << 30) << 20,
             journal_spill_after: vars.ranged(JOURNAL_SPILL_AFTER, defaults.journal_spill_after, 1, 10_000_000),

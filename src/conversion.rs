@@ -141,4 +141,29 @@ mod tests {
         assert_eq!(validate_payout(-0.01, 1000.0), Err(InvalidPayout::Negative));
         assert_eq!(validate_payout(1000.01, 1000.0), Err(InvalidPayout::TooLarge(1000.0)));
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Only finite amounts from 0 to the maximum pass, unchanged.
+            #[test]
+            fn payouts_pass_only_in_range(payout in any::<f64>(), max in 0.0..1e9f64) {
+                match validate_payout(payout, max) {
+                    Ok(accepted) => prop_assert!(accepted == payout && (0.0..=max).contains(&payout)),
+                    Err(_) => prop_assert!(!payout.is_finite() || payout < 0.0 || payout > max),
+                }
+            }
+
+            /// Any word maps to an event or to nothing, never a panic; the five names always map.
+            #[test]
+            fn any_event_word_resolves_without_panic(word in any::<String>()) {
+                let _ = EventKind::resolve(&word, &BTreeMap::new());
+                for name in ["ftd", "payout", "reg", "deposit", "rejected"] {
+                    prop_assert!(EventKind::resolve(name, &BTreeMap::new()).is_some());
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The HTTP server: accepts connections on an already-bound listener and serves each with hyper.
 //!
 //! Limits: at most `MAX_CONNECTIONS` connections at once (beyond that, connections wait in the
-//! kernel's backlog), [`HEADER_READ_TIMEOUT`] to send request headers, and the body limit of
+//! kernel's backlog), `HEADER_READ_TIMEOUT_SECONDS` to send request headers, and the body limit of
 //! [`http::MAX_BODY_BYTES`].
 //!
 //! Shutdown: when `shutdown` resolves the listener is dropped (no new connections), in-flight
@@ -23,9 +23,6 @@ use tokio::sync::Semaphore;
 use crate::app::App;
 use crate::http::{self, Surface};
 
-/// A client has this long to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops gracefully within `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -36,7 +33,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.timer(TokioTimer::new()).header_read_timeout(app.config.header_read_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
     let slots = Arc::new(Semaphore::new(app.config.max_connections));

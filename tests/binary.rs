@@ -254,3 +254,81 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
         "no line per click"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_only_clicks_of_the_last_moments() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let db = TestDb::create().await;
+    // The default writer settings: a batch is committed at most 50 ms after its first click.
+    let Served { mut child, addr, drain, .. } = serve(router(&db));
+    let http = http();
+    let created = http
+        .post(format!("http://{addr}/admin/offers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Alpha", "casino_url": "https://alpha.example/", "active": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    // Deactivate the examples the embedded store seeds, so every click carries click_id plainly.
+    let offers: Value = http
+        .get(format!("http://{addr}/admin/offers"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for offer in offers.as_array().unwrap().iter().filter(|offer| offer["name"] != "Alpha") {
+        let url = format!("http://{addr}/admin/offers/{}", offer["id"]);
+        http.patch(url).bearer_auth(ADMIN_TOKEN).json(&json!({"active": false})).send().await.unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (http, stop) = (http.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut answered = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(response) = http.get(format!("http://{addr}/click?source=kill")).send().await else { break };
+                if response.status() == StatusCode::FOUND {
+                    answered
+                        .push((support::click_id_of(response.headers()["location"].to_str().unwrap()), Instant::now()));
+                }
+            }
+            answered
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed_at = Instant::now();
+    signal(&child, "KILL");
+    stop.store(true, Ordering::Relaxed);
+    let mut answered = Vec::new();
+    for worker in workers {
+        answered.extend(worker.await.unwrap());
+    }
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await.unwrap();
+    drop(drain);
+
+    let stored: std::collections::HashSet<_> = db.click_ids().await.into_iter().collect();
+    let lost: Vec<Duration> = answered
+        .iter()
+        .filter(|(id, _)| !stored.contains(id))
+        .map(|(_, at)| killed_at.saturating_duration_since(*at))
+        .collect();
+    let oldest_lost = lost.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "SIGKILL under load: {} of {} redirected clicks lost, the oldest answered {} ms before the kill",
+        lost.len(),
+        answered.len(),
+        oldest_lost.as_millis()
+    );
+    assert!(answered.len() > 500, "the load ran: {} clicks", answered.len());
+    // Only clicks still in the queue or the open batch are lost: none answered well before the kill.
+    assert!(oldest_lost < Duration::from_millis(1000), "a click answered {oldest_lost:?} before the kill was lost");
+}

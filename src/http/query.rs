@@ -83,4 +83,43 @@ mod tests {
         assert_eq!(got, [("a".into(), "1".into()), ("b".into(), "x y".into()), ("flag".into(), "".into())]);
         assert!(pairs("a=%zz").any(|p| p.is_err()));
     }
+
+    mod properties {
+        use super::super::*;
+        use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a client sends, decoding answers a value or an error, never a panic.
+            #[test]
+            fn any_input_decodes_or_fails_cleanly(input in any::<String>()) {
+                for pair in pairs(&input) {
+                    let _ = pair;
+                }
+            }
+
+            /// Any bytes, percent-encoded as a URL would carry them: UTF-8 comes back exactly, the
+            /// rest is refused as not UTF-8.
+            #[test]
+            fn encoded_bytes_round_trip_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let encoded: String = bytes.iter().map(|b| format!("%{b:02X}")).collect();
+                match String::from_utf8(bytes) {
+                    Ok(text) => prop_assert_eq!(decode(&encoded).unwrap(), text),
+                    Err(_) => prop_assert_eq!(decode(&encoded), Err(QueryError::NotUtf8)),
+                }
+            }
+
+            /// Keys and values encoded by a standard encoder decode to themselves.
+            #[test]
+            fn encoded_pairs_round_trip(key in "\\PC{1,20}", value in "\\PC{0,40}") {
+                let query = format!(
+                    "{}={}",
+                    utf8_percent_encode(&key, NON_ALPHANUMERIC),
+                    utf8_percent_encode(&value, NON_ALPHANUMERIC)
+                );
+                let decoded: Vec<_> = pairs(&query).map(Result::unwrap).collect();
+                prop_assert_eq!(decoded, vec![(Cow::from(key), Cow::from(value))]);
+            }
+        }
+    }
 }

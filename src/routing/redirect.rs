@@ -244,4 +244,54 @@ mod tests {
             assert!(location.bytes().all(|b| b.is_ascii_graphic()), "{location}");
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn offer_url() -> impl Strategy<Value = String> {
+            let host = "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}";
+            let path = "(/[A-Za-z0-9._~-]{0,12}){0,3}";
+            let query = "(\\?[a-z]{1,8}=(\\{click_id\\}|\\{source\\}|\\{campaign\\}|[a-z0-9]{0,8})){0,1}";
+            (prop_oneof!["http", "https"], host, path, query)
+                .prop_map(|(scheme, host, path, query)| format!("{scheme}://{host}{path}{query}"))
+        }
+
+        proptest! {
+            /// Whatever the visitor's source and campaign, the Location stays on the offer's own
+            /// scheme, host and port, carries the click id, and is a valid header value.
+            #[test]
+            fn locations_always_point_at_the_offer_host(
+                url in offer_url(),
+                source in any::<String>(),
+                campaign in any::<String>(),
+                id in any::<u128>(),
+            ) {
+                let template = RedirectTemplate::parse(&url).unwrap();
+                let click_id = Uuid::from_u128(id);
+                let location = template.render(&click_id, &source, &campaign);
+                let offer = url::Url::parse(&url).unwrap();
+                let rendered = url::Url::parse(&location).unwrap();
+                prop_assert_eq!(rendered.scheme(), offer.scheme());
+                prop_assert_eq!(rendered.host_str(), offer.host_str());
+                prop_assert_eq!(rendered.port_or_known_default(), offer.port_or_known_default());
+                prop_assert!(hyper::header::HeaderValue::try_from(location.as_str()).is_ok());
+                if !url.contains('{') {
+                    prop_assert!(location.contains(&click_id.to_string()));
+                }
+            }
+
+            /// Any text as an offer URL is accepted or refused with a reason, never a panic; what is
+            /// accepted renders a Location on its own host.
+            #[test]
+            fn any_offer_url_is_validated_without_panic(url in any::<String>(), source in any::<String>()) {
+                if let Ok(template) = RedirectTemplate::parse(&url) {
+                    let location = template.render(&Uuid::nil(), &source, "");
+                    let sample = url::Url::parse(&template.render(&Uuid::nil(), "s", "c")).unwrap();
+                    let rendered = url::Url::parse(&location).unwrap();
+                    prop_assert_eq!(rendered.host_str(), sample.host_str());
+                }
+            }
+        }
+    }
 }
