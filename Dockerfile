@@ -30,8 +30,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-# Unprivileged user; /app/data holds the embedded SQLite store (./data/casino-router.db), which is
-# the default when DATABASE_URL is unset. Mount a volume there to keep it.
+# Unprivileged user; /app/data holds the embedded SQLite store (./data/casino-router.db), the default
+# when DATABASE_URL is unset, and the click journal (./data/journal). Mount a volume there to keep them.
 RUN useradd --system --user-group --uid 10001 --home-dir /app --shell /usr/sbin/nologin casino \
     && mkdir -p /app/data \
     && chown -R casino:casino /app
