@@ -18,6 +18,7 @@
 //! - [`store`]: the storage interface and its PostgreSQL and SQLite implementations.
 //! - [`scheduler`]: timed recalculation and cross-instance refresh; [`seed`]: example offers.
 //! - [`net`]: client addresses behind trusted proxies.
+//! - [`simulate`]: the routing strategies against synthetic traffic (`casino-router simulate`).
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,7 @@ pub mod secret;
 pub mod seed;
 pub mod server;
 pub mod shutdown;
+pub mod simulate;
 pub mod store;
 pub mod writer;
 

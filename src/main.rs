@@ -3,17 +3,19 @@
 use std::process::ExitCode;
 
 use casino_router::config::{Config, DatabaseConfig, LogFormat};
-use casino_router::{Listeners, seed, shutdown, store};
+use casino_router::{Listeners, seed, shutdown, simulate, store};
 use tokio::net::TcpListener;
 
 /// Exit code for a bad configuration or command line (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
-const USAGE: &str = "usage: casino-router [serve|migrate|seed]
+const USAGE: &str = "usage: casino-router [serve|migrate|seed|simulate [--seeds N] [--scenario NAME]]
 
-  serve    run the router (the default)
-  migrate  apply pending database migrations and exit
-  seed     create 3 example offers if there are none, print their secrets, and exit
+  serve     run the router (the default)
+  migrate   apply pending database migrations and exit
+  seed      create 3 example offers if there are none, print their secrets, and exit
+  simulate  run the routing strategies against synthetic traffic (30 days, 20,000 clicks a day) and
+            print revenue as % of an oracle, per scenario; --seeds (default 20), --scenario NAME
 
 Configuration comes from environment variables and a .env file; see .env.example.";
 
@@ -23,8 +25,39 @@ enum Command {
     Seed,
 }
 
+/// `simulate [--seeds N] [--scenario NAME]`: needs no configuration, prints a Markdown table.
+fn simulate(args: &[String]) -> ExitCode {
+    let mut seeds = 20;
+    let mut scenario = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--seeds", Some(n)) if n.parse::<u64>().is_ok_and(|n| n >= 2) => seeds = n.parse().unwrap_or(20),
+            ("--scenario", Some(name)) if simulate::scenarios().iter().any(|s| s.name == name) => {
+                scenario = Some(name.clone())
+            }
+            _ => {
+                let names: Vec<&str> = simulate::scenarios().iter().map(|s| s.name).collect();
+                eprintln!("bad simulate arguments; --seeds takes a number >= 2, --scenario one of {names:?}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    for scenario in simulate::scenarios() {
+        println!("- {}: {}", scenario.name, scenario.description);
+    }
+    println!();
+    let table = simulate::report(seeds, scenario.as_deref(), |step| eprintln!("simulating {step} ({seeds} seeds)"));
+    println!("{table}");
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
-    let command = match std::env::args().nth(1).as_deref() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("simulate") {
+        return simulate(&args[2..]);
+    }
+    let command = match args.get(1).map(String::as_str) {
         None | Some("serve") => Command::Serve,
         Some("migrate") => Command::Migrate,
         Some("seed") => Command::Seed,
