@@ -9,9 +9,13 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
+use arc_swap::ArcSwapOption;
+use time::OffsetDateTime;
+
+use crate::config::{Config, RoutingStrategy};
 use crate::metrics::Metrics;
-use crate::routing::{RedirectTemplate, RouteInput, RoutingTable, WeightPolicy, WeightedOffer};
+use crate::routing::thompson::{self, HORIZON_HOURS, ThompsonResult};
+use crate::routing::{OfferWindow, RedirectTemplate, RouteInput, RoutingTable, WeightPolicy, WeightedOffer};
 use crate::store::{Store, StoreResult};
 use crate::writer::ClickQueue;
 
@@ -33,7 +37,14 @@ pub struct App {
     loaded_version: AtomicI64,
     /// Serialises rebuilds, so an older snapshot never replaces a newer one.
     rebuild: tokio::sync::Mutex<()>,
+    /// Under `thompson`: the posterior the current table was built from.
+    thompson: ArcSwapOption<ThompsonResult>,
 }
+
+/// Monte Carlo draws per Thompson refresh.
+const THOMPSON_DRAWS: usize = 2_000;
+/// Seed of those draws.
+const THOMPSON_SEED: u64 = 0x5eed;
 
 impl App {
     /// State with an empty routing table; call [`App::reload_routing`] before serving.
@@ -53,14 +64,26 @@ impl App {
             metrics,
             loaded_version: AtomicI64::new(i64::MIN),
             rebuild: tokio::sync::Mutex::new(()),
+            thompson: ArcSwapOption::empty(),
         }
     }
 
-    /// Rebuilds the routing table from the active offers in the store and swaps it in.
+    /// Rebuilds the routing table from the active offers in the store and swaps it in. Under the
+    /// `thompson` strategy the weights are recomputed from the store's evidence first.
     pub async fn reload_routing(&self) -> StoreResult<()> {
         let _guard = self.rebuild.lock().await;
         let version = self.store.routing_version().await?;
-        let offers = self.store.list_offers(true).await?;
+        let mut offers = self.store.list_offers(true).await?;
+        let mut exploration = self.config.exploration_rate;
+        if self.config.routing_strategy == RoutingStrategy::Thompson {
+            let result = self.thompson(&offers.iter().map(|offer| offer.id).collect::<Vec<_>>()).await?;
+            for (offer, probability) in offers.iter_mut().zip(&result.probability_best) {
+                offer.weight = *probability;
+            }
+            // Thompson sampling explores by itself: the probabilities are the traffic shares.
+            exploration = 0.0;
+            self.thompson.store(Some(Arc::new(result)));
+        }
         let inputs = offers
             .into_iter()
             .filter_map(|offer| match RedirectTemplate::parse(&offer.casino_url) {
@@ -77,7 +100,7 @@ impl App {
                 }
             })
             .collect();
-        self.table.store(Arc::new(RoutingTable::build(inputs, self.config.exploration_rate)));
+        self.table.store(Arc::new(RoutingTable::build(inputs, exploration)));
         self.loaded_version.store(version, Ordering::Release);
         Ok(())
     }
@@ -92,14 +115,50 @@ impl App {
         Ok(true)
     }
 
-    /// Runs the EV weight engine and swaps in the new table. `None` when another instance is
-    /// recalculating right now.
+    /// The Thompson posterior of `offer_ids`, from the store's hourly evidence.
+    pub async fn thompson(&self, offer_ids: &[i64]) -> StoreResult<ThompsonResult> {
+        let evidence = self.store.routing_evidence(OffsetDateTime::now_utc(), HORIZON_HOURS).await?;
+        // A fixed seed: instances that read the same evidence compute the same table.
+        Ok(thompson::evaluate(&evidence.histories(offer_ids), THOMPSON_DRAWS, THOMPSON_SEED))
+    }
+
+    /// The posterior behind the current table, under the `thompson` strategy.
+    pub fn current_thompson(&self) -> Option<Arc<ThompsonResult>> {
+        self.thompson.load_full()
+    }
+
+    /// Recomputes the weights now: the EV engine under `ev` (then swaps in the new table; `None` when
+    /// another instance is recalculating right now), a refresh of the probabilities under `thompson`.
     pub async fn recalculate_weights(&self) -> StoreResult<Option<Vec<WeightedOffer>>> {
+        if self.config.routing_strategy == RoutingStrategy::Thompson {
+            self.reload_routing().await?;
+            self.metrics.recalculated(OffsetDateTime::now_utc().unix_timestamp());
+            let Some(result) = self.current_thompson() else { return Ok(Some(Vec::new())) };
+            let weights = result
+                .posteriors
+                .iter()
+                .zip(&result.probability_best)
+                .map(|(posterior, &probability)| WeightedOffer {
+                    window: OfferWindow {
+                        offer_id: posterior.offer_id,
+                        clicks: posterior.clicks,
+                        ftds: posterior.ftds,
+                        revenue: posterior.ftds as f64 * posterior.payout_mean,
+                    },
+                    ev: posterior.mean_epc(),
+                    weight: probability,
+                })
+                .collect::<Vec<_>>();
+            let summary: Vec<String> =
+                weights.iter().map(|w| format!("{}:{:.4}", w.window.offer_id, w.weight)).collect();
+            tracing::info!(offers = weights.len(), weights = %summary.join(" "), "thompson probabilities recomputed");
+            return Ok(Some(weights));
+        }
         let policy =
             WeightPolicy { min_weight: self.config.min_weight, min_clicks: u64::from(self.config.min_clicks_for_ev) };
         let result = self.store.recalculate_weights(self.config.last_n_clicks, &policy).await?;
         if let Some(weights) = &result {
-            self.metrics.recalculated(time::OffsetDateTime::now_utc().unix_timestamp());
+            self.metrics.recalculated(OffsetDateTime::now_utc().unix_timestamp());
             // One line per recalculation: `offer_id:weight` pairs, in offer order.
             let summary: Vec<String> =
                 weights.iter().map(|w| format!("{}:{:.4}", w.window.offer_id, w.weight)).collect();

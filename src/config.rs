@@ -29,8 +29,12 @@ pub const EXPLORATION_RATE: &str = "EXPLORATION_RATE";
 pub const MIN_WEIGHT: &str = "MIN_WEIGHT";
 /// Offers with fewer clicks than this in their window keep weight 1.0: too little data to judge.
 pub const MIN_CLICKS_FOR_EV: &str = "MIN_CLICKS_FOR_EV";
-/// How often the weights are recalculated.
+/// How often the weights are recalculated (`ev` strategy).
 pub const CRON_INTERVAL_HOURS: &str = "CRON_INTERVAL_HOURS";
+/// `ev` (the original formula, the default) or `thompson` (Thompson sampling on earnings per click).
+pub const ROUTING_STRATEGY: &str = "ROUTING_STRATEGY";
+/// How often the `thompson` strategy recomputes the routing probabilities from the database.
+pub const THOMPSON_REFRESH_SECONDS: &str = "THOMPSON_REFRESH_SECONDS";
 /// How often each instance checks whether offers or weights changed elsewhere (another instance, or
 /// a recalculation), so that all instances route alike within seconds.
 pub const TABLE_REFRESH_SECONDS: &str = "TABLE_REFRESH_SECONDS";
@@ -87,8 +91,12 @@ pub struct Config {
     pub min_weight: f64,
     /// Minimum clicks in the window before an offer's EV is trusted.
     pub min_clicks_for_ev: u32,
-    /// Period of the weight recalculation.
+    /// Period of the weight recalculation (`ev`).
     pub recalc_interval: Duration,
+    /// How offers are weighted.
+    pub routing_strategy: RoutingStrategy,
+    /// Period of the Thompson refresh.
+    pub thompson_refresh_interval: Duration,
     /// Period of the check for changes made elsewhere.
     pub table_refresh_interval: Duration,
     /// Admin bearer token; `None` means "generate one at start-up".
@@ -124,6 +132,28 @@ pub struct Config {
     /// Create the example offers when the store has none. Not an environment variable: the binary
     /// sets it for the embedded store, so a first run routes clicks at once.
     pub seed_if_empty: bool,
+}
+
+/// How offers are weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RoutingStrategy {
+    /// Weight = EV / max EV, floored, with uniform exploration, every `CRON_INTERVAL_HOURS`.
+    #[default]
+    Ev,
+    /// Each offer's probability of having the highest earnings per click under the posterior.
+    Thompson,
+}
+
+impl std::str::FromStr for RoutingStrategy {
+    type Err = ();
+
+    fn from_str(name: &str) -> Result<RoutingStrategy, ()> {
+        match name.to_ascii_lowercase().as_str() {
+            "ev" => Ok(RoutingStrategy::Ev),
+            "thompson" => Ok(RoutingStrategy::Thompson),
+            _ => Err(()),
+        }
+    }
 }
 
 /// How log lines are written.
@@ -178,6 +208,8 @@ impl Default for Config {
             min_weight: 0.1,
             min_clicks_for_ev: 100,
             recalc_interval: Duration::from_secs(6 * 3600),
+            routing_strategy: RoutingStrategy::Ev,
+            thompson_refresh_interval: Duration::from_secs(60),
             table_refresh_interval: Duration::from_secs(5),
             admin_token: None,
             trusted_proxies: Vec::new(),
@@ -251,6 +283,13 @@ impl Config {
                         24.0 * 365.0,
                     ),
             ),
+            routing_strategy: vars.parsed(ROUTING_STRATEGY, defaults.routing_strategy, "ev or thompson"),
+            thompson_refresh_interval: Duration::from_secs_f64(vars.ranged(
+                THOMPSON_REFRESH_SECONDS,
+                defaults.thompson_refresh_interval.as_secs_f64(),
+                0.05,
+                86_400.0,
+            )),
             table_refresh_interval: Duration::from_secs_f64(vars.ranged(
                 TABLE_REFRESH_SECONDS,
                 defaults.table_refresh_interval.as_secs_f64(),

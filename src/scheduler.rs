@@ -1,5 +1,6 @@
-//! Background work on a timer: the weight recalculation every `CRON_INTERVAL_HOURS`, and the check
-//! for offer or weight changes made by other instances every `TABLE_REFRESH_SECONDS`.
+//! Background work on a timer: the weight recalculation every `CRON_INTERVAL_HOURS` (`ev`) or the
+//! Thompson refresh every `THOMPSON_REFRESH_SECONDS` (`thompson`), and the check for offer or weight
+//! changes made by other instances every `TABLE_REFRESH_SECONDS`.
 //!
 //! A failed recalculation (database down) keeps the current table, is logged, and is retried after
 //! `RETRY_DELAY` (or the interval, if shorter); the click path is not affected either way.
@@ -11,13 +12,19 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::app::App;
+use crate::config::RoutingStrategy;
 
 /// Pause before retrying a failed recalculation.
 const RETRY_DELAY: Duration = Duration::from_secs(60);
 
 /// Runs until `stop` turns true.
 pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
-    let interval = app.config.recalc_interval;
+    // `ev` recalculates every CRON_INTERVAL_HOURS; `thompson` refreshes its probabilities far more
+    // often (THOMPSON_REFRESH_SECONDS), reading only hourly rollups.
+    let interval = match app.config.routing_strategy {
+        RoutingStrategy::Ev => app.config.recalc_interval,
+        RoutingStrategy::Thompson => app.config.thompson_refresh_interval,
+    };
     let mut next_recalc = Instant::now() + interval;
     let mut refresh = tokio::time::interval(app.config.table_refresh_interval);
     refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);

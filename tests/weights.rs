@@ -156,3 +156,40 @@ async fn one_recalculation_at_a_time_across_instances() {
     let (status, _) = server.admin_json(Method::POST, "/admin/update-weights", None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thompson_drives_traffic_toward_the_offer_that_converts() {
+    let server = TestServer::start_with(|config| {
+        config.routing_strategy = casino_router::config::RoutingStrategy::Thompson;
+    })
+    .await;
+    let a = server.create_offer("A", "https://a.example/", 1.0).await;
+    let b = server.create_offer("B", "https://b.example/", 1.0).await;
+    let ids = [a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap()];
+    // No data: both offers are equally likely to be best, so they share the traffic.
+    let (_, by_host) = server.click_many(400, 4).await;
+    let a_share = by_host.get("a.example").copied().unwrap_or(0) as f64 / 400.0;
+    assert!((0.3..=0.7).contains(&a_share), "share of A with no data: {a_share}");
+    // Real postbacks: a third of A's clicks deposit, none of B's.
+    let a_clicks = clicks_on(&server, ids[0], &ids, 60).await;
+    clicks_on(&server, ids[1], &ids, 60).await;
+    for &click in a_clicks.iter().step_by(3) {
+        ftd(&server, click, 150.0, a["postback_secret"].as_str().unwrap()).await;
+    }
+    let body = update_weights(&server).await;
+    assert!(weight_of(&body, ids[0]) > 0.9, "A is very likely the best: {body}");
+
+    let (_, by_host) = server.click_many(300, 4).await;
+    let a_share = by_host.get("a.example").copied().unwrap_or(0) as f64 / 300.0;
+    assert!(a_share > 0.85, "share of A after its FTDs: {a_share}");
+    let (status, stats) = server.admin_json(Method::GET, "/admin/stats", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let row = |id: i64| stats.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap().clone();
+    let (a_row, b_row) = (row(ids[0]), row(ids[1]));
+    assert!(a_row["probability_best"].as_f64().unwrap() > 0.9, "{a_row}");
+    assert!(a_row["epc_mean"].as_f64().unwrap() > b_row["epc_mean"].as_f64().unwrap(), "{stats}");
+    let interval = a_row["epc_interval_90"].as_array().unwrap();
+    let (low, high) = (interval[0].as_f64().unwrap(), interval[1].as_f64().unwrap());
+    assert!(low < a_row["epc_mean"].as_f64().unwrap() && a_row["epc_mean"].as_f64().unwrap() < high, "{a_row}");
+    assert!((a_row["traffic_share"].as_f64().unwrap() - a_row["weight"].as_f64().unwrap()).abs() < 1e-9);
+}

@@ -283,6 +283,12 @@ struct StatsView<'a> {
     active: bool,
     /// Share of new clicks this offer gets now.
     traffic_share: f64,
+    /// Thompson posterior mean earnings per click (active offers; `null` otherwise).
+    epc_mean: Option<f64>,
+    /// Its 90% interval, `[low, high]`.
+    epc_interval_90: Option<[f64; 2]>,
+    /// Probability of having the highest earnings per click among the active offers.
+    probability_best: Option<f64>,
 }
 
 fn parse_time(key: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
@@ -306,6 +312,13 @@ fn parse_range(query: &str) -> Result<TimeRange, ApiError> {
 
 async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
     let rows = app.store.offer_stats(parse_range(query)?).await?;
+    let active: Vec<i64> = rows.iter().filter(|row| row.active).map(|row| row.offer_id).collect();
+    let posterior = app.thompson(&active).await?;
+    let thompson_of = |offer_id: i64| {
+        let index = active.iter().position(|&id| id == offer_id)?;
+        let (low, high) = posterior.epc_interval[index];
+        Some((posterior.posteriors[index].mean_epc(), [low, high], posterior.probability_best[index]))
+    };
     let table = app.table.load();
     let share = |offer_id: i64| {
         table.offers().iter().find(|offer| offer.offer_id == offer_id).map_or(0.0, |offer| offer.propensity)
@@ -314,6 +327,7 @@ async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
         .iter()
         .map(|row: &OfferStats| {
             let per_click = |value: f64| if row.clicks == 0 { 0.0 } else { value / row.clicks as f64 };
+            let thompson = thompson_of(row.offer_id);
             StatsView {
                 id: row.offer_id,
                 name: &row.name,
@@ -326,6 +340,9 @@ async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
                 weight: row.weight,
                 active: row.active,
                 traffic_share: share(row.offer_id),
+                epc_mean: thompson.map(|(mean, _, _)| mean),
+                epc_interval_90: thompson.map(|(_, interval, _)| interval),
+                probability_best: thompson.map(|(_, _, probability)| probability),
             }
         })
         .collect();

@@ -178,6 +178,8 @@ pub struct OfferPosterior {
     pub exposure: f64,
     /// FTDs in the window.
     pub ftds: u64,
+    /// Clicks in the window.
+    pub clicks: u64,
 }
 
 impl OfferPosterior {
@@ -231,6 +233,7 @@ pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonRes
         .map(|(offer, exposure)| {
             let window = change_window(&offer.ftds, exposure);
             let ftds: u64 = offer.ftds.iter().take(window).sum();
+            let clicks: u64 = offer.clicks.iter().take(window).sum();
             let exposure: f64 = exposure.iter().take(window).sum();
             let n = offer.payouts as f64;
             let mean = (pooled_mean + offer.payout_sum) / (1.0 + n);
@@ -243,6 +246,7 @@ pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonRes
                 window_hours: window,
                 exposure,
                 ftds,
+                clicks,
             }
         })
         .collect();

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, DatabaseConfig};
 use crate::conversion::EventKind;
+use crate::routing::thompson::{HORIZON_HOURS, OfferHistory};
 use crate::routing::{WeightPolicy, WeightedOffer};
 
 /// An offer as stored.
@@ -327,6 +328,71 @@ pub enum StoreError {
     },
 }
 
+/// The hourly evidence the Thompson engine reads: clicks and arrived FTDs by offer and click age,
+/// over the engine's horizon. Cheap: clicks come from the hourly rollup, FTDs grouped by hour.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoutingEvidence {
+    /// `(offer_id, click age in hours, clicks)`.
+    pub clicks: Vec<(i64, usize, u64)>,
+    /// FTDs (not rejected) grouped by offer, click age and delay.
+    pub ftds: Vec<FtdBucket>,
+}
+
+impl RoutingEvidence {
+    /// The engine's per-offer histories, for `offer_ids` in that order (offers without evidence get
+    /// empty ones).
+    pub fn histories(&self, offer_ids: &[i64]) -> Vec<OfferHistory> {
+        let mut histories: Vec<OfferHistory> = offer_ids
+            .iter()
+            .map(|&offer_id| OfferHistory {
+                offer_id,
+                clicks: vec![0; HORIZON_HOURS],
+                ftds: vec![0; HORIZON_HOURS],
+                ..OfferHistory::default()
+            })
+            .collect();
+        let index = |offer_id: i64| offer_ids.iter().position(|&id| id == offer_id);
+        for &(offer_id, age, clicks) in &self.clicks {
+            if let Some(i) = index(offer_id)
+                && age < HORIZON_HOURS
+            {
+                histories[i].clicks[age] += clicks;
+            }
+        }
+        for bucket in &self.ftds {
+            let Some(history) = index(bucket.offer_id).map(|i| &mut histories[i]) else { continue };
+            if bucket.age_hours >= HORIZON_HOURS {
+                continue;
+            }
+            history.ftds[bucket.age_hours] += bucket.ftds;
+            history.delays.push((bucket.age_hours, bucket.delay_hours.min(bucket.age_hours), bucket.ftds));
+            history.payouts += bucket.payouts;
+            history.payout_sum += bucket.payout_sum;
+            history.payout_sum_sq += bucket.payout_sum_sq;
+        }
+        histories
+    }
+}
+
+/// FTDs of one offer with the same click age and delay, in whole hours.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FtdBucket {
+    /// The offer.
+    pub offer_id: i64,
+    /// Hours since the clicks.
+    pub age_hours: usize,
+    /// Hours from the clicks to their FTD postbacks.
+    pub delay_hours: usize,
+    /// FTDs.
+    pub ftds: u64,
+    /// How many of them have a payout.
+    pub payouts: u64,
+    /// Sum of those payouts.
+    pub payout_sum: f64,
+    /// Sum of their squares.
+    pub payout_sum_sq: f64,
+}
+
 /// Result of a store call.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -381,6 +447,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Per-offer figures over a range of click times.
     async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>>;
+
+    /// Clicks and FTDs of the last `horizon_hours` before `now`, by offer and hour, for the
+    /// Thompson engine.
+    async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence>;
 
     /// Recomputes the weights of the active offers from their last `last_n_clicks` clicks with
     /// `policy`, saves them and their history, and bumps the routing version, all in one transaction.

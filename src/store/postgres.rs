@@ -19,9 +19,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
-    PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, Store, StoreError, StoreResult, TimeRange,
-    rollup_bounds,
+    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
+    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, RoutingEvidence, Store,
+    StoreError, StoreResult, TimeRange, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
@@ -503,6 +503,54 @@ impl Store for PostgresStore {
                 },
             })
             .collect())
+    }
+
+    async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence> {
+        let client = self.client().await?;
+        let horizon = horizon_hours as f64;
+        // A rollup hour's clicks are, on average, half an hour younger than its start.
+        let clicks = client
+            .query(
+                "SELECT offer_id, greatest(floor(extract(epoch FROM $1::timestamptz - hour) / 3600 - 0.5), 0)::int8, clicks
+                 FROM click_rollup_hourly
+                 WHERE hour > $1::timestamptz - make_interval(hours => $2::float8::int4) AND hour <= $1::timestamptz",
+                &[&now, &horizon],
+            )
+            .await
+            .map_err(db_error)?;
+        let ftds = client
+            .query(
+                "SELECT f.offer_id,
+                        floor(extract(epoch FROM $1::timestamptz - f.click_at) / 3600)::int8 AS age,
+                        greatest(floor(extract(epoch FROM f.ftd_timestamp - f.click_at) / 3600), 0)::int8 AS delay,
+                        count(*), count(p.id),
+                        COALESCE(sum(p.amount), 0)::float8, COALESCE(sum(p.amount * p.amount), 0)::float8
+                 FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                 WHERE f.voided_at IS NULL AND f.click_at > $1::timestamptz - make_interval(hours => $2::float8::int4)
+                   AND f.click_at <= $1::timestamptz
+                 GROUP BY 1, 2, 3",
+                &[&now, &horizon],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(RoutingEvidence {
+            clicks: clicks
+                .iter()
+                .map(|row| (row.get(0), row.get::<_, i64>(1) as usize, row.get::<_, i64>(2) as u64))
+                .collect(),
+            ftds: ftds
+                .iter()
+                .map(|row| FtdBucket {
+                    offer_id: row.get(0),
+                    age_hours: row.get::<_, i64>(1) as usize,
+                    delay_hours: row.get::<_, i64>(2) as usize,
+                    ftds: row.get::<_, i64>(3) as u64,
+                    payouts: row.get::<_, i64>(4) as u64,
+                    payout_sum: row.get(5),
+                    payout_sum_sq: row.get(6),
+                })
+                .collect(),
+        })
     }
 
     async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {

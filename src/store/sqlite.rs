@@ -17,9 +17,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
-    PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, Store, StoreError, StoreResult, TimeRange,
-    rollup_bounds,
+    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
+    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, RoutingEvidence, Store,
+    StoreError, StoreResult, TimeRange, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
@@ -520,6 +520,56 @@ impl Store for SqliteStore {
                 )
                 .map_err(query_error)?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_error)
+        })
+        .await
+    }
+
+    async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence> {
+        const HOUR: i64 = 3_600_000_000;
+        let (now, since) = (micros(now), micros(now) - horizon_hours as i64 * HOUR);
+        self.with_conn(move |conn| {
+            // A rollup hour's clicks are, on average, half an hour younger than its start.
+            let mut clicks = conn
+                .prepare_cached(
+                    "SELECT offer_id, max((?1 - hour - 1800000000) / 3600000000, 0), clicks
+                     FROM click_rollup_hourly WHERE hour > ?2 AND hour <= ?1",
+                )
+                .map_err(query_error)?;
+            let clicks = clicks
+                .query_map([now, since], |row| {
+                    Ok((row.get(0)?, row.get::<_, i64>(1)? as usize, row.get::<_, i64>(2)? as u64))
+                })
+                .map_err(query_error)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(query_error)?;
+            let mut ftds = conn
+                .prepare_cached(
+                    "SELECT f.offer_id, (?1 - f.click_at) / 3600000000 AS age,
+                            max((f.ftd_timestamp - f.click_at) / 3600000000, 0) AS delay,
+                            count(*), count(p.id),
+                            COALESCE(sum(p.amount_micros), 0),
+                            COALESCE(sum(CAST(p.amount_micros AS REAL) * p.amount_micros), 0.0)
+                     FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                     WHERE f.voided_at IS NULL AND f.click_at > ?2 AND f.click_at <= ?1
+                     GROUP BY 1, 2, 3",
+                )
+                .map_err(query_error)?;
+            let ftds = ftds
+                .query_map([now, since], |row| {
+                    Ok(FtdBucket {
+                        offer_id: row.get(0)?,
+                        age_hours: row.get::<_, i64>(1)? as usize,
+                        delay_hours: row.get::<_, i64>(2)? as usize,
+                        ftds: row.get::<_, i64>(3)? as u64,
+                        payouts: row.get::<_, i64>(4)? as u64,
+                        payout_sum: from_micro_units(row.get(5)?),
+                        payout_sum_sq: row.get::<_, f64>(6)? / 1e12,
+                    })
+                })
+                .map_err(query_error)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(query_error)?;
+            Ok(RoutingEvidence { clicks, ftds })
         })
         .await
     }
