@@ -1,5 +1,5 @@
 //! One Thompson refresh: posteriors and Monte Carlo probabilities of being best for 100 offers with
-//! a month of hourly history, as `App::reload_routing` computes them (2,000 draws).
+//! a month of hourly history, as `App::reload_routing` computes them (1,000 draws; 2,000 for scale).
 
 use std::hint::black_box;
 
@@ -29,10 +29,10 @@ fn histories(offers: usize) -> Vec<OfferHistory> {
 
 fn refresh(c: &mut Criterion) {
     let mut group = c.benchmark_group("thompson_refresh");
-    for offers in [10, 100] {
+    for (offers, draws) in [(10, 1_000), (100, 1_000), (100, 2_000)] {
         let histories = histories(offers);
-        group.bench_function(format!("{offers}_offers_2000_draws"), |b| {
-            b.iter(|| black_box(evaluate(black_box(&histories), 2_000, 7)))
+        group.bench_function(format!("{offers}_offers_{draws}_draws"), |b| {
+            b.iter(|| black_box(evaluate(black_box(&histories), draws, 7)))
         });
     }
     group.finish();
