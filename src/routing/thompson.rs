@@ -26,10 +26,11 @@ use rand_distr::{Distribution, Gamma, Normal};
 
 /// Hours of history the engine looks at (30 days).
 pub const HORIZON_HOURS: usize = 30 * 24;
-/// Windows, in hours, on which a change is tested.
-pub const CHANGE_WINDOWS: [usize; 5] = [6, 24, 72, 168, 336];
-/// |z| a change must pass. A high bar: about one false alarm in 30,000 tests.
-pub const CHANGE_Z: f64 = 4.0;
+/// Windows, in hours, on which a change is tested: dense, so that a change is still found when the
+/// changed offer has had little traffic since (its recent windows would hold no evidence).
+pub const CHANGE_WINDOWS: [usize; 14] = [6, 12, 24, 36, 48, 72, 96, 120, 144, 168, 216, 264, 336, 432];
+/// |z| a change must pass. A high bar (about one false alarm in 150,000 tests), for many windows.
+pub const CHANGE_Z: f64 = 4.5;
 /// FTDs (recent and older) a change test needs.
 const CHANGE_MIN_FTDS: u64 = 12;
 /// FTDs needed before the delay distribution is estimated from the data rather than assumed.
