@@ -65,6 +65,10 @@ fn signal(child: &Child, name: &str) {
     assert!(status.success());
 }
 
+async fn admin_get(http: &reqwest::Client, addr: SocketAddr, token: &str, path: &str) -> Value {
+    http.get(format!("http://{addr}{path}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
@@ -136,15 +140,7 @@ async fn a_first_run_seeds_examples_on_the_embedded_store_only() {
     let token_lines: Vec<&String> = startup_log.iter().filter(|line| line.contains("admin_token=")).collect();
     assert_eq!(token_lines.len(), 1, "{startup_log:#?}");
     let token = token_lines[0].split("admin_token=").nth(1).unwrap().split_whitespace().next().unwrap();
-    let offers: Value = http()
-        .get(format!("http://{addr}/admin/offers"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let offers = admin_get(&http(), addr, token, "/admin/offers").await;
     let click = http().get(format!("http://{addr}/click")).send().await.unwrap().status();
     signal(&child, "TERM");
     let mut log = startup_log.clone();
@@ -274,15 +270,7 @@ async fn sigkill_under_load_loses_only_clicks_of_the_last_moments() {
         .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     // Deactivate the examples the embedded store seeds, so every click carries click_id plainly.
-    let offers: Value = http
-        .get(format!("http://{addr}/admin/offers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let offers = admin_get(&http, addr, ADMIN_TOKEN, "/admin/offers").await;
     for offer in offers.as_array().unwrap().iter().filter(|offer| offer["name"] != "Alpha") {
         let url = format!("http://{addr}/admin/offers/{}", offer["id"]);
         http.patch(url).bearer_auth(ADMIN_TOKEN).json(&json!({"active": false})).send().await.unwrap();

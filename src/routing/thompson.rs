@@ -7,10 +7,13 @@
 //!   worth one FTD at the pooled rate `m` of all offers. `exposure` is not the click count: each click
 //!   counts as the probability `F(age)` that its FTD, if it converts, would have arrived by now, so a
 //!   click from a minute ago is not a failure.
-//! - **Delay** `F` is estimated from every offer's FTDs pooled, by delay hour. The data are right
-//!   truncated (a click of age `a` can only show delays up to `a`), so `F` is the Lynden-Bell
-//!   estimator: the reverse hazard at delay `d` is the share of FTDs observable at `d` (delay <= d <=
-//!   age) whose delay is exactly `d`, and `F(d)` is the product of `(1 - hazard)` above `d`.
+//! - **Delay** `F` is estimated per offer from its own FTDs, by delay hour, shrunk toward a vague
+//!   long-tailed prior worth [`DELAY_PRIOR_FTDS`] FTDs at each delay. Per offer, not pooled: in the
+//!   simulator, delays pooled over offers made an offer whose platform reports after days look like
+//!   a failing one, and it was starved. The data are right truncated (a click of age `a` can only
+//!   show delays up to `a`), so `F` is the Lynden-Bell estimator: the reverse hazard at delay `d` is
+//!   the share of FTDs observable at `d` (delay <= d <= age) whose delay is exactly `d`, and `F(d)`
+//!   is the product of `(1 - hazard)` above `d`.
 //! - **Mean payout** `mu ~ Normal(mean_n, sd / sqrt(n + 1))`, shrunk toward the pooled mean by one
 //!   pseudo-observation.
 //! - **Change**: the offer's recent FTDs are compared with its older ones, on several window lengths,
@@ -33,10 +36,6 @@ pub const CHANGE_WINDOWS: [usize; 14] = [6, 12, 24, 36, 48, 72, 96, 120, 144, 16
 pub const CHANGE_Z: f64 = 4.5;
 /// FTDs (recent and older) a change test needs.
 const CHANGE_MIN_FTDS: u64 = 12;
-/// FTDs needed before the delay distribution is estimated from the data rather than assumed.
-const MIN_FTDS_FOR_DELAY: u64 = 30;
-/// The delay assumed before there are enough FTDs: exponential, with this mean in hours.
-const DEFAULT_DELAY_MEAN_HOURS: f64 = 24.0;
 /// Scale of the vague delay: `F(d) = ln(1 + d/s) / ln(1 + horizon/s)` (F(1 day) = 0.2, F(4 days) = 0.47).
 const VAGUE_DELAY_SCALE_HOURS: f64 = 24.0;
 /// Weight of the vague delay distribution in each offer's own, in FTDs.
@@ -73,37 +72,13 @@ pub struct DelayModel {
 }
 
 impl DelayModel {
-    /// The Lynden-Bell estimate from pooled delays, or the default model with too few FTDs.
-    pub fn estimate(delays: &DelayCounts) -> DelayModel {
-        let total: u64 = delays.iter().map(|&(_, _, n)| n).sum();
-        if total < MIN_FTDS_FOR_DELAY {
-            return DelayModel::exponential(DEFAULT_DELAY_MEAN_HOURS);
-        }
-        DelayModel::lynden_bell(delays, None)
+    /// One offer's estimate from its `delays`, shrunk toward `prior` by [`DELAY_PRIOR_FTDS`]
+    /// pseudo-FTDs at every delay.
+    pub fn estimate(delays: &DelayCounts, prior: &DelayModel) -> DelayModel {
+        DelayModel::lynden_bell(delays, prior)
     }
 
-    /// One offer's own estimate, shrunk toward `prior` by [`DELAY_PRIOR_FTDS`] pseudo-FTDs at every
-    /// delay: offers whose platforms report late are not judged by the fast ones' delays.
-    pub fn estimate_for_offer(delays: &DelayCounts, prior: &DelayModel) -> DelayModel {
-        DelayModel::lynden_bell(delays, Some(prior))
-    }
-
-    /// A vague delay with a long tail (median about 4 days), the prior of every offer's own delay
-    /// estimate: an offer's silence counts as failure only once its clicks are old enough for even a
-    /// slow platform to have reported.
-    pub fn vague() -> DelayModel {
-        let top = (1.0 + HORIZON_HOURS as f64 / VAGUE_DELAY_SCALE_HOURS).ln();
-        let cdf = |d: usize| (1.0 + (d + 1) as f64 / VAGUE_DELAY_SCALE_HOURS).ln() / top;
-        let hazard = (0..HORIZON_HOURS)
-            .map(|d| {
-                let below = if d == 0 { 0.0 } else { cdf(d - 1) };
-                (cdf(d) - below) / cdf(d)
-            })
-            .collect();
-        DelayModel::from_hazard(hazard)
-    }
-
-    fn lynden_bell(delays: &DelayCounts, prior: Option<&DelayModel>) -> DelayModel {
+    fn lynden_bell(delays: &DelayCounts, prior: &DelayModel) -> DelayModel {
         let h = HORIZON_HOURS;
         let mut at_delay = vec![0u64; h];
         // The risk set at d is the FTDs with delay <= d <= age: +n from d = delay, -n after d = age.
@@ -121,11 +96,7 @@ impl DelayModel {
         for d in 0..h {
             risk += changes[d];
             let (n, r) = (at_delay[d] as f64, risk.max(0) as f64);
-            hazard[d] = match prior {
-                Some(prior) => (n + DELAY_PRIOR_FTDS * prior.hazard[d]) / (r + DELAY_PRIOR_FTDS),
-                // Smoothed by one pseudo-FTD in the risk set, so a thin tail cannot zero the CDF.
-                None => n / (r + 1.0),
-            };
+            hazard[d] = (n + DELAY_PRIOR_FTDS * prior.hazard[d]) / (r + DELAY_PRIOR_FTDS);
         }
         DelayModel::from_hazard(hazard)
     }
@@ -140,15 +111,16 @@ impl DelayModel {
         DelayModel { hazard, cdf }
     }
 
-    /// An exponential delay with `mean_hours`.
-    pub fn exponential(mean_hours: f64) -> DelayModel {
-        let cdf = |d: usize| 1.0 - (-(d as f64 + 1.0) / mean_hours).exp();
-        let top = cdf(HORIZON_HOURS - 1);
+    /// A vague delay with a long tail (median about 4 days), the prior of every offer's own delay
+    /// estimate: an offer's silence counts as failure only once its clicks are old enough for even a
+    /// slow platform to have reported.
+    pub fn vague() -> DelayModel {
+        let top = (1.0 + HORIZON_HOURS as f64 / VAGUE_DELAY_SCALE_HOURS).ln();
+        let cdf = |d: usize| (1.0 + (d + 1) as f64 / VAGUE_DELAY_SCALE_HOURS).ln() / top;
         let hazard = (0..HORIZON_HOURS)
             .map(|d| {
-                let below = if d == 0 { 0.0 } else { cdf(d - 1) / top };
-                let at = cdf(d) / top;
-                if at > 0.0 { (at - below) / at } else { 0.0 }
+                let below = if d == 0 { 0.0 } else { cdf(d - 1) };
+                (cdf(d) - below) / cdf(d)
             })
             .collect();
         DelayModel::from_hazard(hazard)
@@ -184,9 +156,14 @@ pub struct OfferPosterior {
 }
 
 impl OfferPosterior {
+    /// Posterior mean FTD rate.
+    pub fn mean_rate(&self) -> f64 {
+        self.rate_shape / self.rate_rate
+    }
+
     /// Posterior mean EPC.
     pub fn mean_epc(&self) -> f64 {
-        self.rate_shape / self.rate_rate * self.payout_mean
+        self.mean_rate() * self.payout_mean
     }
 }
 
@@ -207,7 +184,7 @@ pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonRes
     let exposures: Vec<Vec<f64>> = offers
         .iter()
         .map(|offer| {
-            let delay = DelayModel::estimate_for_offer(&offer.delays, &prior);
+            let delay = DelayModel::estimate(&offer.delays, &prior);
             offer.clicks.iter().enumerate().map(|(age, &n)| n as f64 * delay.arrived_by(age)).collect()
         })
         .collect();
@@ -327,6 +304,20 @@ mod tests {
     use super::*;
     use rand_distr::{Exp, Poisson};
 
+    /// An exponential delay with `mean_hours`, truncated at the horizon: the truth of the tests.
+    fn exponential(mean_hours: f64) -> DelayModel {
+        let cdf = |d: usize| 1.0 - (-(d as f64 + 1.0) / mean_hours).exp();
+        let top = cdf(HORIZON_HOURS - 1);
+        let hazard = (0..HORIZON_HOURS)
+            .map(|d| {
+                let below = if d == 0 { 0.0 } else { cdf(d - 1) / top };
+                let at = cdf(d) / top;
+                (at - below) / at
+            })
+            .collect();
+        DelayModel::from_hazard(hazard)
+    }
+
     /// Synthetic history: `per_hour` clicks an hour for the whole horizon, FTD rate `rate(age)`,
     /// delays exponential with `delay_mean` hours; only FTDs that have arrived are counted.
     fn history(
@@ -368,8 +359,8 @@ mod tests {
         for seed in 0..4 {
             delays.extend(history(seed as i64, 40, |_| 0.04, 48.0, seed).1);
         }
-        let estimated = DelayModel::estimate(&delays);
-        let truth = DelayModel::exponential(48.0);
+        let estimated = DelayModel::estimate(&delays, &DelayModel::vague());
+        let truth = exponential(48.0);
         for d in [6, 24, 48, 96, 200] {
             let (e, t) = (estimated.arrived_by(d), truth.arrived_by(d));
             assert!((e - t).abs() < 0.05, "F({d}) estimated {e:.3}, true {t:.3}");
@@ -384,9 +375,13 @@ mod tests {
     }
 
     #[test]
-    fn too_few_ftds_fall_back_to_the_default_delay() {
-        let model = DelayModel::estimate(&[(10, 2, 5)]);
-        assert_eq!(model, DelayModel::exponential(DEFAULT_DELAY_MEAN_HOURS));
+    fn without_ftds_an_offer_gets_the_vague_delay() {
+        let vague = DelayModel::vague();
+        let estimated = DelayModel::estimate(&[], &vague);
+        for d in [0, 5, 24, 200, HORIZON_HOURS - 1] {
+            assert!((estimated.arrived_by(d) - vague.arrived_by(d)).abs() < 1e-9, "F({d})");
+        }
+        assert!(vague.arrived_by(24) < 0.25 && vague.arrived_by(96) < 0.5, "a long tail: slow platforms exist");
     }
 
     #[test]
@@ -403,7 +398,7 @@ mod tests {
         young.clicks[0] = 2_000;
         assert!(!delays.is_empty());
         let result = evaluate(&[old, young], 2_000, 1);
-        let young_rate = result.posteriors[1].rate_shape / result.posteriors[1].rate_rate;
+        let young_rate = result.posteriors[1].mean_rate();
         let naive_rate = 1.0 / (1.0 / 0.04 + 2_000.0); // the same prior, every click a failure
         assert!(young_rate > 0.01 && young_rate > 20.0 * naive_rate, "posterior mean rate {young_rate}");
         assert!(result.posteriors[1].exposure < 50.0, "2000 young clicks weigh {}", result.posteriors[1].exposure);
@@ -414,7 +409,7 @@ mod tests {
         let (good, _) = history(1, 30, |_| 0.05, 24.0, 1);
         let (poor, _) = history(2, 30, |_| 0.02, 24.0, 2);
         let result = evaluate(&[good, poor], 4_000, 7);
-        let rate = |i: usize| result.posteriors[i].rate_shape / result.posteriors[i].rate_rate;
+        let rate = |i: usize| result.posteriors[i].mean_rate();
         assert!((rate(0) - 0.05).abs() < 0.005, "good offer rate {}", rate(0));
         assert!((rate(1) - 0.02).abs() < 0.004, "poor offer rate {}", rate(1));
         assert!(result.probability_best[0] > 0.99, "{:?}", result.probability_best);
@@ -425,18 +420,19 @@ mod tests {
 
     #[test]
     fn an_offer_whose_platform_reports_late_is_judged_by_its_own_delays() {
-        // Same FTD rate; the fast offer has ten times the traffic and dominates the pooled delays.
+        // Same FTD rate; the fast offer has ten times the traffic: delays pooled over both offers
+        // would be the fast offer's, and the slow one's young clicks would count as failures.
         let (fast, _) = history(1, 300, |_| 0.04, 4.0, 11);
         let (slow, _) = history(2, 30, |_| 0.04, 96.0, 12);
         let result = evaluate(&[fast, slow], 1_000, 3);
-        let rate = |i: usize| result.posteriors[i].rate_shape / result.posteriors[i].rate_rate;
+        let rate = |i: usize| result.posteriors[i].mean_rate();
         assert!((rate(0) - 0.04).abs() < 0.004, "fast offer rate {}", rate(0));
-        assert!((rate(1) - 0.04).abs() < 0.008, "slow offer rate {} (pooled delays alone would halve it)", rate(1));
+        assert!((rate(1) - 0.04).abs() < 0.008, "slow offer rate {}", rate(1));
     }
 
     #[test]
     fn the_change_detector_fires_on_a_halving_and_not_on_noise() {
-        let delay = DelayModel::exponential(24.0);
+        let delay = exponential(24.0);
         let exposure = |offer: &OfferHistory| -> Vec<f64> {
             offer.clicks.iter().enumerate().map(|(a, &n)| n as f64 * delay.arrived_by(a)).collect()
         };
