@@ -385,7 +385,13 @@ impl Drop for TestServer {
 }
 
 /// Sends `n` clicks to `addr` with `concurrency` workers; returns every Location (all must be 302s).
-pub async fn click_many_at(http: &reqwest::Client, addr: SocketAddr, n: usize, concurrency: usize) -> Vec<String> {
+pub async fn click_many_at(
+    http: impl std::borrow::Borrow<reqwest::Client>,
+    addr: SocketAddr,
+    n: usize,
+    concurrency: usize,
+) -> Vec<String> {
+    let http = http.borrow();
     let per_worker = n.div_ceil(concurrency);
     let mut workers = Vec::new();
     for worker in 0..concurrency {
