@@ -144,7 +144,7 @@ pub async fn run(
         tracing::info!(
             %addr,
             offers = app.table.load().offers().len(),
-            store = app.config.database.kind(),
+            store = %app.config.database.kind(),
             metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok()).map(tracing::field::display),
             "casino-router listening"
         );
