@@ -253,7 +253,11 @@ pub fn change_window(ftds: &[u64], exposure: &[f64]) -> usize {
             best = Some((z.abs(), window));
         }
     }
-    best.map_or(ftds.len().min(exposure.len()), |(_, window)| window)
+    // The most significant window may straddle the change (the grid is coarse): keep the next shorter
+    // one, which holds only data from after it.
+    best.map_or(ftds.len().min(exposure.len()), |(_, window)| {
+        CHANGE_WINDOWS.iter().rev().find(|&&shorter| shorter < window).copied().unwrap_or(window)
+    })
 }
 
 fn monte_carlo(posteriors: &[OfferPosterior], draws: usize, seed: u64) -> (Vec<f64>, Vec<(f64, f64)>) {
