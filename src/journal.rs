@@ -16,7 +16,7 @@
 //! rejected): deliberate, visible, and no click id handed out without its record.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -43,6 +43,15 @@ pub enum JournalError {
     /// The store could not take replayed clicks.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Clicks committed (or already stored: inserts are idempotent).
+    pub written: u64,
+    /// Clicks the database refused, or lines that could not be read: logged and dropped.
+    pub failed: u64,
 }
 
 /// Size of the journal, shared with `/health` and `/metrics`.
@@ -73,7 +82,7 @@ impl Journal {
         let mut bytes = 0;
         for (_, path) in &segments {
             bytes += fs::metadata(path)?.len();
-            clicks += BufReader::new(File::open(path)?).lines().count() as u64;
+            clicks += fs::read(path)?.split(|&b| b == b'\n').filter(|line| !line.is_empty()).count() as u64;
         }
         journal.stats.clicks.store(clicks, Relaxed);
         journal.stats.bytes.store(bytes, Relaxed);
@@ -113,23 +122,46 @@ impl Journal {
             file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         }
         fs::rename(&temporary, self.dir.join(&name))?;
-        File::open(&self.dir)?.sync_all()?;
+        // The segment is in place from here on: count it, whatever the directory sync says.
         self.next_sequence += 1;
         self.stats.clicks.fetch_add(clicks.len() as u64, Relaxed);
         self.stats.bytes.fetch_add(encoded.len() as u64, Relaxed);
+        if let Err(error) = File::open(&self.dir).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(%error, "journal directory not synced: a power loss could lose the newest segment");
+        }
         Ok(())
     }
 
     /// Inserts every segment's clicks into `store`, oldest first, `batch_size` at a time, deleting
-    /// each segment once its clicks are committed. Returns the clicks replayed. Stops at the first
-    /// store error, leaving the rest for the next attempt.
-    pub async fn replay(&mut self, store: &dyn Store, batch_size: usize) -> Result<u64, JournalError> {
-        let mut replayed = 0;
+    /// each segment once its clicks are committed. A chunk the database refuses is retried click by
+    /// click, and a click still refused (like an unreadable line) is logged and skipped, so one bad
+    /// row cannot hold up recovery. Stops at the first sign that the database is unreachable (or a
+    /// file error), leaving the rest for the next attempt.
+    pub async fn replay(&mut self, store: &dyn Store, batch_size: usize) -> Result<Replayed, JournalError> {
+        let mut total = Replayed::default();
         for (_, path) in self.segments()? {
             let bytes = fs::metadata(&path)?.len();
             let (clicks, unreadable) = read_segment(&path)?;
+            let mut refused = unreadable as u64;
             for chunk in clicks.chunks(batch_size.max(1)) {
-                store.insert_clicks(chunk).await?;
+                match store.insert_clicks(chunk).await {
+                    Ok(_) => {}
+                    Err(StoreError::Unavailable(reason)) => return Err(StoreError::Unavailable(reason).into()),
+                    Err(_) => {
+                        for click in chunk {
+                            match store.insert_clicks(std::slice::from_ref(click)).await {
+                                Ok(_) => {}
+                                Err(StoreError::Unavailable(reason)) => {
+                                    return Err(StoreError::Unavailable(reason).into());
+                                }
+                                Err(error) => {
+                                    tracing::error!(%error, click_id = %click.click_id, "journaled click refused by the database");
+                                    refused += 1;
+                                }
+                            }
+                        }
+                    }
+                }
             }
             if unreadable > 0 {
                 // Only a damaged disk does this: segments are renamed into place whole.
@@ -139,9 +171,10 @@ impl Journal {
             let count = (clicks.len() + unreadable) as u64;
             self.stats.clicks.fetch_sub(count.min(self.stats.clicks.load(Relaxed)), Relaxed);
             self.stats.bytes.fetch_sub(bytes.min(self.stats.bytes.load(Relaxed)), Relaxed);
-            replayed += clicks.len() as u64;
+            total.written += count - refused;
+            total.failed += refused;
         }
-        Ok(replayed)
+        Ok(total)
     }
 
     /// Segment files, in sequence order.
@@ -162,12 +195,12 @@ impl Journal {
     }
 }
 
-/// A segment's clicks, and how many of its lines could not be read.
+/// A segment's clicks, and how many of its lines could not be read (bad JSON or bytes).
 fn read_segment(path: &Path) -> std::io::Result<(Vec<ClickRecord>, usize)> {
     let mut clicks = Vec::new();
     let mut unreadable = 0;
-    for line in BufReader::new(File::open(path)?).lines() {
-        match serde_json::from_str(&line?) {
+    for line in fs::read(path)?.split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
+        match serde_json::from_slice(line) {
             Ok(click) => clicks.push(click),
             Err(_) => unreadable += 1,
         }

@@ -50,7 +50,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::http::Surface;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, Replayed};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use crate::writer::{ClickWriter, WriterConfig};
@@ -121,10 +121,17 @@ pub async fn run(
         }
     };
     // Clicks journaled by an earlier run (an outage, a crash) go in before any new click is taken.
+    // If that fails, the writer starts in its outage mode and keeps retrying the rest.
     let mut journal = Journal::open(&config.journal_dir, config.journal_max_bytes)?;
+    let mut replayed = Replayed::default();
     if !journal.is_empty() {
-        let replayed = journal.replay(store.as_ref(), config.writer_batch_size).await?;
-        tracing::info!(clicks = replayed, dir = %config.journal_dir.display(), "replayed the click journal");
+        match journal.replay(store.as_ref(), config.writer_batch_size).await {
+            Ok(done) => {
+                replayed = done;
+                tracing::info!(clicks = done.written, refused = done.failed, dir = %config.journal_dir.display(), "replayed the click journal");
+            }
+            Err(error) => tracing::warn!(%error, "click journal not replayed yet; the writer will retry"),
+        }
     }
     let writer_config = WriterConfig {
         queue_capacity: config.click_queue_capacity,
@@ -134,6 +141,8 @@ pub async fn run(
     };
     let metrics = Arc::new(Metrics::default());
     let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone(), journal)?;
+    writer.queue().stats().written.fetch_add(replayed.written, std::sync::atomic::Ordering::Relaxed);
+    writer.queue().stats().failed.fetch_add(replayed.failed, std::sync::atomic::Ordering::Relaxed);
     let grace = config.shutdown_grace;
     let app = Arc::new(App::new(config, store, writer.queue().clone(), admin_token, metrics));
     app.reload_routing().await?;

@@ -180,6 +180,12 @@ impl ClickWriter {
         let stats = Arc::new(WriterStats::default());
         let shutdown_requested = Arc::new(AtomicBool::new(false));
         let journal_stats = journal.stats();
+        // A journal that start-up could not replay is retried as after an outage.
+        let outage = (!journal.is_empty()).then(|| {
+            let now = Instant::now();
+            Outage { since: now, next_retry: now, backoff: FIRST_BACKOFF, journal_refused: false }
+        });
+        stats.outage.store(outage.is_some(), Ordering::Relaxed);
         let worker = Worker {
             rx,
             store,
@@ -189,7 +195,7 @@ impl ClickWriter {
             metrics,
             journal,
             held: Vec::new(),
-            outage: None,
+            outage,
             stopping: false,
             shutdown_requested: shutdown_requested.clone(),
         };
@@ -429,9 +435,10 @@ impl Worker {
         let mut held = std::mem::take(&mut self.held);
         // Index of the first held click not written, if the database is still unreachable.
         let mut unwritten = None;
-        for (number, chunk) in held.chunks(self.config.batch_size).enumerate() {
+        let batch_size = self.config.batch_size.max(1);
+        for (number, chunk) in held.chunks(batch_size).enumerate() {
             if let Err(unreachable) = self.insert(chunk) {
-                unwritten = Some(number * self.config.batch_size + chunk.len() - unreachable.rest.len());
+                unwritten = Some(number * batch_size + chunk.len() - unreachable.rest.len());
                 break;
             }
         }
@@ -440,11 +447,18 @@ impl Worker {
             self.held = held;
             self.back_off();
         } else {
+            // Nothing held any more: whatever the replay does, the queue may be read again.
+            if let Some(outage) = &mut self.outage {
+                outage.journal_refused = false;
+            }
             match self.runtime.block_on(self.journal.replay(self.store.as_ref(), self.config.batch_size)) {
                 Ok(replayed) => {
+                    self.stats.written.fetch_add(replayed.written, Ordering::Relaxed);
+                    self.stats.failed.fetch_add(replayed.failed, Ordering::Relaxed);
                     tracing::info!(
                         from_memory = held.len(),
-                        from_journal = replayed,
+                        from_journal = replayed.written,
+                        refused = replayed.failed,
                         outage_seconds = since.elapsed().as_secs_f64(),
                         "database back: held and journaled clicks written"
                     );

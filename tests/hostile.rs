@@ -29,7 +29,9 @@ fn status_of(answer: &str) -> u16 {
 }
 
 async fn still_serving(server: &TestServer) {
-    let health = server.http.get(server.url("/health")).send().await.unwrap();
+    // A new connection: with a short header timeout the server closes idle pooled ones.
+    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let health = fresh.get(server.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
 }
 
@@ -87,6 +89,21 @@ async fn a_slow_client_is_disconnected_after_the_header_timeout() {
     assert!(closed.is_ok(), "the connection was not closed");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.is_empty() || status_of(&answer) == 408, "{answer}");
+    still_serving(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_in_gets_408() {
+    let server = TestServer::start_with(|config| config.header_read_timeout = Duration::from_millis(500)).await;
+    let mut slow = TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /postback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(b"{\"click_id\": ").await.unwrap(); // and nothing more
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert!(answer.contains("{\"error\":"), "{answer}");
     still_serving(&server).await;
 }
 

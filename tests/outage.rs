@@ -194,11 +194,18 @@ async fn a_journal_left_by_a_crash_is_replayed_at_start_once() {
     journal.append(&clicks[..25]).unwrap();
     journal.append(&clicks[20..]).unwrap();
     drop(journal);
+    // And a damaged segment: two unreadable lines around a good one. They must not stop recovery.
+    let good = serde_json::to_string(&record(99)).unwrap();
+    let damaged = [b"not json\n".as_slice(), good.as_bytes(), b"\n\xff\xfe\n"].concat();
+    std::fs::write(db.journal_dir().join("clicks-00000000000000000007.jsonl"), damaged).unwrap();
 
     let restarted = TestServer::start_on(db.shared(), test_config(&db)).await;
-    assert_eq!(db.count("SELECT count(*) FROM clicks").await, 40, "each click once");
+    assert_eq!(db.count("SELECT count(*) FROM clicks").await, 41, "each click once");
     let stats: Value = restarted.admin_json(Method::GET, "/admin/stats", None).await.1;
-    assert_eq!(stats[0]["total_clicks"], 40, "the rollups count each click once too: {stats}");
+    assert_eq!(stats[0]["total_clicks"], 41, "the rollups count each click once too: {stats}");
+    let health: Value = restarted.http.get(restarted.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["clicks_written"], 46, "replayed clicks count as written (5 twice: stored once)");
+    assert_eq!(health["clicks_failed"], 2, "the unreadable lines are counted");
     assert_eq!(std::fs::read_dir(db.journal_dir()).unwrap().count(), 0);
     restarted.stop().await;
 }

@@ -68,8 +68,8 @@ pub fn authorized<B>(app: &App, req: &Request<B>) -> bool {
     scheme.eq_ignore_ascii_case(b"bearer ") && secrets_match(app.admin_token.as_bytes(), token)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let body = read_body(req.into_body()).await?;
+async fn read_json<T: serde::de::DeserializeOwned>(app: &App, req: Request<Incoming>) -> Result<T, ApiError> {
+    let body = read_body(req.into_body(), app.config.header_read_timeout).await?;
     parse_json(&body)
 }
 
@@ -196,7 +196,7 @@ async fn get_offer(app: &App, id: i64) -> Result<HttpResponse, ApiError> {
 }
 
 async fn create_offer(app: &App, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    let input: OfferInput = read_json(req).await?;
+    let input: OfferInput = read_json(app, req).await?;
     let new_offer = NewOffer {
         name: validate_name(&input.name)?,
         casino_url: validate_url(&input.casino_url)?,
@@ -214,7 +214,7 @@ async fn create_offer(app: &App, req: Request<Incoming>) -> Result<HttpResponse,
 }
 
 async fn update_offer(app: &App, id: i64, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-    let input: OfferPatchInput = read_json(req).await?;
+    let input: OfferPatchInput = read_json(app, req).await?;
     let patch = OfferPatch {
         name: input.name.as_deref().map(validate_name).transpose()?,
         casino_url: input.casino_url.as_deref().map(validate_url).transpose()?,

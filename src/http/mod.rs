@@ -226,14 +226,16 @@ fn with_json_type(mut response: HttpResponse, status: StatusCode) -> HttpRespons
     response
 }
 
-/// Reads a whole body of at most [`MAX_BODY_BYTES`], or fails with 413 (too large) or 400.
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+/// Reads a whole body of at most [`MAX_BODY_BYTES`] within `timeout`, or fails with 413 (too
+/// large), 408 (too slow: a client trickling a body would otherwise hold a connection slot) or 400.
+async fn read_body(body: Incoming, timeout: std::time::Duration) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request body not received in time")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body exceeds 65536 bytes"))
         }
-        Err(_) => Err(ApiError::bad_request("request body could not be read")),
+        Ok(Err(_)) => Err(ApiError::bad_request("request body could not be read")),
     }
 }
 

@@ -107,7 +107,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
         reason: None,
         source_ip: Some(peer.ip()),
     };
-    let mut raw = match parse_request(req).await {
+    let mut raw = match parse_request(req, app.config.header_read_timeout).await {
         Ok(raw) => raw,
         Err(refused) => {
             // Unreadable postbacks are logged too: "the casino says it sent it" starts here.
@@ -165,12 +165,12 @@ fn invalid(reason: impl Into<String>) -> Refusal {
     refuse(StatusCode::BAD_REQUEST, PostbackOutcome::Invalid, reason)
 }
 
-async fn parse_request(req: Request<Incoming>) -> Result<RawPostback, ApiError> {
+async fn parse_request(req: Request<Incoming>, body_timeout: Duration) -> Result<RawPostback, ApiError> {
     if req.method() == Method::GET {
         return RawPostback::from_pairs(req.uri().query().unwrap_or("")).map_err(ApiError::bad_request);
     }
     let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let body = read_body(req.into_body()).await?;
+    let body = read_body(req.into_body(), body_timeout).await?;
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match media_type.as_str() {
         // serde's messages quote the offending value, which may be the secret: say where, not what.

@@ -113,9 +113,21 @@ fn describe(err: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Errors the server reported are query errors; the rest (I/O, closed connections) mean unavailable.
+/// Errors that mean "not now" rather than "never": I/O and closed connections (no SQLSTATE), and the
+/// server's own transient states: connection exceptions (08), serialization failure and deadlock
+/// (40), insufficient resources such as too many connections (53), operator intervention such as
+/// shutdown or start-up (57), system errors (58), and a read-only transaction during failover
+/// (25006). The writer holds clicks through these; anything else is a query the server refuses.
 fn db_error(err: tokio_postgres::Error) -> StoreError {
-    if err.code().is_some() { StoreError::Query(describe(&err)) } else { StoreError::Unavailable(describe(&err)) }
+    match err.code().map(|code| code.code()) {
+        None => StoreError::Unavailable(describe(&err)),
+        Some(code) if is_transient(code) => StoreError::Unavailable(describe(&err)),
+        Some(_) => StoreError::Query(describe(&err)),
+    }
+}
+
+fn is_transient(sqlstate: &str) -> bool {
+    ["08", "40", "53", "57", "58"].iter().any(|class| sqlstate.starts_with(class)) || sqlstate == "25006"
 }
 
 fn pool_error(err: PoolError) -> StoreError {
@@ -673,5 +685,20 @@ impl Store for PostgresStore {
         bump_routing_version(&tx).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(weighted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    #[test]
+    fn transient_sqlstates_are_told_from_refusals() {
+        for code in ["08006", "40001", "40P01", "53300", "57P01", "57P03", "58030", "25006"] {
+            assert!(is_transient(code), "{code}");
+        }
+        for code in ["23505", "22P02", "42P01", "25001"] {
+            assert!(!is_transient(code), "{code}");
+        }
     }
 }
