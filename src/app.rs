@@ -150,9 +150,7 @@ impl App {
                     weight: probability,
                 })
                 .collect::<Vec<_>>();
-            let summary: Vec<String> =
-                weights.iter().map(|w| format!("{}:{:.4}", w.window.offer_id, w.weight)).collect();
-            tracing::info!(offers = weights.len(), weights = %summary.join(" "), "thompson probabilities recomputed");
+            log_weights(&weights, "thompson probabilities recomputed");
             return Ok(Some(weights));
         }
         let policy =
@@ -160,10 +158,7 @@ impl App {
         let result = self.store.recalculate_weights(self.config.last_n_clicks, &policy).await?;
         if let Some(weights) = &result {
             self.metrics.recalculated(OffsetDateTime::now_utc().unix_timestamp());
-            // One line per recalculation: `offer_id:weight` pairs, in offer order.
-            let summary: Vec<String> =
-                weights.iter().map(|w| format!("{}:{:.4}", w.window.offer_id, w.weight)).collect();
-            tracing::info!(offers = weights.len(), weights = %summary.join(" "), "weights recalculated");
+            log_weights(weights, "weights recalculated");
             // The weights are committed; if the rebuild fails now, the version poll retries it.
             if let Err(error) = self.reload_routing().await {
                 tracing::warn!(%error, "routing table not rebuilt after recalculation");
@@ -171,4 +166,10 @@ impl App {
         }
         Ok(result)
     }
+}
+
+/// One log line per recalculation: the new weights as `offer_id:weight` pairs, in offer order.
+fn log_weights(weights: &[WeightedOffer], message: &'static str) {
+    let summary: Vec<String> = weights.iter().map(|w| format!("{}:{:.4}", w.window.offer_id, w.weight)).collect();
+    tracing::info!(offers = weights.len(), weights = %summary.join(" "), "{message}");
 }

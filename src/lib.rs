@@ -45,9 +45,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use crate::app::App;
 use tokio::sync::watch;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::http::Surface;
 use crate::journal::{Journal, JournalError, Replayed};

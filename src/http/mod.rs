@@ -1,7 +1,8 @@
 //! HTTP: routing of requests to handlers, and the response helpers they share.
 //!
-//! Routing goes through the endpoint list of [`routes`], which the OpenAPI document is checked against. Every error answers `{"error": "..."}` with the right
-//! status; bodies are read with a size limit; nothing a client sends can panic a handler.
+//! Routing goes through the endpoint list of [`routes`], which the OpenAPI document is checked
+//! against. Every error answers `{"error": "..."}` with the right status; bodies are read with a size
+//! limit and a time limit; nothing a client sends can panic a handler.
 
 mod admin;
 mod click;
