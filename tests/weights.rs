@@ -186,7 +186,9 @@ async fn thompson_drives_traffic_toward_the_offer_that_converts() {
     assert_eq!(status, StatusCode::OK);
     let row = |id: i64| stats.as_array().unwrap().iter().find(|r| r["id"] == id).unwrap().clone();
     let (a_row, b_row) = (row(ids[0]), row(ids[1]));
-    assert!(a_row["probability_best"].as_f64().unwrap() > 0.9, "{a_row}");
+    // B's clicks are seconds old and B has no FTD to tell its platform's delay: its silence is weak
+    // evidence, so A is the likely best, not a certainty.
+    assert!(a_row["probability_best"].as_f64().unwrap() > 0.75, "{a_row}");
     assert!(a_row["epc_mean"].as_f64().unwrap() > b_row["epc_mean"].as_f64().unwrap(), "{stats}");
     let interval = a_row["epc_interval_90"].as_array().unwrap();
     let (low, high) = (interval[0].as_f64().unwrap(), interval[1].as_f64().unwrap());

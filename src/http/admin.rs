@@ -16,6 +16,7 @@ use super::query::pairs;
 use super::routes::Endpoint;
 use super::{ApiError, HttpResponse, error, json, parse_json, read_body, respond};
 use crate::app::App;
+use crate::config::RoutingStrategy;
 use crate::conversion::{EventKind, alias_names};
 use crate::routing::RedirectTemplate;
 use crate::secret::{generate_secret, secrets_match};
@@ -328,6 +329,9 @@ async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
         .map(|row: &OfferStats| {
             let per_click = |value: f64| if row.clicks == 0 { 0.0 } else { value / row.clicks as f64 };
             let thompson = thompson_of(row.offer_id);
+            // Under `thompson` the table's probabilities are the weights; an offer's stored weight
+            // waits for a switch back to `ev`.
+            let thompson_routes = app.config.routing_strategy == RoutingStrategy::Thompson && row.active;
             StatsView {
                 id: row.offer_id,
                 name: &row.name,
@@ -337,7 +341,7 @@ async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
                 total_payout: row.revenue,
                 conversion_rate: 100.0 * per_click(row.ftds as f64),
                 ev: per_click(row.revenue),
-                weight: row.weight,
+                weight: if thompson_routes { share(row.offer_id) } else { row.weight },
                 active: row.active,
                 traffic_share: share(row.offer_id),
                 epc_mean: thompson.map(|(mean, _, _)| mean),

@@ -3,17 +3,26 @@
 //! feeds it synthetic ones, and both get the same routing probabilities.
 //!
 //! The model, per offer:
-//! - **FTD rate** `r ~ Gamma(1 + ftds, 1/m + exposure)`: a Gamma-Poisson posterior whose prior is
-//!   worth one FTD at the pooled rate `m` of all offers. `exposure` is not the click count: each click
-//!   counts as the probability `F(age)` that its FTD, if it converts, would have arrived by now, so a
-//!   click from a minute ago is not a failure.
-//! - **Delay** `F` is estimated per offer from its own FTDs, by delay hour, shrunk toward a vague
-//!   long-tailed prior worth [`DELAY_PRIOR_FTDS`] FTDs at each delay. Per offer, not pooled: in the
+//! - **Delay** from click to FTD postback, per offer, in two layers. The data are right truncated (a
+//!   click aged `a` hours can only show delays up to `a`), and both layers say so.
+//!   - A parametric fit says how much is still to come: [`DELAY_SHAPES`] shapes (log-normal and
+//!     exponential, medians from an hour to five days, each with a small uniform tail so that one
+//!     odd postback cannot rule a shape out), weighed by Bayes' rule on the offer's FTDs. An FTD
+//!     seen at delay `d` weighs `f(d)`; the clicks weigh by how many FTDs the shape says should have
+//!     arrived, with the rate integrated out. So an offer whose FTDs all arrive within two hours is
+//!     fast and its silent week-old clicks are failures, while an offer with no FTD yet might be
+//!     slow and its young clicks are not.
+//!   - The Lynden-Bell estimator follows the data where they exist: the reverse hazard at delay `d`
+//!     is the share of FTDs observable at `d` (delay <= d <= age) whose delay is exactly `d`, shrunk
+//!     toward the parametric fit's by [`DELAY_PRIOR_FTDS`] pseudo-FTDs. Beyond the oldest click, and
+//!     for an offer with few FTDs, it is the parametric fit.
+//!
+//!   Each click then counts as the probability `F(age)` that its FTD, if it converts, would have
+//!   arrived by now: a click from a minute ago is not a failure. Per offer, not pooled: in the
 //!   simulator, delays pooled over offers made an offer whose platform reports after days look like
-//!   a failing one, and it was starved. The data are right truncated (a click of age `a` can only
-//!   show delays up to `a`), so `F` is the Lynden-Bell estimator: the reverse hazard at delay `d` is
-//!   the share of FTDs observable at `d` (delay <= d <= age) whose delay is exactly `d`, and `F(d)`
-//!   is the product of `(1 - hazard)` above `d`.
+//!   a failing one.
+//! - **FTD rate** `r ~ Gamma(1 + ftds, 1/m + exposure)`: a Gamma-Poisson posterior whose prior is
+//!   worth one FTD at the pooled rate `m` of all offers; `exposure` is the sum of the clicks' `F(age)`.
 //! - **Mean payout** `mu ~ Normal(mean_n, sd / sqrt(n + 1))`, shrunk toward the pooled mean by one
 //!   pseudo-observation.
 //! - **Change**: the offer's recent FTDs are compared with its older ones, on several window lengths,
@@ -21,7 +30,10 @@
 //!   [`CHANGE_Z`], the data older than that window is forgotten.
 //!
 //! Routing probabilities are each offer's probability of having the highest `EPC = r * mu` under the
-//! posterior, estimated by Monte Carlo with a fixed seed (so instances with the same data agree).
+//! posterior (with the rate's spread halved, see [`POSTERIOR_SHARPNESS`]), estimated by Monte Carlo
+//! with a fixed seed (so instances with the same data agree).
+
+use std::sync::OnceLock;
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -36,9 +48,28 @@ pub const CHANGE_WINDOWS: [usize; 14] = [6, 12, 24, 36, 48, 72, 96, 120, 144, 16
 pub const CHANGE_Z: f64 = 4.5;
 /// FTDs (recent and older) a change test needs.
 const CHANGE_MIN_FTDS: u64 = 12;
-/// Scale of the vague delay: `F(d) = ln(1 + d/s) / ln(1 + horizon/s)` (F(1 day) = 0.2, F(4 days) = 0.47).
-const VAGUE_DELAY_SCALE_HOURS: f64 = 24.0;
-/// Weight of the vague delay distribution in each offer's own, in FTDs.
+/// Median delays, in hours, of the delay shapes: an hour to five days, by factors of sqrt(2).
+const DELAY_MEDIANS_HOURS: [f64; 15] =
+    [1.0, 1.41, 2.0, 2.83, 4.0, 5.66, 8.0, 11.3, 16.0, 22.6, 32.0, 45.3, 64.0, 90.5, 128.0];
+/// The families of delay shape, each at every median: log-normal of three spreads (a slow start, a
+/// peak, a tail) and exponential (most likely at once).
+const DELAY_FAMILIES: [Family; 4] = [
+    Family::LogNormal { sigma: 0.5 },
+    Family::LogNormal { sigma: 1.0 },
+    Family::LogNormal { sigma: 1.5 },
+    Family::Exponential,
+];
+/// Number of delay shapes, all equally likely a priori.
+pub const DELAY_SHAPES: usize = DELAY_MEDIANS_HOURS.len() * DELAY_FAMILIES.len();
+/// Share of every shape spread evenly over the horizon: the tail that keeps an odd postback from
+/// ruling a shape out.
+const DELAY_UNIFORM_SHARE: f64 = 0.01;
+/// The Monte Carlo draws each FTD rate from its posterior with the variance divided by this: half
+/// the spread. Plain Thompson sampling explores more than pays over a month; Chapelle and Li (2011)
+/// found a narrowed posterior earns more, and in the simulator it lifts every scenario (the
+/// closest, 30 stationary offers, from 96.9% to 97.7% of the oracle).
+const POSTERIOR_SHARPNESS: f64 = 4.0;
+/// Weight of the parametric fit in each offer's Lynden-Bell delay estimate, in FTDs.
 const DELAY_PRIOR_FTDS: f64 = 20.0;
 
 /// What the engine knows of one offer, by click age in whole hours (`[0]` = the last hour's clicks).
@@ -63,67 +94,176 @@ pub struct OfferHistory {
 /// FTD delays: `(click age in hours, delay in hours, FTDs)`.
 pub type DelayCounts = [(usize, usize, u64)];
 
-/// `F(d)`: the probability that an FTD arrives within `d` hours of its click, for whole hours.
+/// One delay shape on whole hours: `cdf[a]` is the probability that the FTD of a click aged `a`
+/// hours has arrived, `log_pmf[d]` the log probability of a delay of `d` whole hours.
+#[derive(Debug)]
+struct DelayShape {
+    cdf: Vec<f64>,
+    log_pmf: Vec<f64>,
+}
+
+/// A family of delay distributions.
+#[derive(Debug, Clone, Copy)]
+enum Family {
+    LogNormal { sigma: f64 },
+    Exponential,
+}
+
+impl Family {
+    /// `(P(delay < t), P(delay >= t))` for the member with `median` hours, each computed so that
+    /// neither tail loses precision.
+    fn below_above(self, median: f64, t: f64) -> (f64, f64) {
+        match self {
+            Family::LogNormal { sigma } => {
+                let z = (t / median).ln() / (sigma * std::f64::consts::SQRT_2);
+                (0.5 * erfc(-z), 0.5 * erfc(z))
+            }
+            Family::Exponential => {
+                let x = std::f64::consts::LN_2 * t / median;
+                (-(-x).exp_m1(), (-x).exp())
+            }
+        }
+    }
+}
+
+impl DelayShape {
+    fn new(family: Family, median_hours: f64) -> DelayShape {
+        let h = HORIZON_HOURS;
+        let below = |t: f64| family.below_above(median_hours, t).0;
+        let above = |t: f64| family.below_above(median_hours, t).1;
+        let uniform = |hours: f64| DELAY_UNIFORM_SHARE * hours / h as f64;
+        let main = 1.0 - DELAY_UNIFORM_SHARE;
+        let cdf = (0..h).map(|a| main * below((a + 1) as f64) + uniform((a + 1) as f64)).collect();
+        let log_pmf = (0..h)
+            .map(|d| {
+                let (from, to) = (d as f64, (d + 1) as f64);
+                let mass = if to <= median_hours { below(to) - below(from) } else { above(from) - above(to) };
+                (main * mass + uniform(1.0)).ln()
+            })
+            .collect();
+        DelayShape { cdf, log_pmf }
+    }
+
+    /// Every shape, built once.
+    fn all() -> &'static [DelayShape] {
+        static SHAPES: OnceLock<Vec<DelayShape>> = OnceLock::new();
+        SHAPES.get_or_init(|| {
+            DELAY_MEDIANS_HOURS
+                .iter()
+                .flat_map(|&median| DELAY_FAMILIES.iter().map(move |&family| DelayShape::new(family, median)))
+                .collect()
+        })
+    }
+}
+
+/// The complementary error function (Numerical Recipes' Chebyshev fit, relative error < 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let value = t * poly.exp();
+    if x >= 0.0 { value } else { 2.0 - value }
+}
+
+/// One offer's delay evidence, per shape: the log likelihood of its FTDs' delays, and its clicks'
+/// exposure (each click weighted by the shape's `F(age)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DelayEvidence {
+    log_likelihood: [f64; DELAY_SHAPES],
+    exposure: [f64; DELAY_SHAPES],
+}
+
+impl DelayEvidence {
+    /// The evidence of `delays` (`(click age, delay, FTDs)`, whole hours) and `clicks` (by age).
+    pub fn new(delays: &DelayCounts, clicks: &[u64]) -> DelayEvidence {
+        let shapes = DelayShape::all();
+        let mut log_likelihood = [0.0; DELAY_SHAPES];
+        for &(_, delay, n) in delays.iter().filter(|&&(age, delay, _)| delay <= age && age < HORIZON_HOURS) {
+            for (sum, shape) in log_likelihood.iter_mut().zip(shapes) {
+                *sum += n as f64 * shape.log_pmf[delay];
+            }
+        }
+        let mut exposure = [0.0; DELAY_SHAPES];
+        for (total, shape) in exposure.iter_mut().zip(shapes) {
+            *total = clicks.iter().zip(&shape.cdf).map(|(&n, f)| n as f64 * f).sum();
+        }
+        DelayEvidence { log_likelihood, exposure }
+    }
+
+    /// Posterior weights of the shapes given the delays and the offer's `ftds`. With a
+    /// `pooled_rate`, the rate has a `Gamma(1, 1 / pooled_rate)` prior and is integrated out;
+    /// without, the weights are those of the delays given the FTD count. Either way a shape is
+    /// penalised for predicting more FTDs by now than arrived: a fast shape fits a handful of short
+    /// delays well, but not the silence of the clicks it says are done.
+    pub fn shape_weights(&self, ftds: u64, pooled_rate: Option<f64>) -> [f64; DELAY_SHAPES] {
+        let mut log_weight = self.log_likelihood;
+        for (weight, exposure) in log_weight.iter_mut().zip(self.exposure) {
+            *weight -= match pooled_rate {
+                Some(rate) => (1.0 + ftds as f64) * (1.0 / rate + exposure).ln(),
+                None if ftds > 0 => ftds as f64 * exposure.max(f64::MIN_POSITIVE).ln(),
+                None => 0.0,
+            };
+        }
+        let top = log_weight.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut weights = log_weight.map(|w| (w - top).exp());
+        let sum: f64 = weights.iter().sum();
+        weights.iter_mut().for_each(|w| *w /= sum);
+        weights
+    }
+
+    /// The offer's clicks weighted by the shapes mixed by `weights`.
+    fn mixed_exposure(&self, weights: &[f64; DELAY_SHAPES]) -> f64 {
+        weights.iter().zip(self.exposure).map(|(w, e)| w * e).sum()
+    }
+}
+
+/// `F(age)`: the probability that the FTD of a click aged `age` whole hours, if it converts, has
+/// arrived by now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DelayModel {
-    /// Reverse hazard by delay hour: P(delay = d | delay <= d).
-    hazard: Vec<f64>,
     cdf: Vec<f64>,
 }
 
 impl DelayModel {
-    /// One offer's estimate from its `delays`, shrunk toward `prior` by [`DELAY_PRIOR_FTDS`]
-    /// pseudo-FTDs at every delay.
-    pub fn estimate(delays: &DelayCounts, prior: &DelayModel) -> DelayModel {
-        DelayModel::lynden_bell(delays, prior)
+    /// The shapes mixed by `weights`.
+    pub fn parametric(weights: &[f64; DELAY_SHAPES]) -> DelayModel {
+        let shapes = DelayShape::all();
+        let cdf = (0..HORIZON_HOURS).map(|age| weights.iter().zip(shapes).map(|(w, s)| w * s.cdf[age]).sum()).collect();
+        DelayModel { cdf }
     }
 
-    fn lynden_bell(delays: &DelayCounts, prior: &DelayModel) -> DelayModel {
+    /// The Lynden-Bell estimate from `delays`, shrunk toward `prior` by [`DELAY_PRIOR_FTDS`]
+    /// pseudo-FTDs at every delay.
+    pub fn estimate(delays: &DelayCounts, prior: &DelayModel) -> DelayModel {
         let h = HORIZON_HOURS;
         let mut at_delay = vec![0u64; h];
         // The risk set at d is the FTDs with delay <= d <= age: +n from d = delay, -n after d = age.
         let mut changes = vec![0i64; h + 1];
-        for &(age, delay, n) in delays {
-            if delay >= h || age >= h || delay > age {
-                continue;
-            }
+        for &(age, delay, n) in delays.iter().filter(|&&(age, delay, _)| delay <= age && age < h) {
             at_delay[delay] += n;
             changes[delay] += n as i64;
             changes[age + 1] -= n as i64;
         }
-        let mut hazard = vec![0.0; h];
-        let mut risk = 0i64;
-        for d in 0..h {
-            risk += changes[d];
-            let (n, r) = (at_delay[d] as f64, risk.max(0) as f64);
-            hazard[d] = (n + DELAY_PRIOR_FTDS * prior.hazard[d]) / (r + DELAY_PRIOR_FTDS);
-        }
-        DelayModel::from_hazard(hazard)
-    }
-
-    fn from_hazard(hazard: Vec<f64>) -> DelayModel {
-        let mut cdf = vec![1.0; hazard.len()];
-        let mut product = 1.0;
-        for d in (0..hazard.len()).rev() {
+        // Reverse hazard P(delay = d | delay <= d), and F(d) as the product of (1 - hazard) above d,
+        // from the prior's F at the horizon (what arrives later is the prior's to say).
+        let mut cdf = vec![0.0; h];
+        let mut product = prior.cdf[h - 1];
+        let mut risk: i64 = changes[..h].iter().sum();
+        for d in (0..h).rev() {
             cdf[d] = product;
-            product *= 1.0 - hazard[d];
+            let prior_hazard = if d == 0 { 1.0 } else { 1.0 - prior.cdf[d - 1] / prior.cdf[d] };
+            let hazard =
+                (at_delay[d] as f64 + DELAY_PRIOR_FTDS * prior_hazard) / (risk.max(0) as f64 + DELAY_PRIOR_FTDS);
+            product *= 1.0 - hazard;
+            risk -= changes[d];
         }
-        DelayModel { hazard, cdf }
-    }
-
-    /// A vague delay with a long tail (median about 4 days), the prior of every offer's own delay
-    /// estimate: an offer's silence counts as failure only once its clicks are old enough for even a
-    /// slow platform to have reported.
-    pub fn vague() -> DelayModel {
-        let top = (1.0 + HORIZON_HOURS as f64 / VAGUE_DELAY_SCALE_HOURS).ln();
-        let cdf = |d: usize| (1.0 + (d + 1) as f64 / VAGUE_DELAY_SCALE_HOURS).ln() / top;
-        let hazard = (0..HORIZON_HOURS)
-            .map(|d| {
-                let below = if d == 0 { 0.0 } else { cdf(d - 1) };
-                (cdf(d) - below) / cdf(d)
-            })
-            .collect();
-        DelayModel::from_hazard(hazard)
+        DelayModel { cdf }
     }
 
     /// Probability that the FTD of a click aged `age` hours (if it converts) has arrived.
@@ -180,16 +320,12 @@ pub struct ThompsonResult {
 
 /// Computes posteriors and routing probabilities with `draws` Monte Carlo draws.
 pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonResult {
-    let prior = DelayModel::vague();
-    let exposures: Vec<Vec<f64>> = offers
-        .iter()
-        .map(|offer| {
-            let delay = DelayModel::estimate(&offer.delays, &prior);
-            offer.clicks.iter().enumerate().map(|(age, &n)| n as f64 * delay.arrived_by(age)).collect()
-        })
-        .collect();
-    let total_ftds: u64 = offers.iter().flat_map(|o| &o.ftds).sum();
-    let total_exposure: f64 = exposures.iter().flatten().sum();
+    let evidence: Vec<DelayEvidence> = offers.iter().map(|o| DelayEvidence::new(&o.delays, &o.clicks)).collect();
+    let offer_ftds: Vec<u64> = offers.iter().map(|o| o.ftds.iter().sum()).collect();
+    // The pooled rate, from each offer's delay shapes as its delays alone weigh them.
+    let total_ftds: u64 = offer_ftds.iter().sum();
+    let total_exposure: f64 =
+        evidence.iter().zip(&offer_ftds).map(|(e, &ftds)| e.mixed_exposure(&e.shape_weights(ftds, None))).sum();
     let pooled_rate = if total_ftds > 0 && total_exposure > 0.0 { total_ftds as f64 / total_exposure } else { 0.02 };
     let pooled_payouts: u64 = offers.iter().map(|o| o.payouts).sum();
     let pooled_mean = if pooled_payouts > 0 {
@@ -207,24 +343,27 @@ pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonRes
 
     let posteriors: Vec<OfferPosterior> = offers
         .iter()
-        .zip(&exposures)
-        .map(|(offer, exposure)| {
-            let window = change_window(&offer.ftds, exposure);
+        .zip(&evidence)
+        .zip(&offer_ftds)
+        .map(|((offer, evidence), &all_ftds)| {
+            let fit = DelayModel::parametric(&evidence.shape_weights(all_ftds, Some(pooled_rate)));
+            let delay = DelayModel::estimate(&offer.delays, &fit);
+            let exposure: Vec<f64> =
+                offer.clicks.iter().enumerate().map(|(age, &n)| n as f64 * delay.arrived_by(age)).collect();
+            let window = change_window(&offer.ftds, &exposure);
             let ftds: u64 = offer.ftds.iter().take(window).sum();
-            let clicks: u64 = offer.clicks.iter().take(window).sum();
             let exposure: f64 = exposure.iter().take(window).sum();
             let n = offer.payouts as f64;
-            let mean = (pooled_mean + offer.payout_sum) / (1.0 + n);
             OfferPosterior {
                 offer_id: offer.offer_id,
                 rate_shape: 1.0 + ftds as f64,
                 rate_rate: 1.0 / pooled_rate + exposure,
-                payout_mean: mean,
+                payout_mean: (pooled_mean + offer.payout_sum) / (1.0 + n),
                 payout_sd: (pooled_var / (1.0 + n)).sqrt(),
                 window_hours: window,
                 exposure,
                 ftds,
-                clicks,
+                clicks: offer.clicks.iter().take(window).sum(),
             }
         })
         .collect();
@@ -269,7 +408,9 @@ fn monte_carlo(posteriors: &[OfferPosterior], draws: usize, seed: u64) -> (Vec<f
     let samplers: Vec<(Gamma<f64>, Normal<f64>)> = posteriors
         .iter()
         .map(|p| {
-            let rate = Gamma::new(p.rate_shape, 1.0 / p.rate_rate).expect("positive shape and scale");
+            // Sharpened: the same mean, the spread divided by sqrt(POSTERIOR_SHARPNESS).
+            let (shape, rate) = (p.rate_shape * POSTERIOR_SHARPNESS, p.rate_rate * POSTERIOR_SHARPNESS);
+            let rate = Gamma::new(shape, 1.0 / rate).expect("positive shape and scale");
             let payout = Normal::new(p.payout_mean, p.payout_sd).expect("finite spread");
             (rate, payout)
         })
@@ -308,18 +449,10 @@ mod tests {
     use super::*;
     use rand_distr::{Exp, Poisson};
 
-    /// An exponential delay with `mean_hours`, truncated at the horizon: the truth of the tests.
-    fn exponential(mean_hours: f64) -> DelayModel {
-        let cdf = |d: usize| 1.0 - (-(d as f64 + 1.0) / mean_hours).exp();
-        let top = cdf(HORIZON_HOURS - 1);
-        let hazard = (0..HORIZON_HOURS)
-            .map(|d| {
-                let below = if d == 0 { 0.0 } else { cdf(d - 1) / top };
-                let at = cdf(d) / top;
-                (at - below) / at
-            })
-            .collect();
-        DelayModel::from_hazard(hazard)
+    /// `F(age)` of an exponential delay with `mean_hours`: the truth of the tests, on purpose not one
+    /// of the engine's log-normal shapes.
+    fn exponential(mean_hours: f64) -> impl Fn(usize) -> f64 {
+        move |age| 1.0 - (-(age as f64 + 1.0) / mean_hours).exp()
     }
 
     /// Synthetic history: `per_hour` clicks an hour for the whole horizon, FTD rate `rate(age)`,
@@ -331,16 +464,28 @@ mod tests {
         delay_mean: f64,
         seed: u64,
     ) -> (OfferHistory, Vec<(usize, usize, u64)>) {
+        recent_history(HORIZON_HOURS, offer_id, per_hour, rate, delay_mean, seed)
+    }
+
+    /// The same for an offer that has had clicks only for the last `hours` hours.
+    fn recent_history(
+        hours: usize,
+        offer_id: i64,
+        per_hour: u64,
+        rate: impl Fn(usize) -> f64,
+        delay_mean: f64,
+        seed: u64,
+    ) -> (OfferHistory, Vec<(usize, usize, u64)>) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let delay = Exp::new(1.0 / delay_mean).unwrap();
         let mut offer = OfferHistory {
             offer_id,
-            clicks: vec![per_hour; HORIZON_HOURS],
+            clicks: (0..HORIZON_HOURS).map(|age| if age < hours { per_hour } else { 0 }).collect(),
             ftds: vec![0; HORIZON_HOURS],
             ..Default::default()
         };
         let mut delays = Vec::new();
-        for age in 0..HORIZON_HOURS {
+        for age in 0..hours {
             let converted = Poisson::new(per_hour as f64 * rate(age)).unwrap().sample(&mut rng) as u64;
             for _ in 0..converted {
                 let d = delay.sample(&mut rng) as usize;
@@ -357,16 +502,20 @@ mod tests {
         (offer, delays)
     }
 
+    /// `F(age)` as `offer`'s delays alone weigh the shapes.
+    fn estimated_delay(offer: &OfferHistory) -> impl Fn(usize) -> f64 + use<> {
+        let evidence = DelayEvidence::new(&offer.delays, &offer.clicks);
+        let fit = DelayModel::parametric(&evidence.shape_weights(offer.ftds.iter().sum(), None));
+        let delay = DelayModel::estimate(&offer.delays, &fit);
+        move |age| delay.arrived_by(age)
+    }
+
     #[test]
     fn the_delay_estimate_recovers_a_known_distribution_despite_truncation() {
-        let mut delays = Vec::new();
-        for seed in 0..4 {
-            delays.extend(history(seed as i64, 40, |_| 0.04, 48.0, seed).1);
-        }
-        let estimated = DelayModel::estimate(&delays, &DelayModel::vague());
-        let truth = exponential(48.0);
+        let (offer, delays) = history(1, 160, |_| 0.04, 48.0, 0);
+        let (estimated, truth) = (estimated_delay(&offer), exponential(48.0));
         for d in [6, 24, 48, 96, 200] {
-            let (e, t) = (estimated.arrived_by(d), truth.arrived_by(d));
+            let (e, t) = (estimated(d), truth(d));
             assert!((e - t).abs() < 0.05, "F({d}) estimated {e:.3}, true {t:.3}");
         }
         // Naive counting (observed delays only) would be biased toward short delays: the estimate is not.
@@ -379,13 +528,34 @@ mod tests {
     }
 
     #[test]
-    fn without_ftds_an_offer_gets_the_vague_delay() {
-        let vague = DelayModel::vague();
-        let estimated = DelayModel::estimate(&[], &vague);
-        for d in [0, 5, 24, 200, HORIZON_HOURS - 1] {
-            assert!((estimated.arrived_by(d) - vague.arrived_by(d)).abs() < 1e-9, "F({d})");
+    fn a_day_of_censored_delays_tells_a_fast_platform_from_a_slow_one() {
+        // Both offers are one day old, with the same FTD rate: every click younger than a day, most
+        // of the slow offer's FTDs still to come.
+        let (fast, _) = recent_history(24, 1, 300, |_| 0.04, 3.0, 21);
+        let (slow, _) = recent_history(24, 2, 300, |_| 0.04, 96.0, 22);
+        let slow_ftds: u64 = slow.ftds.iter().sum();
+        let (fast_f, slow_f, fast_truth) = (estimated_delay(&fast), estimated_delay(&slow), exponential(3.0));
+        for age in [6, 12, 23] {
+            assert!((fast_f(age) - fast_truth(age)).abs() < 0.1, "fast F({age}) = {:.3}", fast_f(age));
+            assert!(slow_f(age) < 0.3, "slow F({age}) = {:.3}", slow_f(age));
         }
-        assert!(vague.arrived_by(24) < 0.25 && vague.arrived_by(96) < 0.5, "a long tail: slow platforms exist");
+        // The slow offer's silence is not read as failure: its rate is not far below the fast one's.
+        let result = evaluate(&[fast, slow], 1_000, 5);
+        let rates: Vec<f64> = result.posteriors.iter().map(OfferPosterior::mean_rate).collect();
+        assert!((rates[0] - 0.04).abs() < 0.006, "fast offer rate {rates:?}");
+        let naive = slow_ftds as f64 / (24.0 * 300.0); // every click without an FTD a failure
+        assert!(rates[1] > 0.025 && rates[1] > 4.0 * naive, "slow offer rate {rates:?}, naive {naive:.4}");
+    }
+
+    #[test]
+    fn without_ftds_an_offer_is_given_every_shape_including_slow_ones() {
+        let silent = OfferHistory { clicks: vec![10; HORIZON_HOURS], ..Default::default() };
+        let evidence = DelayEvidence::new(&[], &silent.clicks);
+        let weights = evidence.shape_weights(0, None);
+        assert!(weights.iter().all(|&w| (w - 1.0 / DELAY_SHAPES as f64).abs() < 1e-12), "{weights:?}");
+        let f = estimated_delay(&silent);
+        assert!(f(24) < 0.7 && f(96) < 0.9, "a long tail: slow platforms exist (F(1 day) = {:.2})", f(24));
+        assert!(f(0) < f(24) && f(24) < f(96) && f(96) < f(HORIZON_HOURS - 1));
     }
 
     #[test]
@@ -438,7 +608,7 @@ mod tests {
     fn the_change_detector_fires_on_a_halving_and_not_on_noise() {
         let delay = exponential(24.0);
         let exposure = |offer: &OfferHistory| -> Vec<f64> {
-            offer.clicks.iter().enumerate().map(|(a, &n)| n as f64 * delay.arrived_by(a)).collect()
+            offer.clicks.iter().enumerate().map(|(a, &n)| n as f64 * delay(a)).collect()
         };
         // Halved 48 hours ago, on an offer with 400 clicks an hour (about 380 FTDs a day before).
         for seed in 0..10 {
