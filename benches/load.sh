@@ -60,14 +60,6 @@ sleep 0.5
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 router_idle_rss=$(rss_kb "$router_pid")
 
-# CPU ticks (user + system) of a process and all its threads; for nginx, master plus worker.
-ticks() {
-    local total=0 pid
-    for pid in "$@"; do total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") )); done
-    echo "$total"
-}
-hz=$(getconf CLK_TCK)
-
 # One wrk round; prints "requests rps p50_us p99_us cpu_us_per_request".
 round() {
     local url="$1"; shift
@@ -76,16 +68,9 @@ round() {
     out=$(taskset -c "$client_core" wrk -t"$threads" -c"$connections" -d"${duration}s" --latency "$url")
     after=$(ticks "$@")
     echo "$out" >> "$work/wrk.log"
-    local requests rps p50 p99 bad
-    requests=$(echo "$out" | awk '/requests in/ {print $1}')
-    bad=$(echo "$out" | awk '/Non-2xx or 3xx/ {print $5}')
-    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v+0; else if (v ~ /ms$/) print v*1000; else print v*1000000 }'; }
-    p50=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
-    p99=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
-    local cpu_us
-    cpu_us=$(awk -v t=$(( after - before )) -v hz="$hz" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
-    echo "$requests ${bad:-0} $rps $p50 $p99 $cpu_us"
+    local requests bad rps p50 p99
+    read -r requests bad rps p50 p99 < <(wrk_figures "$out")
+    echo "$requests $bad $rps $p50 $p99 $(cpu_us_per_request $(( after - before )) "$requests")"
 }
 
 nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"

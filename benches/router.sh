@@ -38,3 +38,27 @@ cleanup_router() {
     stop_router
     psql -q "$pg" -c "DROP DATABASE IF EXISTS $router_db WITH (FORCE)" >/dev/null 2>&1 || true
 }
+
+# CPU ticks (user + system) of processes and all their threads (for nginx, master plus worker).
+ticks() {
+    local total=0 pid
+    for pid in "$@"; do total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") )); done
+    echo "$total"
+}
+
+# cpu_us_per_request TICKS REQUESTS
+cpu_us_per_request() {
+    awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }'
+}
+
+# wrk_figures OUTPUT (of `wrk --latency`): prints "requests non_2xx_3xx req/s p50_us p99_us".
+wrk_figures() {
+    local out="$1" requests bad rps p50 p99
+    to_us() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) print v+0; else if (v ~ /ms$/) print v*1000; else print v*1000000 }'; }
+    requests=$(echo "$out" | awk '/requests in/ {print $1}')
+    bad=$(echo "$out" | awk '/Non-2xx or 3xx/ {print $5}')
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+    p99=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+    echo "$requests ${bad:-0} $rps $p50 $p99"
+}

@@ -15,7 +15,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, Poo
 use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
 use super::{
@@ -161,11 +161,16 @@ async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
 }
 
 async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> StoreResult<()> {
+    let statement = prepared(
+        client,
+        "INSERT INTO postback_log
+            (received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .await?;
     client
         .execute(
-            "INSERT INTO postback_log
-                (received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &statement,
             &[
                 &entry.received_at,
                 &entry.offer_id,
@@ -184,6 +189,12 @@ async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> St
     Ok(())
 }
 
+/// `sql` prepared once per connection (deadpool keeps the statement): the postback path's statements
+/// then cost one round trip each, not two, and PostgreSQL parses them once.
+async fn prepared(client: &impl GenericClient, sql: &str) -> StoreResult<Statement> {
+    client.prepare_cached(sql).await.map_err(db_error)
+}
+
 /// Whether an `INSERT .. ON CONFLICT DO NOTHING RETURNING` inserted its row.
 fn inserted(row: Option<Row>) -> ConversionOutcome {
     if row.is_some() { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate }
@@ -192,12 +203,14 @@ fn inserted(row: Option<Row>) -> ConversionOutcome {
 async fn apply(client: &impl GenericClient, c: &Conversion) -> StoreResult<ConversionOutcome> {
     let outcome = match c.kind {
         EventKind::Ftd => {
+            let statement = prepared(
+                client,
+                "INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .await?;
             let row = client
-                .query_opt(
-                    "INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
-                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id, &c.tid],
-                )
+                .query_opt(&statement, &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id, &c.tid])
                 .await
                 .map_err(db_error)?;
             if let (Some(row), Some(payout)) = (&row, c.payout) {
@@ -264,14 +277,13 @@ async fn insert_payout(
     amount: f64,
     currency: &str,
 ) -> StoreResult<ConversionOutcome> {
-    let row = client
-        .query_opt(
-            "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::int8::numeric / 1000000, $3)
-             ON CONFLICT (ftd_event_id) DO NOTHING RETURNING id",
-            &[&ftd_id, &to_micro_units(amount), &currency],
-        )
-        .await
-        .map_err(db_error)?;
+    let statement = prepared(
+        client,
+        "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::int8::numeric / 1000000, $3)
+         ON CONFLICT (ftd_event_id) DO NOTHING RETURNING id",
+    )
+    .await?;
+    let row = client.query_opt(&statement, &[&ftd_id, &to_micro_units(amount), &currency]).await.map_err(db_error)?;
     Ok(inserted(row))
 }
 
@@ -440,16 +452,14 @@ impl Store for PostgresStore {
     }
 
     async fn click_owner(&self, click_id: Uuid) -> StoreResult<Option<ClickOwner>> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT c.offer_id, c.created_at, o.postback_secret, o.event_aliases
-                 FROM clicks c JOIN offers o ON o.id = c.offer_id WHERE c.click_id = $1",
-                &[&click_id],
-            )
-            .await
-            .map_err(db_error)?;
+        let client = self.client().await?;
+        let statement = prepared(
+            &client,
+            "SELECT c.offer_id, c.created_at, o.postback_secret, o.event_aliases
+             FROM clicks c JOIN offers o ON o.id = c.offer_id WHERE c.click_id = $1",
+        )
+        .await?;
+        let row = client.query_opt(&statement, &[&click_id]).await.map_err(db_error)?;
         Ok(row.map(|row| {
             let Json(aliases): Json<BTreeMap<String, String>> = row.get("event_aliases");
             ClickOwner {

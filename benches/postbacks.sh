@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Load test of /postback: the release router on PostgreSQL, CLICKS clicks made through /click, then
+# wrk reporting one FTD per click (each click once, in random order, with its offer's secret) for
+# DURATION seconds. Prints postbacks/s, p50/p99 latency and the router's CPU time per postback, then
+# checks after a graceful stop that the FTD rows equal the postbacks wrk counted (each stored once,
+# none lost) and that the payouts add up. Loopback only; bounded; cleans up after itself.
+#
+# Usage: benches/postbacks.sh   (DURATION=10 CONNECTIONS=32 CLICKS=300000 to change)
+# Needs: wrk (installed from Debian's packages if missing), PostgreSQL on 127.0.0.1:5432 with trust
+# auth (BENCH_DATABASE_URL names its maintenance database).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration="${DURATION:-10}"
+connections="${CONNECTIONS:-32}"
+clicks="${CLICKS:-300000}"
+router_port=5090
+work="$(mktemp -d)"
+server_core=0
+client_core=$(( $(nproc) > 1 ? 1 : 0 ))
+
+command -v wrk >/dev/null 2>&1 || {
+    echo "== installing wrk"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+}
+
+# shellcheck source=benches/router.sh
+source benches/router.sh
+trap 'cleanup_router; rm -rf "$work"' EXIT
+start_router "$router_port" "$server_core" "$work/router.log"
+
+echo "== $clicks clicks through /click"
+made=0
+while (( made < clicks )); do
+    out=$(taskset -c "$client_core" wrk -t1 -c64 -d2s "http://127.0.0.1:$router_port/click?source=postbacks")
+    made=$(psql -At "$router_db_url" -c "SELECT count(*) FROM clicks")
+done
+sleep 1
+psql -At -F' ' "$router_db_url" -c \
+    "SELECT c.click_id, o.postback_secret FROM clicks c JOIN offers o ON o.id = c.offer_id ORDER BY random()" |
+    awk '{ printf "/postback?click_id=%s&event=ftd&payout=120.50&secret=%s\n", $1, $2 }' > "$work/paths"
+available=$(wc -l < "$work/paths")
+
+echo "== postbacks for ${duration}s, wrk -t1 -c$connections, router on core $server_core, wrk on core $client_core"
+before=$(ticks "$router_pid")
+out=$(taskset -c "$client_core" wrk -t1 -c"$connections" -d"${duration}s" --latency \
+    -s benches/postbacks.lua "http://127.0.0.1:$router_port" -- "$work/paths")
+after=$(ticks "$router_pid")
+read -r requests bad rps p50 p99 < <(wrk_figures "$out")
+echo "postbacks: $requests ($bad not 2xx)   per second: $rps   p50 ${p50} us   p99 ${p99} us"
+echo "router CPU per postback: $(cpu_us_per_request $(( after - before )) "$requests") us"
+if (( requests >= available )); then
+    echo "wrk ran out of clicks ($available): raise CLICKS so that every postback is a first report" >&2
+    exit 1
+fi
+
+echo "== stopping the router gracefully and counting rows"
+stop_router
+read -r ftds payouts < <(psql -At -F' ' "$router_db_url" -c \
+    "SELECT (SELECT count(*) FROM ftd_events), (SELECT coalesce(sum(amount), 0) FROM payouts)")
+accepted=$(( requests - bad ))
+echo "FTDs accepted by wrk's count: $accepted   FTD rows: $ftds   payouts: $payouts"
+extra=$(( ftds - accepted ))
+expected_payouts=$(awk -v n="$ftds" 'BEGIN { printf "%.2f", n * 120.5 }')
+if (( bad != 0 )); then
+    echo "MISMATCH: $bad postbacks were refused" >&2
+    exit 1
+elif (( extra < 0 || extra > connections )); then
+    echo "MISMATCH: $ftds FTD rows for $accepted accepted postbacks" >&2
+    exit 1
+elif [[ "$(printf '%.2f' "$payouts")" != "$expected_payouts" ]]; then
+    echo "MISMATCH: payouts $payouts, expected $expected_payouts" >&2
+    exit 1
+fi
+echo "every accepted postback is stored once ($extra more rows: requests in flight when wrk stopped counting)"
