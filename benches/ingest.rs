@@ -1,6 +1,6 @@
 //! Writer ingest: how many clicks per second `Store::insert_clicks` commits in batches of the default
 //! size, into the embedded SQLite store and, when `BENCH_DATABASE_URL` names a PostgreSQL server's
-//! maintenance database, into PostgreSQL (binary COPY through a staging table).
+//! maintenance database, into PostgreSQL (binary COPY straight into `clicks`).
 
 use std::net::IpAddr;
 use std::sync::Arc;

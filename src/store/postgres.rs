@@ -11,9 +11,12 @@ use std::pin::pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    GenericClient, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
+};
 use time::OffsetDateTime;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, Type};
 use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
@@ -287,6 +290,101 @@ async fn insert_payout(
     Ok(inserted(row))
 }
 
+/// Column order of every click COPY.
+const CLICK_COLUMNS: &str =
+    "click_id, offer_id, created_at, user_agent, ip_address, referrer, source, campaign, propensity";
+
+/// Writes `clicks` with binary COPY into `table` (inside the caller's transaction).
+async fn copy_clicks(tx: &Transaction<'_>, table: &str, clicks: &[ClickRecord]) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(&format!("COPY {table} ({CLICK_COLUMNS}) FROM STDIN BINARY")).await?;
+    let types = [
+        Type::UUID,
+        Type::INT8,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::INET,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::FLOAT8,
+    ];
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for click in clicks {
+        writer
+            .as_mut()
+            .write(&[
+                &click.click_id,
+                &click.offer_id,
+                &click.created_at,
+                &click.user_agent.as_deref(),
+                &click.ip_address,
+                &click.referrer.as_deref(),
+                &click.source.as_deref(),
+                &click.campaign.as_deref(),
+                &click.propensity,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// The fast path: every click of the batch is new. COPY into `clicks`, then the hourly rollup from
+/// counts made here, in one transaction; a click stored before fails the whole batch.
+async fn copy_new_clicks(client: &mut Object, clicks: &[ClickRecord]) -> Result<u64, tokio_postgres::Error> {
+    let mut per_hour: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    for click in clicks {
+        let timestamp = click.created_at.unix_timestamp();
+        *per_hour.entry((click.offer_id, timestamp - timestamp.rem_euclid(3600))).or_default() += 1;
+    }
+    let (mut offers, mut hours, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+    for ((offer, hour), count) in per_hour {
+        offers.push(offer);
+        hours.push(hour as f64);
+        counts.push(count);
+    }
+    let tx = client.transaction().await?;
+    copy_clicks(&tx, "clicks", clicks).await?;
+    tx.execute(
+        "INSERT INTO click_rollup_hourly (offer_id, hour, clicks)
+         SELECT offer_id, to_timestamp(hour), clicks FROM unnest($1::int8[], $2::float8[], $3::int8[]) AS t (offer_id, hour, clicks)
+         ON CONFLICT (offer_id, hour) DO UPDATE SET clicks = click_rollup_hourly.clicks + EXCLUDED.clicks",
+        &[&offers, &hours, &counts],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(clicks.len() as u64)
+}
+
+/// The path for a batch that may hold clicks stored before: COPY into a staging table, insert what
+/// is new, roll up only that.
+async fn copy_via_staging(client: &mut Object, clicks: &[ClickRecord]) -> Result<u64, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.batch_execute(
+        "SET LOCAL client_min_messages = warning;
+         CREATE TEMP TABLE IF NOT EXISTS clicks_staging (LIKE clicks) ON COMMIT DELETE ROWS;",
+    )
+    .await?;
+    copy_clicks(&tx, "clicks_staging", clicks).await?;
+    let row = tx
+        .query_one(
+            "WITH inserted AS (
+                INSERT INTO clicks SELECT * FROM clicks_staging
+                ON CONFLICT (click_id) DO NOTHING
+                RETURNING offer_id, created_at
+             ), rolled AS (
+                INSERT INTO click_rollup_hourly (offer_id, hour, clicks)
+                SELECT offer_id, date_trunc('hour', created_at, 'UTC'), count(*) FROM inserted GROUP BY 1, 2
+                ON CONFLICT (offer_id, hour) DO UPDATE SET clicks = click_rollup_hourly.clicks + EXCLUDED.clicks
+             )
+             SELECT count(*) FROM inserted",
+            &[],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -386,69 +484,15 @@ impl Store for PostgresStore {
 
     async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        tx.batch_execute(
-            "SET LOCAL client_min_messages = warning;
-             CREATE TEMP TABLE IF NOT EXISTS clicks_staging (LIKE clicks) ON COMMIT DELETE ROWS;",
-        )
-        .await
-        .map_err(db_error)?;
-        let sink = tx
-            .copy_in(
-                "COPY clicks_staging (click_id, offer_id, created_at, user_agent, ip_address, referrer, source, \
-                 campaign, propensity) FROM STDIN BINARY",
-            )
-            .await
-            .map_err(db_error)?;
-        let types = [
-            Type::UUID,
-            Type::INT8,
-            Type::TIMESTAMPTZ,
-            Type::TEXT,
-            Type::INET,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::FLOAT8,
-        ];
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-        for click in clicks {
-            writer
-                .as_mut()
-                .write(&[
-                    &click.click_id,
-                    &click.offer_id,
-                    &click.created_at,
-                    &click.user_agent.as_deref(),
-                    &click.ip_address,
-                    &click.referrer.as_deref(),
-                    &click.source.as_deref(),
-                    &click.campaign.as_deref(),
-                    &click.propensity,
-                ])
-                .await
-                .map_err(db_error)?;
+        // Almost every batch is new: COPY it straight into `clicks`. A batch written before (a
+        // retry after a lost commit acknowledgement, a journal replay) breaks the primary key, the
+        // whole transaction rolls back, and the staging path skips the ids already stored.
+        match copy_new_clicks(&mut client, clicks).await {
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                copy_via_staging(&mut client, clicks).await.map_err(db_error)
+            }
+            result => result.map_err(db_error),
         }
-        writer.finish().await.map_err(db_error)?;
-        let row = tx
-            .query_one(
-                "WITH inserted AS (
-                    INSERT INTO clicks SELECT * FROM clicks_staging
-                    ON CONFLICT (click_id) DO NOTHING
-                    RETURNING offer_id, created_at
-                 ), rolled AS (
-                    INSERT INTO click_rollup_hourly (offer_id, hour, clicks)
-                    SELECT offer_id, date_trunc('hour', created_at, 'UTC'), count(*) FROM inserted GROUP BY 1, 2
-                    ON CONFLICT (offer_id, hour) DO UPDATE SET clicks = click_rollup_hourly.clicks + EXCLUDED.clicks
-                 )
-                 SELECT count(*) FROM inserted",
-                &[],
-            )
-            .await
-            .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        let inserted: i64 = row.get(0);
-        Ok(inserted as u64)
     }
 
     async fn click_owner(&self, click_id: Uuid) -> StoreResult<Option<ClickOwner>> {
