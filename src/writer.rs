@@ -8,7 +8,8 @@
 //!   written when it holds `batch_size` clicks or when `flush_interval` has passed since that first
 //!   click, whichever comes first, in one transaction. Between those moments the writer sleeps
 //!   (`park_timeout`) rather than waiting on the channel, so a click costs its sender no wake-up:
-//!   only the first click of a batch, a full batch, a flush or a stop wake the writer.
+//!   only the first click of a batch, a full batch (or half a queue shorter than a batch), a flush
+//!   or a stop wake the writer.
 //! - A batch the database refuses outright is retried click by click, so one bad row cannot block
 //!   the others; rows still refused are counted as failed and logged with their ids.
 //! - **Outage.** When the database is unreachable the writer keeps reading the queue (so `/click`
@@ -97,8 +98,9 @@ pub struct ClickQueue {
     stats: Arc<WriterStats>,
     /// The writer thread, woken when a batch is full or a flush is requested.
     writer: Thread,
-    /// Clicks per batch: a queue this long is a full batch.
-    batch_size: usize,
+    /// Queue length at which a sender wakes the writer: a full batch, or half the queue if the
+    /// queue is shorter than a batch (else it could fill while the writer sleeps to its deadline).
+    wake_at: usize,
     /// Size of the writer's journal.
     journal: Arc<JournalStats>,
 }
@@ -109,7 +111,7 @@ impl ClickQueue {
     pub fn try_enqueue(&self, click: ClickRecord) -> Result<(), EnqueueError> {
         match self.tx.try_send(Message::Click(click)) {
             Ok(()) => {
-                if self.tx.len() >= self.batch_size {
+                if self.tx.len() >= self.wake_at {
                     self.writer.unpark();
                 }
                 Ok(())
@@ -201,7 +203,8 @@ impl ClickWriter {
         };
         let thread = std::thread::Builder::new().name("click-writer".into()).spawn(move || worker.run())?;
         let writer = thread.thread().clone();
-        let queue = ClickQueue { tx, stats, writer, batch_size: config.batch_size, journal: journal_stats };
+        let wake_at = config.batch_size.min(config.queue_capacity / 2).max(1);
+        let queue = ClickQueue { tx, stats, writer, wake_at, journal: journal_stats };
         Ok(ClickWriter { queue, thread, shutdown_requested })
     }
 
@@ -282,7 +285,8 @@ impl Worker {
                     break;
                 }
                 // Sleep without waiting on the channel, so that senders do not wake this thread for
-                // every click; they unpark it when a batch is full, as do flush and stop requests.
+                // every click; they unpark it when a batch is full (or the queue half full), as do
+                // flush and stop requests.
                 std::thread::park_timeout(deadline - now);
             }
             if !batch.is_empty() {

@@ -3,6 +3,7 @@
 mod support;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, LOCATION};
@@ -124,6 +125,24 @@ async fn ten_thousand_clicks_land_exactly_once_each() {
     assert_eq!(stored.into_iter().collect::<HashSet<_>>(), ids);
     let rollup = db.count("SELECT sum(clicks) FROM click_rollup_hourly").await;
     assert_eq!(rollup, 10_000, "the hourly rollup counts each click once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_shorter_than_a_batch_still_wakes_the_writer() {
+    // The writer sleeps until a batch's deadline (here far away) unless a sender wakes it. With a
+    // queue shorter than a batch, waking it only at a full batch would never happen: the queue would
+    // fill and /click answer 503 until the deadline.
+    let server = TestServer::start_with(|config| {
+        config.click_queue_capacity = 1024;
+        config.writer_batch_size = 4096;
+        config.writer_flush_interval = Duration::from_secs(30);
+    })
+    .await;
+    server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
+    let (locations, _) = server.click_many(5_000, 4).await;
+    assert_eq!(locations.len(), 5_000, "every click redirected, none refused by a full queue");
+    let db = server.stop().await;
+    assert_eq!(db.click_ids().await.len(), 5_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
