@@ -1,6 +1,7 @@
 //! Writer ingest: how many clicks per second `Store::insert_clicks` commits in batches of the default
 //! size, into the embedded SQLite store and, when `BENCH_DATABASE_URL` names a PostgreSQL server's
-//! maintenance database, into PostgreSQL (binary COPY straight into `clicks`).
+//! maintenance database, into PostgreSQL (binary COPY straight into `clicks`), beside the
+//! alternative the router does not use: one multi-row `INSERT .. VALUES` per batch.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use casino_router::config::{Config, DatabaseConfig};
 use casino_router::store::{self, ClickRecord, Store};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use time::OffsetDateTime;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 const BATCH: usize = 4096;
@@ -45,6 +47,38 @@ fn bench_store(c: &mut Criterion, name: &str, store: Arc<dyn Store>, runtime: &t
     group.finish();
 }
 
+/// The alternative to COPY: the batch as one `INSERT .. VALUES (..), (..) ON CONFLICT DO NOTHING`
+/// (4,096 rows of 9 parameters fit PostgreSQL's 65,535), in one transaction. Rows only, no
+/// rollup: it is measured against the store's whole write, rollup included.
+async fn insert_multirow(client: &mut tokio_postgres::Client, clicks: &[ClickRecord]) -> u64 {
+    let mut sql = String::from(
+        "INSERT INTO clicks (click_id, offer_id, created_at, user_agent, ip_address, referrer, source, campaign, \
+         propensity) VALUES ",
+    );
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(clicks.len() * 9);
+    for (row, click) in clicks.iter().enumerate() {
+        let first = row * 9;
+        let placeholders: Vec<String> = (first + 1..=first + 9).map(|n| format!("${n}")).collect();
+        sql.push_str(&format!("{}({})", if row == 0 { "" } else { ", " }, placeholders.join(", ")));
+        params.extend_from_slice(&[
+            &click.click_id,
+            &click.offer_id,
+            &click.created_at,
+            &click.user_agent,
+            &click.ip_address,
+            &click.referrer,
+            &click.source,
+            &click.campaign,
+            &click.propensity,
+        ]);
+    }
+    sql.push_str(" ON CONFLICT (click_id) DO NOTHING");
+    let tx = client.transaction().await.unwrap();
+    let inserted = tx.execute(&sql, &params).await.unwrap();
+    tx.commit().await.unwrap();
+    inserted
+}
+
 fn ingest(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = std::env::temp_dir().join(format!("casino-ingest-{}", Uuid::now_v7().simple()));
@@ -69,6 +103,24 @@ fn ingest(c: &mut Criterion) {
     let store = runtime.block_on(store::open(&postgres)).unwrap();
     bench_store(c, "postgres_copy", store.clone(), &runtime);
     drop(store);
+    let mut client = runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&format!("{base}/{name}"), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    });
+    let mut group = c.benchmark_group("ingest");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    group.bench_function("postgres_multirow_insert", |b| {
+        b.iter_batched(
+            batch,
+            |clicks| assert_eq!(runtime.block_on(insert_multirow(&mut client, &clicks)), BATCH as u64),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+    drop(client);
     runtime.block_on(admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))).unwrap();
 }
 
