@@ -16,6 +16,7 @@ connections="${CONNECTIONS:-32}"
 clicks="${CLICKS:-300000}"
 router_port=5090
 work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 server_core=0
 client_core=$(( $(nproc) > 1 ? 1 : 0 ))
 
@@ -27,14 +28,17 @@ command -v wrk >/dev/null 2>&1 || {
 # shellcheck source=benches/router.sh
 source benches/router.sh
 trap 'cleanup_router; rm -rf "$work"' EXIT
+fail() { echo "$*" >&2; exit 1; }
 start_router "$router_port" "$server_core" "$work/router.log"
 
 echo "== $clicks clicks through /click"
 made=0
-while (( made < clicks )); do
-    out=$(taskset -c "$client_core" wrk -t1 -c64 -d2s "http://127.0.0.1:$router_port/click?source=postbacks")
+for _ in $(seq 1 30); do
+    (( made < clicks )) || break
+    taskset -c "$client_core" wrk -t1 -c64 -d2s "http://127.0.0.1:$router_port/click?source=postbacks" >/dev/null
     made=$(psql -At "$router_db_url" -c "SELECT count(*) FROM clicks")
 done
+(( made >= clicks )) || fail "only $made clicks stored after a minute of clicking"
 sleep 1
 psql -At -F' ' "$router_db_url" -c \
     "SELECT c.click_id, o.postback_secret FROM clicks c JOIN offers o ON o.id = c.offer_id ORDER BY random()" |
@@ -47,29 +51,23 @@ out=$(taskset -c "$client_core" wrk -t1 -c"$connections" -d"${duration}s" --late
     -s benches/postbacks.lua "http://127.0.0.1:$router_port" -- "$work/paths")
 after=$(ticks "$router_pid")
 read -r requests bad rps p50 p99 < <(wrk_figures "$out")
+(( requests > 0 )) || fail "wrk counted no postback: $out"
+socket_errors=$(echo "$out" | awk '/Socket errors/ {n = 0; for (i = 3; i <= NF; i += 2) n += $(i + 1); print n}')
 echo "postbacks: $requests ($bad not 2xx)   per second: $rps   p50 ${p50} us   p99 ${p99} us"
 echo "router CPU per postback: $(cpu_us_per_request $(( after - before )) "$requests") us"
-if (( requests >= available )); then
-    echo "wrk ran out of clicks ($available): raise CLICKS so that every postback is a first report" >&2
-    exit 1
-fi
+(( requests < available )) || fail "wrk ran out of clicks ($available): raise CLICKS so that every postback is a first report"
+[[ -z "$socket_errors" || "$socket_errors" == 0 ]] || fail "wrk saw socket errors: $(echo "$out" | grep 'Socket errors')"
 
 echo "== stopping the router gracefully and counting rows"
 stop_router
-read -r ftds payouts < <(psql -At -F' ' "$router_db_url" -c \
-    "SELECT (SELECT count(*) FROM ftd_events), (SELECT coalesce(sum(amount), 0) FROM payouts)")
+counts=$(psql -At -F' ' "$router_db_url" -c \
+    "SELECT (SELECT count(*) FROM ftd_events), (SELECT coalesce(sum(amount), 0) FROM payouts)") || fail "cannot count rows"
+read -r ftds payouts <<< "$counts"
 accepted=$(( requests - bad ))
 echo "FTDs accepted by wrk's count: $accepted   FTD rows: $ftds   payouts: $payouts"
 extra=$(( ftds - accepted ))
 expected_payouts=$(awk -v n="$ftds" 'BEGIN { printf "%.2f", n * 120.5 }')
-if (( bad != 0 )); then
-    echo "MISMATCH: $bad postbacks were refused" >&2
-    exit 1
-elif (( extra < 0 || extra > connections )); then
-    echo "MISMATCH: $ftds FTD rows for $accepted accepted postbacks" >&2
-    exit 1
-elif [[ "$(printf '%.2f' "$payouts")" != "$expected_payouts" ]]; then
-    echo "MISMATCH: payouts $payouts, expected $expected_payouts" >&2
-    exit 1
-fi
+(( bad == 0 )) || fail "MISMATCH: $bad postbacks were refused"
+(( extra >= 0 && extra <= connections )) || fail "MISMATCH: $ftds FTD rows for $accepted accepted postbacks"
+[[ "$(printf '%.2f' "$payouts")" == "$expected_payouts" ]] || fail "MISMATCH: payouts $payouts, expected $expected_payouts"
 echo "every accepted postback is stored once ($extra more rows: requests in flight when wrk stopped counting)"

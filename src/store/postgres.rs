@@ -1,9 +1,11 @@
 //! The PostgreSQL store: production, and safe for several router instances on one database.
 //!
-//! Clicks arrive in batches from the writer and go in by binary COPY into a session-local staging
-//! table, then `INSERT .. SELECT .. ON CONFLICT DO NOTHING` into `clicks`, so a batch retried after a
-//! lost commit acknowledgement stores nothing twice; the hourly click rollup is bumped from the rows
-//! actually inserted, in the same transaction. Recalculations take a transaction-scoped advisory lock,
+//! Clicks arrive in batches from the writer and go in by binary COPY straight into `clicks`, with the
+//! hourly click rollup bumped in the same transaction. A batch holding a click stored before (retried
+//! after a lost commit acknowledgement, replayed from the journal) breaks the primary key and rolls
+//! back whole; that batch then goes through a session-local staging table and
+//! `INSERT .. SELECT .. ON CONFLICT DO NOTHING`, with the rollup from the rows actually inserted, so
+//! nothing is stored or counted twice. Postback statements are prepared once per connection. Recalculations take a transaction-scoped advisory lock,
 //! so one instance recalculates at a time; migrations take a session advisory lock for the same reason.
 
 use std::collections::BTreeMap;
