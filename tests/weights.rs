@@ -194,4 +194,6 @@ async fn thompson_drives_traffic_toward_the_offer_that_converts() {
     let (low, high) = (interval[0].as_f64().unwrap(), interval[1].as_f64().unwrap());
     assert!(low < a_row["epc_mean"].as_f64().unwrap() && a_row["epc_mean"].as_f64().unwrap() < high, "{a_row}");
     assert!((a_row["traffic_share"].as_f64().unwrap() - a_row["weight"].as_f64().unwrap()).abs() < 1e-9);
+    // The probability shown is the one the table routes by: the same posterior, not a newer one.
+    assert!((a_row["probability_best"].as_f64().unwrap() - a_row["weight"].as_f64().unwrap()).abs() < 1e-9, "{a_row}");
 }

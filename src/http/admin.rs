@@ -4,6 +4,7 @@
 //! change to offers rebuilds the routing table before the response, so it applies to the next click.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
@@ -314,7 +315,15 @@ fn parse_range(query: &str) -> Result<TimeRange, ApiError> {
 async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
     let rows = app.store.offer_stats(parse_range(query)?).await?;
     let active: Vec<i64> = rows.iter().filter(|row| row.active).map(|row| row.offer_id).collect();
-    let posterior = app.thompson(&active).await?;
+    // Under `thompson`, the posterior the current table was built from (so that `probability_best`
+    // is the table's `weight`), unless the active offers changed since; otherwise a fresh one.
+    let current = app
+        .current_thompson()
+        .filter(|current| current.posteriors.iter().map(|posterior| posterior.offer_id).eq(active.iter().copied()));
+    let posterior = match current {
+        Some(current) => current,
+        None => Arc::new(app.thompson(&active).await?),
+    };
     let thompson_of = |offer_id: i64| {
         let index = active.iter().position(|&id| id == offer_id)?;
         let (low, high) = posterior.epc_interval[index];
