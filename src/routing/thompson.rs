@@ -470,23 +470,17 @@ mod tests {
         delay_mean: f64,
         seed: u64,
     ) -> (OfferHistory, Vec<(usize, usize, u64)>) {
-        recent_history(HORIZON_HOURS, offer_id, per_hour, rate, delay_mean, seed)
+        simulated(HORIZON_HOURS, offer_id, per_hour, rate, exponential_delays(delay_mean), seed)
     }
 
-    /// The same for an offer that has had clicks only for the last `hours` hours.
-    fn recent_history(
-        hours: usize,
-        offer_id: i64,
-        per_hour: u64,
-        rate: impl Fn(usize) -> f64,
-        delay_mean: f64,
-        seed: u64,
-    ) -> (OfferHistory, Vec<(usize, usize, u64)>) {
-        let delay = Exp::new(1.0 / delay_mean).unwrap();
-        simulated(hours, offer_id, per_hour, rate, |rng| delay.sample(rng), seed)
+    /// Draws exponential delays with `mean_hours`.
+    fn exponential_delays(mean_hours: f64) -> impl FnMut(&mut SmallRng) -> f64 {
+        let delay = Exp::new(1.0 / mean_hours).unwrap();
+        move |rng| delay.sample(rng)
     }
 
-    /// The same with delays (in hours) drawn by `sample_delay`.
+    /// The same for an offer that has had clicks only for the last `hours` hours, with delays (in
+    /// hours) drawn by `sample_delay`.
     fn simulated(
         hours: usize,
         offer_id: i64,
@@ -569,8 +563,8 @@ mod tests {
     fn a_day_of_censored_delays_tells_a_fast_platform_from_a_slow_one() {
         // Both offers are one day old, with the same FTD rate: every click younger than a day, most
         // of the slow offer's FTDs still to come.
-        let (fast, _) = recent_history(24, 1, 300, |_| 0.04, 3.0, 21);
-        let (slow, _) = recent_history(24, 2, 300, |_| 0.04, 96.0, 22);
+        let (fast, _) = simulated(24, 1, 300, |_| 0.04, exponential_delays(3.0), 21);
+        let (slow, _) = simulated(24, 2, 300, |_| 0.04, exponential_delays(96.0), 22);
         let slow_ftds: u64 = slow.ftds.iter().sum();
         let (fast_f, slow_f, fast_truth) = (estimated_delay(&fast), estimated_delay(&slow), exponential(3.0));
         for age in [6, 12, 23] {
