@@ -250,7 +250,10 @@ mod tests {
         use proptest::prelude::*;
 
         fn offer_url() -> impl Strategy<Value = String> {
-            let host = "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}";
+            // A first label starting "xn--" is a punycode (IDNA) label, which is refused unless it
+            // decodes: not the plain ASCII host this property is about.
+            let host =
+                "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}".prop_filter("not an IDNA label", |h| !h.starts_with("xn--"));
             let path = "(/[A-Za-z0-9._~-]{0,12}){0,3}";
             let query = "(\\?[a-z]{1,8}=(\\{click_id\\}|\\{source\\}|\\{campaign\\}|[a-z0-9]{0,8})){0,1}";
             (prop_oneof!["http", "https"], host, path, query)
