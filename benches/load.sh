@@ -60,7 +60,7 @@ sleep 0.5
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 router_idle_rss=$(rss_kb "$router_pid")
 
-# One wrk round; prints "requests rps p50_us p99_us cpu_us_per_request".
+# One wrk round; prints "requests non_2xx_3xx rps p50_us p99_us cpu_us_per_request".
 round() {
     local url="$1"; shift
     local before after out

@@ -96,7 +96,7 @@ pub struct FlushError;
 pub struct ClickQueue {
     tx: Sender<Message>,
     stats: Arc<WriterStats>,
-    /// The writer thread, woken when a batch is full or a flush is requested.
+    /// The writer thread, woken at `wake_at` queued clicks or when a flush is requested.
     writer: Thread,
     /// Queue length at which a sender wakes the writer: a full batch, or half the queue if the
     /// queue is shorter than a batch (else it could fill while the writer sleeps to its deadline).

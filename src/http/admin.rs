@@ -341,6 +341,7 @@ async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
             // Under `thompson` the table's probabilities are the weights; an offer's stored weight
             // waits for a switch back to `ev`.
             let thompson_routes = app.config.routing_strategy == RoutingStrategy::Thompson && row.active;
+            let traffic_share = share(row.offer_id);
             StatsView {
                 id: row.offer_id,
                 name: &row.name,
@@ -350,9 +351,9 @@ async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
                 total_payout: row.revenue,
                 conversion_rate: 100.0 * per_click(row.ftds as f64),
                 ev: per_click(row.revenue),
-                weight: if thompson_routes { share(row.offer_id) } else { row.weight },
+                weight: if thompson_routes { traffic_share } else { row.weight },
                 active: row.active,
-                traffic_share: share(row.offer_id),
+                traffic_share,
                 epc_mean: thompson.map(|(mean, _, _)| mean),
                 epc_interval_90: thompson.map(|(_, interval, _)| interval),
                 probability_best: thompson.map(|(_, _, probability)| probability),

@@ -5,8 +5,9 @@
 //! after a lost commit acknowledgement, replayed from the journal) breaks the primary key and rolls
 //! back whole; that batch then goes through a session-local staging table and
 //! `INSERT .. SELECT .. ON CONFLICT DO NOTHING`, with the rollup from the rows actually inserted, so
-//! nothing is stored or counted twice. Postback statements are prepared once per connection. Recalculations take a transaction-scoped advisory lock,
-//! so one instance recalculates at a time; migrations take a session advisory lock for the same reason.
+//! nothing is stored or counted twice. Postback statements are prepared once per connection.
+//! Recalculations take a transaction-scoped advisory lock, so one instance recalculates at a time;
+//! migrations take a session advisory lock for the same reason.
 
 use std::collections::BTreeMap;
 use std::pin::pin;
