@@ -7,7 +7,8 @@
 //!   click aged `a` hours can only show delays up to `a`), and both layers say so.
 //!   - A parametric fit says how much is still to come: [`DELAY_SHAPES`] shapes (log-normal and
 //!     exponential, medians from an hour to five days, each with a small uniform tail so that one
-//!     odd postback cannot rule a shape out), weighed by Bayes' rule on the offer's FTDs. An FTD
+//!     odd postback cannot rule a shape out; none leaving more than [`DELAY_BEYOND_HORIZON_MAX`] of
+//!     its FTDs beyond the horizon), weighed by Bayes' rule on the offer's FTDs. An FTD
 //!     seen at delay `d` weighs `f(d)`; the clicks weigh by how many FTDs the shape says should have
 //!     arrived, with the rate integrated out. So an offer whose FTDs all arrive within two hours is
 //!     fast and its silent week-old clicks are failures, while an offer with no FTD yet might be
@@ -72,6 +73,12 @@ const DELAY_UNIFORM_SHARE: f64 = 0.01;
 /// leaves stationary-3 at 98.8% and lowers slow-postbacks from 97.8% to 97.0-97.5% (depending on
 /// the random stream).
 const POSTERIOR_SHARPNESS: f64 = 4.0;
+/// Largest share of FTDs a delay shape may leave beyond the horizon. Platforms report FTDs within
+/// hours to days, and the engine cannot count what arrives after its horizon anyway; without this
+/// bound, a young offer's first few FTDs could be fitted by a very slow, wide shape (a median of four
+/// days with 12% of FTDs after a month), which reads its silent clicks as still to come and
+/// overstates its rate two to three times.
+const DELAY_BEYOND_HORIZON_MAX: f64 = 0.05;
 /// Weight of the parametric fit in each offer's Lynden-Bell delay estimate, in FTDs.
 const DELAY_PRIOR_FTDS: f64 = 20.0;
 
@@ -103,6 +110,9 @@ type DelayCounts = [(usize, usize, u64)];
 struct DelayShape {
     cdf: Vec<f64>,
     log_pmf: Vec<f64>,
+    /// Log prior weight: 0, or minus infinity for a shape that leaves more than
+    /// [`DELAY_BEYOND_HORIZON_MAX`] of its FTDs beyond the horizon.
+    log_prior: f64,
 }
 
 /// A family of delay distributions.
@@ -144,7 +154,8 @@ impl DelayShape {
                 (main * mass + uniform(1.0)).ln()
             })
             .collect();
-        DelayShape { cdf, log_pmf }
+        let log_prior = if above(h as f64) <= DELAY_BEYOND_HORIZON_MAX { 0.0 } else { f64::NEG_INFINITY };
+        DelayShape { cdf, log_pmf, log_prior }
     }
 
     /// Every shape, built once.
@@ -206,7 +217,8 @@ impl DelayEvidence {
     /// delays well, but not the silence of the clicks it says are done.
     fn shape_weights(&self, ftds: u64, pooled_rate: Option<f64>) -> [f64; DELAY_SHAPES] {
         let mut log_weight = self.log_likelihood;
-        for (weight, exposure) in log_weight.iter_mut().zip(self.exposure) {
+        for ((weight, exposure), shape) in log_weight.iter_mut().zip(self.exposure).zip(DelayShape::all()) {
+            *weight += shape.log_prior;
             *weight -= match pooled_rate {
                 Some(rate) => (1.0 + ftds as f64) * (1.0 / rate + exposure).ln(),
                 None if ftds > 0 => ftds as f64 * exposure.max(f64::MIN_POSITIVE).ln(),
@@ -584,10 +596,39 @@ mod tests {
         let silent = OfferHistory { clicks: vec![10; HORIZON_HOURS], ..Default::default() };
         let evidence = DelayEvidence::new(&[], &silent.clicks);
         let weights = evidence.shape_weights(0, None);
-        assert!(weights.iter().all(|&w| (w - 1.0 / DELAY_SHAPES as f64).abs() < 1e-12), "{weights:?}");
+        let plausible = DelayShape::all().iter().filter(|s| s.log_prior == 0.0).count();
+        assert!(plausible > DELAY_SHAPES * 9 / 10, "{plausible} of {DELAY_SHAPES} shapes are plausible");
+        for (w, shape) in weights.iter().zip(DelayShape::all()) {
+            let expected = if shape.log_prior == 0.0 { 1.0 / plausible as f64 } else { 0.0 };
+            assert!((w - expected).abs() < 1e-12, "{weights:?}");
+        }
         let f = estimated_delay(&silent);
         assert!(f(24) < 0.7 && f(96) < 0.9, "a long tail: slow platforms exist (F(1 day) = {:.2})", f(24));
         assert!(f(0) < f(24) && f(24) < f(96) && f(96) < f(HORIZON_HOURS - 1));
+    }
+
+    #[test]
+    fn a_young_offers_rate_is_not_overstated_by_slow_wide_delay_shapes() {
+        // Offers one to three days old, with log-normal delays of a day's median: a few of their
+        // first FTDs can fit a very slow, wide shape best, one that leaves FTDs to arrive after the
+        // horizon and so reads the silent clicks as FTDs still to come. Over many seeded histories
+        // the posterior mean rate stays near the truth (unbounded shapes: a median 22% high, a
+        // quarter of the histories 50% high).
+        let delay = LogNormal::new(24f64.ln(), 1.0).unwrap();
+        let mut ratios = Vec::new();
+        for seed in 0..200 {
+            for hours in [24, 36, 48, 72] {
+                let (young, _) = simulated(hours, 1, 100, |_| 0.025, |rng: &mut SmallRng| delay.sample(rng), seed);
+                let (other, _) =
+                    simulated(hours, 2, 300, |_| 0.04, |rng: &mut SmallRng| delay.sample(rng), seed + 1_000);
+                ratios.push(evaluate(&[young, other], 10, 1).posteriors[0].mean_rate() / 0.025);
+            }
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        let overstated = ratios.iter().filter(|&&r| r > 1.5).count() as f64 / ratios.len() as f64;
+        assert!((0.9..1.12).contains(&median), "median rate / truth {median:.2}");
+        assert!(overstated < 0.12, "{:.0}% of histories overstate the rate by half", 100.0 * overstated);
     }
 
     #[test]
