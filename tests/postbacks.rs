@@ -221,6 +221,12 @@ async fn concurrent_duplicate_postbacks_count_once() {
     assert_eq!(statuses.iter().filter(|s| *s == "duplicate").count(), 19);
     let stats = stats_of(&server, "").await;
     assert_eq!((stats["total_ftds"].as_u64(), stats["total_payout"].as_f64()), (Some(1), Some(100.0)));
+    // Every one of them is in the log once, with the outcome its answer gave.
+    let (_, log) = server.admin_json(Method::GET, "/admin/postbacks?limit=100", None).await;
+    let items = log["items"].as_array().unwrap();
+    let outcome_count = |outcome: &str| items.iter().filter(|i| i["outcome"] == outcome).count();
+    assert_eq!((items.len(), outcome_count("accepted"), outcome_count("duplicate")), (20, 1, 19), "{log}");
+    assert!(items.iter().filter(|i| i["outcome"] == "duplicate").all(|i| i["reason"] == "ftd already recorded"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

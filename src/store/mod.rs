@@ -6,7 +6,7 @@
 //! - money is never counted twice: each FTD, registration and deposit is unique in the database
 //!   (by click, or by the platform's transaction id), so concurrent duplicates resolve to one row;
 //! - a click insert is idempotent on `click_id`, so a batch written twice stores each click once;
-//! - a postback's effect and its postback-log row commit in one transaction;
+//! - a postback's effect and its postback-log row commit together (one transaction or statement);
 //! - each offer or weight change bumps a routing version, which every instance polls.
 
 pub mod postgres;

@@ -206,25 +206,68 @@ fn inserted(row: Option<Row>) -> ConversionOutcome {
     if row.is_some() { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate }
 }
 
+/// Records an FTD, its payout (when it carries one) and the postback's log line in one statement:
+/// atomic, as a transaction would make it, in a single round trip. FTDs are the postbacks that
+/// arrive in volume.
+async fn record_ftd(
+    client: &impl GenericClient,
+    c: &Conversion,
+    log: &PostbackLogEntry,
+) -> StoreResult<ConversionOutcome> {
+    let statement = prepared(
+        client,
+        "WITH ftd AS (
+             INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id
+         ), payout AS (
+             INSERT INTO payouts (ftd_event_id, amount, currency)
+             SELECT id, $6::int8::numeric / 1000000, $7 FROM ftd WHERE $6::int8 IS NOT NULL
+         ), recorded AS (SELECT EXISTS (SELECT 1 FROM ftd) AS yes)
+         INSERT INTO postback_log
+             (received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip)
+         SELECT $8::timestamptz, $9::int8, $10::text, $11::text, $12::float8, $13::text, $14::text,
+                CASE WHEN yes THEN $15::text ELSE $16::text END,
+                CASE WHEN yes THEN $17::text ELSE $18::text END, $19::inet
+         FROM recorded
+         RETURNING outcome = $15::text",
+    )
+    .await?;
+    let (recorded, duplicate) =
+        (log.concluded(c.kind, ConversionOutcome::Recorded), log.concluded(c.kind, ConversionOutcome::Duplicate));
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &c.click_id,
+                &c.offer_id,
+                &c.clicked_at,
+                &c.external_player_id,
+                &c.tid,
+                &c.payout.map(to_micro_units),
+                &c.currency,
+                &log.received_at,
+                &log.offer_id,
+                &log.click_id,
+                &log.event,
+                &log.payout,
+                &log.currency,
+                &log.tid,
+                &recorded.outcome.as_str(),
+                &duplicate.outcome.as_str(),
+                &recorded.reason,
+                &duplicate.reason,
+                &log.source_ip,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(if row.get(0) { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate })
+}
+
+/// Applies a payout, registration, deposit or rejection, inside the caller's transaction.
 async fn apply(client: &impl GenericClient, c: &Conversion) -> StoreResult<ConversionOutcome> {
     let outcome = match c.kind {
-        EventKind::Ftd => {
-            let statement = prepared(
-                client,
-                "INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id",
-            )
-            .await?;
-            let row = client
-                .query_opt(&statement, &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id, &c.tid])
-                .await
-                .map_err(db_error)?;
-            if let (Some(row), Some(payout)) = (&row, c.payout) {
-                let ftd_id: i64 = row.get(0);
-                insert_payout(client, ftd_id, payout, &c.currency).await?;
-            }
-            inserted(row)
-        }
+        EventKind::Ftd => unreachable!("apply_conversion records FTDs with record_ftd"),
         EventKind::Payout => {
             let ftd = client
                 .query_opt("SELECT id FROM ftd_events WHERE click_id = $1 FOR UPDATE", &[&c.click_id])
@@ -524,6 +567,9 @@ impl Store for PostgresStore {
         log: &PostbackLogEntry,
     ) -> StoreResult<ConversionOutcome> {
         let mut client = self.client().await?;
+        if conversion.kind == EventKind::Ftd {
+            return record_ftd(&client, conversion, log).await;
+        }
         let tx = client.transaction().await.map_err(db_error)?;
         let outcome = apply(&tx, conversion).await?;
         insert_log(&tx, &log.concluded(conversion.kind, outcome)).await?;
