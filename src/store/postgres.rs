@@ -232,6 +232,8 @@ async fn record_ftd(
          RETURNING outcome = $15::text",
     )
     .await?;
+    // Both possible log lines go along; the statement keeps the one that applies and returns whether
+    // it was the recorded one.
     let (recorded, duplicate) =
         (log.concluded(c.kind, ConversionOutcome::Recorded), log.concluded(c.kind, ConversionOutcome::Duplicate));
     let row = client
