@@ -248,8 +248,12 @@ struct DelayModel {
 impl DelayModel {
     /// The shapes mixed by `weights`.
     fn parametric(weights: &[f64; DELAY_SHAPES]) -> DelayModel {
-        let shapes = DelayShape::all();
-        let cdf = (0..HORIZON_HOURS).map(|age| weights.iter().zip(shapes).map(|(w, s)| w * s.cdf[age]).sum()).collect();
+        let mut cdf = vec![0.0; HORIZON_HOURS];
+        // Shape by shape, along each shape's contiguous CDF, and only the shapes the evidence leaves
+        // a say: most of the weight sits on a few.
+        for (&weight, shape) in weights.iter().zip(DelayShape::all()).filter(|&(&w, _)| w > 1e-12) {
+            cdf.iter_mut().zip(&shape.cdf).for_each(|(total, f)| *total += weight * f);
+        }
         DelayModel { cdf }
     }
 
