@@ -394,14 +394,20 @@ pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonRes
 /// rate differs from the older data's.
 pub fn change_window(ftds: &[u64], exposure: &[f64]) -> usize {
     let mut best: Option<(f64, usize)> = None;
+    // Running sums up to each window's edge: one pass, not one per window.
+    let (total_ftds, total_exp) = (ftds.iter().sum::<u64>(), exposure.iter().sum::<f64>());
+    let (mut recent_ftds, mut recent_exp, mut edge) = (0u64, 0.0f64, 0);
     for window in CHANGE_WINDOWS {
         if window >= exposure.len() {
             break;
         }
-        let (recent_ftds, older_ftds) = (ftds[..window].iter().sum::<u64>(), ftds[window..].iter().sum::<u64>());
-        let (recent_exp, older_exp) = (exposure[..window].iter().sum::<f64>(), exposure[window..].iter().sum::<f64>());
+        recent_ftds += ftds[edge..window].iter().sum::<u64>();
+        recent_exp += exposure[edge..window].iter().sum::<f64>();
+        edge = window;
+        let (older_ftds, older_exp) = (total_ftds - recent_ftds, total_exp - recent_exp);
         let n = recent_ftds + older_ftds;
-        if n < CHANGE_MIN_FTDS || recent_exp <= 0.0 || older_exp <= 0.0 {
+        // A difference of sums: rounding may leave a speck where there is no older exposure at all.
+        if n < CHANGE_MIN_FTDS || recent_exp <= 0.0 || older_exp <= 1e-9 * total_exp {
             continue;
         }
         // Given n FTDs in all, the recent ones are Binomial(n, p) if the rate did not change.
