@@ -166,12 +166,22 @@ async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
     Ok(())
 }
 
+/// The postback log's columns in the order both of its inserts give them (`insert_log` and
+/// `record_ftd`): a macro so that the statements stay literals, prepared once per connection.
+macro_rules! postback_log_columns {
+    () => {
+        "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip"
+    };
+}
+
 async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> StoreResult<()> {
     let statement = prepared(
         client,
-        "INSERT INTO postback_log
-            (received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        concat!(
+            "INSERT INTO postback_log (",
+            postback_log_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ),
     )
     .await?;
     client
@@ -216,20 +226,23 @@ async fn record_ftd(
 ) -> StoreResult<ConversionOutcome> {
     let statement = prepared(
         client,
-        "WITH ftd AS (
+        concat!(
+            "WITH ftd AS (
              INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id
          ), payout AS (
              INSERT INTO payouts (ftd_event_id, amount, currency)
              SELECT id, $6::int8::numeric / 1000000, $7 FROM ftd WHERE $6::int8 IS NOT NULL
          ), recorded AS (SELECT EXISTS (SELECT 1 FROM ftd) AS yes)
-         INSERT INTO postback_log
-             (received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip)
+         INSERT INTO postback_log (",
+            postback_log_columns!(),
+            ")
          SELECT $8::timestamptz, $9::int8, $10::text, $11::text, $12::float8, $13::text, $14::text,
                 CASE WHEN yes THEN $15::text ELSE $16::text END,
                 CASE WHEN yes THEN $17::text ELSE $18::text END, $19::inet
          FROM recorded
-         RETURNING outcome = $15::text",
+         RETURNING outcome = $15::text"
+        ),
     )
     .await?;
     // Both possible log lines go along; the statement keeps the one that applies and returns whether
