@@ -23,7 +23,11 @@
 //!   simulator, delays pooled over offers made an offer whose platform reports after days look like
 //!   a failing one.
 //! - **FTD rate** `r ~ Gamma(1 + ftds, 1/m + exposure)`: a Gamma-Poisson posterior whose prior is
-//!   worth one FTD at the pooled rate `m` of all offers; `exposure` is the sum of the clicks' `F(age)`.
+//!   worth one FTD at the rate `m` that would give the offer the pooled EPC of all offers (the pooled
+//!   rate times the pooled mean payout, over the offer's mean payout); `exposure` is the sum of the
+//!   clicks' `F(age)`. A priori every offer is worth the average click, whatever it pays per FTD:
+//!   offers that pay more per FTD convert less, and a prior at the pooled rate would make a
+//!   high-payout offer look best until its silence said otherwise.
 //! - **Mean payout** `mu ~ Normal(mean_n, sd / sqrt(n + 1))`, shrunk toward the pooled mean by one
 //!   pseudo-observation.
 //! - **Change**: the offer's recent FTDs are compared with its older ones, on several window lengths,
@@ -211,15 +215,15 @@ impl DelayEvidence {
     }
 
     /// Posterior weights of the shapes given the delays and the offer's `ftds`. With a
-    /// `pooled_rate`, the rate has a `Gamma(1, 1 / pooled_rate)` prior and is integrated out;
+    /// `prior_rate`, the rate has a `Gamma(1, 1 / prior_rate)` prior and is integrated out;
     /// without, the weights are those of the delays given the FTD count. Either way a shape is
     /// penalised for predicting more FTDs by now than arrived: a fast shape fits a handful of short
     /// delays well, but not the silence of the clicks it says are done.
-    fn shape_weights(&self, ftds: u64, pooled_rate: Option<f64>) -> [f64; DELAY_SHAPES] {
+    fn shape_weights(&self, ftds: u64, prior_rate: Option<f64>) -> [f64; DELAY_SHAPES] {
         let mut log_weight = self.log_likelihood;
         for ((weight, exposure), shape) in log_weight.iter_mut().zip(self.exposure).zip(DelayShape::all()) {
             *weight += shape.log_prior;
-            *weight -= match pooled_rate {
+            *weight -= match prior_rate {
                 Some(rate) => (1.0 + ftds as f64) * (1.0 / rate + exposure).ln(),
                 None if ftds > 0 => ftds as f64 * exposure.max(f64::MIN_POSITIVE).ln(),
                 None => 0.0,
@@ -365,19 +369,23 @@ pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonRes
         .zip(&evidence)
         .zip(&offer_ftds)
         .map(|((offer, evidence), &all_ftds)| {
-            let fit = DelayModel::parametric(&evidence.shape_weights(all_ftds, Some(pooled_rate)));
+            let n = offer.payouts as f64;
+            let payout_mean = (pooled_mean + offer.payout_sum) / (1.0 + n);
+            // No more than one FTD per click, and the pooled rate where nothing has paid yet.
+            let prior_rate =
+                if payout_mean > 0.0 { (pooled_rate * pooled_mean / payout_mean).min(1.0) } else { pooled_rate };
+            let fit = DelayModel::parametric(&evidence.shape_weights(all_ftds, Some(prior_rate)));
             let delay = DelayModel::estimate(&offer.delays, &fit);
             let exposure: Vec<f64> =
                 offer.clicks.iter().enumerate().map(|(age, &n)| n as f64 * delay.arrived_by(age)).collect();
             let window = change_window(&offer.ftds, &exposure);
             let ftds: u64 = offer.ftds.iter().take(window).sum();
             let exposure: f64 = exposure.iter().take(window).sum();
-            let n = offer.payouts as f64;
             OfferPosterior {
                 offer_id: offer.offer_id,
                 rate_shape: 1.0 + ftds as f64,
-                rate_rate: 1.0 / pooled_rate + exposure,
-                payout_mean: (pooled_mean + offer.payout_sum) / (1.0 + n),
+                rate_rate: 1.0 / prior_rate + exposure,
+                payout_mean,
                 payout_sd: (pooled_var / (1.0 + n)).sqrt(),
                 window_hours: window,
                 exposure,
@@ -659,6 +667,31 @@ mod tests {
         let naive_rate = 1.0 / (1.0 / 0.04 + 2_000.0); // the same prior, every click a failure
         assert!(young_rate > 0.01 && young_rate > 20.0 * naive_rate, "posterior mean rate {young_rate}");
         assert!(result.posteriors[1].exposure < 50.0, "2000 young clicks weigh {}", result.posteriors[1].exposure);
+    }
+
+    #[test]
+    fn a_high_payout_does_not_make_a_young_offer_look_best_before_its_clicks_have_spoken() {
+        // An established offer (3% at $100: EPC 3) and a young one whose first click converted at
+        // $400. A priori an offer is worth the pooled EPC: its rate's prior is what would give it
+        // that EPC at its payout, so the young offer's posterior EPC is about 5 (twice the evidence
+        // of one FTD on a few clicks, shrunk toward 3). A prior at the pooled rate of 3% would put it
+        // above 10, and it would take nearly all traffic until its clicks proved it poor.
+        let (established, _) = history(1, 30, |_| 0.03, 24.0, 5);
+        let mut young = OfferHistory {
+            offer_id: 2,
+            clicks: vec![0; HORIZON_HOURS],
+            ftds: vec![0; HORIZON_HOURS],
+            payout_sum: 400.0,
+            payout_sum_sq: 400.0 * 400.0,
+            payouts: 1,
+            delays: vec![(0, 0, 1)],
+        };
+        (young.clicks[0], young.ftds[0]) = (40, 1);
+        let result = evaluate(&[established, young], 1_000, 1);
+        let epc = |i: usize| result.posteriors[i].mean_epc();
+        assert!((epc(0) - 3.0).abs() < 0.4, "established offer's EPC {:.2}", epc(0));
+        assert!(epc(1) < 2.0 * epc(0), "young offer's EPC {:.2} against {:.2}", epc(1), epc(0));
+        assert!(epc(1) > epc(0), "one FTD on 40 clicks is good news: {:.2} against {:.2}", epc(1), epc(0));
     }
 
     #[test]
