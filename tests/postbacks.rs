@@ -230,6 +230,67 @@ async fn concurrent_duplicate_postbacks_count_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_ftds_is_recorded_once_each_with_its_payouts_and_log_lines() {
+    // 120 clicks, each reported at once: payouts of 1..=120 except every tenth without one, one
+    // transaction id reported for two clicks (the second is a duplicate), and 20 clicks reported
+    // twice. On PostgreSQL concurrent FTDs are committed together: each must still get its own
+    // outcome, payout and log line.
+    let server = TestServer::start().await;
+    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
+    let secret = offer["postback_secret"].as_str().unwrap().to_owned();
+    let (locations, _) = server.click_many(120, 8).await;
+    let clicks: Vec<Uuid> = locations.iter().map(|l| click_id_of(l)).collect();
+    let mut bodies = Vec::new();
+    for (i, click_id) in clicks.iter().enumerate() {
+        let n = i + 1;
+        let tid = if n == 120 { "t-1".to_owned() } else { format!("t-{n}") };
+        let mut body = json!({"click_id": click_id, "event": "ftd", "secret": secret, "tid": tid});
+        if n % 10 != 0 {
+            body["payout"] = json!(n);
+        }
+        bodies.push(body);
+    }
+    bodies.extend(bodies[20..40].to_vec());
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (http, url) = (server.http.clone(), server.url("/postback"));
+            tokio::spawn(async move {
+                let response = http.post(url).json(&body).send().await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                response.json::<Value>().await.unwrap()["status"].as_str().unwrap().to_owned()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    let count = |status: &str| statuses.iter().filter(|s| *s == status).count();
+    assert_eq!((count("success"), count("duplicate")), (119, 21), "{statuses:?}");
+    // Click 1 or click 120 won transaction id t-1, whichever came first; every other payout counts.
+    let paid: u64 = (1..=119).filter(|n| n % 10 != 0).sum();
+    let stats = stats_of(&server, "").await;
+    assert_eq!(stats["total_ftds"].as_u64(), Some(119));
+    let total = stats["total_payout"].as_f64().unwrap();
+    assert!(total == paid as f64 || total == (paid - 1) as f64, "total payout {total}, expected {paid} or one less");
+    let (_, log) = server.admin_json(Method::GET, "/admin/postbacks?limit=500", None).await;
+    let items = log["items"].as_array().unwrap();
+    let outcome_count = |outcome: &str| items.iter().filter(|i| i["outcome"] == outcome).count();
+    assert_eq!((items.len(), outcome_count("accepted"), outcome_count("duplicate")), (140, 119, 21));
+    for click_id in &clicks[20..40] {
+        let lines: Vec<&Value> = items.iter().filter(|i| i["click_id"] == click_id.to_string()).collect();
+        let outcomes: Vec<&str> = lines.iter().map(|i| i["outcome"].as_str().unwrap()).collect();
+        assert_eq!((lines.len(), outcomes.contains(&"accepted")), (2, true), "{click_id}: {outcomes:?}");
+    }
+    if matches!(support::backend(), support::Backend::Postgres) {
+        // Committed together: fewer transactions wrote the log than it has lines.
+        let transactions = server.db.count("SELECT count(DISTINCT xmin::text) FROM postback_log").await;
+        assert!(transactions < 140, "{transactions} transactions for 140 postbacks");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postback_log_keeps_every_postback_with_filters_and_paging() {
     let (server, secret, click_id) = server_with_click().await;
     post_json(&server, json!({"click_id": click_id, "event": "ftd", "payout": 10, "secret": secret})).await;

@@ -5,7 +5,8 @@
 //! after a lost commit acknowledgement, replayed from the journal) breaks the primary key and rolls
 //! back whole; that batch then goes through a session-local staging table and
 //! `INSERT .. SELECT .. ON CONFLICT DO NOTHING`, with the rollup from the rows actually inserted, so
-//! nothing is stored or counted twice. Postback statements are prepared once per connection.
+//! nothing is stored or counted twice. Postback statements are prepared once per connection, and
+//! concurrent FTD postbacks are committed together (`ftd_batch`).
 //! Recalculations take a transaction-scoped advisory lock, so one instance recalculates at a time;
 //! migrations take a session advisory lock for the same reason.
 
@@ -45,6 +46,7 @@ const OFFER_COLUMNS: &str = "id, name, casino_url, weight, postback_secret, acti
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    ftds: FtdBatcher,
 }
 
 impl PostgresStore {
@@ -63,7 +65,7 @@ impl PostgresStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { ftds: FtdBatcher::start(pool.clone()), pool };
         store.migrate().await?;
         Ok(store)
     }
@@ -167,12 +169,15 @@ async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
 }
 
 /// The postback log's columns in the order both of its inserts give them (`insert_log` and
-/// `record_ftd`): a macro so that the statements stay literals, prepared once per connection.
+/// `record_ftd`, and the batch in `ftd_batch`): a macro so that the statements stay literals, prepared once per connection.
 macro_rules! postback_log_columns {
     () => {
         "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip"
     };
 }
+
+mod ftd_batch;
+use ftd_batch::FtdBatcher;
 
 async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> StoreResult<()> {
     let statement = prepared(
@@ -581,10 +586,10 @@ impl Store for PostgresStore {
         conversion: &Conversion,
         log: &PostbackLogEntry,
     ) -> StoreResult<ConversionOutcome> {
-        let mut client = self.client().await?;
         if conversion.kind == EventKind::Ftd {
-            return record_ftd(&client, conversion, log).await;
+            return self.ftds.record(conversion, log).await;
         }
+        let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         let outcome = apply(&tx, conversion).await?;
         insert_log(&tx, &log.concluded(conversion.kind, outcome)).await?;
