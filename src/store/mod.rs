@@ -310,7 +310,7 @@ pub struct OfferStats {
 }
 
 /// Why a store call failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached: callers answer 503 and the writer retries.
     #[error("database unavailable: {0}")]

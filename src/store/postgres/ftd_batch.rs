@@ -108,13 +108,24 @@ async fn write(pool: &Pool, batch: Vec<Pending>) {
     record_one_by_one(pool, repeats).await;
 }
 
+/// Records each postback by itself, in order, on one connection: without one, each is answered
+/// with the reason at once rather than waiting for the pool again.
 async fn record_one_by_one(pool: &Pool, batch: Vec<Pending>) {
-    for pending in batch {
-        let outcome = match pool.get().await {
-            Ok(client) => record_ftd(&client, &pending.conversion, &pending.log).await,
-            Err(e) => Err(pool_error(e)),
-        };
-        let _ = pending.reply.send(outcome);
+    if batch.is_empty() {
+        return;
+    }
+    match pool.get().await {
+        Ok(client) => {
+            for pending in batch {
+                let _ = pending.reply.send(record_ftd(&client, &pending.conversion, &pending.log).await);
+            }
+        }
+        Err(e) => {
+            let error = pool_error(e);
+            for pending in batch {
+                let _ = pending.reply.send(Err(error.clone()));
+            }
+        }
     }
 }
 
