@@ -11,11 +11,15 @@
 //! segment's clicks, then deletes the file: a crash in between replays it again, which is harmless
 //! because inserts are idempotent on `click_id`.
 //!
+//! One instance per directory: the journal holds an exclusive lock on `.lock` in it for its life.
+//! Two instances sharing a directory would number their segments alike and overwrite each other's
+//! spills; the second one is refused at start instead.
+//!
 //! Bound: at most `JOURNAL_MAX_MB` on disk. A full journal refuses the spill; the writer then keeps
 //! the clicks in memory and stops reading the queue, which fills, and `/click` answers 503 (counted as
 //! rejected): deliberate, visible, and no click id handed out without its record.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +29,8 @@ use crate::store::{ClickRecord, Store, StoreError};
 
 const SEGMENT_PREFIX: &str = "clicks-";
 const SEGMENT_SUFFIX: &str = ".jsonl";
+/// The file whose lock says the directory is taken.
+const LOCK_FILE: &str = ".lock";
 
 /// Why the journal could not take or give back clicks.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,12 @@ pub enum JournalError {
         used: u64,
         /// The limit.
         limit: u64,
+    },
+    /// Another journal (another router instance) has the directory.
+    #[error("click journal {} is in use by another router instance: give each instance its own JOURNAL_DIR", .dir.display())]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
     },
     /// A file operation failed.
     #[error("click journal I/O error: {0}")]
@@ -67,6 +79,8 @@ pub struct JournalStats {
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
+    /// `.lock` in `dir`, exclusively locked until the journal is dropped.
+    _lock: File,
     max_bytes: u64,
     next_sequence: u64,
     stats: Arc<JournalStats>,
@@ -76,7 +90,13 @@ impl Journal {
     /// Opens (creating if needed) the journal in `dir`, and counts what a previous run left there.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<Journal, JournalError> {
         fs::create_dir_all(dir)?;
-        let journal = Journal { dir: dir.to_owned(), max_bytes, next_sequence: 0, stats: Arc::default() };
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(JournalError::InUse { dir: dir.to_owned() }),
+            Err(TryLockError::Error(e)) => return Err(e.into()),
+        }
+        let journal = Journal { dir: dir.to_owned(), _lock: lock, max_bytes, next_sequence: 0, stats: Arc::default() };
         let segments = journal.segments()?;
         let mut clicks = 0;
         let mut bytes = 0;
@@ -242,6 +262,7 @@ mod tests {
         journal.append(&second).unwrap();
         // A spill cut short by a crash leaves only its temporary file, which is not a segment.
         fs::write(dir.join(".clicks-00000000000000000009.jsonl.tmp"), b"{\"half").unwrap();
+        drop(journal);
 
         let reopened = Journal::open(&dir, 1 << 20).unwrap();
         assert_eq!(reopened.stats.clicks.load(Relaxed), 3);
@@ -249,6 +270,20 @@ mod tests {
         let read: Vec<ClickRecord> =
             reopened.segments().unwrap().iter().flat_map(|(_, path)| read_segment(path).unwrap().0).collect();
         assert_eq!(read, [first, second].concat());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_in_use_is_refused_until_its_journal_closes() {
+        let dir = temp_dir();
+        let mut first = Journal::open(&dir, 1 << 20).unwrap();
+        first.append(&[click(1)]).unwrap();
+        let refused = Journal::open(&dir, 1 << 20).unwrap_err();
+        assert!(matches!(&refused, JournalError::InUse { dir: d } if *d == dir), "{refused}");
+        assert!(refused.to_string().contains("JOURNAL_DIR"), "the error says what to change: {refused}");
+        drop(first);
+        let reopened = Journal::open(&dir, 1 << 20).unwrap();
+        assert_eq!(reopened.stats.clicks.load(Relaxed), 1, "the spill is intact");
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -2,9 +2,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader, Lines, Read};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -158,6 +159,31 @@ async fn a_first_run_seeds_examples_on_the_embedded_store_only() {
             assert_eq!(click, StatusCode::SERVICE_UNAVAILABLE);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_journal_directory_refuses_to_start() {
+    // Two instances sharing a journal would number their spills alike and overwrite each other's.
+    let db = TestDb::create().await;
+    let Served { child, drain, .. } = serve(router(&db));
+    let mut second = router(&db).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("the second instance is still running after 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(!status.success(), "the second instance exited with success: {stderr}");
+    assert!(stderr.contains("in use by another router instance") && stderr.contains("JOURNAL_DIR"), "{stderr}");
+    signal(&child, "TERM");
+    drain.join().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

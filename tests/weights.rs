@@ -109,6 +109,7 @@ async fn update_weights_shifts_traffic_here_and_on_other_instances() {
         support::Backend::Postgres => {
             let mut other_config = test_config(&server.db);
             other_config.min_clicks_for_ev = 5;
+            other_config.journal_dir = server.db.journal_dir().join("other-instance");
             Some(TestServer::start_on(server.db.shared(), other_config).await)
         }
         support::Backend::Sqlite => None,
