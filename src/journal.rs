@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::store::{ClickRecord, Store, StoreError};
+use crate::store::{ClickRecord, Store, StoreError, insert_clicks_isolating};
 
 const SEGMENT_PREFIX: &str = "clicks-";
 const SEGMENT_SUFFIX: &str = ".jsonl";
@@ -164,24 +164,15 @@ impl Journal {
             let (clicks, unreadable) = read_segment(&path)?;
             let mut refused = unreadable as u64;
             for chunk in clicks.chunks(batch_size.max(1)) {
-                match store.insert_clicks(chunk).await {
-                    Ok(_) => {}
-                    Err(StoreError::Unavailable(reason)) => return Err(StoreError::Unavailable(reason).into()),
-                    Err(_) => {
-                        for click in chunk {
-                            match store.insert_clicks(std::slice::from_ref(click)).await {
-                                Ok(_) => {}
-                                Err(StoreError::Unavailable(reason)) => {
-                                    return Err(StoreError::Unavailable(reason).into());
-                                }
-                                Err(error) => {
-                                    tracing::error!(%error, click_id = %click.click_id, "journaled click refused by the database");
-                                    refused += 1;
-                                }
-                            }
-                        }
-                    }
+                let written = insert_clicks_isolating(store, chunk).await;
+                for (click_id, error) in &written.refused {
+                    tracing::error!(%error, %click_id, "journaled click refused by the database");
                 }
+                if let Some(unreachable) = written.unreachable {
+                    // The segment stays; what was written of it is written again, harmlessly, next time.
+                    return Err(StoreError::Unavailable(unreachable.reason).into());
+                }
+                refused += written.refused.len() as u64;
             }
             if unreadable > 0 {
                 // Only a damaged disk does this: segments are renamed into place whole.

@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 
 use crate::journal::{Journal, JournalStats};
 use crate::metrics::Metrics;
-use crate::store::{ClickRecord, Store, StoreError};
+use crate::store::{ClickRecord, Store, insert_clicks_isolating};
 
 /// First pause before retrying an unreachable database; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -374,29 +374,18 @@ impl Worker {
     /// with the clicks not written if the database is unreachable.
     fn insert<'a>(&self, clicks: &'a [ClickRecord]) -> Result<(), Unreachable<'a>> {
         let started = Instant::now();
-        match self.runtime.block_on(self.store.insert_clicks(clicks)) {
-            Ok(_) => {
-                self.stats.written.fetch_add(clicks.len() as u64, Ordering::Relaxed);
-                self.metrics.batch_size.observe(clicks.len() as u64);
-                self.metrics.flush_latency.observe_duration(started.elapsed());
-                Ok(())
-            }
-            Err(StoreError::Unavailable(reason)) => Err(Unreachable { rest: clicks, reason }),
-            Err(error) if clicks.len() > 1 => {
-                tracing::warn!(%error, clicks = clicks.len(), "click batch refused, writing clicks one by one");
-                for (index, click) in clicks.iter().enumerate() {
-                    if let Err(unreachable) = self.insert(std::slice::from_ref(click)) {
-                        return Err(Unreachable { rest: &clicks[index..], reason: unreachable.reason });
-                    }
-                }
-                Ok(())
-            }
-            Err(error) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(%error, click_id = %clicks[0].click_id, "click refused by the database");
-                Ok(())
-            }
+        let written = self.runtime.block_on(insert_clicks_isolating(self.store.as_ref(), clicks));
+        self.stats.written.fetch_add(written.written, Ordering::Relaxed);
+        self.stats.failed.fetch_add(written.refused.len() as u64, Ordering::Relaxed);
+        for (click_id, error) in &written.refused {
+            tracing::error!(%error, %click_id, "click refused by the database");
         }
+        if let Some(unreachable) = written.unreachable {
+            return Err(Unreachable { rest: &clicks[unreachable.from..], reason: unreachable.reason });
+        }
+        self.metrics.batch_size.observe(clicks.len() as u64);
+        self.metrics.flush_latency.observe_duration(started.elapsed());
+        Ok(())
     }
 
     /// Keeps `clicks` in memory; past the bound, spills everything held to the journal.

@@ -404,6 +404,61 @@ pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
     }
 }
 
+/// What [`insert_clicks_isolating`] did.
+#[derive(Debug, Default)]
+pub struct ClicksWritten {
+    /// Clicks stored (or already stored: inserts are idempotent).
+    pub written: u64,
+    /// Clicks the database refused even one by one, with why.
+    pub refused: Vec<(Uuid, StoreError)>,
+    /// Set when the database became unreachable part-way: the clicks from there on were not tried.
+    pub unreachable: Option<ClicksUnreachable>,
+}
+
+/// Where and why the database became unreachable.
+#[derive(Debug)]
+pub struct ClicksUnreachable {
+    /// Index of the first click not tried.
+    pub from: usize,
+    /// Why.
+    pub reason: String,
+}
+
+/// Inserts `clicks` in one transaction; if the database refuses the batch, click by click, so that
+/// one bad row refuses only itself and the others are stored. Stops where the database becomes
+/// unreachable. The writer and the journal's replay both write this way.
+pub async fn insert_clicks_isolating(store: &dyn Store, clicks: &[ClickRecord]) -> ClicksWritten {
+    let mut outcome = ClicksWritten::default();
+    match store.insert_clicks(clicks).await {
+        Ok(_) => {
+            outcome.written = clicks.len() as u64;
+            return outcome;
+        }
+        Err(StoreError::Unavailable(reason)) => {
+            outcome.unreachable = Some(ClicksUnreachable { from: 0, reason });
+            return outcome;
+        }
+        Err(error) if clicks.len() > 1 => {
+            tracing::warn!(%error, clicks = clicks.len(), "click batch refused, writing clicks one by one");
+        }
+        Err(error) => {
+            outcome.refused.push((clicks[0].click_id, error));
+            return outcome;
+        }
+    }
+    for (index, click) in clicks.iter().enumerate() {
+        match store.insert_clicks(std::slice::from_ref(click)).await {
+            Ok(_) => outcome.written += 1,
+            Err(StoreError::Unavailable(reason)) => {
+                outcome.unreachable = Some(ClicksUnreachable { from: index, reason });
+                break;
+            }
+            Err(error) => outcome.refused.push((click.click_id, error)),
+        }
+    }
+    outcome
+}
+
 /// The storage interface. Implementations apply their migrations when they are opened.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
