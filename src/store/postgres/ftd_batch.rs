@@ -100,7 +100,10 @@ async fn write(pool: &Pool, batch: Vec<Pending>) {
                     let _ = pending.reply.send(Ok(outcome));
                 }
             }
-            Err(_) => record_one_by_one(pool, firsts).await,
+            Err(error) => {
+                tracing::warn!(%error, postbacks = firsts.len(), "FTD batch failed, writing its postbacks one by one");
+                record_one_by_one(pool, firsts).await;
+            }
         }
     } else {
         record_one_by_one(pool, firsts).await;
