@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Load test of the click path against the physical limit on this machine: the release router on
-# PostgreSQL versus nginx answering a static `return 302`, same wrk settings, alternating rounds,
-# server and wrk pinned to different cores. Prints requests/s, p50/p99 latency and the server's CPU
-# time per request (from /proc/PID/stat, counting every thread, the click writer included), the
-# router/nginx ratios, resident memory, and finally checks that the click rows equal the 302s wrk
+# PostgreSQL versus nginx answering a static `return 302` and a bare hyper server answering a 302
+# with a fresh UUID (benches/bare_redirect.rs), same wrk settings, alternating rounds, server and wrk
+# pinned to different cores. Prints requests/s, p50/p99 latency and the server's CPU time per request
+# (from /proc/PID/stat, counting every thread, the click writer included), the router/nginx and
+# router/bare ratios, resident memory, and finally checks that the click rows equal the 302s wrk
 # counted (zero loss) after a graceful stop. Loopback only; bounded; cleans up after itself.
 #
-# Usage: benches/load.sh            (ROUNDS=3 DURATION=10 CONNECTIONS=64 THREADS=1 to change)
+# Usage: benches/load.sh            (ROUNDS=3 DURATION=10 CONNECTIONS=64 THREADS=1 to change;
+#                                    ROUTER_BIN and BARE_BIN for prebuilt binaries)
 # Needs: wrk and nginx (installed from Debian's packages if missing), PostgreSQL on 127.0.0.1:5432
 # with trust auth (BENCH_DATABASE_URL names its maintenance database).
 set -euo pipefail
@@ -18,6 +20,7 @@ connections="${CONNECTIONS:-64}"
 threads="${THREADS:-1}"
 router_port=5088
 nginx_port=5089
+bare_port=5087
 work="$(mktemp -d)"
 server_core=0
 client_core=$(( $(nproc) > 1 ? 1 : 0 ))
@@ -31,6 +34,7 @@ nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 source benches/router.sh
 cleanup() {
     cleanup_router
+    [[ -n "${bare_pid:-}" ]] && kill "$bare_pid" 2>/dev/null || true
     [[ -f "$work/nginx.pid" ]] && kill -QUIT "$(cat "$work/nginx.pid")" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -53,6 +57,12 @@ EOF
 taskset -c "$server_core" "$nginx_bin" -c "$work/nginx.conf" -p "$work"
 for _ in $(seq 1 50); do [[ -f "$work/nginx.pid" ]] && break; sleep 0.1; done
 nginx_master="$(cat "$work/nginx.pid")"
+
+# ---- the floor: a bare hyper server answering a 302 with a fresh UUID (benches/bare_redirect.rs) --
+bare_bin="${BARE_BIN:-./target/release/examples/bare_redirect}"
+[[ -n "${BARE_BIN:-}" ]] || cargo build --release --quiet --example bare_redirect
+taskset -c "$server_core" "$bare_bin" "127.0.0.1:$bare_port" &
+bare_pid=$!
 
 # ---- the router: release build, PostgreSQL, three offers -----------------------------------------
 start_router "$router_port" "$server_core" "$work/router.log"
@@ -77,7 +87,7 @@ nginx_pids="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 echo "== $rounds alternating rounds of ${duration}s, wrk -t$threads -c$connections, server on core $server_core, wrk on core $client_core"
 printf '%-8s %6s %12s %10s %10s %10s %14s\n' server round requests "req/s" "p50 us" "p99 us" "cpu us/req"
 router_ok=0
-declare -a r_rps r_cpu n_rps n_cpu
+declare -a r_rps r_cpu n_rps n_cpu b_rps b_cpu
 for i in $(seq 1 "$rounds"); do
     read -r requests bad rps p50 p99 cpu < <(round "http://127.0.0.1:$router_port/click?source=load" "$router_pid")
     router_ok=$(( router_ok + requests - bad ))
@@ -88,14 +98,19 @@ for i in $(seq 1 "$rounds"); do
     read -r requests bad rps p50 p99 cpu < <(round "http://127.0.0.1:$nginx_port/click" $nginx_pids)
     n_rps+=("$rps"); n_cpu+=("$cpu")
     printf '%-8s %6s %12s %10s %10s %10s %14s\n' nginx "$i" "$requests" "$rps" "$p50" "$p99" "$cpu"
+    read -r requests bad rps p50 p99 cpu < <(round "http://127.0.0.1:$bare_port/click" "$bare_pid")
+    b_rps+=("$rps"); b_cpu+=("$cpu")
+    printf '%-8s %6s %12s %10s %10s %10s %14s\n' bare "$i" "$requests" "$rps" "$p50" "$p99" "$cpu"
 done
 router_load_rss=$(rss_kb "$router_pid")
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 rr=$(median "${r_rps[@]}"); nr=$(median "${n_rps[@]}"); rc=$(median "${r_cpu[@]}"); nc=$(median "${n_cpu[@]}")
+br=$(median "${b_rps[@]}"); bc=$(median "${b_cpu[@]}")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a/b}'; }
 echo
-echo "median req/s:        router $rr   nginx $nr   ratio $(awk -v a="$rr" -v b="$nr" 'BEGIN {printf "%.2f", a/b}')"
-echo "median CPU us/req:    router $rc   nginx $nc   ratio $(awk -v a="$rc" -v b="$nc" 'BEGIN {printf "%.2f", a/b}')"
+echo "median req/s:        router $rr   nginx $nr   bare $br   router/nginx $(ratio "$rr" "$nr")   router/bare $(ratio "$rr" "$br")"
+echo "median CPU us/req:    router $rc   nginx $nc   bare $bc   router/nginx $(ratio "$rc" "$nc")   router/bare $(ratio "$rc" "$bc")"
 echo "router RSS:           idle $(( router_idle_rss / 1024 )) MiB, after load $(( router_load_rss / 1024 )) MiB"
 
 echo "== stopping the router gracefully and counting rows"
