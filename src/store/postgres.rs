@@ -170,7 +170,8 @@ async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
 }
 
 /// The postback log's columns in the order both of its inserts give them (`insert_log` and
-/// `record_ftd`, and the batch in `ftd_batch`): a macro so that the statements stay literals, prepared once per connection.
+/// `record_ftd`, and the batch in `ftd_batch`): a macro so that the statements stay literals,
+/// prepared once per connection.
 macro_rules! postback_log_columns {
     () => {
         "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip"
@@ -361,13 +362,13 @@ async fn insert_payout(
 const CLICK_COLUMNS: &str =
     "click_id, offer_id, created_at, user_agent, ip_address, referrer, source, campaign, propensity";
 
-/// Writes `clicks` with binary COPY into `table` (inside the caller's transaction).
 /// Why a COPY of clicks failed.
 #[derive(Debug)]
 enum CopyError {
     /// The database's error (a duplicate id among them, for one).
     Db(tokio_postgres::Error),
-    /// A value that has no binary encoding (none of the click's types can fail; kept for honesty).
+    /// A value with no binary encoding. None of a click's types fails to encode, but the encoders'
+    /// signatures allow it.
     Encode(String),
 }
 
@@ -380,9 +381,10 @@ impl From<tokio_postgres::Error> for CopyError {
 /// Bytes of COPY data sent to the connection at a time.
 const COPY_CHUNK: usize = 256 * 1024;
 
-/// Copies `clicks` into `table` in PostgreSQL's binary COPY format. The rows are encoded here into
-/// large chunks and sent a chunk at a time: tokio-postgres's `BinaryCopyInWriter` sends every 4 KiB,
-/// a channel message (and often a wake-up of the connection task) per 35 clicks.
+/// Copies `clicks` into `table` (inside the caller's transaction) in PostgreSQL's binary COPY
+/// format. The rows are encoded here and sent 256 KiB at a time: tokio-postgres's
+/// `BinaryCopyInWriter` sends every 4 KiB, a channel message (and often a wake-up of the connection
+/// task) per 35 clicks.
 async fn copy_clicks(tx: &Transaction<'_>, table: &str, clicks: &[ClickRecord]) -> Result<(), CopyError> {
     const FIELDS: i16 = 9;
     let mut sink = pin!(tx.copy_in(&format!("COPY {table} ({CLICK_COLUMNS}) FROM STDIN BINARY")).await?);
