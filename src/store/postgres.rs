@@ -170,8 +170,8 @@ async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
 }
 
 /// The postback log's columns in the order both of its inserts give them (`insert_log` and
-/// `record_ftd`, and the batch in `ftd_batch`): a macro so that the statements stay literals,
-/// prepared once per connection.
+/// the FTD batch in `ftd_batch`): a macro so that the statements stay literals, prepared once per
+/// connection.
 macro_rules! postback_log_columns {
     () => {
         "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip"
@@ -223,73 +223,10 @@ fn inserted(row: Option<Row>) -> ConversionOutcome {
     if row.is_some() { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate }
 }
 
-/// Records an FTD, its payout (when it carries one) and the postback's log line in one statement:
-/// atomic, as a transaction would make it, in a single round trip. FTDs are the postbacks that
-/// arrive in volume.
-async fn record_ftd(
-    client: &impl GenericClient,
-    c: &Conversion,
-    log: &PostbackLogEntry,
-) -> StoreResult<ConversionOutcome> {
-    let statement = prepared(
-        client,
-        concat!(
-            "WITH ftd AS (
-             INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id
-         ), payout AS (
-             INSERT INTO payouts (ftd_event_id, amount, currency)
-             SELECT id, $6::int8::numeric / 1000000, $7 FROM ftd WHERE $6::int8 IS NOT NULL
-         ), recorded AS (SELECT EXISTS (SELECT 1 FROM ftd) AS yes)
-         INSERT INTO postback_log (",
-            postback_log_columns!(),
-            ")
-         SELECT $8::timestamptz, $9::int8, $10::text, $11::text, $12::float8, $13::text, $14::text,
-                CASE WHEN yes THEN $15::text ELSE $16::text END,
-                CASE WHEN yes THEN $17::text ELSE $18::text END, $19::inet
-         FROM recorded
-         RETURNING outcome = $15::text"
-        ),
-    )
-    .await?;
-    // Both possible log lines go along; the statement keeps the one that applies and returns whether
-    // it was the recorded one.
-    let (recorded, duplicate) =
-        (log.concluded(c.kind, ConversionOutcome::Recorded), log.concluded(c.kind, ConversionOutcome::Duplicate));
-    let row = client
-        .query_one(
-            &statement,
-            &[
-                &c.click_id,
-                &c.offer_id,
-                &c.clicked_at,
-                &c.external_player_id,
-                &c.tid,
-                &c.payout.map(to_micro_units),
-                &c.currency,
-                &log.received_at,
-                &log.offer_id,
-                &log.click_id,
-                &log.event,
-                &log.payout,
-                &log.currency,
-                &log.tid,
-                &recorded.outcome.as_str(),
-                &duplicate.outcome.as_str(),
-                &recorded.reason,
-                &duplicate.reason,
-                &log.source_ip,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
-    Ok(if row.get(0) { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate })
-}
-
 /// Applies a payout, registration, deposit or rejection, inside the caller's transaction.
 async fn apply(client: &impl GenericClient, c: &Conversion) -> StoreResult<ConversionOutcome> {
     let outcome = match c.kind {
-        EventKind::Ftd => unreachable!("apply_conversion records FTDs with record_ftd"),
+        EventKind::Ftd => unreachable!("apply_conversion records FTDs through ftd_batch"),
         EventKind::Payout => {
             let ftd = client
                 .query_opt("SELECT id FROM ftd_events WHERE click_id = $1 FOR UPDATE", &[&c.click_id])

@@ -6,8 +6,7 @@
 //! commit, so an answer still means "stored", as before.
 //!
 //! - A batch is whatever has queued while earlier batches were being written (at most
-//!   [`MAX_BATCH`]): under a light load every batch is one postback, written by the same
-//!   single-FTD statement as without batching, and waits for nothing.
+//!   [`MAX_BATCH`]): under a light load every batch is one postback, and waits for nothing.
 //! - A batch holds each click once. A click's repeats in the same batch are written after it, one by
 //!   one, so the outcomes are those of the postbacks recorded one after another: the first
 //!   recorded, the rest duplicates.
@@ -17,10 +16,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{db_error, pool_error, prepared, record_ftd};
+use super::{db_error, pool_error, prepared};
 use crate::conversion::to_micro_units;
 use crate::store::{Conversion, ConversionOutcome, PostbackLogEntry, StoreError, StoreResult};
 
@@ -87,58 +86,55 @@ async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Writes a batch and answers each of its postbacks.
+/// Writes a batch, on one connection, and answers each of its postbacks.
 async fn write(pool: &Pool, batch: Vec<Pending>) {
-    let mut clicks = HashSet::with_capacity(batch.len());
-    let (firsts, repeats): (Vec<Pending>, Vec<Pending>) =
-        batch.into_iter().partition(|pending| clicks.insert(pending.conversion.click_id));
-    if firsts.len() > 1 {
-        match record_batch(pool, &firsts).await {
-            Ok(outcomes) => {
-                for (pending, outcome) in firsts.into_iter().zip(outcomes) {
-                    // A sender that has gone (its client hung up) needs no answer: the FTD is stored.
-                    let _ = pending.reply.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, postbacks = firsts.len(), "FTD batch failed, writing its postbacks one by one");
-                record_one_by_one(pool, firsts).await;
-            }
-        }
-    } else {
-        record_one_by_one(pool, firsts).await;
-    }
-    record_one_by_one(pool, repeats).await;
-}
-
-/// Records each postback by itself, in order, on one connection: without one, each is answered
-/// with the reason at once rather than waiting for the pool again.
-async fn record_one_by_one(pool: &Pool, batch: Vec<Pending>) {
-    if batch.is_empty() {
-        return;
-    }
-    match pool.get().await {
-        Ok(client) => {
-            for pending in batch {
-                let _ = pending.reply.send(record_ftd(&client, &pending.conversion, &pending.log).await);
-            }
-        }
+    let client = match pool.get().await {
+        Ok(client) => client,
         Err(e) => {
             let error = pool_error(e);
             for pending in batch {
                 let _ = pending.reply.send(Err(error.clone()));
             }
+            return;
         }
+    };
+    let mut clicks = HashSet::with_capacity(batch.len());
+    let (firsts, repeats): (Vec<Pending>, Vec<Pending>) =
+        batch.into_iter().partition(|pending| clicks.insert(pending.conversion.click_id));
+    match record_batch(&client, &firsts).await {
+        Ok(outcomes) => {
+            for (pending, outcome) in firsts.into_iter().zip(outcomes) {
+                // A sender that has gone (its client hung up) needs no answer: the FTD is stored.
+                let _ = pending.reply.send(Ok(outcome));
+            }
+        }
+        Err(error) if firsts.len() > 1 => {
+            tracing::warn!(%error, postbacks = firsts.len(), "FTD batch failed, writing its postbacks one by one");
+            record_one_by_one(&client, firsts).await;
+        }
+        Err(error) => {
+            for pending in firsts {
+                let _ = pending.reply.send(Err(error.clone()));
+            }
+        }
+    }
+    record_one_by_one(&client, repeats).await;
+}
+
+/// Records each postback as a batch of its own, in order.
+async fn record_one_by_one(client: &Object, batch: Vec<Pending>) {
+    for pending in batch {
+        let outcome = record_batch(client, std::slice::from_ref(&pending)).await.map(|outcomes| outcomes[0]);
+        let _ = pending.reply.send(outcome);
     }
 }
 
 /// One statement for FTDs of distinct clicks: the FTDs (in click-id order, so that two batches
 /// lock the same clicks in the same order), their payouts, and every postback's log line with the
 /// outcome that applies. Returns the outcomes in the batch's order.
-async fn record_batch(pool: &Pool, batch: &[Pending]) -> StoreResult<Vec<ConversionOutcome>> {
-    let client = pool.get().await.map_err(pool_error)?;
+async fn record_batch(client: &Object, batch: &[Pending]) -> StoreResult<Vec<ConversionOutcome>> {
     let statement = prepared(
-        &client,
+        client,
         concat!(
             "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[], $4::text[], $5::text[],
