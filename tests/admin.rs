@@ -209,3 +209,38 @@ async fn unknown_paths_and_methods_get_json_errors() {
     let (status, _) = server.admin_json(Method::DELETE, "/admin/stats", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_light_load_the_pool_reuses_its_most_recent_connection() {
+    // PostgreSQL only: its backends are visible in pg_stat_activity. The pool hands out the
+    // connection returned last, so light traffic keeps one connection hot (its prepared statements,
+    // its backend's caches) instead of cycling through every connection a burst opened.
+    if !matches!(support::backend(), support::Backend::Postgres) {
+        return;
+    }
+    let server = TestServer::start().await;
+    server.create_offer("A", "https://a.example/", 1.0).await;
+    let backends = "SELECT count(DISTINCT pid) FROM pg_stat_activity
+                    WHERE datname = current_database() AND application_name = 'casino-router'";
+    // A burst opens several connections.
+    for _ in 0..4 {
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..24 {
+            let request = server.admin(Method::GET, "/admin/stats");
+            burst.spawn(async move { request.send().await.unwrap().status() });
+        }
+        while let Some(status) = burst.join_next().await {
+            assert_eq!(status.unwrap(), StatusCode::OK);
+        }
+    }
+    let opened = server.db.count(backends).await;
+    assert!(opened >= 4, "the burst opened only {opened} connections");
+
+    let since = server.db.rows("SELECT clock_timestamp()::text").await[0][0].clone().unwrap();
+    for _ in 0..20 {
+        let response = server.admin(Method::GET, "/admin/offers").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let used = server.db.count(&format!("{backends} AND state_change > '{since}'::timestamptz")).await;
+    assert!(used <= 2, "20 requests one after the other used {used} of {opened} connections");
+}
