@@ -138,9 +138,9 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RoutingStrategy {
     /// Weight = EV / max EV, floored, with uniform exploration, every `CRON_INTERVAL_HOURS`.
-    #[default]
     Ev,
     /// Each offer's probability of having the highest earnings per click under the posterior.
+    #[default]
     Thompson,
 }
 
@@ -208,7 +208,7 @@ impl Default for Config {
             min_weight: 0.1,
             min_clicks_for_ev: 100,
             recalc_interval: Duration::from_secs(6 * 3600),
-            routing_strategy: RoutingStrategy::Ev,
+            routing_strategy: RoutingStrategy::Thompson,
             thompson_refresh_interval: Duration::from_secs(60),
             table_refresh_interval: Duration::from_secs(5),
             admin_token: None,

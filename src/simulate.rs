@@ -377,8 +377,8 @@ pub struct Summary {
     pub revenue: (f64, f64),
     /// The same after the change.
     pub revenue_after_change: (f64, f64),
-    /// Mean share of clicks to the worst offer.
-    pub worst_offer_share: f64,
+    /// Mean share of clicks to the worst offer and the half-width of its 95% interval.
+    pub worst_offer_share: (f64, f64),
     /// Median hours to shift traffic after the change (runs that never shifted count as the rest of
     /// the month).
     pub median_hours_to_shift: Option<f64>,
@@ -411,7 +411,7 @@ pub fn summarize(scenario: &Scenario, strategy: Strategy, seeds: u64) -> Summary
     Summary {
         revenue: interval(results.iter().map(|r| r.revenue_share).collect()),
         revenue_after_change: interval(results.iter().map(|r| r.revenue_share_after_change).collect()),
-        worst_offer_share: results.iter().map(|r| r.worst_offer_share).sum::<f64>() / results.len() as f64,
+        worst_offer_share: interval(results.iter().map(|r| r.worst_offer_share).collect()),
         median_hours_to_shift,
     }
 }
@@ -429,13 +429,15 @@ pub fn report(seeds: u64, only: Option<&str>, mut progress: impl FnMut(&str)) ->
             let percent = |(mean, half): (f64, f64)| format!("{:.1} ± {:.1}", 100.0 * mean, 100.0 * half);
             let after = if scenario.change_hour.is_some() { percent(summary.revenue_after_change) } else { "-".into() };
             let shift = summary.median_hours_to_shift.map_or("-".into(), |h| format!("{h:.0}"));
+            let (worst, worst_half) = summary.worst_offer_share;
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2}% | {} |\n",
+                "| {} | {} | {} | {} | {:.2} ± {:.2}% | {} |\n",
                 scenario.name,
                 strategy.name(),
                 percent(summary.revenue),
                 after,
-                100.0 * summary.worst_offer_share,
+                100.0 * worst,
+                100.0 * worst_half,
                 shift
             ));
         }

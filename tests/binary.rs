@@ -268,7 +268,9 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
             assert!(!line.contains(secret), "a secret was logged: {line}");
         }
     }
-    for expected in ["casino-router listening", "postback refused", "weights recalculated", "casino-router stopped"] {
+    // `thompson`, the default strategy, recomputes its probabilities on `update-weights`.
+    let recalculated = "thompson probabilities recomputed";
+    for expected in ["casino-router listening", "postback refused", recalculated, "casino-router stopped"] {
         assert_eq!(messages.iter().filter(|m| *m == expected).count(), 1, "{expected:?} once in {log:#?}");
     }
     assert!(

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use casino_router::config::{Config, DatabaseConfig};
+use casino_router::config::{Config, DatabaseConfig, RoutingStrategy};
 use reqwest::header::LOCATION;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -213,9 +213,12 @@ impl Drop for TestDb {
     }
 }
 
-/// Configuration for a test server on `db`: fast writer flushes, a known admin token.
+/// Configuration for a test server on `db`: fast writer flushes, a known admin token, and the `ev`
+/// strategy, under which the weight an admin sets is the offer's traffic share (most tests set
+/// weights and count clicks). The tests of `thompson` switch to it.
 pub fn test_config(db: &TestDb) -> Config {
     Config {
+        routing_strategy: RoutingStrategy::Ev,
         database: db.database_config(),
         journal_dir: db.journal_dir(),
         admin_token: Some(ADMIN_TOKEN.to_owned()),
