@@ -31,7 +31,7 @@ pub const MIN_WEIGHT: &str = "MIN_WEIGHT";
 pub const MIN_CLICKS_FOR_EV: &str = "MIN_CLICKS_FOR_EV";
 /// How often the weights are recalculated (`ev` strategy).
 pub const CRON_INTERVAL_HOURS: &str = "CRON_INTERVAL_HOURS";
-/// `ev` (the original formula, the default) or `thompson` (Thompson sampling on earnings per click).
+/// `thompson` (Thompson sampling on earnings per click, the default) or `ev` (the original formula).
 pub const ROUTING_STRATEGY: &str = "ROUTING_STRATEGY";
 /// How often the `thompson` strategy recomputes the routing probabilities from the database.
 pub const THOMPSON_REFRESH_SECONDS: &str = "THOMPSON_REFRESH_SECONDS";
@@ -144,15 +144,22 @@ pub enum RoutingStrategy {
     Thompson,
 }
 
+impl RoutingStrategy {
+    /// The strategy's name, as `ROUTING_STRATEGY` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoutingStrategy::Ev => "ev",
+            RoutingStrategy::Thompson => "thompson",
+        }
+    }
+}
+
 impl std::str::FromStr for RoutingStrategy {
     type Err = ();
 
     fn from_str(name: &str) -> Result<RoutingStrategy, ()> {
-        match name.to_ascii_lowercase().as_str() {
-            "ev" => Ok(RoutingStrategy::Ev),
-            "thompson" => Ok(RoutingStrategy::Thompson),
-            _ => Err(()),
-        }
+        let name = name.to_ascii_lowercase();
+        [RoutingStrategy::Ev, RoutingStrategy::Thompson].into_iter().find(|strategy| strategy.name() == name).ok_or(())
     }
 }
 
@@ -438,6 +445,15 @@ mod tests {
         assert_eq!(config.min_weight, 0.1);
         assert_eq!(config.recalc_interval, Duration::from_secs(6 * 3600));
         assert_eq!(config.database, DatabaseConfig::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
+    }
+
+    #[test]
+    fn the_routing_strategy_is_thompson_unless_ev_is_asked_for() {
+        assert_eq!(parse(&[]).unwrap().routing_strategy, RoutingStrategy::Thompson);
+        assert_eq!(parse(&[(ROUTING_STRATEGY, "EV")]).unwrap().routing_strategy, RoutingStrategy::Ev);
+        assert_eq!(parse(&[(ROUTING_STRATEGY, "thompson")]).unwrap().routing_strategy, RoutingStrategy::Thompson);
+        let err = parse(&[(ROUTING_STRATEGY, "greedy")]).unwrap_err();
+        assert!(err.to_string().contains("ev or thompson"), "{err}");
     }
 
     #[test]

@@ -154,6 +154,7 @@ pub async fn run(
             %addr,
             offers = app.table.load().offers().len(),
             store = %app.config.database.kind(),
+            strategy = app.config.routing_strategy.name(),
             metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok()).map(tracing::field::display),
             "casino-router listening"
         );
