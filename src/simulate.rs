@@ -18,6 +18,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
+use crate::config::RoutingStrategy;
 use crate::routing::thompson::{self, HORIZON_HOURS, OfferHistory};
 use crate::routing::{OfferWindow, RedirectTemplate, RouteInput, RoutingTable, WeightPolicy};
 
@@ -168,25 +169,6 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-/// A routing strategy under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// The original formula.
-    Ev,
-    /// Thompson sampling on EPC.
-    Thompson,
-}
-
-impl Strategy {
-    /// The strategy's name, as `ROUTING_STRATEGY` spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Ev => "ev",
-            Strategy::Thompson => "thompson",
-        }
-    }
-}
-
 /// One run's figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunResult {
@@ -211,7 +193,7 @@ struct PendingFtd {
 }
 
 /// One run of `scenario` under `strategy` with `seed`.
-pub fn run(scenario: &Scenario, strategy: Strategy, seed: u64) -> RunResult {
+pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResult {
     let hours = DAYS * 24;
     let k = scenario.offers.len();
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -240,16 +222,18 @@ pub fn run(scenario: &Scenario, strategy: Strategy, seed: u64) -> RunResult {
         }
         let active: Vec<usize> = (0..k).filter(|&i| scenario.offers[i].active_at(hour)).collect();
         let refresh_every = match strategy {
-            Strategy::Ev => 6,
-            Strategy::Thompson => 1,
+            RoutingStrategy::Ev => 6,
+            RoutingStrategy::Thompson => 1,
         };
         let offers_changed = routed.len() != active.len();
         if hour % refresh_every == 0 || offers_changed {
             let weights = match strategy {
-                Strategy::Ev => ev_weights(&active, &recent, &scenario.offers, hour),
-                Strategy::Thompson => thompson_weights(&active, &clicks, &ftds, &arrived, &scenario.offers, hour, seed),
+                RoutingStrategy::Ev => ev_weights(&active, &recent, &scenario.offers, hour),
+                RoutingStrategy::Thompson => {
+                    thompson_weights(&active, &clicks, &ftds, &arrived, &scenario.offers, hour, seed)
+                }
             };
-            let exploration = if strategy == Strategy::Ev { 0.2 } else { 0.0 };
+            let exploration = if strategy == RoutingStrategy::Ev { 0.2 } else { 0.0 };
             table = build_table(&active, &weights, exploration);
             routed = active.clone();
         }
@@ -276,7 +260,7 @@ pub fn run(scenario: &Scenario, strategy: Strategy, seed: u64) -> RunResult {
             total_clicks += 1;
             let converts = rng.random_bool(spec.rate_at(hour).min(1.0));
             let arrives_at = converts.then(|| hour + delays[offer].sample(&mut rng).ceil() as usize);
-            let recent_index = (strategy == Strategy::Ev).then(|| {
+            let recent_index = (strategy == RoutingStrategy::Ev).then(|| {
                 recent[offer].push((hour, None));
                 recent[offer].len() - 1
             });
@@ -385,7 +369,7 @@ pub struct Summary {
 }
 
 /// Runs `seeds` seeds (in parallel on the machine's cores) and summarises them.
-pub fn summarize(scenario: &Scenario, strategy: Strategy, seeds: u64) -> Summary {
+pub fn summarize(scenario: &Scenario, strategy: RoutingStrategy, seeds: u64) -> Summary {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let results: Vec<RunResult> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
@@ -423,7 +407,7 @@ pub fn report(seeds: u64, only: Option<&str>, mut progress: impl FnMut(&str)) ->
          | --- | --- | --- | --- | --- | --- |\n",
     );
     for scenario in scenarios().iter().filter(|s| only.is_none_or(|name| name == s.name)) {
-        for strategy in [Strategy::Thompson, Strategy::Ev] {
+        for strategy in [RoutingStrategy::Thompson, RoutingStrategy::Ev] {
             progress(&format!("{} / {}", scenario.name, strategy.name()));
             let summary = summarize(scenario, strategy, seeds);
             let percent = |(mean, half): (f64, f64)| format!("{:.1} ± {:.1}", 100.0 * mean, 100.0 * half);
