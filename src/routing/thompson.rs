@@ -70,6 +70,8 @@ const DELAY_SHAPES: usize = DELAY_MEDIANS_HOURS.len() * DELAY_FAMILIES.len();
 /// Share of an offer's prior over delay medians that follows the other offers' medians; the rest is
 /// spread evenly over the grid, so that an offer slower or faster than the others is still found.
 const DELAY_MEDIAN_POOLED_SHARE: f64 = 0.8;
+/// A delay prior under which every shape is equally likely (log weights, all zero).
+const EVEN_SHAPE_PRIOR: [f64; DELAY_SHAPES] = [0.0; DELAY_SHAPES];
 /// Share of every shape spread evenly over the horizon: the tail that keeps an odd postback from
 /// ruling a shape out.
 const DELAY_UNIFORM_SHARE: f64 = 0.01;
@@ -220,9 +222,9 @@ impl DelayEvidence {
     }
 
     /// Posterior weights of the shapes given the delays and the offer's `ftds`, from the prior
-    /// `log_prior` (see [`ShapeVotes::log_prior_without`]; zeros for equal weights). With a `prior_rate`, the rate
-    /// has a `Gamma(1, 1 / prior_rate)` prior and is integrated out; without, the weights are those
-    /// of the delays given the FTD count. Either way a shape is penalised for predicting more FTDs by
+    /// `log_prior` (see [`ShapeVotes::log_prior_without`]; [`EVEN_SHAPE_PRIOR`] for equal weights).
+    /// With a `prior_rate`, the rate has a `Gamma(1, 1 / prior_rate)` prior and is integrated out;
+    /// without, the weights are those of the delays given the FTD count. Either way a shape is penalised for predicting more FTDs by
     /// now than arrived: a fast shape fits a handful of short delays well, but not the silence of
     /// the clicks it says are done.
     fn shape_weights(
@@ -298,7 +300,7 @@ impl ShapeVotes {
         // Each FTD votes 1 in all: below one, the others have none (and what is left is rounding).
         let total: f64 = others.families.iter().sum();
         if total < 0.5 {
-            return [0.0; DELAY_SHAPES];
+            return EVEN_SHAPE_PRIOR;
         }
         let families = others.families.map(|v| ((1.0 + v.max(0.0)) / (DELAY_FAMILIES.len() as f64 + total)).ln());
         let even = (1.0 - DELAY_MEDIAN_POOLED_SHARE) / DELAY_MEDIANS_HOURS.len() as f64;
@@ -413,7 +415,7 @@ pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonRes
     // Each offer's delay shapes as its delays alone weigh them: for the pooled rate, and for the
     // other offers' delay priors.
     let own_shapes: Vec<[f64; DELAY_SHAPES]> =
-        evidence.iter().zip(&offer_ftds).map(|(e, &ftds)| e.shape_weights(ftds, None, &[0.0; DELAY_SHAPES])).collect();
+        evidence.iter().zip(&offer_ftds).map(|(e, &ftds)| e.shape_weights(ftds, None, &EVEN_SHAPE_PRIOR)).collect();
     let shape_votes = ShapeVotes::new(&own_shapes, &offer_ftds);
     let total_ftds: u64 = offer_ftds.iter().sum();
     let total_exposure: f64 = evidence.iter().zip(&own_shapes).map(|(e, shapes)| e.mixed_exposure(shapes)).sum();
@@ -616,7 +618,7 @@ mod tests {
     /// `F(age)` as `offer`'s delays alone weigh the shapes.
     fn estimated_delay(offer: &OfferHistory) -> impl Fn(usize) -> f64 + use<> {
         let evidence = DelayEvidence::new(&offer.delays, &offer.clicks);
-        let fit = DelayModel::parametric(&evidence.shape_weights(offer.ftds.iter().sum(), None, &[0.0; DELAY_SHAPES]));
+        let fit = DelayModel::parametric(&evidence.shape_weights(offer.ftds.iter().sum(), None, &EVEN_SHAPE_PRIOR));
         let delay = DelayModel::estimate(&offer.delays, &fit);
         move |age| delay.arrived_by(age)
     }
@@ -682,7 +684,7 @@ mod tests {
     fn without_ftds_an_offer_is_given_every_shape_including_slow_ones() {
         let silent = OfferHistory { clicks: vec![10; HORIZON_HOURS], ..Default::default() };
         let evidence = DelayEvidence::new(&[], &silent.clicks);
-        let weights = evidence.shape_weights(0, None, &[0.0; DELAY_SHAPES]);
+        let weights = evidence.shape_weights(0, None, &EVEN_SHAPE_PRIOR);
         let plausible = DelayShape::all().iter().filter(|s| s.log_prior == 0.0).count();
         assert!(plausible > DELAY_SHAPES * 9 / 10, "{plausible} of {DELAY_SHAPES} shapes are plausible");
         for (w, shape) in weights.iter().zip(DelayShape::all()) {
