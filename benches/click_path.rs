@@ -112,7 +112,7 @@ fn handler(c: &mut Criterion) {
                 black_box(response);
             }
             let elapsed = start.elapsed();
-            while app.queue.depth() > 0 {
+            while writer.queue().depth() > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             elapsed

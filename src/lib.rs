@@ -152,11 +152,17 @@ pub async fn run(
     if let Ok(addr) = listeners.http.local_addr() {
         tracing::info!(
             %addr,
-            offers = app.table.load().offers().len(),
-            store = %app.config.database.kind(),
-            strategy = app.config.routing_strategy.name(),
+            offers = app.routable_offers(),
+            store = %app.config().database.kind(),
+            strategy = app.config().routing_strategy.name(),
             metrics = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok()).map(tracing::field::display),
             "casino-router listening"
+        );
+    }
+    if app.routable_offers() == 0 {
+        tracing::warn!(
+            "no active offers: every click answers 503 until one is added; run `casino-router seed` for three \
+             examples, or POST /admin/offers with the admin token (see /docs)"
         );
     }
     let metrics_server = listeners.metrics.map(|listener| {

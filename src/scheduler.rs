@@ -21,12 +21,12 @@ const RETRY_DELAY: Duration = Duration::from_secs(60);
 pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     // `ev` recalculates every CRON_INTERVAL_HOURS; `thompson` refreshes its probabilities far more
     // often (THOMPSON_REFRESH_SECONDS), reading only hourly rollups.
-    let interval = match app.config.routing_strategy {
-        RoutingStrategy::Ev => app.config.recalc_interval,
-        RoutingStrategy::Thompson => app.config.thompson_refresh_interval,
+    let interval = match app.config().routing_strategy {
+        RoutingStrategy::Ev => app.config().recalc_interval,
+        RoutingStrategy::Thompson => app.config().thompson_refresh_interval,
     };
     let mut next_recalc = Instant::now() + interval;
-    let mut refresh = tokio::time::interval(app.config.table_refresh_interval);
+    let mut refresh = tokio::time::interval(app.config().table_refresh_interval);
     refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -33,10 +33,10 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(app.config.header_read_timeout);
+    builder.timer(TokioTimer::new()).header_read_timeout(app.config().header_read_timeout);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut connections = tokio::task::JoinSet::new();
-    let slots = Arc::new(Semaphore::new(app.config.max_connections));
+    let slots = Arc::new(Semaphore::new(app.config().max_connections));
     loop {
         while connections.try_join_next().is_some() {} // reap finished connections
         // At the limit, stop accepting: new connections wait in the kernel's backlog.

@@ -185,6 +185,9 @@ async fn offer_changes_apply_to_the_next_click_without_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_database_and_queue() {
     let server = TestServer::start().await;
+    // No offer yet: every click would be refused, and health says so rather than "ok".
+    let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((&health["status"], &health["active_offers"]), (&json!("no_active_offers"), &json!(0)));
     server.create_offer("A", "https://a.example/", 1.0).await;
     server.click_location("").await;
     let response = server.http.get(server.url("/health")).send().await.unwrap();
@@ -204,8 +207,15 @@ async fn unknown_paths_and_methods_get_json_errors() {
     let response = server.http.get(server.url("/nope")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert_eq!(response.json::<Value>().await.unwrap(), json!({"error": "not found"}));
+    // A 405 names the methods the path does take (RFC 9110).
     let response = server.http.delete(server.url("/click")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "GET");
+    let response = server.http.put(server.url("/postback")).send().await.unwrap();
+    assert_eq!(response.headers()["allow"], "GET, POST");
+    let response = server.admin(Method::POST, "/admin/offers/1").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "GET, PUT, PATCH, DELETE");
     let (status, _) = server.admin_json(Method::DELETE, "/admin/stats", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }

@@ -21,8 +21,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::app::App;
-use crate::metrics::WriterSnapshot;
+use crate::app::{App, AppError, Health};
 use crate::store::StoreError;
 use routes::{Endpoint, Resolved};
 
@@ -54,7 +53,7 @@ pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: So
     if surface == Surface::Metrics {
         return match (req.method(), path) {
             (&Method::GET, "/metrics") => metrics(app),
-            (_, "/metrics") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            (_, "/metrics") => method_not_allowed("GET"),
             _ => error(StatusCode::NOT_FOUND, "not found"),
         };
     }
@@ -64,7 +63,7 @@ pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: So
     }
     let (endpoint, parameter) = match routes::resolve(req.method(), path) {
         Resolved::Found(endpoint, parameter) => (endpoint, parameter.map(str::to_owned)),
-        Resolved::MethodNotAllowed => return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        Resolved::MethodNotAllowed => return method_not_allowed(&routes::allowed_methods(path)),
         Resolved::NotFound => return error(StatusCode::NOT_FOUND, "not found"),
     };
     match endpoint {
@@ -72,7 +71,7 @@ pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: So
         Endpoint::Click => handle_click(app, req.uri(), req.headers(), peer),
         Endpoint::PostbackGet | Endpoint::PostbackPost => postback::handle(app, req, peer).await,
         Endpoint::Health => health(app).await,
-        Endpoint::Metrics if app.config.metrics_addr.is_some() => error(StatusCode::NOT_FOUND, "not found"),
+        Endpoint::Metrics if app.config().metrics_addr.is_some() => error(StatusCode::NOT_FOUND, "not found"),
         Endpoint::Metrics if !admin::authorized(app, &req) => admin::unauthorized(),
         Endpoint::Metrics => metrics(app),
         Endpoint::OpenApi => docs::openapi(),
@@ -85,8 +84,7 @@ pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: So
 
 /// `GET /metrics`: the Prometheus text format.
 fn metrics(app: &App) -> HttpResponse {
-    let text = app.metrics.render(&app.table.load(), writer_snapshot(app));
-    let mut response = Response::new(Full::new(Bytes::from(text)));
+    let mut response = Response::new(Full::new(Bytes::from(app.metrics_text())));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -94,7 +92,7 @@ fn metrics(app: &App) -> HttpResponse {
 }
 
 #[derive(Serialize)]
-struct Health {
+struct HealthView {
     status: &'static str,
     database: &'static str,
     queue_depth: usize,
@@ -108,15 +106,15 @@ struct Health {
     active_offers: usize,
 }
 
-/// `GET /health`: 200 while the router can route; says whether the database is reachable and how
+/// `GET /health`: 200 with a verdict (`ok`, `degraded` while the database is unreachable,
+/// `no_active_offers` while every click is refused), whether the database is reachable, and how
 /// many clicks wait for it (queued, held in memory, journaled).
 async fn health(app: &App) -> HttpResponse {
-    let database_up = app.store.ping().await.is_ok();
-    let writer = writer_snapshot(app);
+    let Health { status, database_up, active_offers, writer } = app.health().await;
     json(
         StatusCode::OK,
-        &Health {
-            status: if database_up && !writer.outage { "ok" } else { "degraded" },
+        &HealthView {
+            status: status.as_str(),
             database: if database_up { "up" } else { "down" },
             queue_depth: writer.queue_depth,
             queue_capacity: writer.queue_capacity,
@@ -126,25 +124,18 @@ async fn health(app: &App) -> HttpResponse {
             clicks_written: writer.written,
             clicks_failed: writer.failed,
             clicks_rejected: writer.rejected,
-            active_offers: app.table.load().offers().len(),
+            active_offers,
         },
     )
 }
 
-fn writer_snapshot(app: &App) -> WriterSnapshot {
-    use std::sync::atomic::Ordering::Relaxed;
-    let (stats, journal) = (app.queue.stats(), app.queue.journal());
-    WriterSnapshot {
-        queue_depth: app.queue.depth(),
-        queue_capacity: app.config.click_queue_capacity,
-        held: stats.held.load(Relaxed),
-        outage: stats.outage.load(Relaxed),
-        journal_clicks: journal.clicks.load(Relaxed),
-        journal_bytes: journal.bytes.load(Relaxed),
-        written: stats.written.load(Relaxed),
-        failed: stats.failed.load(Relaxed),
-        rejected: stats.rejected.load(Relaxed),
+/// 405 with the `Allow` header RFC 9110 requires.
+fn method_not_allowed(allow: &str) -> HttpResponse {
+    let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    if let Ok(value) = HeaderValue::from_str(allow) {
+        response.headers_mut().insert(hyper::header::ALLOW, value);
     }
+    response
 }
 
 /// A JSON response.
@@ -210,6 +201,19 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %other, "store error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
             }
+        }
+    }
+}
+
+/// An operation's failure: the status its kind calls for, and its message (which names the field).
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> ApiError {
+        match err {
+            AppError::Invalid(message) => ApiError::bad_request(message),
+            AppError::NoSuchOffer => ApiError::new(StatusCode::NOT_FOUND, "no such offer"),
+            AppError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
+            AppError::PendingClicks => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            AppError::Store(error) => error.into(),
         }
     }
 }

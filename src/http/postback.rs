@@ -1,10 +1,8 @@
 //! `/postback`: conversions reported by casino platforms, server to server.
 //!
 //! Accepted as `GET` with query parameters (what most platforms send), `POST` with a JSON body, or
-//! `POST` with a form body; the secret may also come in `X-Postback-Secret`. The steps: parse,
-//! validate, find the click (asking the writer to flush if it may still be queued), check the offer's
-//! secret in constant time, map the event word, apply. Every postback, accepted or not, is written to
-//! the postback log, and a 2xx is answered only once the event is committed.
+//! `POST` with a form body; the secret may also come in `X-Postback-Secret`. This module reads the
+//! fields and renders the answer; [`App::record_postback`] validates, authenticates, applies and logs.
 //!
 //! Invariant: the secret is never logged, stored, or echoed in a response.
 
@@ -15,25 +13,13 @@ use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::query::pairs;
 use super::{ApiError, HttpResponse, error, json, read_body};
-use crate::app::App;
-use crate::conversion::{EventKind, validate_payout};
-use crate::secret::secrets_match;
-use crate::store::{Conversion, ConversionOutcome, PostbackLogEntry, PostbackOutcome, StoreError};
-
-/// How long a postback for a click not yet in the database waits for the writer to flush.
-const FLUSH_WAIT: Duration = Duration::from_secs(3);
-/// A click id younger than this may still wait in the writer's queue; older unknown ids are not
-/// worth a flush (which would let anyone break the writer's batching with random ids).
-const RECENT_CLICK: Duration = Duration::from_secs(600);
-/// Longest accepted `tid` or `external_player_id`.
-const MAX_ID_CHARS: usize = 128;
-/// Longest click id or event word kept in the postback log.
-const MAX_LOGGED_CHARS: usize = 128;
+use crate::app::{App, PostbackAccepted, PostbackInput, PostbackRefused};
+use crate::conversion::EventKind;
+use crate::store::PostbackOutcome;
 
 /// The fields of a postback as they arrive, before any validation.
 #[derive(Debug, Default, Deserialize)]
@@ -95,74 +81,53 @@ struct Accepted<'a> {
 /// Handles `GET /postback` and `POST /postback`.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     let header_secret = req.headers().get("x-postback-secret").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let mut log = PostbackLogEntry {
-        received_at: OffsetDateTime::now_utc(),
-        offer_id: None,
-        click_id: None,
-        event: None,
-        payout: None,
-        currency: None,
-        tid: None,
-        outcome: PostbackOutcome::Invalid,
-        reason: None,
-        source_ip: Some(peer.ip()),
-    };
-    let mut raw = match parse_request(req, app.config.header_read_timeout).await {
+    let raw = match parse_request(req, app.config().header_read_timeout).await {
         Ok(raw) => raw,
         Err(refused) => {
-            // Unreadable postbacks are logged too: "the casino says it sent it" starts here.
-            log.reason = Some(refused.message().to_owned());
-            if let Err(e) = app.store.log_postback(&log).await {
-                return store_failure(app, e);
-            }
-            app.metrics.postback(PostbackOutcome::Invalid);
-            tracing::info!(outcome = "invalid", reason = refused.message(), "postback refused");
-            return refused.into_response();
+            return match app.log_unreadable_postback(refused.message(), Some(peer.ip())).await {
+                Ok(()) => refused.into_response(),
+                Err(error) => refusal(error),
+            };
         }
     };
-    if header_secret.is_some() {
-        raw.secret = header_secret;
+    let input = PostbackInput {
+        click_id: raw.click_id,
+        event: raw.event,
+        payout: raw.payout,
+        secret: header_secret.or(raw.secret),
+        external_player_id: raw.external_player_id,
+        tid: raw.tid,
+        currency: raw.currency,
+        source_ip: Some(peer.ip()),
+    };
+    match app.record_postback(input).await {
+        Ok(PostbackAccepted::Recorded { click_id, kind, payout }) => {
+            json(StatusCode::OK, &Accepted { status: "success", message: recorded_message(kind, payout), click_id })
+        }
+        Ok(PostbackAccepted::Duplicate { click_id }) => json(
+            StatusCode::OK,
+            &Accepted { status: "duplicate", message: "event already recorded; nothing changed", click_id },
+        ),
+        Err(refused) => refusal(refused),
     }
-    log.click_id = raw.click_id.as_deref().map(|id| truncated(id, MAX_LOGGED_CHARS));
-    log.event = raw.event.as_deref().map(|event| truncated(event, MAX_LOGGED_CHARS));
-    log.tid = raw.tid.as_deref().map(|tid| truncated(tid, MAX_LOGGED_CHARS));
-    log.currency = raw.currency.as_deref().map(|c| truncated(c, 8));
-    log.payout = raw.payout.as_deref().and_then(|p| p.trim().parse().ok());
+}
 
-    match process(app, &raw, &mut log).await {
-        Ok(response) => response,
-        Err(Refusal { status, outcome, reason }) => {
-            log.outcome = outcome;
-            log.reason = Some(reason.clone());
-            if let Err(e) = app.store.log_postback(&log).await {
-                return store_failure(app, e);
-            }
-            app.metrics.postback(outcome);
-            tracing::info!(
-                outcome = outcome.as_str(),
-                %reason,
-                offer_id = log.offer_id,
-                click_id = log.click_id.as_deref(),
-                "postback refused"
-            );
+/// The answer to a postback that was not applied.
+fn refusal(refused: PostbackRefused) -> HttpResponse {
+    match refused {
+        PostbackRefused::Refused { outcome, reason } => {
+            let status = match outcome {
+                PostbackOutcome::Forbidden => StatusCode::FORBIDDEN,
+                PostbackOutcome::UnknownClick => StatusCode::NOT_FOUND,
+                PostbackOutcome::NoFtd => StatusCode::CONFLICT,
+                PostbackOutcome::Invalid | PostbackOutcome::Accepted | PostbackOutcome::Duplicate => {
+                    StatusCode::BAD_REQUEST
+                }
+            };
             error(status, &reason)
         }
+        PostbackRefused::Store(error) => ApiError::from(error).into_response(),
     }
-}
-
-/// A postback refused before it was applied; logged, then answered with `status`.
-struct Refusal {
-    status: StatusCode,
-    outcome: PostbackOutcome,
-    reason: String,
-}
-
-fn refuse(status: StatusCode, outcome: PostbackOutcome, reason: impl Into<String>) -> Refusal {
-    Refusal { status, outcome, reason: reason.into() }
-}
-
-fn invalid(reason: impl Into<String>) -> Refusal {
-    refuse(StatusCode::BAD_REQUEST, PostbackOutcome::Invalid, reason)
 }
 
 async fn parse_request(req: Request<Incoming>, body_timeout: Duration) -> Result<RawPostback, ApiError> {
@@ -192,111 +157,6 @@ fn json_error_reason(error: &serde_json::Error) -> String {
     format!("invalid JSON body ({:?} error at line {}, column {})", error.classify(), error.line(), error.column())
 }
 
-async fn process(app: &App, raw: &RawPostback, log: &mut PostbackLogEntry) -> Result<HttpResponse, Refusal> {
-    let click_text = raw.click_id.as_deref().ok_or_else(|| invalid("click_id is required"))?;
-    let click_id = Uuid::try_parse(click_text.trim()).map_err(|_| invalid("click_id is not a valid click id"))?;
-    let event_word = raw.event.as_deref().ok_or_else(|| invalid("event is required"))?;
-    let payout = match raw.payout.as_deref() {
-        None => None,
-        Some(text) => {
-            let value: f64 = text.trim().parse().map_err(|_| invalid("payout must be a number"))?;
-            Some(validate_payout(value, app.config.max_payout).map_err(|e| invalid(e.to_string()))?)
-        }
-    };
-    let currency = match raw.currency.as_deref() {
-        None => "USD".to_owned(),
-        Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) => code.to_ascii_uppercase(),
-        Some(_) => return Err(invalid("currency must be a three-letter ISO 4217 code")),
-    };
-    for (name, value) in [("tid", &raw.tid), ("external_player_id", &raw.external_player_id)] {
-        if value.as_deref().is_some_and(|v| v.chars().count() > MAX_ID_CHARS || v.chars().any(char::is_control)) {
-            return Err(invalid(format!("{name} must be at most {MAX_ID_CHARS} printable characters")));
-        }
-    }
-
-    let unknown = || refuse(StatusCode::NOT_FOUND, PostbackOutcome::UnknownClick, "unknown click_id");
-    if click_id.get_version_num() != 7 {
-        return Err(unknown()); // the router only hands out UUID v7 ids
-    }
-    let owner = match app.store.click_owner(click_id).await {
-        Ok(Some(owner)) => owner,
-        Ok(None) if !is_recent(click_id) => return Err(unknown()),
-        Ok(None) => {
-            // The click may still wait in the writer's queue: flush it and look again. A flush that
-            // fails leaves it possibly in memory or in the journal (an outage): the platform retries.
-            if app.queue.flush(FLUSH_WAIT).await.is_err() {
-                return Ok(store_failure(app, StoreError::Unavailable("pending clicks not written yet".into())));
-            }
-            match app.store.click_owner(click_id).await {
-                Ok(Some(owner)) => owner,
-                Ok(None) => {
-                    return Err(refuse(StatusCode::NOT_FOUND, PostbackOutcome::UnknownClick, "unknown click_id"));
-                }
-                Err(e) => return Ok(store_failure(app, e)),
-            }
-        }
-        Err(e) => return Ok(store_failure(app, e)),
-    };
-    log.offer_id = Some(owner.offer_id);
-    let secret = raw.secret.as_deref().unwrap_or("");
-    if !secrets_match(owner.postback_secret.as_bytes(), secret.as_bytes()) {
-        return Err(refuse(StatusCode::FORBIDDEN, PostbackOutcome::Forbidden, "invalid postback secret"));
-    }
-    let kind = EventKind::resolve(event_word, &owner.event_aliases)
-        .ok_or_else(|| invalid(format!("unknown event {:?}", truncated(event_word, MAX_LOGGED_CHARS))))?;
-    match kind {
-        EventKind::Payout if payout.is_none() => return Err(invalid("a payout event needs a payout")),
-        EventKind::Deposit if payout.is_none() || raw.tid.is_none() => {
-            return Err(invalid("a deposit event needs a payout and a tid"));
-        }
-        _ => {}
-    }
-    let conversion = Conversion {
-        click_id,
-        offer_id: owner.offer_id,
-        clicked_at: owner.clicked_at,
-        kind,
-        payout,
-        currency,
-        tid: raw.tid.clone(),
-        external_player_id: raw.external_player_id.clone(),
-    };
-    let outcome = match app.store.apply_conversion(&conversion, log).await {
-        Ok(outcome) => outcome,
-        Err(e) => return Ok(store_failure(app, e)),
-    };
-    app.metrics.postback(outcome.into());
-    Ok(match outcome {
-        ConversionOutcome::Recorded => {
-            json(StatusCode::OK, &Accepted { status: "success", message: recorded_message(kind, payout), click_id })
-        }
-        ConversionOutcome::Duplicate => json(
-            StatusCode::OK,
-            &Accepted { status: "duplicate", message: "event already recorded; nothing changed", click_id },
-        ),
-        ConversionOutcome::NoFtd => {
-            tracing::info!(outcome = "no_ftd", offer_id = owner.offer_id, %click_id, "postback refused");
-            error(StatusCode::CONFLICT, "click has no FTD")
-        }
-    })
-}
-
-/// The answer to a store failure (503 while the database is unreachable), counted.
-fn store_failure(app: &App, error: StoreError) -> HttpResponse {
-    if matches!(error, StoreError::Unavailable(_)) {
-        app.metrics.postback_unavailable();
-    }
-    ApiError::from(error).into_response()
-}
-
-/// Whether a v7 click id was minted within [`RECENT_CLICK`] (or claims to be from the future).
-fn is_recent(click_id: Uuid) -> bool {
-    let Some(timestamp) = click_id.get_timestamp() else { return false };
-    let (seconds, nanos) = timestamp.to_unix();
-    let minted = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
-    std::time::SystemTime::now().duration_since(minted).map_or(true, |age| age < RECENT_CLICK)
-}
-
 fn recorded_message(kind: EventKind, payout: Option<f64>) -> &'static str {
     match (kind, payout) {
         (EventKind::Ftd, Some(_)) => "FTD and payout recorded",
@@ -306,10 +166,6 @@ fn recorded_message(kind: EventKind, payout: Option<f64>) -> &'static str {
         (EventKind::Deposit, _) => "deposit recorded",
         (EventKind::Rejected, _) => "FTD rejected; it no longer counts",
     }
-}
-
-fn truncated(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
 }
 
 #[cfg(test)]
@@ -323,14 +179,6 @@ mod tests {
         assert_eq!(raw.payout.as_deref(), Some("10.5"));
         assert_eq!(raw.secret.as_deref(), Some("s x"));
         assert!(RawPostback::from_pairs("click_id=%zz").is_err());
-    }
-
-    #[test]
-    fn only_recent_v7_ids_count_as_recent() {
-        assert!(is_recent(Uuid::now_v7()));
-        let old = uuid::Builder::from_unix_timestamp_millis(1_600_000_000_000, &[7; 10]).into_uuid();
-        assert!(!is_recent(old));
-        assert!(!is_recent(Uuid::from_u128(0x1234_5678_1234_4234_8234_1234_5678_9abc)), "v4 has no timestamp");
     }
 
     #[test]

@@ -127,6 +127,22 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Resolved<'a> {
     if path_exists { Resolved::MethodNotAllowed } else { Resolved::NotFound }
 }
 
+/// The methods `path` answers to, as an `Allow` header lists them (`GET, POST`); empty if none.
+pub fn allowed_methods(path: &str) -> String {
+    let path = if path.starts_with("/admin/") { path.trim_end_matches('/') } else { path };
+    let mut allowed = String::new();
+    for endpoint in Endpoint::ALL {
+        let (method, template) = endpoint.operation();
+        if match_template(template, path).is_some() {
+            if !allowed.is_empty() {
+                allowed.push_str(", ");
+            }
+            allowed.push_str(method.as_str());
+        }
+    }
+    allowed
+}
+
 /// Matches `path` against a template whose last segment may be a `{parameter}`; returns the
 /// parameter's raw value (`Some(None)` for a template without one).
 fn match_template<'a>(template: &str, path: &'a str) -> Option<Option<&'a str>> {
@@ -158,6 +174,14 @@ mod tests {
         assert_eq!(resolve(&Method::GET, "/clicks"), Resolved::NotFound);
         assert_eq!(resolve(&Method::GET, "/admin/offers/3/x"), Resolved::NotFound);
         assert_eq!(resolve(&Method::GET, "/docs//"), Resolved::NotFound);
+    }
+
+    #[test]
+    fn allowed_methods_list_every_method_of_a_path() {
+        assert_eq!(allowed_methods("/click"), "GET");
+        assert_eq!(allowed_methods("/postback"), "GET, POST");
+        assert_eq!(allowed_methods("/admin/offers/3/"), "GET, PUT, PATCH, DELETE");
+        assert_eq!(allowed_methods("/nowhere"), "");
     }
 
     #[test]

@@ -1,45 +1,23 @@
-//! The state every request shares: configuration, the store, the current routing table and the click
-//! queue, plus the operations that change the table.
+//! Building and swapping the routing table, under either strategy.
 //!
-//! Invariant: the routing table is replaced whole, under `rebuild`, from what the store says at that
-//! moment; the click path only ever `load()`s it.
+//! `ev`: the stored weights (recomputed on schedule by the EV engine, in the store's transaction)
+//! plus the exploration share. `thompson`: each offer's probability of being best, from the store's
+//! hourly evidence, recomputed on every refresh; nothing is written back, and every instance computes
+//! the same table from the same data (a fixed seed).
+//!
+//! Invariant: a table is built whole from one reading of the store and swapped in under `rebuild`,
+//! so an older snapshot never replaces a newer one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 
-use arc_swap::ArcSwap;
-
-use arc_swap::ArcSwapOption;
 use time::OffsetDateTime;
 
-use crate::config::{Config, RoutingStrategy};
-use crate::metrics::Metrics;
+use super::App;
+use crate::config::RoutingStrategy;
 use crate::routing::thompson::{self, HORIZON_HOURS, ThompsonResult};
 use crate::routing::{OfferWindow, RedirectTemplate, RouteInput, RoutingTable, WeightPolicy, WeightedOffer};
-use crate::store::{Store, StoreResult};
-use crate::writer::ClickQueue;
-
-/// Shared state of a running router.
-pub struct App {
-    /// The validated configuration.
-    pub config: Config,
-    /// Where everything but the click path reads and writes.
-    pub store: Arc<dyn Store>,
-    /// The current routing table: one `load()` per click.
-    pub table: ArcSwap<RoutingTable>,
-    /// Where clicks go to be written.
-    pub queue: ClickQueue,
-    /// Bearer token of the admin API.
-    pub admin_token: String,
-    /// Counters and histograms for `/metrics`.
-    pub metrics: Arc<Metrics>,
-    /// Routing version of the store when the current table was built.
-    loaded_version: AtomicI64,
-    /// Serialises rebuilds, so an older snapshot never replaces a newer one.
-    rebuild: tokio::sync::Mutex<()>,
-    /// Under `thompson`: the posterior the current table was built from.
-    thompson: ArcSwapOption<ThompsonResult>,
-}
+use crate::store::StoreResult;
 
 /// Monte Carlo draws per Thompson refresh: probabilities within about 1.6 points (one standard
 /// error at worst), and 100 offers refreshed in a few milliseconds (BENCHMARKS.md).
@@ -48,27 +26,6 @@ const THOMPSON_DRAWS: usize = 1_000;
 const THOMPSON_SEED: u64 = 0x5eed;
 
 impl App {
-    /// State with an empty routing table; call [`App::reload_routing`] before serving.
-    pub fn new(
-        config: Config,
-        store: Arc<dyn Store>,
-        queue: ClickQueue,
-        admin_token: String,
-        metrics: Arc<Metrics>,
-    ) -> App {
-        App {
-            config,
-            store,
-            table: ArcSwap::from_pointee(RoutingTable::default()),
-            queue,
-            admin_token,
-            metrics,
-            loaded_version: AtomicI64::new(i64::MIN),
-            rebuild: tokio::sync::Mutex::new(()),
-            thompson: ArcSwapOption::empty(),
-        }
-    }
-
     /// Rebuilds the routing table from the active offers in the store and swaps it in. Under the
     /// `thompson` strategy the weights are recomputed from the store's evidence first.
     pub async fn reload_routing(&self) -> StoreResult<()> {
@@ -132,6 +89,7 @@ impl App {
     /// another instance is recalculating right now), a refresh of the probabilities under `thompson`.
     pub async fn recalculate_weights(&self) -> StoreResult<Option<Vec<WeightedOffer>>> {
         if self.config.routing_strategy == RoutingStrategy::Thompson {
+            let previous = self.current_thompson();
             self.reload_routing().await?;
             self.metrics.recalculated(OffsetDateTime::now_utc().unix_timestamp());
             let Some(result) = self.current_thompson() else { return Ok(Some(Vec::new())) };
@@ -150,7 +108,10 @@ impl App {
                     weight: probability,
                 })
                 .collect::<Vec<_>>();
-            log_weights(&weights, "thompson probabilities recomputed");
+            // Refreshed every minute: only a change is worth a line at INFO.
+            if previous.is_none_or(|previous| !same_table(&previous, &result)) {
+                log_weights(&weights, "thompson probabilities changed");
+            }
             return Ok(Some(weights));
         }
         let policy =
@@ -166,6 +127,13 @@ impl App {
         }
         Ok(result)
     }
+}
+
+/// Whether two Thompson results route alike: the same offers, each probability equal to the four
+/// places the log shows.
+fn same_table(a: &ThompsonResult, b: &ThompsonResult) -> bool {
+    let ids = |r: &ThompsonResult| r.posteriors.iter().map(|p| p.offer_id).collect::<Vec<_>>();
+    ids(a) == ids(b) && a.probability_best.iter().zip(&b.probability_best).all(|(x, y)| (x - y).abs() < 0.5e-4)
 }
 
 /// One log line per recalculation: the new weights as `offer_id:weight` pairs, in offer order.

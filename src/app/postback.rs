@@ -1,0 +1,286 @@
+//! Postbacks: conversions reported by casino platforms, server to server.
+//!
+//! The steps, whatever form the postback arrived in: validate the fields, find the click (asking the
+//! writer to flush if it may still be queued), check the offer's secret in constant time, map the
+//! event word through the offer's aliases, apply. Every postback, accepted or not, is written to the
+//! postback log, and success is returned only once the event is committed.
+//!
+//! Invariant: the secret is never logged, stored, or echoed in an error.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::App;
+use crate::conversion::{EventKind, validate_payout};
+use crate::secret::secrets_match;
+use crate::store::{ClickOwner, Conversion, ConversionOutcome, PostbackLogEntry, PostbackOutcome, StoreError};
+
+/// How long a postback for a click not yet in the database waits for the writer to flush.
+const FLUSH_WAIT: Duration = Duration::from_secs(3);
+/// A click id younger than this may still wait in the writer's queue; older unknown ids are not
+/// worth a flush (which would let anyone break the writer's batching with random ids).
+const RECENT_CLICK: Duration = Duration::from_secs(600);
+/// Longest accepted `tid` or `external_player_id`.
+pub const MAX_ID_CHARS: usize = 128;
+/// Longest click id or event word kept in the postback log.
+const MAX_LOGGED_CHARS: usize = 128;
+
+/// A postback's fields as they arrived, before any validation (absent or empty fields are `None`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostbackInput {
+    /// The click the event concerns.
+    pub click_id: Option<String>,
+    /// The event word (ours, or one of the offer's aliases).
+    pub event: Option<String>,
+    /// The amount, as text.
+    pub payout: Option<String>,
+    /// The offer's postback secret.
+    pub secret: Option<String>,
+    /// The platform's player id.
+    pub external_player_id: Option<String>,
+    /// The platform's transaction id.
+    pub tid: Option<String>,
+    /// ISO 4217 currency code.
+    pub currency: Option<String>,
+    /// Who sent it.
+    pub source_ip: Option<IpAddr>,
+}
+
+/// A postback applied, or recognised as one applied before.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PostbackAccepted {
+    /// The event was written.
+    Recorded {
+        /// The click.
+        click_id: Uuid,
+        /// The event, after alias mapping.
+        kind: EventKind,
+        /// Its amount, when it carried one.
+        payout: Option<f64>,
+    },
+    /// The same event was recorded before: nothing changed.
+    Duplicate {
+        /// The click.
+        click_id: Uuid,
+    },
+}
+
+/// A postback not applied: refused (and logged as such), or the store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PostbackRefused {
+    /// Refused for `reason`; `outcome` says which way (invalid, forbidden, unknown click, no FTD).
+    #[error("{reason}")]
+    Refused {
+        /// How the postback log records it.
+        outcome: PostbackOutcome,
+        /// Why, naming the field where one is at fault.
+        reason: String,
+    },
+    /// The store failed: the platform should retry.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn refuse(outcome: PostbackOutcome, reason: impl Into<String>) -> PostbackRefused {
+    PostbackRefused::Refused { outcome, reason: reason.into() }
+}
+
+fn invalid(reason: impl Into<String>) -> PostbackRefused {
+    refuse(PostbackOutcome::Invalid, reason)
+}
+
+fn unknown_click() -> PostbackRefused {
+    refuse(PostbackOutcome::UnknownClick, "unknown click_id")
+}
+
+impl App {
+    /// Validates, authenticates and applies one postback; logs it whatever happens.
+    pub async fn record_postback(&self, input: PostbackInput) -> Result<PostbackAccepted, PostbackRefused> {
+        let mut log = PostbackLogEntry {
+            received_at: OffsetDateTime::now_utc(),
+            offer_id: None,
+            click_id: input.click_id.as_deref().map(|id| truncated(id, MAX_LOGGED_CHARS)),
+            event: input.event.as_deref().map(|event| truncated(event, MAX_LOGGED_CHARS)),
+            payout: input.payout.as_deref().and_then(|p| p.trim().parse().ok()),
+            currency: input.currency.as_deref().map(|c| truncated(c, 8)),
+            tid: input.tid.as_deref().map(|tid| truncated(tid, MAX_LOGGED_CHARS)),
+            outcome: PostbackOutcome::Invalid,
+            reason: None,
+            source_ip: input.source_ip,
+        };
+        let result = self.apply_postback(&input, &mut log).await;
+        match &result {
+            Ok(accepted) => self.metrics.postback(match accepted {
+                PostbackAccepted::Recorded { .. } => PostbackOutcome::Accepted,
+                PostbackAccepted::Duplicate { .. } => PostbackOutcome::Duplicate,
+            }),
+            // Applying logged it already, with the outcome.
+            Err(PostbackRefused::Refused { outcome: PostbackOutcome::NoFtd, .. }) => {
+                self.metrics.postback(PostbackOutcome::NoFtd);
+                tracing::info!(
+                    outcome = "no_ftd",
+                    offer_id = log.offer_id,
+                    click_id = log.click_id.as_deref(),
+                    "postback refused"
+                );
+            }
+            Err(PostbackRefused::Refused { outcome, reason }) => {
+                log.outcome = *outcome;
+                log.reason = Some(reason.clone());
+                return self.log_refusal(&log).await.and(result);
+            }
+            Err(PostbackRefused::Store(error)) => self.count_store_failure(error),
+        }
+        result
+    }
+
+    /// Logs (and counts) a postback whose request could not even be read ("the casino says it sent
+    /// it" starts in the postback log, so unreadable postbacks are there too).
+    pub async fn log_unreadable_postback(
+        &self,
+        reason: &str,
+        source_ip: Option<IpAddr>,
+    ) -> Result<(), PostbackRefused> {
+        let log = PostbackLogEntry {
+            received_at: OffsetDateTime::now_utc(),
+            offer_id: None,
+            click_id: None,
+            event: None,
+            payout: None,
+            currency: None,
+            tid: None,
+            outcome: PostbackOutcome::Invalid,
+            reason: Some(reason.to_owned()),
+            source_ip,
+        };
+        self.log_refusal(&log).await
+    }
+
+    /// Writes a refused postback's log line, counts it and logs it (without the secret).
+    async fn log_refusal(&self, log: &PostbackLogEntry) -> Result<(), PostbackRefused> {
+        if let Err(error) = self.store.log_postback(log).await {
+            self.count_store_failure(&error);
+            return Err(error.into());
+        }
+        self.metrics.postback(log.outcome);
+        tracing::info!(
+            outcome = log.outcome.as_str(),
+            reason = log.reason.as_deref(),
+            offer_id = log.offer_id,
+            click_id = log.click_id.as_deref(),
+            "postback refused"
+        );
+        Ok(())
+    }
+
+    fn count_store_failure(&self, error: &StoreError) {
+        if matches!(error, StoreError::Unavailable(_)) {
+            self.metrics.postback_unavailable();
+        }
+    }
+
+    async fn apply_postback(
+        &self,
+        input: &PostbackInput,
+        log: &mut PostbackLogEntry,
+    ) -> Result<PostbackAccepted, PostbackRefused> {
+        let click_text = input.click_id.as_deref().ok_or_else(|| invalid("click_id is required"))?;
+        let click_id = Uuid::try_parse(click_text.trim()).map_err(|_| invalid("click_id is not a valid click id"))?;
+        let event_word = input.event.as_deref().ok_or_else(|| invalid("event is required"))?;
+        let payout = match input.payout.as_deref() {
+            None => None,
+            Some(text) => {
+                let value: f64 = text.trim().parse().map_err(|_| invalid("payout must be a number"))?;
+                Some(validate_payout(value, self.config.max_payout).map_err(|e| invalid(e.to_string()))?)
+            }
+        };
+        let currency = match input.currency.as_deref() {
+            None => "USD".to_owned(),
+            Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) => code.to_ascii_uppercase(),
+            Some(_) => return Err(invalid("currency must be a three-letter ISO 4217 code")),
+        };
+        for (name, value) in [("tid", &input.tid), ("external_player_id", &input.external_player_id)] {
+            if value.as_deref().is_some_and(|v| v.chars().count() > MAX_ID_CHARS || v.chars().any(char::is_control)) {
+                return Err(invalid(format!("{name} must be at most {MAX_ID_CHARS} printable characters")));
+            }
+        }
+
+        let owner = self.click_owner(click_id).await?;
+        log.offer_id = Some(owner.offer_id);
+        let secret = input.secret.as_deref().unwrap_or("");
+        if !secrets_match(owner.postback_secret.as_bytes(), secret.as_bytes()) {
+            return Err(refuse(PostbackOutcome::Forbidden, "invalid postback secret"));
+        }
+        let kind = EventKind::resolve(event_word, &owner.event_aliases)
+            .ok_or_else(|| invalid(format!("unknown event {:?}", truncated(event_word, MAX_LOGGED_CHARS))))?;
+        match kind {
+            EventKind::Payout if payout.is_none() => return Err(invalid("a payout event needs a payout")),
+            EventKind::Deposit if payout.is_none() || input.tid.is_none() => {
+                return Err(invalid("a deposit event needs a payout and a tid"));
+            }
+            _ => {}
+        }
+        let conversion = Conversion {
+            click_id,
+            offer_id: owner.offer_id,
+            clicked_at: owner.clicked_at,
+            kind,
+            payout,
+            currency,
+            tid: input.tid.clone(),
+            external_player_id: input.external_player_id.clone(),
+        };
+        match self.store.apply_conversion(&conversion, log).await? {
+            ConversionOutcome::Recorded => Ok(PostbackAccepted::Recorded { click_id, kind, payout }),
+            ConversionOutcome::Duplicate => Ok(PostbackAccepted::Duplicate { click_id }),
+            ConversionOutcome::NoFtd => Err(refuse(PostbackOutcome::NoFtd, "click has no FTD")),
+        }
+    }
+
+    /// The click's offer. A click minted moments ago may still wait in the writer's queue: for a
+    /// recent id the writer is flushed and the lookup repeated. A flush that fails leaves the click
+    /// possibly in memory or in the journal (an outage): the platform is told to retry.
+    async fn click_owner(&self, click_id: Uuid) -> Result<ClickOwner, PostbackRefused> {
+        if click_id.get_version_num() != 7 {
+            return Err(unknown_click()); // the router only hands out UUID v7 ids
+        }
+        if let Some(owner) = self.store.click_owner(click_id).await? {
+            return Ok(owner);
+        }
+        if !is_recent(click_id) {
+            return Err(unknown_click());
+        }
+        if self.queue.flush(FLUSH_WAIT).await.is_err() {
+            return Err(StoreError::Unavailable("pending clicks not written yet".into()).into());
+        }
+        self.store.click_owner(click_id).await?.ok_or_else(unknown_click)
+    }
+}
+
+/// Whether a v7 click id was minted within [`RECENT_CLICK`] (or claims to be from the future).
+fn is_recent(click_id: Uuid) -> bool {
+    let Some(timestamp) = click_id.get_timestamp() else { return false };
+    let (seconds, nanos) = timestamp.to_unix();
+    let minted = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
+    std::time::SystemTime::now().duration_since(minted).map_or(true, |age| age < RECENT_CLICK)
+}
+
+fn truncated(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_recent_v7_ids_count_as_recent() {
+        assert!(is_recent(Uuid::now_v7()));
+        let old = uuid::Builder::from_unix_timestamp_millis(1_600_000_000_000, &[7; 10]).into_uuid();
+        assert!(!is_recent(old));
+        assert!(!is_recent(Uuid::from_u128(0x1234_5678_1234_4234_8234_1234_5678_9abc)), "v4 has no timestamp");
+    }
+}
