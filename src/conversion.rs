@@ -72,6 +72,9 @@ pub enum InvalidPayout {
     /// Above the configured maximum.
     #[error("payout exceeds the maximum of {0}")]
     TooLarge(f64),
+    /// Text that is not a plain decimal number with at most this many integer digits.
+    #[error("payout must be a decimal number with at most {0} digits before the point and 6 after it")]
+    NotDecimal(usize),
 }
 
 /// Checks a payout: finite, `>= 0` and `<= max`.
@@ -86,6 +89,39 @@ pub fn validate_payout(payout: f64, max: f64) -> Result<f64, InvalidPayout> {
         return Err(InvalidPayout::TooLarge(max));
     }
     Ok(payout)
+}
+
+/// Most decimal places a payout given as text may have (money is kept in micro-units).
+pub const PAYOUT_DECIMALS: usize = 6;
+
+/// How many integer digits a payout given as text may have under `max`: every such number is below
+/// `max`, so the text form's pattern alone decides whether it is accepted.
+pub fn payout_integer_digits(max: f64) -> usize {
+    if max < 10.0 { 1 } else { (max.log10().floor() as usize).max(1) }
+}
+
+/// The pattern a payout given as text must match (`^[0-9]{1,5}(\.[0-9]{1,6})?$` under the default
+/// maximum): plain decimal digits, no sign, exponent or spaces, so the API description can state it
+/// exactly.
+pub fn payout_text_pattern(max: f64) -> String {
+    format!("^[0-9]{{1,{}}}(\\.[0-9]{{1,{PAYOUT_DECIMALS}}})?$", payout_integer_digits(max))
+}
+
+/// Parses a payout given as text (a query parameter, a form field or a JSON string), by the rule
+/// [`payout_text_pattern`] states.
+pub fn parse_payout_text(text: &str, max: f64) -> Result<f64, InvalidPayout> {
+    if let Some(rest) = text.strip_prefix('-')
+        && rest.parse::<f64>().is_ok_and(|value| value > 0.0)
+    {
+        return Err(InvalidPayout::Negative);
+    }
+    let (integer, fraction) = text.split_once('.').unwrap_or((text, "0"));
+    let digits =
+        |part: &str, most: usize| !part.is_empty() && part.len() <= most && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(integer, payout_integer_digits(max)) || !digits(fraction, PAYOUT_DECIMALS) {
+        return Err(InvalidPayout::NotDecimal(payout_integer_digits(max)));
+    }
+    validate_payout(text.parse().map_err(|_| InvalidPayout::NotDecimal(payout_integer_digits(max)))?, max)
 }
 
 /// An amount in exact integer micro-units (amount x 1,000,000, rounded): how both stores keep money,
@@ -130,6 +166,18 @@ mod tests {
         assert_eq!(to_micro_units(100.5), 100_500_000);
         assert_eq!(to_micro_units(0.1234564), 123_456);
         assert_eq!(to_micro_units(0.1234566), 123_457);
+    }
+
+    #[test]
+    fn payout_text_is_plain_decimal_within_the_maximums_digits() {
+        assert_eq!(payout_integer_digits(100_000.0), 5);
+        assert_eq!(parse_payout_text("150", 100_000.0), Ok(150.0));
+        assert_eq!(parse_payout_text("99999.123456", 100_000.0), Ok(99_999.123456));
+        assert_eq!(parse_payout_text("-5", 100_000.0), Err(InvalidPayout::Negative));
+        for bad in ["", "1e5", " 5", "5.", ".5", "100000", "1.1234567", "inf", "NaN", "+5"] {
+            assert_eq!(parse_payout_text(bad, 100_000.0), Err(InvalidPayout::NotDecimal(5)), "{bad:?}");
+        }
+        assert_eq!(payout_text_pattern(100_000.0), "^[0-9]{1,5}(\\.[0-9]{1,6})?$");
     }
 
     #[test]

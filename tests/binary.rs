@@ -268,11 +268,13 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
             assert!(!line.contains(secret), "a secret was logged: {line}");
         }
     }
-    // `thompson`, the default strategy, recomputes its probabilities on `update-weights`.
-    let recalculated = "thompson probabilities recomputed";
-    for expected in ["casino-router listening", "postback refused", recalculated, "casino-router stopped"] {
+    for expected in ["casino-router listening", "postback refused", "casino-router stopped"] {
         assert_eq!(messages.iter().filter(|m| *m == expected).count(), 1, "{expected:?} once in {log:#?}");
     }
+    // `thompson`, the default strategy, recomputes its probabilities on `update-weights`, and logs
+    // them only if they changed since the start-up table (one click may or may not move them).
+    let changed = messages.iter().filter(|m| *m == "thompson probabilities changed").count();
+    assert!(changed <= 1, "{log:#?}");
     assert!(
         !log.iter().any(|line| line.contains(&click_id.to_string()) && !line.contains("postback")),
         "no line per click"

@@ -1,15 +1,16 @@
 //! `/openapi.json` tells the truth: every endpoint the router serves is documented and every
 //! documented operation exists, and real answers of the running server (successes and errors) have
-//! a documented status, content type and body shape.
+//! a documented status, content type and body shape. (`tests/conformance.rs` checks the other way:
+//! requests generated from the document.)
 
 mod support;
 
-use casino_router::http::OPENAPI_JSON;
+use casino_router::http::openapi_json;
 use casino_router::http::routes::Endpoint;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use support::openapi::Spec;
-use support::{TestServer, click_id_of};
+use support::{TestDb, TestServer, click_id_of, test_config};
 
 /// Sends `request` for the operation `method template`, checks the answer against the document and
 /// returns its status and body.
@@ -29,7 +30,8 @@ async fn exchange(spec: &mut Spec, template: &str, request: RequestBuilder) -> (
 
 #[tokio::test]
 async fn the_document_lists_exactly_the_served_endpoints() {
-    let doc: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+    let db = TestDb::create().await;
+    let doc: Value = serde_json::from_str(&openapi_json(&test_config(&db))).expect("the document is JSON");
     assert_eq!(doc["openapi"], "3.1.0");
     let spec = Spec::new(doc);
     let served = Endpoint::ALL
@@ -50,7 +52,7 @@ async fn the_document_lists_exactly_the_served_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_answers_match_the_document() {
     let server = TestServer::start().await;
-    let mut spec = Spec::new(serde_json::from_str(OPENAPI_JSON).unwrap());
+    let mut spec = Spec::new(serde_json::from_str(&openapi_json(&test_config(&server.db))).unwrap());
     let s = &server;
     let anonymous = |method: Method, path: &str| s.http.request(method, s.url(path));
     let admin = |method: Method, path: &str| s.admin(method, path);

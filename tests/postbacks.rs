@@ -42,7 +42,7 @@ async fn a_json_ftd_right_after_its_click_is_recorded() {
     assert_eq!(body, json!({"status": "success", "message": "FTD and payout recorded", "click_id": click_id}));
     let stats = stats_of(&server, "").await;
     assert_eq!((stats["total_clicks"].as_u64(), stats["total_ftds"].as_u64()), (Some(1), Some(1)));
-    assert_eq!(stats["total_payout"], 100.5);
+    assert_eq!(stats["total_revenue"], 100.5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +80,7 @@ async fn get_form_and_header_secret_forms_are_accepted() {
     assert_eq!(header.status(), StatusCode::OK);
     let stats = stats_of(&server, "").await;
     assert_eq!(stats["total_ftds"], 3);
-    assert_eq!(stats["total_payout"], 75.0);
+    assert_eq!(stats["total_revenue"], 75.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,14 +109,14 @@ async fn every_event_kind_has_its_effect() {
     let stats = stats_of(&server, "").await;
     assert_eq!(stats["total_registrations"], 1);
     assert_eq!(stats["total_ftds"], 1);
-    assert_eq!(stats["total_payout"], 170.0, "120 FTD payout + 30 + 20 deposits");
+    assert_eq!(stats["total_revenue"], 170.0, "120 FTD payout + 30 + 20 deposits");
 
     // Rejected voids the FTD and its payout; deposits stay.
     assert_eq!(send("rejected", json!({})).await.1["status"], "success");
     assert_eq!(send("rejected", json!({})).await.1["status"], "duplicate");
     let stats = stats_of(&server, "").await;
     assert_eq!(stats["total_ftds"], 0);
-    assert_eq!(stats["total_payout"], 50.0);
+    assert_eq!(stats["total_revenue"], 50.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,12 +158,18 @@ async fn refusals_have_the_right_status_and_write_nothing() {
             json!({"click_id": click_id, "event": "ftd", "currency": "dollars", "secret": secret}),
             StatusCode::BAD_REQUEST,
         ),
+        // A misspelled field would silently lose the payout: refused, by name.
+        (json!({"click_id": click_id, "event": "ftd", "amount": 150, "secret": secret}), StatusCode::BAD_REQUEST),
+        (json!({"click_id": click_id, "event": "ftd", "payout": "1e3", "secret": secret}), StatusCode::BAD_REQUEST),
     ];
     for (body, expected) in cases {
         let (status, answer) = post_json(&server, body.clone()).await;
         assert_eq!(status, expected, "{body} -> {answer}");
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(!error.is_empty(), "{body} -> {answer}");
+        if body.get("amount").is_some() {
+            assert!(error.starts_with(r#"unknown field "amount""#), "the field is named: {error}");
+        }
         assert!(!error.contains(&secret), "the secret is never echoed");
     }
     let malformed = server
@@ -183,10 +189,10 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     let stats = stats_of(&server, "").await;
-    assert_eq!((stats["total_ftds"].as_u64(), stats["total_payout"].as_f64()), (Some(0), Some(0.0)));
+    assert_eq!((stats["total_ftds"].as_u64(), stats["total_revenue"].as_f64()), (Some(0), Some(0.0)));
     // Every one of them, readable or not, is in the postback log.
     let (_, log) = server.admin_json(Method::GET, "/admin/postbacks?limit=1000", None).await;
-    assert_eq!(log["items"].as_array().unwrap().len(), 16);
+    assert_eq!(log["items"].as_array().unwrap().len(), 18);
     let db = server.stop().await;
     assert_eq!(db.count("SELECT count(*) FROM ftd_events").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM payouts").await, 0);
@@ -220,7 +226,7 @@ async fn concurrent_duplicate_postbacks_count_once() {
     assert_eq!(statuses.iter().filter(|s| *s == "success").count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| *s == "duplicate").count(), 19);
     let stats = stats_of(&server, "").await;
-    assert_eq!((stats["total_ftds"].as_u64(), stats["total_payout"].as_f64()), (Some(1), Some(100.0)));
+    assert_eq!((stats["total_ftds"].as_u64(), stats["total_revenue"].as_f64()), (Some(1), Some(100.0)));
     // Every one of them is in the log once, with the outcome its answer gave.
     let (_, log) = server.admin_json(Method::GET, "/admin/postbacks?limit=100", None).await;
     let items = log["items"].as_array().unwrap();
@@ -272,7 +278,7 @@ async fn a_burst_of_ftds_is_recorded_once_each_with_its_payouts_and_log_lines() 
     let paid: u64 = (1..=119).filter(|n| n % 10 != 0).sum();
     let stats = stats_of(&server, "").await;
     assert_eq!(stats["total_ftds"].as_u64(), Some(119));
-    let total = stats["total_payout"].as_f64().unwrap();
+    let total = stats["total_revenue"].as_f64().unwrap();
     assert!(total == paid as f64 || total == (paid - 1) as f64, "total payout {total}, expected {paid} or one less");
     let (_, log) = server.admin_json(Method::GET, "/admin/postbacks?limit=500", None).await;
     let items = log["items"].as_array().unwrap();
@@ -356,15 +362,15 @@ async fn stats_figures_on_a_known_data_set() {
     assert_eq!(a_stats["id"], a_id);
     assert_eq!(a_stats["total_clicks"], 10);
     assert_eq!(a_stats["total_ftds"], 2);
-    assert_eq!(a_stats["total_payout"], 150.0);
+    assert_eq!(a_stats["total_revenue"], 150.0);
     assert_eq!(a_stats["conversion_rate"], 20.0);
-    assert_eq!(a_stats["ev"], 15.0);
+    assert_eq!(a_stats["epc"], 15.0);
     assert_eq!(a_stats["active"], false);
     assert_eq!(a_stats["traffic_share"], 0.0);
     let b_stats = &stats[1];
     assert_eq!((b_stats["total_clicks"].as_u64(), b_stats["total_ftds"].as_u64()), (Some(4), Some(1)));
     assert_eq!(b_stats["conversion_rate"], 25.0);
-    assert_eq!(b_stats["ev"], 10.0);
+    assert_eq!(b_stats["epc"], 10.0);
     assert_eq!(b_stats["traffic_share"], 1.0);
 
     // A range in the past holds nothing; one around now holds everything.

@@ -62,8 +62,8 @@ async fn weights_follow_the_ev_formula_with_floor_and_exploration_minimum() {
     let body = update_weights(&server).await;
     assert_eq!(body["status"], "updated");
     let a_row = body["weights"].as_array().unwrap().iter().find(|w| w["id"] == ids[0]).unwrap();
-    assert_eq!((a_row["clicks"].as_u64(), a_row["ftds"].as_u64()), (Some(10), Some(2)));
-    assert_eq!(a_row["ev"], 15.0);
+    assert_eq!((a_row["window_clicks"].as_u64(), a_row["window_ftds"].as_u64()), (Some(10), Some(2)));
+    assert_eq!(a_row["window_ev"], 15.0);
     assert_eq!(weight_of(&body, ids[0]), 1.0, "best EV");
     assert!((weight_of(&body, ids[1]) - 0.4).abs() < 1e-12, "6 / 15");
     assert_eq!(weight_of(&body, ids[2]), 0.1, "EV 0 is floored at MIN_WEIGHT");

@@ -36,8 +36,8 @@ use crate::store::{Store, StoreError};
 use crate::writer::ClickQueue;
 
 pub use click::{ClickRefused, RoutedClick, Visitor};
-pub use offers::{OfferChanges, OfferDraft};
-pub use postback::{MAX_ID_CHARS, PostbackAccepted, PostbackInput, PostbackRefused};
+pub use offers::{MAX_ALIAS_CHARS, MAX_ALIASES, MAX_NAME_CHARS, MAX_WEIGHT, OfferChanges, OfferDraft, SECRET_BYTES};
+pub use postback::{MAX_ID_CHARS, PayoutValue, PostbackAccepted, PostbackInput, PostbackRefused};
 pub use reports::{Health, HealthStatus, OfferReport, PostbackLogPage, ThompsonFigures};
 
 /// Shared state of a running router, and the operations on it.

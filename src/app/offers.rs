@@ -136,16 +136,21 @@ impl App {
     }
 }
 
+/// A name of 1 to [`MAX_NAME_CHARS`] characters as sent, not all blank, without control
+/// characters; stored trimmed.
 fn validate_name(name: &str) -> Result<String, AppError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(AppError::invalid(format!("name must be 1 to {MAX_NAME_CHARS} printable characters")));
+    if name.trim().is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(AppError::invalid(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters, not all blank, without control characters"
+        )));
     }
-    Ok(name.to_owned())
+    Ok(name.trim().to_owned())
 }
 
+/// An offer URL as [`RedirectTemplate`] accepts it, exactly as sent (no trimming: the API
+/// description's pattern allows no spaces).
 fn validate_url(url: &str) -> Result<String, AppError> {
-    RedirectTemplate::parse(url.trim()).map(|_| url.trim().to_owned()).map_err(|e| AppError::invalid(e.to_string()))
+    RedirectTemplate::parse(url).map(|_| url.to_owned()).map_err(|e| AppError::invalid(e.to_string()))
 }
 
 fn validate_weight(weight: f64) -> Result<f64, AppError> {
@@ -194,6 +199,7 @@ mod tests {
     #[test]
     fn names_are_trimmed_and_bounded() {
         assert_eq!(validate_name("  Alpha ").unwrap(), "Alpha");
+        assert!(validate_name(&format!(" {}", "x".repeat(MAX_NAME_CHARS))).is_err(), "the length counts as sent");
         assert!(validate_name("   ").is_err());
         assert!(validate_name(&"x".repeat(MAX_NAME_CHARS + 1)).is_err());
         assert!(validate_name("a\u{7}b").is_err());

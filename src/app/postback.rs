@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::App;
-use crate::conversion::{EventKind, validate_payout};
+use crate::conversion::{EventKind, parse_payout_text, validate_payout};
 use crate::secret::secrets_match;
 use crate::store::{ClickOwner, Conversion, ConversionOutcome, PostbackLogEntry, PostbackOutcome, StoreError};
 
@@ -35,8 +35,8 @@ pub struct PostbackInput {
     pub click_id: Option<String>,
     /// The event word (ours, or one of the offer's aliases).
     pub event: Option<String>,
-    /// The amount, as text.
-    pub payout: Option<String>,
+    /// The amount.
+    pub payout: Option<PayoutValue>,
     /// The offer's postback secret.
     pub secret: Option<String>,
     /// The platform's player id.
@@ -47,6 +47,26 @@ pub struct PostbackInput {
     pub currency: Option<String>,
     /// Who sent it.
     pub source_ip: Option<IpAddr>,
+}
+
+/// A payout as it arrived: a JSON number, or text (a query or form field, a JSON string), which
+/// must be a plain decimal ([`crate::conversion::payout_text_pattern`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PayoutValue {
+    /// A JSON number.
+    Number(f64),
+    /// Text.
+    Text(String),
+}
+
+impl PayoutValue {
+    /// The amount, if it is one: what the postback log records.
+    fn amount(&self) -> Option<f64> {
+        match self {
+            PayoutValue::Number(value) => Some(*value),
+            PayoutValue::Text(text) => text.trim().parse().ok(),
+        }
+    }
 }
 
 /// A postback applied, or recognised as one applied before.
@@ -104,7 +124,7 @@ impl App {
             offer_id: None,
             click_id: input.click_id.as_deref().map(|id| truncated(id, MAX_LOGGED_CHARS)),
             event: input.event.as_deref().map(|event| truncated(event, MAX_LOGGED_CHARS)),
-            payout: input.payout.as_deref().and_then(|p| p.trim().parse().ok()),
+            payout: input.payout.as_ref().and_then(PayoutValue::amount),
             currency: input.currency.as_deref().map(|c| truncated(c, 8)),
             tid: input.tid.as_deref().map(|tid| truncated(tid, MAX_LOGGED_CHARS)),
             outcome: PostbackOutcome::Invalid,
@@ -190,13 +210,14 @@ impl App {
         let click_text = input.click_id.as_deref().ok_or_else(|| invalid("click_id is required"))?;
         let click_id = Uuid::try_parse(click_text.trim()).map_err(|_| invalid("click_id is not a valid click id"))?;
         let event_word = input.event.as_deref().ok_or_else(|| invalid("event is required"))?;
-        let payout = match input.payout.as_deref() {
+        let max = self.config.max_payout;
+        let payout = match &input.payout {
             None => None,
-            Some(text) => {
-                let value: f64 = text.trim().parse().map_err(|_| invalid("payout must be a number"))?;
-                Some(validate_payout(value, self.config.max_payout).map_err(|e| invalid(e.to_string()))?)
-            }
-        };
+            Some(PayoutValue::Number(value)) => Some(validate_payout(*value, max)),
+            Some(PayoutValue::Text(text)) => Some(parse_payout_text(text, max)),
+        }
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?;
         let currency = match input.currency.as_deref() {
             None => "USD".to_owned(),
             Some(code) if code.len() == 3 && code.bytes().all(|b| b.is_ascii_alphabetic()) => code.to_ascii_uppercase(),

@@ -59,6 +59,9 @@ pub enum HealthStatus {
 }
 
 impl HealthStatus {
+    /// Every status.
+    pub const ALL: [HealthStatus; 3] = [HealthStatus::Ok, HealthStatus::Degraded, HealthStatus::NoActiveOffers];
+
     /// The status word of `/health`.
     pub const fn as_str(self) -> &'static str {
         match self {

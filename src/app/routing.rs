@@ -141,3 +141,32 @@ fn log_weights(weights: &[WeightedOffer], message: &'static str) {
     let summary: Vec<String> = weights.iter().map(|w| format!("{}:{:.4}", w.window.offer_id, w.weight)).collect();
     tracing::info!(offers = weights.len(), weights = %summary.join(" "), "{message}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(offers: &[(i64, f64)]) -> ThompsonResult {
+        let histories: Vec<_> = offers
+            .iter()
+            .map(|&(offer_id, _)| thompson::OfferHistory {
+                offer_id,
+                clicks: vec![0; HORIZON_HOURS],
+                ftds: vec![0; HORIZON_HOURS],
+                ..thompson::OfferHistory::default()
+            })
+            .collect();
+        let mut result = thompson::evaluate(&histories, 10, 1);
+        result.probability_best = offers.iter().map(|&(_, p)| p).collect();
+        result
+    }
+
+    #[test]
+    fn a_refresh_that_routes_alike_is_not_a_change() {
+        let before = result(&[(1, 0.5), (2, 0.5)]);
+        assert!(same_table(&before, &result(&[(1, 0.50001), (2, 0.49999)])), "below the logged precision");
+        assert!(!same_table(&before, &result(&[(1, 0.6), (2, 0.4)])), "probabilities moved");
+        assert!(!same_table(&before, &result(&[(1, 0.5), (3, 0.5)])), "another offer");
+        assert!(!same_table(&before, &result(&[(1, 1.0)])), "an offer left");
+    }
+}

@@ -12,6 +12,7 @@ use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
 use super::query::pairs;
 use super::routes::Endpoint;
@@ -21,20 +22,19 @@ use crate::conversion::alias_names;
 use crate::store::{Offer, PostbackLogQuery, PostbackLogRow, PostbackOutcome, TimeRange};
 
 /// Most postback-log lines per page.
-const MAX_PAGE: u32 = 1000;
+pub(super) const MAX_PAGE: u32 = 1000;
 
 /// Handles an admin endpoint; the caller has checked the token.
 pub async fn handle(app: &App, endpoint: Endpoint, offer_id: Option<&str>, req: Request<Incoming>) -> HttpResponse {
     let query = req.uri().query().unwrap_or("").to_owned();
-    // Ids that are not numbers name no offer, like ids that do not exist.
-    let offer_id = offer_id.map(|id| id.parse::<i64>().map_err(|_| no_such_offer()));
+    let offer_id = offer_id.map(|id| id.parse::<i64>().map_err(|_| ApiError::bad_request("id must be an integer")));
     let result = match (endpoint, offer_id) {
         (Endpoint::ListOffers, _) => list_offers(app, &query).await,
         (Endpoint::CreateOffer, _) => create_offer(app, req).await,
         (Endpoint::Stats, _) => stats(app, &query).await,
         (Endpoint::UpdateWeights, _) => update_weights(app).await,
         (Endpoint::PostbackLog, _) => postback_log(app, &query).await,
-        (_, Some(Err(not_found))) => Err(not_found),
+        (_, Some(Err(bad_id))) => Err(bad_id),
         (Endpoint::GetOffer, Some(Ok(id))) => get_offer(app, id).await,
         (Endpoint::ReplaceOffer | Endpoint::PatchOffer, Some(Ok(id))) => update_offer(app, id, req).await,
         (Endpoint::DeleteOffer, Some(Ok(id))) => delete_offer(app, id).await,
@@ -48,10 +48,6 @@ pub fn unauthorized() -> HttpResponse {
     let mut response = error(StatusCode::UNAUTHORIZED, "unauthorized");
     response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
-}
-
-fn no_such_offer() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such offer")
 }
 
 /// Whether the request carries the admin bearer token.
@@ -69,17 +65,45 @@ async fn read_json<T: serde::de::DeserializeOwned>(app: &App, req: Request<Incom
 
 // ----- offers -----
 
-#[derive(Deserialize)]
+/// A new offer.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OfferInput {
+pub(super) struct OfferInput {
+    /// Display name: 1 to 200 characters, not all blank, no control characters (stored trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     name: String,
+    /// Where the offer's clicks are sent: an absolute http(s) URL of printable ASCII, at most 2048
+    /// characters. It may place the click id and the click's source and campaign with the macros
+    /// `{click_id}`, `{source}` and `{campaign}` in its path, query or fragment; without
+    /// `{click_id}`, `click_id=<id>` is appended to the query.
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        pattern = r"^https?://[!-~]+$",
+        example = "https://casino.example/signup?btag={click_id}&subid={source}"
+    )]
     casino_url: String,
+    /// Routing weight under `ROUTING_STRATEGY=ev` (traffic is shared in proportion to the weights,
+    /// plus the exploration share); ignored under `thompson`, which routes by each offer's
+    /// probability of earning the most per click.
     #[serde(default = "default_weight")]
+    #[schema(minimum = 0, maximum = 1000000000, default = 1.0)]
     weight: f64,
+    /// The secret the casino's platform must send with each postback: 8 to 256 visible ASCII
+    /// characters; generated when omitted.
+    #[schema(min_length = 8, max_length = 256, pattern = r"^[!-~]+$")]
     postback_secret: Option<String>,
+    /// Whether the offer gets traffic.
     #[serde(default = "default_active")]
+    #[schema(default = true)]
     active: bool,
+    /// The platform's own status words mapped to our events, e.g. `{"first_dep": "ftd"}`.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::event_aliases)]
     event_aliases: BTreeMap<String, String>,
 }
 
@@ -91,26 +115,58 @@ fn default_active() -> bool {
     true
 }
 
-#[derive(Deserialize)]
+/// Changes to an offer: only the fields given change.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct OfferPatchInput {
+pub(super) struct OfferPatchInput {
+    /// New display name (as in `OfferInput`).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     name: Option<String>,
+    /// New offer URL (as in `OfferInput`).
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        pattern = r"^https?://[!-~]+$",
+        example = "https://casino.example/signup?btag={click_id}"
+    )]
     casino_url: Option<String>,
+    /// New routing weight under `ev`.
+    #[schema(minimum = 0, maximum = 1000000000)]
     weight: Option<f64>,
+    /// New postback secret: 8 to 256 visible ASCII characters.
+    #[schema(min_length = 8, max_length = 256, pattern = r"^[!-~]+$")]
     postback_secret: Option<String>,
+    /// Activate or deactivate (an offer must be inactive before it can be deleted).
     active: Option<bool>,
+    /// Replaces the whole status-word mapping.
+    #[schema(schema_with = super::openapi::event_aliases)]
     event_aliases: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Serialize)]
-struct OfferView<'a> {
+/// An offer.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Offer)]
+pub(super) struct OfferView<'a> {
+    /// The offer's id.
     id: i64,
+    /// Display name.
     name: &'a str,
+    /// Where its clicks are sent (may hold macros).
     casino_url: &'a str,
+    /// Routing weight under `ev` (under `thompson`, see `/admin/stats` for the share it gets).
     weight: f64,
+    /// The secret its platform must send with postbacks.
     postback_secret: &'a str,
+    /// Whether it gets traffic.
     active: bool,
+    /// The platform's status words mapped to our events.
+    #[schema(schema_with = super::openapi::event_aliases)]
     event_aliases: BTreeMap<&'a str, &'static str>,
+    /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
 }
@@ -130,8 +186,21 @@ impl<'a> From<&'a Offer> for OfferView<'a> {
     }
 }
 
+/// What a delete did.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Deleted {
+    /// The id of the offer deleted.
+    deleted: i64,
+}
+
 async fn list_offers(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
-    let active_only = pairs(query).flatten().any(|(key, value)| key == "active_only" && value == "true");
+    let mut active_only = false;
+    for pair in pairs(query) {
+        let (key, value) = pair.map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if key == "active_only" {
+            active_only = parse_bool("active_only", &value)?;
+        }
+    }
     let offers = app.list_offers(active_only).await?;
     Ok(json(StatusCode::OK, &offers.iter().map(OfferView::from).collect::<Vec<_>>()))
 }
@@ -169,44 +238,64 @@ async fn update_offer(app: &App, id: i64, req: Request<Incoming>) -> Result<Http
 }
 
 async fn delete_offer(app: &App, id: i64) -> Result<HttpResponse, ApiError> {
-    #[derive(Serialize)]
-    struct Deleted {
-        deleted: i64,
-    }
     app.delete_offer(id).await?;
     Ok(json(StatusCode::OK, &Deleted { deleted: id }))
 }
 
 // ----- stats -----
 
-#[derive(Serialize)]
-struct StatsView<'a> {
+/// One offer's performance over the requested range (by click time), and how it is routed now.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OfferStats)]
+pub(super) struct StatsView<'a> {
+    /// The offer's id.
     id: i64,
+    /// Its name.
     name: &'a str,
+    /// Clicks in the range.
     total_clicks: u64,
+    /// Registrations of those clicks.
     total_registrations: u64,
+    /// FTDs of those clicks (rejected FTDs do not count).
     total_ftds: u64,
-    total_payout: f64,
-    /// FTDs per click, in percent.
+    /// Revenue of those clicks: FTD payouts plus further deposits, in the range (not a window).
+    total_revenue: f64,
+    /// FTDs per click over the range, in percent.
     conversion_rate: f64,
-    /// Payout per click.
-    ev: f64,
+    /// Earnings per click over the range: `total_revenue / total_clicks`.
+    epc: f64,
+    /// The weight that routes the offer now: under `ev` its stored EV weight (EV / best EV,
+    /// floored at `MIN_WEIGHT`); under `thompson` the table's probability of being best.
     weight: f64,
+    /// Whether it is active.
     active: bool,
-    /// Share of new clicks this offer gets now.
+    /// Probability that a new click goes to this offer now (exploration included).
     traffic_share: f64,
-    /// Thompson posterior mean earnings per click (active offers; `null` otherwise).
+    /// Thompson posterior mean earnings per click over the last 30 days (active offers; `null`
+    /// otherwise).
+    #[schema(required = true)]
     epc_mean: Option<f64>,
-    /// Its 90% interval, `[low, high]`.
+    /// 90% posterior interval of the earnings per click, `[low, high]` (active offers).
+    #[schema(required = true)]
     epc_interval_90: Option<[f64; 2]>,
-    /// Probability of having the highest earnings per click among the active offers.
+    /// Posterior probability that this offer has the highest earnings per click among the active
+    /// offers (active offers).
+    #[schema(required = true)]
     probability_best: Option<f64>,
 }
 
+/// Parses a boolean query parameter: `true` or `false`, nothing else.
+fn parse_bool(key: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::bad_request(format!("{key} must be true or false"))),
+    }
+}
+
 fn parse_time(key: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
-    OffsetDateTime::parse(value, &Rfc3339).ok().filter(|time| (1970..=9000).contains(&time.year())).ok_or_else(|| {
-        ApiError::bad_request(format!("{key} must be an RFC 3339 time from 1970 to 9000, such as 2026-01-31T00:00:00Z"))
-    })
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map_err(|_| ApiError::bad_request(format!("{key} must be an RFC 3339 time, such as 2026-01-31T00:00:00Z")))
 }
 
 fn parse_range(query: &str) -> Result<TimeRange, ApiError> {
@@ -237,9 +326,9 @@ impl<'a> From<&'a OfferReport> for StatsView<'a> {
             total_clicks: stats.clicks,
             total_registrations: stats.registrations,
             total_ftds: stats.ftds,
-            total_payout: stats.revenue,
+            total_revenue: stats.revenue,
             conversion_rate: 100.0 * per_click(stats.ftds as f64),
-            ev: per_click(stats.revenue),
+            epc: per_click(stats.revenue),
             weight: report.weight,
             active: stats.active,
             traffic_share: report.traffic_share,
@@ -252,57 +341,89 @@ impl<'a> From<&'a OfferReport> for StatsView<'a> {
 
 // ----- weights -----
 
-#[derive(Serialize)]
-struct WeightView {
+/// One offer's new weight and the window it was computed from.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WeightView {
+    /// The offer's id.
     id: i64,
-    clicks: u64,
-    ftds: u64,
-    payout: f64,
-    ev: f64,
+    /// Clicks in the window the weight was computed from: under `ev` the offer's last
+    /// `LAST_N_CLICKS` clicks, under `thompson` the last 30 days.
+    window_clicks: u64,
+    /// FTDs of those clicks.
+    window_ftds: u64,
+    /// Revenue of those FTDs.
+    window_revenue: f64,
+    /// The window's earnings per click: under `ev` the EV (FTD rate x average payout), under
+    /// `thompson` the posterior mean.
+    window_ev: f64,
+    /// The new weight: under `ev` EV / best EV, floored at `MIN_WEIGHT` (1.0 below
+    /// `MIN_CLICKS_FOR_EV` clicks); under `thompson` the probability of being best.
     weight: f64,
 }
 
+/// The weights after a recalculation.
+#[derive(Serialize, ToSchema)]
+pub(super) struct WeightsUpdated {
+    /// Always `updated`.
+    #[schema(pattern = "^updated$")]
+    status: &'static str,
+    /// Every active offer's new weight.
+    weights: Vec<WeightView>,
+}
+
 async fn update_weights(app: &App) -> Result<HttpResponse, ApiError> {
-    #[derive(Serialize)]
-    struct Updated {
-        status: &'static str,
-        weights: Vec<WeightView>,
-    }
     let weighted = app.update_weights().await?;
-    Ok(json(
-        StatusCode::OK,
-        &Updated {
-            status: "updated",
-            weights: weighted
-                .iter()
-                .map(|w| WeightView {
-                    id: w.window.offer_id,
-                    clicks: w.window.clicks,
-                    ftds: w.window.ftds,
-                    payout: w.window.revenue,
-                    ev: w.ev,
-                    weight: w.weight,
-                })
-                .collect(),
-        },
-    ))
+    let weights = weighted
+        .iter()
+        .map(|w| WeightView {
+            id: w.window.offer_id,
+            window_clicks: w.window.clicks,
+            window_ftds: w.window.ftds,
+            window_revenue: w.window.revenue,
+            window_ev: w.ev,
+            weight: w.weight,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &WeightsUpdated { status: "updated", weights }))
 }
 
 // ----- postback log -----
 
-#[derive(Serialize)]
-struct PostbackLogView<'a> {
+/// One postback as received, and how it ended. Never holds the secret.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PostbackLogLine)]
+pub(super) struct PostbackLogView<'a> {
+    /// Log id, increasing; pass as `before_id` to page.
     id: i64,
+    /// When it arrived.
     #[serde(with = "time::serde::rfc3339")]
     received_at: OffsetDateTime,
+    /// The click's offer, when the click is known.
+    #[schema(required = true)]
     offer_id: Option<i64>,
+    /// The click id as sent (it may not be a valid id).
+    #[schema(required = true)]
     click_id: Option<&'a str>,
+    /// The event word as sent.
+    #[schema(required = true)]
     event: Option<&'a str>,
+    /// The payout as sent, when it was a number.
+    #[schema(required = true)]
     payout: Option<f64>,
+    /// The currency as sent.
+    #[schema(required = true)]
     currency: Option<&'a str>,
+    /// The platform's transaction id as sent.
+    #[schema(required = true)]
     tid: Option<&'a str>,
+    /// How it ended.
+    #[schema(schema_with = super::openapi::postback_outcome)]
     outcome: &'static str,
+    /// Why, for anything but plain acceptance.
+    #[schema(required = true)]
     reason: Option<&'a str>,
+    /// The address it came from.
+    #[schema(required = true)]
     source_ip: Option<String>,
 }
 
@@ -353,16 +474,21 @@ fn parse_log_query(query: &str) -> Result<PostbackLogQuery, ApiError> {
     Ok(parsed)
 }
 
+/// A page of the postback log, newest first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PostbackLogPage)]
+pub(super) struct PageView<'a> {
+    /// The lines.
+    items: Vec<PostbackLogView<'a>>,
+    /// Pass as `before_id` for the next (older) page; `null` on the last page.
+    #[schema(required = true)]
+    next_before_id: Option<i64>,
+}
+
 async fn postback_log(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
-    #[derive(Serialize)]
-    struct Page<'a> {
-        items: Vec<PostbackLogView<'a>>,
-        /// Pass as `before_id` for the next (older) page; `null` on the last page.
-        next_before_id: Option<i64>,
-    }
     let page = app.postback_log(&parse_log_query(query)?).await?;
     Ok(json(
         StatusCode::OK,
-        &Page { items: page.rows.iter().map(PostbackLogView::from).collect(), next_before_id: page.next_before_id },
+        &PageView { items: page.rows.iter().map(PostbackLogView::from).collect(), next_before_id: page.next_before_id },
     ))
 }

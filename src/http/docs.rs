@@ -1,8 +1,7 @@
 //! `/openapi.json` and `/docs`: the API's description and the Swagger UI that renders it.
 //!
-//! The OpenAPI document is written by hand (`openapi.json`, next to this file) and embedded in the
-//! binary; `tests/openapi.rs` keeps it true by checking the running server's answers against it.
-//! The Swagger UI's files come from the `utoipa-swagger-ui` crate, vendored at build time, so `/docs`
+//! The OpenAPI document is generated from the code ([`super::openapi`]) for the running
+//! configuration. The Swagger UI's files come from the `utoipa-swagger-ui` crate, vendored at build time, so `/docs`
 //! works with no internet access.
 
 use std::sync::{Arc, LazyLock};
@@ -13,9 +12,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, 
 use hyper::{Response, StatusCode};
 
 use super::{HttpResponse, error};
-
-/// The OpenAPI 3.1 document of every endpoint.
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+use crate::app::App;
 
 /// The Swagger UI's settings: where the document is, and requests ready to run.
 static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyLock::new(|| {
@@ -23,8 +20,8 @@ static SWAGGER_CONFIG: LazyLock<Arc<utoipa_swagger_ui::Config<'static>>> = LazyL
 });
 
 /// `GET /openapi.json`.
-pub fn openapi() -> HttpResponse {
-    static_response(Bytes::from_static(OPENAPI_JSON.as_bytes()), "application/json", false)
+pub fn openapi(app: &App) -> HttpResponse {
+    static_response(Bytes::from(super::openapi::document_json(app.config())), "application/json", false)
 }
 
 /// `GET /docs`: the UI's files are relative to `/docs/`.

@@ -7,6 +7,7 @@
 mod admin;
 mod click;
 mod docs;
+mod openapi;
 mod postback;
 mod query;
 pub mod routes;
@@ -20,13 +21,14 @@ use hyper::body::Incoming;
 use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::app::{App, AppError, Health};
 use crate::store::StoreError;
 use routes::{Endpoint, Resolved};
 
 pub use click::{ClickParams, handle_click};
-pub use docs::OPENAPI_JSON;
+pub use openapi::{document as openapi_document, document_json as openapi_json};
 
 /// The response type of every handler: small bodies, built whole.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -74,7 +76,7 @@ pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: So
         Endpoint::Metrics if app.config().metrics_addr.is_some() => error(StatusCode::NOT_FOUND, "not found"),
         Endpoint::Metrics if !admin::authorized(app, &req) => admin::unauthorized(),
         Endpoint::Metrics => metrics(app),
-        Endpoint::OpenApi => docs::openapi(),
+        Endpoint::OpenApi => docs::openapi(app),
         Endpoint::DocsRoot => docs::redirect_to_index(),
         Endpoint::DocsIndex => docs::file(""),
         Endpoint::DocsFile => docs::file(parameter.as_deref().unwrap_or("")),
@@ -91,18 +93,33 @@ fn metrics(app: &App) -> HttpResponse {
     response
 }
 
-#[derive(Serialize)]
+/// The router's health.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Health)]
 struct HealthView {
+    /// The verdict (described by [`openapi::health_status`]).
+    #[schema(schema_with = openapi::health_status)]
     status: &'static str,
+    /// Whether the database answered just now: `up` or `down`.
+    #[schema(pattern = "^(up|down)$")]
     database: &'static str,
+    /// Clicks waiting in memory for the writer.
     queue_depth: usize,
+    /// How many clicks the queue holds at most (`CLICK_QUEUE_CAPACITY`).
     queue_capacity: usize,
+    /// Clicks the writer holds in memory while the database is unreachable.
     clicks_held: u64,
+    /// Clicks spilled to the on-disk journal, waiting for the database.
     journal_clicks: u64,
+    /// Size of the journal, in bytes.
     journal_bytes: u64,
+    /// Clicks written to the database since start.
     clicks_written: u64,
+    /// Clicks the database refused even one by one.
     clicks_failed: u64,
+    /// Clicks refused at the door with 503: queue full.
     clicks_rejected: u64,
+    /// Offers in the routing table.
     active_offers: usize,
 }
 
@@ -146,12 +163,16 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> HttpResponse
     }
 }
 
+/// Every error's body.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+struct ErrorBody<'a> {
+    /// What went wrong, naming the field at fault.
+    error: &'a str,
+}
+
 /// `{"error": message}` with `status`.
 pub fn error(status: StatusCode, message: &str) -> HttpResponse {
-    #[derive(Serialize)]
-    struct ErrorBody<'a> {
-        error: &'a str,
-    }
     let bytes = serde_json::to_vec(&ErrorBody { error: message }).unwrap_or_else(|_| b"{\"error\":\"error\"}".to_vec());
     with_json_type(Response::new(Full::new(Bytes::from(bytes))), status)
 }

@@ -12,69 +12,114 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::query::pairs;
 use super::{ApiError, HttpResponse, error, json, read_body};
-use crate::app::{App, PostbackAccepted, PostbackInput, PostbackRefused};
+use crate::app::{App, PayoutValue, PostbackAccepted, PostbackInput, PostbackRefused};
 use crate::conversion::EventKind;
 use crate::store::PostbackOutcome;
 
+/// The fields a postback may carry, by name, in the query, a form body or a JSON body.
+pub const FIELDS: [&str; 7] = ["click_id", "event", "payout", "secret", "external_player_id", "tid", "currency"];
+
 /// The fields of a postback as they arrive, before any validation.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, PartialEq)]
 struct RawPostback {
     click_id: Option<String>,
     event: Option<String>,
-    #[serde(default, deserialize_with = "number_or_text")]
-    payout: Option<String>,
+    payout: Option<PayoutValue>,
     secret: Option<String>,
     external_player_id: Option<String>,
     tid: Option<String>,
     currency: Option<String>,
-}
-
-/// Accepts a payout given as a JSON number or as a string; validation happens later.
-fn number_or_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum NumberOrText {
-        Number(serde_json::Number),
-        Text(String),
-    }
-    Ok(Option::<NumberOrText>::deserialize(deserializer)?.map(|value| match value {
-        NumberOrText::Number(n) => n.to_string(),
-        NumberOrText::Text(t) => t,
-    }))
+    /// Query or form parameters that are not postback fields (platforms add their own).
+    ignored: Vec<String>,
 }
 
 impl RawPostback {
+    /// The text field called `name` (`payout` is not text-only, so it is not one of them).
+    fn text_field(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name {
+            "click_id" => &mut self.click_id,
+            "event" => &mut self.event,
+            "secret" => &mut self.secret,
+            "external_player_id" => &mut self.external_player_id,
+            "tid" => &mut self.tid,
+            "currency" => &mut self.currency,
+            _ => return None,
+        })
+    }
+
+    /// A query string or form body. The first non-empty value of a field wins; other parameters are
+    /// ignored, but their names are kept for the postback log.
     fn from_pairs(input: &str) -> Result<RawPostback, String> {
         let mut raw = RawPostback::default();
         for pair in pairs(input) {
             let (key, value) = pair.map_err(|e| e.to_string())?;
-            let slot = match key.as_ref() {
-                "click_id" => &mut raw.click_id,
-                "event" => &mut raw.event,
-                "payout" => &mut raw.payout,
-                "secret" => &mut raw.secret,
-                "external_player_id" => &mut raw.external_player_id,
-                "tid" => &mut raw.tid,
-                "currency" => &mut raw.currency,
-                _ => continue,
-            };
-            if slot.is_none() && !value.is_empty() {
-                *slot = Some(value.into_owned());
+            if value.is_empty() {
+                continue;
+            }
+            if key == "payout" {
+                raw.payout.get_or_insert_with(|| PayoutValue::Text(value.into_owned()));
+            } else if let Some(slot) = raw.text_field(&key) {
+                slot.get_or_insert_with(|| value.into_owned());
+            } else if !raw.ignored.iter().any(|name| *name == key) {
+                raw.ignored.push(key.into_owned());
+            }
+        }
+        Ok(raw)
+    }
+
+    /// A JSON object of the postback fields: strings (or `null`), `payout` a number or a string.
+    /// Unknown fields are refused by name, so a misspelled `payout` cannot be silently lost. Errors
+    /// say where, never what: a value may be the secret.
+    fn from_json(body: &[u8]) -> Result<RawPostback, String> {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| json_error_reason(&e))?;
+        let serde_json::Value::Object(fields) = value else {
+            return Err("a JSON postback must be an object".to_owned());
+        };
+        let unknown: Vec<String> = fields
+            .keys()
+            .filter(|name| !FIELDS.contains(&name.as_str()))
+            .map(|name| format!("{:?}", name.chars().take(64).collect::<String>()))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!("unknown field {}: a JSON postback takes {}", unknown.join(", "), FIELDS.join(", ")));
+        }
+        let mut raw = RawPostback::default();
+        for (name, value) in fields {
+            match (name.as_str(), value) {
+                (_, serde_json::Value::Null) => {}
+                ("payout", serde_json::Value::Number(number)) => {
+                    raw.payout = number.as_f64().map(PayoutValue::Number);
+                }
+                ("payout", serde_json::Value::String(text)) => raw.payout = Some(PayoutValue::Text(text)),
+                ("payout", _) => return Err("payout must be a number or a string".to_owned()),
+                (name, serde_json::Value::String(text)) => {
+                    if let Some(slot) = raw.text_field(name) {
+                        *slot = Some(text);
+                    }
+                }
+                (name, _) => return Err(format!("{name} must be a string")),
             }
         }
         Ok(raw)
     }
 }
 
-#[derive(Serialize)]
-struct Accepted<'a> {
+/// A postback recorded, or a repeat of one recorded before.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PostbackAccepted)]
+pub(super) struct Accepted<'a> {
+    /// `success` when recorded now, `duplicate` when it was recorded before (nothing changed).
+    #[schema(pattern = "^(success|duplicate)$")]
     status: &'static str,
+    /// What was recorded.
     message: &'a str,
+    /// The click.
     click_id: Uuid,
 }
 
@@ -139,7 +184,7 @@ async fn parse_request(req: Request<Incoming>, body_timeout: Duration) -> Result
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match media_type.as_str() {
         // serde's messages quote the offending value, which may be the secret: say where, not what.
-        "application/json" => serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(json_error_reason(&e))),
+        "application/json" => RawPostback::from_json(&body).map_err(ApiError::bad_request),
         "application/x-www-form-urlencoded" => {
             let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("form body is not UTF-8"))?;
             RawPostback::from_pairs(text).map_err(ApiError::bad_request)
@@ -173,21 +218,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_fields_are_read_and_unknown_ones_ignored() {
-        let raw = RawPostback::from_pairs("click_id=abc&event=ftd&payout=10.5&secret=s%20x&foo=bar").unwrap();
+    fn query_fields_are_read_and_unknown_ones_kept_by_name() {
+        let raw =
+            RawPostback::from_pairs("click_id=abc&event=ftd&payout=10.5&secret=s%20x&foo=bar&foo=baz&sub1=").unwrap();
         assert_eq!(raw.click_id.as_deref(), Some("abc"));
-        assert_eq!(raw.payout.as_deref(), Some("10.5"));
+        assert_eq!(raw.payout, Some(PayoutValue::Text("10.5".into())));
         assert_eq!(raw.secret.as_deref(), Some("s x"));
+        assert_eq!(raw.ignored, ["foo"]);
         assert!(RawPostback::from_pairs("click_id=%zz").is_err());
     }
 
     #[test]
     fn json_payout_may_be_a_number_or_a_string() {
-        let raw: RawPostback = serde_json::from_str(r#"{"click_id":"a","event":"ftd","payout":100.5}"#).unwrap();
-        assert_eq!(raw.payout.as_deref(), Some("100.5"));
-        let raw: RawPostback = serde_json::from_str(r#"{"payout":"7"}"#).unwrap();
-        assert_eq!(raw.payout.as_deref(), Some("7"));
-        assert!(serde_json::from_str::<RawPostback>(r#"{"payout":[1]}"#).is_err());
+        let raw = RawPostback::from_json(br#"{"click_id":"a","event":"ftd","payout":100.5,"tid":null}"#).unwrap();
+        assert_eq!(raw.payout, Some(PayoutValue::Number(100.5)));
+        assert_eq!(raw.tid, None);
+        let raw = RawPostback::from_json(br#"{"payout":"7"}"#).unwrap();
+        assert_eq!(raw.payout, Some(PayoutValue::Text("7".into())));
+        assert_eq!(RawPostback::from_json(br#"{"payout":[1]}"#).unwrap_err(), "payout must be a number or a string");
+        assert_eq!(RawPostback::from_json(br#"{"tid":5}"#).unwrap_err(), "tid must be a string");
+        assert_eq!(RawPostback::from_json(b"[]").unwrap_err(), "a JSON postback must be an object");
+    }
+
+    #[test]
+    fn unknown_json_fields_are_refused_by_name() {
+        let error = RawPostback::from_json(br#"{"click_id":"a","event":"ftd","amount":150}"#).unwrap_err();
+        assert!(
+            error.starts_with(r#"unknown field "amount": a JSON postback takes click_id, event, payout"#),
+            "{error}"
+        );
     }
 
     mod properties {
@@ -199,18 +258,17 @@ mod tests {
             #[test]
             fn any_postback_body_parses_or_fails_cleanly(text in any::<String>(), bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
                 let _ = RawPostback::from_pairs(&text);
-                if let Err(error) = serde_json::from_slice::<RawPostback>(&bytes) {
-                    let _ = json_error_reason(&error);
-                }
+                let _ = RawPostback::from_json(&bytes);
             }
 
             /// serde quotes a wrongly typed value in its message; the reason given to the client
             /// must not, or a numeric secret would be echoed.
             #[test]
             fn json_errors_do_not_echo_the_secret(secret in 1_000_000u64..) {
-                let error = serde_json::from_str::<RawPostback>(&format!("{{\"secret\": {secret}}}")).unwrap_err();
-                prop_assert!(error.to_string().contains(&secret.to_string()), "serde would echo it");
-                prop_assert!(!json_error_reason(&error).contains(&secret.to_string()));
+                let error = RawPostback::from_json(format!("{{\"secret\": {secret}}}").as_bytes()).unwrap_err();
+                prop_assert!(!error.contains(&secret.to_string()), "{}", error);
+                let error = RawPostback::from_json(format!("{{\"secret\": \"{secret}").as_bytes()).unwrap_err();
+                prop_assert!(!error.contains(&secret.to_string()), "{}", error);
             }
         }
     }

@@ -22,6 +22,13 @@ const KNOWN_KEYWORDS: &[&str] = &[
     "minimum",
     "maximum",
     "maxLength",
+    "minLength",
+    "pattern",
+    "oneOf",
+    "maxProperties",
+    "propertyNames",
+    "example",
+    "examples",
     "default",
 ];
 
@@ -139,6 +146,37 @@ impl Spec {
             && value.as_f64().is_some_and(|v| v > maximum)
         {
             return Err(format!("{at}: {value} is above {maximum}"));
+        }
+        if let Some(options) = rules.get("oneOf").and_then(Value::as_array) {
+            let matching = options.iter().filter(|option| self.validate(option, value, at).is_ok()).count();
+            if matching != 1 {
+                return Err(format!("{at}: {value} matches {matching} of the oneOf schemas, not one"));
+            }
+        }
+        if let Some(text) = value.as_str() {
+            let length = text.chars().count() as u64;
+            if rules.get("minLength").and_then(Value::as_u64).is_some_and(|min| length < min) {
+                return Err(format!("{at}: {text:?} is shorter than minLength"));
+            }
+            if rules.get("maxLength").and_then(Value::as_u64).is_some_and(|max| length > max) {
+                return Err(format!("{at}: {text:?} is longer than maxLength"));
+            }
+            if let Some(pattern) = rules.get("pattern").and_then(Value::as_str) {
+                let regex = regex::Regex::new(pattern).map_err(|e| format!("{at}: bad pattern {pattern:?}: {e}"))?;
+                if !regex.is_match(text) {
+                    return Err(format!("{at}: {text:?} does not match {pattern:?}"));
+                }
+            }
+        }
+        if let (Some(max), Some(object)) = (rules.get("maxProperties").and_then(Value::as_u64), value.as_object())
+            && object.len() as u64 > max
+        {
+            return Err(format!("{at}: more than {max} properties"));
+        }
+        if let (Some(names), Some(object)) = (rules.get("propertyNames"), value.as_object()) {
+            for name in object.keys() {
+                self.validate(names, &Value::String(name.clone()), &format!("{at} (property name {name:?})"))?;
+            }
         }
         match (rules.get("format").and_then(Value::as_str), value.as_str()) {
             (Some("uuid"), Some(text)) if uuid::Uuid::parse_str(text).is_err() => {

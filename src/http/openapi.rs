@@ -1,0 +1,589 @@
+//! The API description (OpenAPI 3.1), generated from the code so that it cannot drift from it.
+//!
+//! - The paths come from [`Endpoint::ALL`], each described by an exhaustive `match`: an endpoint
+//!   cannot be served without being described, nor described without being served.
+//! - Request and response bodies are the handlers' own serde types, deriving `ToSchema`: their
+//!   fields, doc comments and constraints are the description.
+//! - Limits that live in constants or in the configuration (the payout's maximum, the page size,
+//!   the alias map's bounds, the click parameters' length) are read from them here, not copied.
+//!
+//! `tests/conformance.rs` generates valid and invalid requests from the served document and checks
+//! that the server agrees both ways; `tests/openapi.rs` checks real answers against it.
+
+use serde_json::json;
+use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, Header, OpenApi as Document, Ref, RefOr, Required, Response, ResponseBuilder, Schema,
+};
+use utoipa::{OpenApi, PartialSchema};
+
+use super::admin::{Deleted, MAX_PAGE, OfferInput, OfferPatchInput, OfferView, PageView, StatsView, WeightsUpdated};
+use super::click::MAX_PARAM_CHARS;
+use super::postback::{Accepted, FIELDS};
+use super::routes::Endpoint;
+use super::{ErrorBody, HealthView};
+use crate::app::{HealthStatus, MAX_ALIAS_CHARS, MAX_ALIASES, MAX_ID_CHARS};
+use crate::config::Config;
+use crate::conversion::{EventKind, payout_text_pattern};
+use crate::store::PostbackOutcome;
+
+/// A string without control characters (C0, DEL, C1), as every free-text input must be.
+const PRINTABLE: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "casino-router",
+        description = "Self-hosted traffic router for casino affiliates: a click on `/click` is routed to one \
+            casino offer and redirected with a click id; the casino's platform reports conversions on \
+            `/postback`; admins manage offers and read stats. Every error answers `{\"error\": \"...\"}` \
+            naming the field at fault, with the matching status; a 405 lists the allowed methods in `Allow`. \
+            Admin endpoints (and `/metrics` on the main port) need `Authorization: Bearer ADMIN_TOKEN`."
+    ),
+    components(schemas(
+        ErrorBody,
+        HealthView,
+        Accepted,
+        OfferView,
+        OfferInput,
+        OfferPatchInput,
+        Deleted,
+        StatsView,
+        WeightsUpdated,
+        PageView
+    ))
+)]
+struct ApiDoc;
+
+/// The document for a router running with `config`, as JSON.
+pub fn document_json(config: &Config) -> String {
+    serde_json::to_string(&document(config)).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The document for a router running with `config`.
+pub fn document(config: &Config) -> Document {
+    let mut doc = ApiDoc::openapi();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearerAuth",
+        SecurityScheme::Http(
+            HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some("ADMIN_TOKEN")).build(),
+        ),
+    );
+    components.schemas.insert("EventKind".to_owned(), event_kind().into());
+    components.schemas.insert("PostbackOutcome".to_owned(), postback_outcome().into());
+    components.schemas.insert("PostbackInput".to_owned(), postback_input(config, false).into());
+    for endpoint in Endpoint::ALL {
+        let (method, template) = endpoint.operation();
+        let method = match method.as_str() {
+            "POST" => HttpMethod::Post,
+            "PUT" => HttpMethod::Put,
+            "PATCH" => HttpMethod::Patch,
+            "DELETE" => HttpMethod::Delete,
+            _ => HttpMethod::Get,
+        };
+        doc.paths.add_path_operation(template, vec![method], operation(endpoint, config));
+    }
+    doc
+}
+
+/// The description of one endpoint.
+fn operation(endpoint: Endpoint, config: &Config) -> Operation {
+    let op = |id: &str, tag: &str, summary: &str| {
+        OperationBuilder::new().operation_id(Some(id)).tag(tag).summary(Some(summary))
+    };
+    let admin = |id: &str, summary: &str| {
+        op(id, "admin", summary)
+            .security(SecurityRequirement::new("bearerAuth", Vec::<String>::new()))
+            .response("401", error("Missing or wrong bearer token."))
+            .response("503", unavailable())
+    };
+    match endpoint {
+        Endpoint::Click => op("click", "traffic", "Route a click")
+            .description(Some(
+                "Picks an offer, records the click, and redirects to the offer URL carrying the click id. Only \
+                 GET: a HEAD from a link checker is not a visitor.",
+            ))
+            .parameter(query(
+                "source",
+                "Traffic source, recorded with the click and available to the offer URL as `{source}`.",
+                click_param(),
+                false,
+            ))
+            .parameter(query(
+                "campaign",
+                "Campaign, recorded with the click and available to the offer URL as `{campaign}`.",
+                click_param(),
+                false,
+            ))
+            .response(
+                "302",
+                ResponseBuilder::new()
+                    .description("Redirect to the offer; `Location` carries the click id.")
+                    .header("Location", Header::new(string()))
+                    .build(),
+            )
+            .response("400", error("A parameter is too long, has control characters, or is badly escaped."))
+            .response("503", error("No active offer, or the click queue is full (then with `Retry-After: 1`).")),
+        Endpoint::PostbackGet => postback_responses(
+            op("postbackGet", "traffic", "Report a conversion (query string)")
+                .description(Some(POSTBACK_DESCRIPTION))
+                .parameters(Some(postback_query(config)))
+                .parameter(secret_header()),
+        ),
+        Endpoint::PostbackPost => postback_responses(
+            op("postbackPost", "traffic", "Report a conversion (JSON or form body)")
+                .description(Some(POSTBACK_DESCRIPTION))
+                .parameter(secret_header())
+                .request_body(Some(
+                    RequestBodyBuilder::new()
+                        .required(Some(Required::True))
+                        .content(
+                            "application/json",
+                            ContentBuilder::new().schema(Some(reference("PostbackInput"))).build(),
+                        )
+                        .content(
+                            "application/x-www-form-urlencoded",
+                            ContentBuilder::new().schema(Some(postback_input(config, true))).build(),
+                        )
+                        .build(),
+                )),
+        )
+        .response("408", error("The body did not arrive in time."))
+        .response("413", error("The body exceeds 65536 bytes."))
+        .response("415", error("The body is neither JSON nor a form.")),
+        Endpoint::Health => op("health", "operations", "Health")
+            .description(Some("200 while the router is up, with a verdict and the click writer's figures."))
+            .response("200", json_response("The router's health.", "Health")),
+        Endpoint::Metrics => op("metrics", "operations", "Prometheus metrics")
+            .description(Some(
+                "On the main port behind the admin token; without it on `METRICS_ADDR` when that is set (then \
+                 404 here).",
+            ))
+            .security(SecurityRequirement::new("bearerAuth", Vec::<String>::new()))
+            .response("200", text_response("Metrics in the Prometheus text format.", "text/plain"))
+            .response("401", error("Missing or wrong bearer token."))
+            .response("404", error("Served on `METRICS_ADDR` instead.")),
+        Endpoint::OpenApi => op("openapi", "operations", "This document").response(
+            "200",
+            ResponseBuilder::new()
+                .description("The OpenAPI 3.1 document.")
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(ObjectBuilder::new().schema_type(Type::Object))).build(),
+                )
+                .build(),
+        ),
+        Endpoint::DocsRoot => op("docsRoot", "operations", "Redirect to the API docs").response(
+            "301",
+            ResponseBuilder::new().description("To `/docs/`.").header("Location", Header::new(string())).build(),
+        ),
+        Endpoint::DocsIndex => op("docsIndex", "operations", "The API docs page (Swagger UI)")
+            .response("200", text_response("The page.", "text/html")),
+        Endpoint::DocsFile => op("docsFile", "operations", "A file of the API docs page")
+            .parameter(
+                ParameterBuilder::new()
+                    .name("file")
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .description(Some("The file's name."))
+                    .schema(Some(string())),
+            )
+            .response(
+                "200",
+                ResponseBuilder::new().description("The file (a script, a style sheet or an image).").build(),
+            )
+            .response("404", error("No such file.")),
+        Endpoint::ListOffers => admin("listOffers", "List offers")
+            .parameter(query(
+                "active_only",
+                "`true` for the active offers only.",
+                ObjectBuilder::new().schema_type(Type::Boolean).default(Some(json!(false))).build(),
+                false,
+            ))
+            .response("200", json_array_response("Every offer, by id.", "Offer"))
+            .response("400", error("`active_only` is not `true` or `false`.")),
+        Endpoint::CreateOffer => admin("createOffer", "Create an offer")
+            .description(Some("The routing table is rebuilt before the answer: the next click can go to it."))
+            .request_body(Some(json_body("OfferInput")))
+            .response("201", json_response("The offer created.", "Offer"))
+            .response("400", error("A field is missing, unknown or invalid; the message names it."))
+            .response("408", error("The body did not arrive in time."))
+            .response("413", error("The body exceeds 65536 bytes.")),
+        Endpoint::GetOffer => admin("getOffer", "Read an offer")
+            .parameter(offer_id())
+            .response("200", json_response("The offer.", "Offer"))
+            .response("400", error("`id` is not an integer."))
+            .response("404", error("No such offer.")),
+        Endpoint::ReplaceOffer | Endpoint::PatchOffer => {
+            admin(if endpoint == Endpoint::ReplaceOffer { "replaceOffer" } else { "patchOffer" }, "Change an offer")
+                .description(Some("Only the fields given change; the routing table is rebuilt before the answer."))
+                .parameter(offer_id())
+                .request_body(Some(json_body("OfferPatchInput")))
+                .response("200", json_response("The offer as changed.", "Offer"))
+                .response(
+                    "400",
+                    error("A field is unknown or invalid, or `id` is not an integer; the message names it."),
+                )
+                .response("404", error("No such offer."))
+                .response("408", error("The body did not arrive in time."))
+                .response("413", error("The body exceeds 65536 bytes."))
+        }
+        Endpoint::DeleteOffer => admin("deleteOffer", "Delete an inactive offer without clicks")
+            .parameter(offer_id())
+            .response("200", json_response("Deleted.", "Deleted"))
+            .response("400", error("`id` is not an integer."))
+            .response("404", error("No such offer."))
+            .response("409", error("The offer is active, or has clicks (deactivate it instead).")),
+        Endpoint::Stats => admin("stats", "Per-offer stats")
+            .description(Some("Figures by click time within `[from, to)`; the routing figures are the table in use."))
+            .parameter(query("from", "Only clicks at or after this time (RFC 3339).", date_time(), false))
+            .parameter(query("to", "Only clicks before this time (RFC 3339).", date_time(), false))
+            .response("200", json_array_response("One line per offer.", "OfferStats"))
+            .response("400", error("`from` or `to` is not an RFC 3339 time.")),
+        Endpoint::UpdateWeights => admin("updateWeights", "Recalculate the weights now")
+            .response("200", json_response("The new weights.", "WeightsUpdated"))
+            .response("409", error("Another instance is recalculating right now; retry shortly.")),
+        Endpoint::PostbackLog => admin("postbackLog", "The postback log, newest first")
+            .parameter(query("offer_id", "Only this offer's postbacks.", int64(), false))
+            .parameter(query("outcome", "Only this outcome.", reference("PostbackOutcome"), false))
+            .parameter(query("from", "Only postbacks received at or after this time (RFC 3339).", date_time(), false))
+            .parameter(query("to", "Only postbacks received before this time (RFC 3339).", date_time(), false))
+            .parameter(query(
+                "before_id",
+                "Only lines with a smaller id: the previous page's `next_before_id`.",
+                int64(),
+                false,
+            ))
+            .parameter(query(
+                "limit",
+                "Lines per page.",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_PAGE))
+                    .default(Some(json!(100)))
+                    .build(),
+                false,
+            ))
+            .response("200", json_response("A page.", "PostbackLogPage"))
+            .response("400", error("A parameter is invalid; the message names it.")),
+    }
+    .build()
+}
+
+const POSTBACK_DESCRIPTION: &str = "Server to server, authenticated by the offer's postback secret (a field, \
+    or the `X-Postback-Secret` header). Every postback, accepted or not, is written to the postback log; a \
+    success is answered only once the event is committed. A repeat answers `duplicate` and changes nothing. \
+    Query and form postbacks may carry other parameters (platforms add their own): they are ignored and \
+    their names recorded in the postback log; a JSON postback with an unknown field is refused.";
+
+fn postback_responses(op: OperationBuilder) -> OperationBuilder {
+    op.response("200", json_response("Recorded, or a duplicate of an event recorded before.", "PostbackAccepted"))
+        .response("400", error("A field is missing or invalid, or the event word is unknown; the message names it."))
+        .response("403", error("Wrong or missing postback secret."))
+        .response("404", error("Unknown click id."))
+        .response("409", error("A `payout` or `rejected` event for a click without an FTD."))
+        .response("503", retry_later("The database is unreachable, or the click is still being written; retry."))
+}
+
+/// The postback's fields as one object: the JSON body (`form` false: unknown fields refused, `null`
+/// allowed for an absent optional field) or the form body (`form` true: other fields allowed).
+fn postback_input(config: &Config, form: bool) -> Schema {
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("The fields of a postback."))
+        .required("click_id")
+        .required("event");
+    for name in FIELDS {
+        object = object.property(name, postback_field(name, config, !form));
+    }
+    if !form {
+        object = object.additional_properties(Some(utoipa::openapi::schema::AdditionalProperties::FreeForm(false)));
+    }
+    object.build().into()
+}
+
+/// The postback's fields as query parameters of `GET /postback`.
+fn postback_query(config: &Config) -> Vec<utoipa::openapi::path::Parameter> {
+    FIELDS
+        .iter()
+        .map(|&name| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(if matches!(name, "click_id" | "event") { Required::True } else { Required::False })
+                .schema(Some(postback_field(name, config, false)))
+                .build()
+        })
+        .collect()
+}
+
+/// One postback field. In JSON (`json`), optional fields may be `null` and `payout` a number too.
+fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
+    let text = |description: &str| ObjectBuilder::new().schema_type(Type::String).description(Some(description));
+    let nullable = |builder: ObjectBuilder| {
+        if json {
+            builder.schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]))
+        } else {
+            builder
+        }
+    };
+    let schema = match name {
+        "click_id" => text("The click id the router put in the offer URL.")
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+            .min_length(Some(36))
+            .max_length(Some(36))
+            .build(),
+        "event" => text(
+            "`ftd` (first-time deposit, with or without its payout), `payout` (the payout of an earlier FTD), \
+             `reg` (registration), `deposit` (a further deposit: needs `payout` and `tid`), `rejected` (the FTD \
+             was voided), or one of the offer's own `event_aliases` words; case is ignored.",
+        )
+        .min_length(Some(1))
+        .max_length(Some(128))
+        .pattern(Some(PRINTABLE))
+        .examples(EventKind::ALL.map(EventKind::as_str))
+        .build(),
+        "payout" => {
+            let decimal =
+                text("A plain decimal, such as `150.00`.").pattern(Some(payout_text_pattern(config.max_payout)));
+            let number = ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(0))
+                .maximum(Some(config.max_payout))
+                .description(Some("The amount, from 0 to `MAX_PAYOUT`."));
+            if json {
+                return utoipa::openapi::schema::OneOfBuilder::new()
+                    .item(number)
+                    .item(decimal)
+                    .item(ObjectBuilder::new().schema_type(Type::Null))
+                    .description(Some("The amount (FTD, payout, deposit): a number, or a decimal string."))
+                    .build()
+                    .into();
+            }
+            decimal.build()
+        }
+        "secret" => nullable(text("The offer's postback secret (or send it in `X-Postback-Secret`)."))
+            .max_length(Some(256))
+            .build(),
+        "external_player_id" => {
+            nullable(text("The platform's player id.")).max_length(Some(MAX_ID_CHARS)).pattern(Some(PRINTABLE)).build()
+        }
+        "tid" => nullable(text("The platform's transaction id: a deposit's duplicate key."))
+            .max_length(Some(MAX_ID_CHARS))
+            .pattern(Some(PRINTABLE))
+            .build(),
+        _ => nullable(text("ISO 4217 code of the payout (default USD).")).pattern(Some("^[A-Za-z]{3}$")).build(),
+    };
+    schema.into()
+}
+
+fn secret_header() -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name("X-Postback-Secret")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some("The offer's postback secret, instead of the `secret` field."))
+        .schema(Some(string()))
+        .build()
+}
+
+/// `event_aliases`: the platform's own status words mapped to our event names.
+pub(super) fn event_aliases() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "The platform's own status words mapped to our events, such as `{\"first_dep\": \"ftd\"}`; words are \
+             matched ignoring case.",
+        ))
+        .max_properties(Some(MAX_ALIASES))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_ALIAS_CHARS))
+                .pattern(Some(r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$")),
+        ))
+        .additional_properties(Some(reference("EventKind")))
+        .build()
+        .into()
+}
+
+fn event_kind() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("An event the router understands."))
+        .enum_values(Some(EventKind::ALL.map(EventKind::as_str)))
+        .build()
+        .into()
+}
+
+/// `/health`'s verdict.
+pub(super) fn health_status() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "`ok` while routing; `degraded` while the database is unreachable or the writer still holds or \
+             journals clicks for it; `no_active_offers` while every click is refused (add offers with the admin \
+             API or the `seed` command).",
+        ))
+        .enum_values(Some(HealthStatus::ALL.map(HealthStatus::as_str)))
+        .build()
+        .into()
+}
+
+/// How a postback ended, in the postback log.
+pub(super) fn postback_outcome() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("How a postback ended."))
+        .enum_values(Some(PostbackOutcome::ALL.map(PostbackOutcome::as_str)))
+        .build()
+        .into()
+}
+
+fn click_param() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_PARAM_CHARS))
+        .pattern(Some(PRINTABLE))
+        .build()
+        .into()
+}
+
+fn offer_id() -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name("id")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("The offer's id."))
+        .schema(Some(int64()))
+        .build()
+}
+
+fn query(
+    name: &str,
+    description: &str,
+    schema: impl Into<RefOr<Schema>>,
+    required: bool,
+) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(if required { Required::True } else { Required::False })
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+fn string() -> Schema {
+    String::schema().into()
+}
+
+fn int64() -> Schema {
+    i64::schema().into()
+}
+
+fn date_time() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .build()
+        .into()
+}
+
+fn reference(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn json_body(schema: &str) -> utoipa::openapi::request_body::RequestBody {
+    RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .content("application/json", ContentBuilder::new().schema(Some(reference(schema))).build())
+        .build()
+}
+
+fn json_response(description: &str, schema: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(reference(schema))).build())
+        .build()
+}
+
+fn json_array_response(description: &str, schema: &str) -> Response {
+    let array = utoipa::openapi::schema::ArrayBuilder::new().items(reference(schema)).build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(array)).build())
+        .build()
+}
+
+fn text_response(description: &str, content_type: &str) -> Response {
+    ResponseBuilder::new().description(description).content(content_type, ContentBuilder::new().build()).build()
+}
+
+fn error(description: &str) -> Response {
+    json_response(description, "Error")
+}
+
+fn retry_later(description: &str) -> Response {
+    let mut response = error(description);
+    response.headers.insert("Retry-After".to_owned(), Header::new(i64::schema()).into());
+    response
+}
+
+fn unavailable() -> Response {
+    retry_later("The database is unreachable; retry (`Retry-After` is set).")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{MAX_NAME_CHARS, MAX_WEIGHT, SECRET_BYTES};
+    use serde_json::Value;
+
+    fn schemas() -> Value {
+        let config = Config::from_lookup(|_| None).expect("the default configuration is valid");
+        serde_json::to_value(document(&config)).unwrap()["components"]["schemas"].clone()
+    }
+
+    /// `ToSchema` attributes take literals only: each limit written there must be the constant the
+    /// validation uses.
+    #[test]
+    fn derived_limits_are_the_constants_the_validation_uses() {
+        let schemas = schemas();
+        for schema in ["OfferInput", "OfferPatchInput"] {
+            let fields = &schemas[schema]["properties"];
+            assert_eq!(fields["name"]["maxLength"], MAX_NAME_CHARS, "{schema}");
+            assert_eq!(fields["weight"]["maximum"].as_f64(), Some(MAX_WEIGHT), "{schema}");
+            assert_eq!(fields["postback_secret"]["minLength"], SECRET_BYTES.0, "{schema}");
+            assert_eq!(fields["postback_secret"]["maxLength"], SECRET_BYTES.1, "{schema}");
+            assert_eq!(fields["casino_url"]["maxLength"], crate::routing::redirect::MAX_URL_LEN, "{schema}");
+        }
+    }
+
+    #[test]
+    fn every_schema_and_operation_has_a_description() {
+        let config = Config::from_lookup(|_| None).unwrap();
+        let doc = serde_json::to_value(document(&config)).unwrap();
+        for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+            for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+                assert!(property["description"].is_string(), "{name}.{field} has no description");
+            }
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                assert!(operation["summary"].is_string(), "{method} {path} has no summary");
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let described =
+                        parameter["description"].is_string() || parameter["schema"]["description"].is_string();
+                    assert!(described, "{method} {path}: parameter {} has no description", parameter["name"]);
+                }
+            }
+        }
+    }
+}
