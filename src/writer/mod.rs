@@ -16,7 +16,10 @@
 //!   keeps redirecting) and holds the clicks in memory, up to `spill_after`; past that it spills them
 //!   to the on-disk [`Journal`]. It retries with back-off; once a write succeeds it writes what it
 //!   holds, then replays the journal. If the journal is full too, the writer stops reading the queue:
-//!   the queue fills and clicks are refused with 503 and counted, never lost silently.
+//!   the queue fills and clicks are refused with 503 and counted, never lost silently. These rules
+//!   live in `outage.rs` as a state machine that does no I/O (`WriterState`: events and the
+//!   time in, decisions out), unit-tested transition by transition; the `Worker` here reads the
+//!   queue, forms batches and carries the decisions out against the store and the journal.
 //! - A flush request is a message in the same FIFO: when it is acknowledged, every click queued before
 //!   it is committed. Postbacks use it for clicks that may still be waiting in the queue. During an
 //!   outage a flush is not acknowledged (the caller answers 503).
@@ -28,18 +31,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::journal::{Journal, JournalStats};
 use crate::metrics::Metrics;
 use crate::store::{ClickRecord, Store, insert_clicks_isolating};
+use outage::{Decision, Mode, Reading, WriterState};
 
-/// First pause before retrying an unreachable database; doubled up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest pause between retries of an unreachable database.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+mod outage;
 
 /// Batching settings.
 #[derive(Debug, Clone, Copy)]
@@ -182,12 +183,8 @@ impl ClickWriter {
         let stats = Arc::new(WriterStats::default());
         let shutdown_requested = Arc::new(AtomicBool::new(false));
         let journal_stats = journal.stats();
-        // A journal that start-up could not replay is retried as after an outage.
-        let outage = (!journal.is_empty()).then(|| {
-            let now = Instant::now();
-            Outage { since: now, next_retry: now, backoff: FIRST_BACKOFF, journal_refused: false }
-        });
-        stats.outage.store(outage.is_some(), Ordering::Relaxed);
+        let state = WriterState::new(config.spill_after, !journal.is_empty(), Instant::now());
+        stats.outage.store(state.in_outage(), Ordering::Relaxed);
         let worker = Worker {
             rx,
             store,
@@ -196,9 +193,7 @@ impl ClickWriter {
             stats: stats.clone(),
             metrics,
             journal,
-            held: Vec::new(),
-            outage,
-            stopping: false,
+            state,
             shutdown_requested: shutdown_requested.clone(),
         };
         let thread = std::thread::Builder::new().name("click-writer".into()).spawn(move || worker.run())?;
@@ -228,21 +223,14 @@ impl ClickWriter {
     }
 }
 
-/// The writer's view of an unreachable database.
-struct Outage {
-    since: Instant,
-    next_retry: Instant,
-    backoff: Duration,
-    /// The journal refused a spill: stop reading the queue until a retry succeeds.
-    journal_refused: bool,
-}
-
 /// Clicks not written because the database is unreachable: a suffix of what was to be written.
 struct Unreachable<'a> {
     rest: &'a [ClickRecord],
     reason: String,
 }
 
+/// The writer thread: reads the queue, forms batches, and carries out what [`WriterState`] decides
+/// against the store and the journal.
 struct Worker {
     rx: Receiver<Message>,
     store: Arc<dyn Store>,
@@ -251,11 +239,8 @@ struct Worker {
     stats: Arc<WriterStats>,
     metrics: Arc<Metrics>,
     journal: Journal,
-    /// Clicks read from the queue during an outage, not yet written or spilled.
-    held: Vec<ClickRecord>,
-    outage: Option<Outage>,
-    /// The `Stop` message was read (or every sender is gone): drain without waiting, then exit.
-    stopping: bool,
+    /// Mode, phase and the clicks held during an outage.
+    state: WriterState,
     /// Set by [`ClickWriter::shutdown`] before `Stop` is queued.
     shutdown_requested: Arc<AtomicBool>,
 }
@@ -275,13 +260,13 @@ impl Worker {
                         Ok(message) => self.accept(message, &mut batch, &mut acks),
                         Err(TryRecvError::Empty) => break,
                         Err(TryRecvError::Disconnected) => {
-                            self.stopping = true;
+                            self.state.stop_requested();
                             break;
                         }
                     }
                 }
                 let now = Instant::now();
-                if batch.len() >= batch_size || !acks.is_empty() || self.stopping || now >= deadline {
+                if batch.len() >= batch_size || !acks.is_empty() || self.state.is_stopping() || now >= deadline {
                     break;
                 }
                 // Sleep without waiting on the channel, so that senders do not wake this thread for
@@ -290,50 +275,52 @@ impl Worker {
                 std::thread::park_timeout(deadline - now);
             }
             if !batch.is_empty() {
-                self.store_batch(&batch);
+                let decision = self.state.batch_ready(&mut batch, Instant::now());
+                self.execute(decision, &batch);
                 batch.clear();
             }
             // Acknowledged only when everything before the request is in the database; dropped
             // (the caller sees a failed flush) while clicks wait in memory or in the journal.
-            let all_written = self.outage.is_none() && self.journal.is_empty();
+            let all_written = self.state.acknowledges_flushes();
             for ack in acks.drain(..) {
                 if all_written {
                     let _ = ack.send(());
                 }
             }
         }
-        self.finish();
+        let decision = self.state.drained(Instant::now());
+        self.execute(decision, &[]);
         tracing::info!(written = self.stats.written.load(Ordering::Relaxed), "click writer stopped");
     }
 
-    /// The first message of a batch. Waits for it while running (the one wake-up a batch costs the
-    /// click path), retrying the database on schedule during an outage, and not reading the queue at
-    /// all while the journal refuses spills; takes only what is already queued once stopping.
-    /// `None` ends the writer.
+    /// The first message of a batch, read as [`WriterState::reading`] says: waiting for it while
+    /// running (the one wake-up a batch costs the click path), retrying the database on schedule
+    /// during an outage, not reading the queue at all while the journal refuses spills, and taking
+    /// only what is already queued once stopping. `None` ends the writer.
     fn first_message(&mut self) -> Option<Message> {
         loop {
-            if self.stopping {
-                return self.rx.try_recv().ok();
-            }
-            let Some(outage) = &self.outage else {
+            match self.state.reading() {
+                Reading::Drain => return self.rx.try_recv().ok(),
                 // An error means every sender is gone: nothing more can arrive.
-                return self.rx.recv().ok();
-            };
-            let wait = outage.next_retry.saturating_duration_since(Instant::now());
-            if outage.journal_refused {
-                if self.shutdown_requested.load(Ordering::Acquire) {
-                    self.stopping = true;
-                    continue;
+                Reading::Wait => return self.rx.recv().ok(),
+                Reading::WaitUntil(retry) => {
+                    match self.rx.recv_timeout(retry.saturating_duration_since(Instant::now())) {
+                        Ok(message) => return Some(message),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return None,
+                    }
                 }
-                std::thread::park_timeout(wait);
-            } else {
-                match self.rx.recv_timeout(wait) {
-                    Ok(message) => return Some(message),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+                Reading::Paused(retry) => {
+                    // `Stop` waits in the unread queue: the flag is how shutdown gets through.
+                    if self.shutdown_requested.load(Ordering::Acquire) {
+                        self.state.stop_requested();
+                        continue;
+                    }
+                    std::thread::park_timeout(retry.saturating_duration_since(Instant::now()));
                 }
             }
-            self.retry_if_due();
+            let decision = self.state.tick(Instant::now());
+            self.execute(decision, &[]);
         }
     }
 
@@ -341,33 +328,48 @@ impl Worker {
         match message {
             Message::Click(click) => batch.push(click),
             Message::Flush(ack) => acks.push(ack),
-            Message::Stop => self.stopping = true,
+            Message::Stop => self.state.stop_requested(),
         }
     }
 
-    /// Writes a batch, or holds it during an outage.
-    fn store_batch(&mut self, batch: &[ClickRecord]) {
-        if self.outage.is_some() {
-            self.hold(batch);
-            self.retry_if_due();
-            return;
+    /// Carries out `decision`, and the ones that follow from how it went, until the state has
+    /// nothing more to do. `batch` is what [`Decision::Write`] writes.
+    fn execute(&mut self, mut decision: Decision, batch: &[ClickRecord]) {
+        // Clicks a retry wrote from memory, for the recovery log line.
+        let mut from_memory = 0;
+        loop {
+            // What the last transition left in memory (a batch just held, a spill, a retry).
+            self.stats.held.store(self.state.held().len() as u64, Ordering::Relaxed);
+            decision = match decision {
+                Decision::Done => break,
+                Decision::Write => match self.insert(batch) {
+                    Ok(()) => Decision::Done,
+                    Err(unreachable) => {
+                        tracing::warn!(
+                            reason = %unreachable.reason,
+                            clicks = unreachable.rest.len(),
+                            "database unavailable: holding clicks, spilling to the journal past the memory bound"
+                        );
+                        self.state.unreachable(unreachable.rest, Instant::now())
+                    }
+                },
+                Decision::Spill => self.spill(),
+                Decision::Retry => match self.write_held() {
+                    Ok(written) => {
+                        from_memory = written;
+                        self.state.held_written()
+                    }
+                    Err(written) => self.state.retry_failed(written, Instant::now()),
+                },
+                Decision::Replay => self.replay(from_memory),
+                Decision::Lose { clicks } => {
+                    self.stats.failed.fetch_add(clicks as u64, Ordering::Relaxed);
+                    tracing::error!(clicks, "clicks lost at shutdown: database and journal unavailable");
+                    Decision::Done
+                }
+            };
         }
-        if let Err(unreachable) = self.insert(batch) {
-            tracing::warn!(
-                reason = %unreachable.reason,
-                clicks = unreachable.rest.len(),
-                "database unavailable: holding clicks, spilling to the journal past the memory bound"
-            );
-            let now = Instant::now();
-            self.outage = Some(Outage {
-                since: now,
-                next_retry: now + FIRST_BACKOFF,
-                backoff: FIRST_BACKOFF,
-                journal_refused: false,
-            });
-            self.stats.outage.store(true, Ordering::Relaxed);
-            self.hold(unreachable.rest);
-        }
+        self.stats.outage.store(self.state.in_outage(), Ordering::Relaxed);
     }
 
     /// Writes `clicks` in one transaction, click by click if the database refuses the batch. Fails
@@ -388,116 +390,62 @@ impl Worker {
         Ok(())
     }
 
-    /// Keeps `clicks` in memory; past the bound, spills everything held to the journal.
-    fn hold(&mut self, clicks: &[ClickRecord]) {
-        self.held.extend_from_slice(clicks);
-        if self.held.len() >= self.config.spill_after {
-            self.spill();
-        }
-        self.stats.held.store(self.held.len() as u64, Ordering::Relaxed);
-    }
-
-    /// Moves every held click to the journal. On failure they stay held, and the writer stops
-    /// reading the queue until the database is back (or shutdown).
-    fn spill(&mut self) {
-        let refused = match self.journal.append(&self.held) {
-            Ok(()) => {
-                self.held.clear();
-                false
-            }
-            Err(error) => {
-                if self.outage.as_ref().is_some_and(|outage| !outage.journal_refused) {
-                    tracing::error!(%error, held = self.held.len(), "journal refused clicks: the queue will fill and /click answer 503");
-                }
-                true
-            }
-        };
-        if let Some(outage) = &mut self.outage {
-            outage.journal_refused = refused;
-        }
-        self.stats.held.store(self.held.len() as u64, Ordering::Relaxed);
-    }
-
-    /// During an outage, once the back-off has passed: tries to write what is held, then the journal.
-    fn retry_if_due(&mut self) {
-        let Some(outage) = &mut self.outage else { return };
-        if Instant::now() < outage.next_retry {
-            return;
-        }
-        let since = outage.since;
-        let mut held = std::mem::take(&mut self.held);
-        // Index of the first held click not written, if the database is still unreachable.
-        let mut unwritten = None;
+    /// Writes the held clicks a batch at a time: `Ok` with how many, or `Err` with how many were
+    /// written before the database was found unreachable.
+    fn write_held(&self) -> Result<usize, usize> {
+        let held = self.state.held();
         let batch_size = self.config.batch_size.max(1);
         for (number, chunk) in held.chunks(batch_size).enumerate() {
             if let Err(unreachable) = self.insert(chunk) {
-                unwritten = Some(number * batch_size + chunk.len() - unreachable.rest.len());
-                break;
+                return Err(number * batch_size + chunk.len() - unreachable.rest.len());
             }
         }
-        if let Some(first_unwritten) = unwritten {
-            held.drain(..first_unwritten);
-            self.held = held;
-            self.back_off();
-        } else {
-            // Nothing held any more: whatever the replay does, the queue may be read again.
-            if let Some(outage) = &mut self.outage {
-                outage.journal_refused = false;
+        Ok(held.len())
+    }
+
+    /// Appends every held click to the journal.
+    fn spill(&mut self) -> Decision {
+        let now = Instant::now();
+        match self.journal.append(self.state.held()) {
+            Ok(()) => {
+                if self.state.is_finishing() {
+                    tracing::warn!(
+                        clicks = self.state.held().len(),
+                        "database unavailable at shutdown: clicks kept in the journal for the next start"
+                    );
+                }
+                self.state.spilled(now)
             }
-            match self.runtime.block_on(self.journal.replay(self.store.as_ref(), self.config.batch_size)) {
-                Ok(replayed) => {
-                    self.stats.written.fetch_add(replayed.written, Ordering::Relaxed);
-                    self.stats.failed.fetch_add(replayed.failed, Ordering::Relaxed);
+            Err(error) => {
+                if !self.state.journal_refused() {
+                    tracing::error!(%error, held = self.state.held().len(), "journal refused clicks: the queue will fill and /click answer 503");
+                }
+                self.state.spill_refused(now)
+            }
+        }
+    }
+
+    /// Replays the journal into the store once the database takes clicks again.
+    fn replay(&mut self, from_memory: usize) -> Decision {
+        match self.runtime.block_on(self.journal.replay(self.store.as_ref(), self.config.batch_size)) {
+            Ok(replayed) => {
+                self.stats.written.fetch_add(replayed.written, Ordering::Relaxed);
+                self.stats.failed.fetch_add(replayed.failed, Ordering::Relaxed);
+                if let Mode::Outage(outage) = self.state.mode() {
                     tracing::info!(
-                        from_memory = held.len(),
+                        from_memory,
                         from_journal = replayed.written,
                         refused = replayed.failed,
-                        outage_seconds = since.elapsed().as_secs_f64(),
+                        outage_seconds = outage.since.elapsed().as_secs_f64(),
                         "database back: held and journaled clicks written"
                     );
-                    self.outage = None;
-                    self.stats.outage.store(false, Ordering::Relaxed);
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "journal replay failed; retrying");
-                    self.back_off();
-                }
+                self.state.replayed()
             }
-        }
-        self.stats.held.store(self.held.len() as u64, Ordering::Relaxed);
-    }
-
-    fn back_off(&mut self) {
-        if let Some(outage) = &mut self.outage {
-            outage.backoff = (outage.backoff * 2).min(MAX_BACKOFF);
-            outage.next_retry = Instant::now() + outage.backoff;
-        }
-    }
-
-    /// At exit: one last attempt to write what is held, else spill it to the journal for the next
-    /// start. Only a journal that refuses too makes clicks count as failed.
-    fn finish(&mut self) {
-        if self.held.is_empty() {
-            return;
-        }
-        if let Some(outage) = &mut self.outage {
-            outage.next_retry = Instant::now();
-        }
-        self.retry_if_due();
-        if self.held.is_empty() {
-            return;
-        }
-        match self.journal.append(&self.held) {
-            Ok(()) => tracing::warn!(
-                clicks = self.held.len(),
-                "database unavailable at shutdown: clicks kept in the journal for the next start"
-            ),
             Err(error) => {
-                self.stats.failed.fetch_add(self.held.len() as u64, Ordering::Relaxed);
-                tracing::error!(%error, clicks = self.held.len(), "clicks lost at shutdown: database and journal unavailable");
+                tracing::warn!(%error, "journal replay failed; retrying");
+                self.state.replay_failed(Instant::now())
             }
         }
-        self.held.clear();
-        self.stats.held.store(0, Ordering::Relaxed);
     }
 }
