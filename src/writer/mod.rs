@@ -449,3 +449,282 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The worker against a real embedded store that is made unreachable on demand, and a real
+    //! journal: the outage rules of `outage.rs`, carried out end to end.
+
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicU64;
+
+    use async_trait::async_trait;
+    use time::OffsetDateTime;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::routing::{WeightPolicy, WeightedOffer};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{
+        ClickOwner, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
+        PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, StoreError, StoreResult, TimeRange,
+    };
+
+    /// The embedded store, whose click inserts find the database unreachable while `down` is set.
+    struct FailingStore {
+        inner: SqliteStore,
+        down: AtomicBool,
+        /// Inserts refused as unreachable, to see the writer retrying.
+        refused_inserts: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Store for FailingStore {
+        async fn ping(&self) -> StoreResult<()> {
+            self.inner.ping().await
+        }
+        async fn routing_version(&self) -> StoreResult<i64> {
+            self.inner.routing_version().await
+        }
+        async fn list_offers(&self, active_only: bool) -> StoreResult<Vec<Offer>> {
+            self.inner.list_offers(active_only).await
+        }
+        async fn get_offer(&self, id: i64) -> StoreResult<Option<Offer>> {
+            self.inner.get_offer(id).await
+        }
+        async fn create_offer(&self, offer: &NewOffer) -> StoreResult<Offer> {
+            self.inner.create_offer(offer).await
+        }
+        async fn update_offer(&self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
+            self.inner.update_offer(id, patch).await
+        }
+        async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome> {
+            self.inner.delete_offer(id).await
+        }
+        async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64> {
+            if self.down.load(Ordering::SeqCst) {
+                self.refused_inserts.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::Unavailable("switched off by the test".into()));
+            }
+            self.inner.insert_clicks(clicks).await
+        }
+        async fn click_owner(&self, click_id: Uuid) -> StoreResult<Option<ClickOwner>> {
+            self.inner.click_owner(click_id).await
+        }
+        async fn apply_conversion(
+            &self,
+            conversion: &Conversion,
+            log: &PostbackLogEntry,
+        ) -> StoreResult<ConversionOutcome> {
+            self.inner.apply_conversion(conversion, log).await
+        }
+        async fn log_postback(&self, entry: &PostbackLogEntry) -> StoreResult<()> {
+            self.inner.log_postback(entry).await
+        }
+        async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>> {
+            self.inner.postback_log(query).await
+        }
+        async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {
+            self.inner.offer_stats(range).await
+        }
+        async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence> {
+            self.inner.routing_evidence(now, horizon_hours).await
+        }
+        async fn recalculate_weights(
+            &self,
+            last_n_clicks: u32,
+            policy: &WeightPolicy,
+        ) -> StoreResult<Option<Vec<WeightedOffer>>> {
+            self.inner.recalculate_weights(last_n_clicks, policy).await
+        }
+    }
+
+    /// A directory removed when the test ends, however it ends.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A store (with one offer) and a journal directory in a fresh temporary directory.
+    struct Fixture {
+        store: Arc<FailingStore>,
+        offer_id: i64,
+        journal_dir: PathBuf,
+        /// Last, so it is removed after the store is closed.
+        _dir: TempDir,
+    }
+
+    impl Fixture {
+        async fn new() -> Fixture {
+            let dir = TempDir(std::env::temp_dir().join(format!("casino-writer-{}", Uuid::now_v7().simple())));
+            let inner = SqliteStore::open(&dir.0.join("clicks.sqlite")).await.unwrap();
+            let offer = NewOffer {
+                name: "A".into(),
+                casino_url: "https://a.example/".into(),
+                weight: 1.0,
+                postback_secret: "secret".into(),
+                active: true,
+                event_aliases: Default::default(),
+            };
+            let offer_id = inner.create_offer(&offer).await.unwrap().id;
+            let store =
+                Arc::new(FailingStore { inner, down: AtomicBool::new(false), refused_inserts: AtomicU64::new(0) });
+            Fixture { store, offer_id, journal_dir: dir.0.join("journal"), _dir: dir }
+        }
+
+        fn spawn(&self, config: WriterConfig, journal_max_bytes: u64) -> ClickWriter {
+            let journal = Journal::open(&self.journal_dir, journal_max_bytes).unwrap();
+            let store: Arc<dyn Store> = self.store.clone();
+            ClickWriter::spawn(store, config, Handle::current(), Arc::default(), journal).unwrap()
+        }
+
+        fn database_down(&self, down: bool) {
+            self.store.down.store(down, Ordering::SeqCst);
+        }
+
+        fn click(&self) -> ClickRecord {
+            ClickRecord {
+                click_id: Uuid::now_v7(),
+                offer_id: self.offer_id,
+                created_at: OffsetDateTime::now_utc(),
+                user_agent: Some("test".into()),
+                ip_address: None,
+                referrer: None,
+                source: None,
+                campaign: None,
+                propensity: 1.0,
+            }
+        }
+
+        /// Asserts that each of `clicks` is stored, and stored once: the hourly rollup, bumped only
+        /// for new rows, counts exactly as many.
+        async fn assert_stored_once(&self, clicks: &[ClickRecord]) {
+            for click in clicks {
+                assert!(self.store.click_owner(click.click_id).await.unwrap().is_some(), "{} stored", click.click_id);
+            }
+            let stats = self.store.offer_stats(TimeRange::default()).await.unwrap();
+            assert_eq!(stats[0].clicks, clicks.len() as u64, "each click counted once");
+        }
+    }
+
+    /// Polls `condition` until it holds, failing the test after ten seconds.
+    async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Queues `n` new clicks, each once there is room (bounded wait): the writer keeps reading
+    /// during an outage. Returns them.
+    async fn enqueue(fixture: &Fixture, queue: &ClickQueue, capacity: usize, n: usize) -> Vec<ClickRecord> {
+        let clicks: Vec<ClickRecord> = (0..n).map(|_| fixture.click()).collect();
+        for click in &clicks {
+            wait_for("room in the queue", || queue.depth() < capacity).await;
+            queue.try_enqueue(click.clone()).unwrap();
+        }
+        clicks
+    }
+
+    const CONFIG: WriterConfig =
+        WriterConfig { queue_capacity: 64, batch_size: 8, flush_interval: Duration::from_millis(5), spill_after: 16 };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outage_holds_and_spills_clicks_then_stores_each_once_when_the_database_is_back() {
+        let fixture = Fixture::new().await;
+        let writer = fixture.spawn(CONFIG, 1 << 20);
+        let queue = writer.queue().clone();
+        fixture.database_down(true);
+        let clicks = enqueue(&fixture, &queue, CONFIG.queue_capacity, 100).await;
+        let (stats, journal) = (queue.stats(), queue.journal());
+        wait_for("every click held or journaled", || {
+            stats.held.load(Ordering::Relaxed) + journal.clicks.load(Ordering::Relaxed) == 100
+        })
+        .await;
+        assert!(stats.outage.load(Ordering::Relaxed));
+        assert!(journal.clicks.load(Ordering::Relaxed) > 0, "past spill_after, clicks went to the journal");
+        assert!(stats.held.load(Ordering::Relaxed) < CONFIG.spill_after as u64, "memory stays bounded");
+        assert_eq!(stats.written.load(Ordering::Relaxed), 0);
+        assert_eq!(queue.flush(Duration::from_secs(5)).await, Err(FlushError), "no flush during an outage");
+
+        fixture.database_down(false);
+        wait_for("the outage to end", || !stats.outage.load(Ordering::Relaxed)).await;
+        assert_eq!(stats.written.load(Ordering::Relaxed), 100);
+        assert_eq!((stats.held.load(Ordering::Relaxed), journal.clicks.load(Ordering::Relaxed)), (0, 0));
+        assert_eq!((stats.failed.load(Ordering::Relaxed), stats.rejected.load(Ordering::Relaxed)), (0, 0));
+        fixture.assert_stored_once(&clicks).await;
+        assert_eq!(queue.flush(Duration::from_secs(5)).await, Ok(()), "flushes are acknowledged again");
+        writer.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_that_refuses_the_spill_stops_the_queue_being_read_until_the_database_is_back() {
+        let fixture = Fixture::new().await;
+        let config = WriterConfig { queue_capacity: 8, batch_size: 4, spill_after: 4, ..CONFIG };
+        let writer = fixture.spawn(config, 1); // refuses every spill
+        let queue = writer.queue().clone();
+        let stats = queue.stats();
+        fixture.database_down(true);
+        let (mut accepted, mut refused) = (Vec::new(), 0);
+        wait_for("the writer to hold clicks behind a full queue", || {
+            let click = fixture.click();
+            match queue.try_enqueue(click.clone()) {
+                Ok(()) => accepted.push(click),
+                Err(error) => {
+                    assert_eq!(error, EnqueueError::Full);
+                    refused += 1;
+                }
+            }
+            stats.held.load(Ordering::Relaxed) >= config.spill_after as u64 && queue.depth() == config.queue_capacity
+        })
+        .await;
+        // The writer goes on retrying the database, but reads no more clicks.
+        let held = stats.held.load(Ordering::Relaxed);
+        let retries = fixture.store.refused_inserts.load(Ordering::SeqCst);
+        wait_for("two more retries", || fixture.store.refused_inserts.load(Ordering::SeqCst) >= retries + 2).await;
+        assert_eq!((stats.held.load(Ordering::Relaxed), queue.depth()), (held, config.queue_capacity));
+        assert_eq!(held as usize + queue.depth(), accepted.len(), "every accepted click is held or queued");
+        assert_eq!(queue.journal().clicks.load(Ordering::Relaxed), 0);
+        assert_eq!(queue.try_enqueue(fixture.click()), Err(EnqueueError::Full));
+        assert_eq!(stats.rejected.load(Ordering::Relaxed), refused + 1, "every refusal is counted");
+
+        fixture.database_down(false);
+        wait_for("the accepted clicks written", || stats.written.load(Ordering::Relaxed) == accepted.len() as u64)
+            .await;
+        fixture.assert_stored_once(&accepted).await;
+        let late = fixture.click();
+        queue.try_enqueue(late.clone()).expect("the queue is read again");
+        assert_eq!(queue.flush(Duration::from_secs(5)).await, Ok(()));
+        fixture.assert_stored_once(&[accepted, vec![late]].concat()).await;
+        writer.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_during_an_outage_journals_what_is_held_for_the_next_start() {
+        let fixture = Fixture::new().await;
+        let config = WriterConfig { spill_after: 1_000, ..CONFIG };
+        let writer = fixture.spawn(config, 1 << 20);
+        let queue = writer.queue().clone();
+        fixture.database_down(true);
+        let clicks = enqueue(&fixture, &queue, config.queue_capacity, 20).await;
+        wait_for("every click held", || queue.stats().held.load(Ordering::Relaxed) == 20).await;
+        assert_eq!(queue.journal().clicks.load(Ordering::Relaxed), 0, "under spill_after: only in memory");
+
+        writer.shutdown().await;
+        assert_eq!(queue.journal().clicks.load(Ordering::Relaxed), 20, "shutdown spilled what was held");
+        let stats = queue.stats();
+        assert_eq!((stats.held.load(Ordering::Relaxed), stats.failed.load(Ordering::Relaxed)), (0, 0));
+        assert_eq!(stats.written.load(Ordering::Relaxed), 0);
+
+        fixture.database_down(false);
+        let mut journal = Journal::open(&fixture.journal_dir, 1 << 20).unwrap();
+        let replayed = journal.replay(fixture.store.as_ref(), config.batch_size).await.unwrap();
+        assert_eq!((replayed.written, replayed.failed), (20, 0));
+        assert!(journal.is_empty());
+        fixture.assert_stored_once(&clicks).await;
+    }
+}
