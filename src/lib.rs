@@ -101,6 +101,9 @@ pub async fn run(
     if runtime.runtime_flavor() != RuntimeFlavor::MultiThread {
         return Err(RunError::Runtime);
     }
+    // The journal first: its lock says whether another instance has this JOURNAL_DIR, and a second
+    // instance must fail before it opens the store, seeds offers or generates an admin token.
+    let mut journal = Journal::open(&config.journal_dir, config.journal_max_bytes)?;
     let store = store::open(&config).await?;
     if config.seed_if_empty {
         for offer in seed::seed_examples(store.as_ref()).await? {
@@ -122,7 +125,6 @@ pub async fn run(
     };
     // Clicks journaled by an earlier run (an outage, a crash) go in before any new click is taken.
     // If that fails, the writer starts in its outage mode and keeps retrying the rest.
-    let mut journal = Journal::open(&config.journal_dir, config.journal_max_bytes)?;
     let mut replayed = Replayed::default();
     if !journal.is_empty() {
         match journal.replay(store.as_ref(), config.writer_batch_size).await {

@@ -1,5 +1,6 @@
 //! The `casino-router` binary: reads the configuration, then serves, migrates or seeds.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use casino_router::config::{Config, DatabaseConfig, LogFormat};
@@ -18,6 +19,21 @@ const USAGE: &str = "usage: casino-router [serve|migrate|seed|simulate [--seeds 
             print revenue as % of an oracle, per scenario; --seeds (default 20), --scenario NAME
 
 Configuration comes from environment variables and a .env file; see .env.example.";
+
+/// A listening socket could not be bound: names the address and the settings it came from, since
+/// "Address already in use" alone does not say which of the router's ports is taken.
+#[derive(Debug, thiserror::Error)]
+#[error("could not listen on {addr} ({settings}): {error}")]
+struct ListenError {
+    addr: SocketAddr,
+    /// The variables that chose `addr`.
+    settings: &'static str,
+    error: std::io::Error,
+}
+
+async fn listen(addr: SocketAddr, settings: &'static str) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr).await.map_err(|error| ListenError { addr, settings, error })
+}
 
 enum Command {
     Serve,
@@ -117,9 +133,9 @@ fn init_logging(format: LogFormat) {
 async fn execute(command: Command, config: Config) -> Result<(), Box<dyn std::error::Error>> {
     match command {
         Command::Serve => {
-            let http = TcpListener::bind((config.host, config.port)).await?;
+            let http = listen(SocketAddr::new(config.host, config.port), "HOST, PORT").await?;
             let metrics = match config.metrics_addr {
-                Some(addr) => Some(TcpListener::bind(addr).await?),
+                Some(addr) => Some(listen(addr, "METRICS_ADDR").await?),
                 None => None,
             };
             casino_router::run(Listeners { http, metrics }, config, shutdown::signal()).await?;

@@ -41,17 +41,19 @@ pub struct Histogram {
     /// Non-cumulative counts; the last slot is the `+Inf` overflow.
     buckets: Box<[AtomicU64]>,
     sum: AtomicU64,
-    /// Multiplies `sum` and the bounds when rendered (1e-9 turns nanoseconds into seconds).
-    scale: f64,
+    /// Divides `sum` and the bounds when rendered (1e9 turns nanoseconds into seconds). A divisor, not
+    /// a factor: `1000 / 1e9` is the double nearest 1e-6 and prints as `0.000001`, where `1000 * 1e-9`
+    /// prints as `0.0000010000000000000002`.
+    divisor: f64,
 }
 
 impl Histogram {
-    fn new(bounds: &'static [u64], scale: f64) -> Histogram {
+    fn new(bounds: &'static [u64], divisor: f64) -> Histogram {
         Histogram {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum: AtomicU64::new(0),
-            scale,
+            divisor,
         }
     }
 
@@ -79,11 +81,11 @@ impl Histogram {
         let mut cumulative = 0;
         for (bound, bucket) in self.bounds.iter().zip(self.buckets.iter()) {
             cumulative += bucket.load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 * self.scale);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / self.divisor);
         }
         cumulative += self.buckets[self.bounds.len()].load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Relaxed) as f64 * self.scale);
+        let _ = writeln!(out, "{name}_sum {}", self.sum.load(Relaxed) as f64 / self.divisor);
         let _ = writeln!(out, "{name}_count {cumulative}");
     }
 }
@@ -133,9 +135,9 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            click_latency: Histogram::new(&CLICK_LATENCY_BOUNDS_NS, 1e-9),
+            click_latency: Histogram::new(&CLICK_LATENCY_BOUNDS_NS, 1e9),
             batch_size: Histogram::new(&BATCH_SIZE_BOUNDS, 1.0),
-            flush_latency: Histogram::new(&FLUSH_LATENCY_BOUNDS_NS, 1e-9),
+            flush_latency: Histogram::new(&FLUSH_LATENCY_BOUNDS_NS, 1e9),
             offer_clicks: Mutex::default(),
             postbacks: Default::default(),
             postbacks_unavailable: AtomicU64::new(0),
@@ -262,7 +264,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative_and_scaled() {
-        let histogram = Histogram::new(&[10, 100], 0.5);
+        let histogram = Histogram::new(&[10, 100], 2.0);
         for value in [5, 10, 50, 1000] {
             histogram.observe(value);
         }
@@ -274,6 +276,34 @@ mod tests {
         assert!(out.contains("h_sum 532.5\n"), "{out}");
         assert!(out.contains("h_count 4\n"), "{out}");
         assert_eq!(histogram.count(), 4);
+    }
+
+    #[test]
+    fn bucket_bounds_render_short_and_exact() {
+        let text = Metrics::default().render(&RoutingTable::default(), WriterSnapshot::default());
+        let labels = |name: &str| -> Vec<&str> {
+            let prefix = format!("{name}_bucket{{le=\"");
+            let lines = text.lines().filter_map(|line| line.strip_prefix(prefix.as_str()));
+            lines.map(|rest| rest.split('"').next().unwrap()).collect()
+        };
+        let click = [
+            "0.000001",
+            "0.0000025",
+            "0.000005",
+            "0.00001",
+            "0.000025",
+            "0.00005",
+            "0.0001",
+            "0.00025",
+            "0.001",
+            "0.01",
+            "+Inf",
+        ];
+        assert_eq!(labels("casino_router_click_duration_seconds"), click, "{text}");
+        let flush = ["0.0001", "0.0005", "0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1", "10", "+Inf"];
+        assert_eq!(labels("casino_router_writer_flush_duration_seconds"), flush, "{text}");
+        let batch = ["1", "10", "50", "100", "250", "500", "1000", "2500", "5000", "+Inf"];
+        assert_eq!(labels("casino_router_writer_batch_size"), batch, "{text}");
     }
 
     #[test]

@@ -225,10 +225,7 @@ async fn under_light_load_the_pool_reuses_its_most_recent_connection() {
     // PostgreSQL only: its backends are visible in pg_stat_activity. The pool hands out the
     // connection returned last, so light traffic keeps one connection hot (its prepared statements,
     // its backend's caches) instead of cycling through every connection a burst opened.
-    if !matches!(support::backend(), support::Backend::Postgres) {
-        return;
-    }
-    let server = TestServer::start().await;
+    let Some(server) = TestServer::start_postgres(|_| {}).await else { return };
     server.create_offer("A", "https://a.example/", 1.0).await;
     let backends = "SELECT count(DISTINCT pid) FROM pg_stat_activity
                     WHERE datname = current_database() AND application_name = 'casino-router'";

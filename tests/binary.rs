@@ -2,14 +2,18 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Lines, Read};
+use std::io::{BufRead, BufReader, Lines};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::time::Duration;
 
+use casino_router::config::DatabaseConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, Backend, TestDb, backend, click_many_at};
+use support::{ADMIN_TOKEN, Backend, TestDb, backend, click_many_at, create_offer_at, wait_until};
+
+/// How long a router process may take to start, or to give up.
+const PATIENCE: Duration = Duration::from_secs(20);
 
 fn router(db: &TestDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_casino-router"));
@@ -68,6 +72,18 @@ fn signal(child: &Child, name: &str) {
 
 async fn admin_get(http: &reqwest::Client, addr: SocketAddr, token: &str, path: &str) -> Value {
     http.get(format!("http://{addr}{path}")).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
+/// Runs `command` to its end, killing it if it is still running after [`PATIENCE`].
+async fn run_to_end(mut command: Command) -> Output {
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the router");
+    let pid = child.id().to_string();
+    let waited = tokio::time::timeout(PATIENCE, tokio::task::spawn_blocking(move || child.wait_with_output())).await;
+    let Ok(output) = waited else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("the router is still running after {PATIENCE:?}");
+    };
+    output.unwrap().unwrap()
 }
 
 fn http() -> reqwest::Client {
@@ -162,28 +178,48 @@ async fn a_first_run_seeds_examples_on_the_embedded_store_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_instance_on_the_same_journal_directory_refuses_to_start() {
+async fn a_second_instance_on_the_same_journal_directory_refuses_to_start_before_anything_else() {
     // Two instances sharing a journal would number their spills alike and overwrite each other's.
     let db = TestDb::create().await;
     let Served { child, drain, .. } = serve(router(&db));
-    let mut second = router(&db).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = second.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            second.kill().unwrap();
-            panic!("the second instance is still running after 20 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let mut stderr = String::new();
-    second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    assert!(!status.success(), "the second instance exited with success: {stderr}");
-    assert!(stderr.contains("in use by another router instance") && stderr.contains("JOURNAL_DIR"), "{stderr}");
+    // The second instance is on a fresh database of its own and has no ADMIN_TOKEN: had it got past
+    // the journal, it would have generated a token and (on the embedded store) seeded examples.
+    let other = TestDb::create().await;
+    let mut second = router(&other);
+    second.env("JOURNAL_DIR", db.journal_dir()).env_remove("ADMIN_TOKEN");
+    let output = run_to_end(second).await;
     signal(&child, "TERM");
     drain.join().unwrap();
+
+    let log = String::from_utf8_lossy(&[output.stdout, output.stderr].concat()).into_owned();
+    assert!(!output.status.success(), "the second instance exited with success: {log}");
+    assert!(log.contains("in use by another router instance") && log.contains("JOURNAL_DIR"), "{log}");
+    assert!(!log.contains("admin_token") && !log.contains("created example offer"), "it went on first: {log}");
+    let store_opened = match other.database_config() {
+        DatabaseConfig::Sqlite(path) => path.exists(),
+        DatabaseConfig::Postgres(_) => {
+            other.count("SELECT count(*) FROM pg_tables WHERE tablename = 'schema_migrations'").await > 0
+        }
+    };
+    assert!(!store_opened, "the second instance opened its store before its journal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_named_in_the_error() {
+    let db = TestDb::create().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    for (variable, value, named) in [
+        ("PORT", addr.port().to_string(), format!("could not listen on {addr} (HOST, PORT): ")),
+        ("METRICS_ADDR", addr.to_string(), format!("could not listen on {addr} (METRICS_ADDR): ")),
+    ] {
+        let mut command = router(&db);
+        command.env(variable, value);
+        let output = run_to_end(command).await;
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{log}");
+        assert!(log.contains(&named) && log.contains("in use"), "{variable}: {named:?} missing in {log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,14 +240,7 @@ async fn stop_with_signal_keeps_every_click(signal_name: &str) {
     let Served { mut child, addr, drain, .. } = serve(command);
 
     let http = http();
-    let created = http
-        .post(format!("http://{addr}/admin/offers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Alpha", "casino_url": "https://alpha.example/"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
+    create_offer_at(&http, addr, json!({"name": "Alpha", "casino_url": "https://alpha.example/"})).await;
     let locations = click_many_at(&http, addr, 400, 8).await;
     assert_eq!(db.count("SELECT count(*) FROM clicks").await, 0, "clicks are still queued");
 
@@ -229,18 +258,9 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
     command.env("LOG_FORMAT", "json");
     let Served { child, addr, startup_log, drain } = serve(command);
     let http = http();
-    let offer: Value = http
-        .post(format!("http://{addr}/admin/offers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(
-            &json!({"name": "Logged", "casino_url": "https://logged.example/", "postback_secret": "offer-secret-4242"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body =
+        json!({"name": "Logged", "casino_url": "https://logged.example/", "postback_secret": "offer-secret-4242"});
+    let offer = create_offer_at(&http, addr, body).await;
     assert_eq!(offer["postback_secret"], "offer-secret-4242");
     // The click may go to an example offer (seeded on the embedded store) whose URL names the id
     // otherwise: take whichever query value is a UUID.
@@ -285,20 +305,14 @@ async fn json_logs_are_one_object_per_line_without_secrets() {
 async fn sigkill_under_load_loses_only_clicks_of_the_last_moments() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     let db = TestDb::create().await;
     // The default writer settings: a batch is committed at most 50 ms after its first click.
     let Served { mut child, addr, drain, .. } = serve(router(&db));
     let http = http();
-    let created = http
-        .post(format!("http://{addr}/admin/offers"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"name": "Alpha", "casino_url": "https://alpha.example/", "active": true}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
+    create_offer_at(&http, addr, json!({"name": "Alpha", "casino_url": "https://alpha.example/", "active": true}))
+        .await;
     // Deactivate the examples the embedded store seeds, so every click carries click_id plainly.
     let offers = admin_get(&http, addr, ADMIN_TOKEN, "/admin/offers").await;
     for offer in offers.as_array().unwrap().iter().filter(|offer| offer["name"] != "Alpha") {
@@ -322,7 +336,9 @@ async fn sigkill_under_load_loses_only_clicks_of_the_last_moments() {
             answered
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once the writer has committed batches under the load for a while.
+    wait_until("clicks committed under load", PATIENCE, async || db.count("SELECT count(*) FROM clicks").await >= 2000)
+        .await;
     let killed_at = Instant::now();
     signal(&child, "KILL");
     stop.store(true, Ordering::Relaxed);

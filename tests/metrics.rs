@@ -51,17 +51,12 @@ async fn metrics_count_clicks_postbacks_batches_and_weights() {
     let host = url::Url::parse(first).unwrap().host_str().unwrap().to_owned();
     let click_id = click_id_of(first);
     let secret = secret_of(&host).as_str().unwrap();
-    let postback = |query: String| server.http.get(server.url(&format!("/postback?{query}"))).send();
-    assert_eq!(
-        postback(format!("click_id={click_id}&event=ftd&payout=50&secret={secret}")).await.unwrap().status(),
-        200
-    );
-    assert_eq!(
-        postback(format!("click_id={click_id}&event=ftd&payout=50&secret={secret}")).await.unwrap().status(),
-        200
-    );
-    assert_eq!(postback(format!("click_id={click_id}&event=ftd&secret=wrong-secret")).await.unwrap().status(), 403);
-    assert_eq!(postback("event=ftd".to_owned()).await.unwrap().status(), 400);
+    let ftd = format!("click_id={click_id}&event=ftd&payout=50&secret={secret}");
+    assert_eq!(server.postback_get(&ftd).await.0, StatusCode::OK);
+    assert_eq!(server.postback_get(&ftd).await.0, StatusCode::OK);
+    let forged = format!("click_id={click_id}&event=ftd&secret=wrong-secret");
+    assert_eq!(server.postback_get(&forged).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(server.postback_get("event=ftd").await.0, StatusCode::BAD_REQUEST);
     let (status, _) = server.admin_json(Method::POST, "/admin/update-weights", None).await;
     assert_eq!(status, StatusCode::OK);
 

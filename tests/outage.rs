@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use casino_router::config::{Config, DatabaseConfig};
 use casino_router::journal::Journal;
@@ -15,12 +15,17 @@ use serde_json::{Value, json};
 use support::proxy::TcpProxy;
 use support::{TestDb, TestServer, click_id_of, click_many_at, test_config};
 
-async fn wait_for(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// How long the router may take to get every click, or a recalculation, to the database.
+const SETTLE: Duration = Duration::from_secs(30);
+
+async fn wait_for(what: &str, condition: impl AsyncFnMut() -> bool) {
+    support::wait_until(what, SETTLE, condition).await;
+}
+
+/// Every click the router took: written, queued, held in memory, or journaled.
+fn clicks_accounted_for(health: &Value) -> u64 {
+    let places = ["clicks_written", "queue_depth", "clicks_held", "journal_clicks"];
+    places.map(|field| health[field].as_u64().unwrap()).iter().sum()
 }
 
 /// Segment files in `db`'s journal directory (not its lock file).
@@ -31,11 +36,8 @@ fn journal_segments(db: &TestDb) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
-    let db = TestDb::create().await;
-    let Some(server_addr) = db.postgres_server().await else {
-        eprintln!("outage test: PostgreSQL only (the embedded store cannot go away); skipped on SQLite");
-        return;
-    };
+    let Some(db) = TestDb::create_postgres().await else { return };
+    let server_addr = db.postgres_server().await.unwrap();
     let proxy = TcpProxy::start(server_addr).await;
     let mut config = test_config(&db);
     config.database = DatabaseConfig::Postgres(db.postgres_url_via(proxy.addr));
@@ -55,7 +57,8 @@ async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
     // The database goes away in the middle of a click load; the click path goes on: every click is
     // answered with a redirect to either offer.
     let load = tokio::spawn(click_many_at(server.http.clone(), server.addr, 20_000, 4));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let under_way = before.len() as u64 + 500;
+    wait_for("the load under way", async || clicks_accounted_for(&server.health().await) >= under_way).await;
     proxy.cut();
     let during = load.await.unwrap();
     let hosts: std::collections::HashSet<_> =
@@ -67,24 +70,23 @@ async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
     assert!(body["error"].as_str().unwrap().contains("database unavailable"));
     let a_click = before.iter().find(|l| l.starts_with("https://a.example/")).expect("a click on A");
     let postback = json!({"click_id": click_id_of(a_click), "event": "ftd", "secret": a["postback_secret"]});
-    let response = server.http.post(server.url("/postback")).json(&postback).send().await.unwrap();
+    let response = server.postback(&postback).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.headers().contains_key("retry-after"));
-    let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health = server.health().await;
     assert_eq!((health["status"].as_str(), health["database"].as_str()), (Some("degraded"), Some("down")));
     assert!(health["journal_clicks"].as_u64().unwrap() >= 400, "spilled to the journal: {health}");
     // Every click is accounted for: written (before the cut), queued, held in memory, or journaled
     // (the last batch being formed joins them within a flush interval).
     let sent = (before.len() + during.len()) as u64;
-    wait_for("every click accounted for", async || {
-        let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
-        let places = ["clicks_written", "queue_depth", "clicks_held", "journal_clicks"];
-        places.map(|field| health[field].as_u64().unwrap()).iter().sum::<u64>() == sent
-    })
-    .await;
+    wait_for("every click accounted for", async || clicks_accounted_for(&server.health().await) == sent).await;
     assert!(health["journal_bytes"].as_u64().unwrap() > 0);
     let history_during = db.count("SELECT count(*) FROM weight_history").await;
-    tokio::time::sleep(Duration::from_millis(1000)).await; // several failed scheduled runs
+    // Not a synchronisation: the behaviour under test. The scheduler's timer (300 ms) fires several
+    // times during the outage; none of those runs may write anything (the test reads the database
+    // directly, not through the cut proxy), and once the database is back it retries.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(db.count("SELECT count(*) FROM weight_history").await, history_during, "failed runs wrote nothing");
 
     proxy.restore();
     let total = (before.len() + during.len()) as i64;
@@ -93,32 +95,30 @@ async fn a_database_outage_loses_no_click_and_stops_nothing_but_writes() {
     assert!(before.iter().chain(&during).all(|l| stored.contains(&click_id_of(l))), "each click once, none lost");
     wait_for("the scheduler's retry", async || db.count("SELECT count(*) FROM weight_history").await > history_during)
         .await;
-    let response = server.http.post(server.url("/postback")).json(&postback).send().await.unwrap();
+    let response = server.postback(&postback).await;
     assert_eq!(response.status(), StatusCode::OK, "the platform's retry succeeds");
-    let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health = server.health().await;
     assert_eq!((health["database"].as_str(), health["status"].as_str()), (Some("up"), Some("ok")));
     assert_eq!((health["clicks_failed"].as_u64(), health["clicks_rejected"].as_u64()), (Some(0), Some(0)));
     assert_eq!((health["journal_clicks"].as_u64(), health["clicks_held"].as_u64()), (Some(0), Some(0)));
     server.stop().await;
 }
 
-/// A router on PostgreSQL behind a proxy the test controls; `None` on the embedded store.
-async fn behind_proxy(db: &TestDb, adjust: impl FnOnce(&mut Config)) -> Option<(TcpProxy, TestServer)> {
-    let Some(server_addr) = db.postgres_server().await else {
-        eprintln!("outage test: PostgreSQL only (the embedded store cannot go away); skipped on SQLite");
-        return None;
-    };
-    let proxy = TcpProxy::start(server_addr).await;
-    let mut config = test_config(db);
+/// A router on PostgreSQL (the embedded store cannot go away) behind a proxy the test controls, and
+/// its database; `None` when the test is skipped for want of PostgreSQL.
+async fn behind_proxy(adjust: impl FnOnce(&mut Config)) -> Option<(TestDb, TcpProxy, TestServer)> {
+    let db = TestDb::create_postgres().await?;
+    let proxy = TcpProxy::start(db.postgres_server().await.unwrap()).await;
+    let mut config = test_config(&db);
     config.database = DatabaseConfig::Postgres(db.postgres_url_via(proxy.addr));
     adjust(&mut config);
-    Some((proxy, TestServer::start_on(db.shared(), config).await))
+    let server = TestServer::start_on(db.shared(), config).await;
+    Some((db, proxy, server))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_journal_refuses_clicks_with_503_and_counts_them() {
-    let db = TestDb::create().await;
-    let Some((proxy, server)) = behind_proxy(&db, |config| {
+    let Some((db, proxy, server)) = behind_proxy(|config| {
         config.click_queue_capacity = 16;
         config.journal_spill_after = 8;
         config.journal_max_bytes = 4 * 1024; // about a dozen clicks
@@ -142,7 +142,7 @@ async fn a_full_journal_refuses_clicks_with_503_and_counts_them() {
         }
     }
     assert!(refused > 0 && !redirected.is_empty(), "{refused} refused, {} redirected", redirected.len());
-    let health: Value = server.http.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health = server.health().await;
     assert_eq!(health["clicks_rejected"].as_u64(), Some(refused), "every refusal is counted: {health}");
     proxy.restore();
     let expected = redirected.len() as i64;
@@ -155,8 +155,7 @@ async fn a_full_journal_refuses_clicks_with_503_and_counts_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_during_an_outage_journals_the_clicks_and_the_next_start_replays_them() {
-    let db = TestDb::create().await;
-    let Some((proxy, server)) = behind_proxy(&db, |config| config.journal_spill_after = 1_000_000).await else {
+    let Some((db, proxy, server)) = behind_proxy(|config| config.journal_spill_after = 1_000_000).await else {
         return;
     };
     server.create_offer("A", "https://a.example/", 1.0).await;
@@ -211,7 +210,7 @@ async fn a_journal_left_by_a_crash_is_replayed_at_start_once() {
     assert_eq!(db.count("SELECT count(*) FROM clicks").await, 41, "each click once");
     let stats: Value = restarted.admin_json(Method::GET, "/admin/stats", None).await.1;
     assert_eq!(stats[0]["total_clicks"], 41, "the rollups count each click once too: {stats}");
-    let health: Value = restarted.http.get(restarted.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health = restarted.health().await;
     assert_eq!(health["clicks_written"], 46, "replayed clicks count as written (5 twice: stored once)");
     assert_eq!(health["clicks_failed"], 2, "the unreadable lines are counted");
     assert_eq!(journal_segments(&db), 0);
@@ -222,10 +221,7 @@ async fn a_journal_left_by_a_crash_is_replayed_at_start_once() {
 async fn a_journaled_click_the_database_refuses_is_skipped_alone() {
     // PostgreSQL refuses text holding a NUL byte. The router strips control characters at its edge,
     // so only a damaged or foreign journal holds one; the embedded store takes it as it is.
-    if !matches!(support::backend(), support::Backend::Postgres) {
-        return;
-    }
-    let db = TestDb::create().await;
+    let Some(db) = TestDb::create_postgres().await else { return };
     let server = TestServer::start_on(db.shared(), test_config(&db)).await;
     let offer_id = server.create_offer("A", "https://a.example/", 1.0).await["id"].as_i64().unwrap();
     server.stop().await;
@@ -248,7 +244,7 @@ async fn a_journaled_click_the_database_refuses_is_skipped_alone() {
     let restarted = TestServer::start_on(db.shared(), test_config(&db)).await;
     let stored: std::collections::HashSet<_> = db.click_ids().await.into_iter().collect();
     assert_eq!(stored, [clicks[0].click_id, clicks[2].click_id].into_iter().collect(), "the batch's other clicks");
-    let health: Value = restarted.http.get(restarted.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health = restarted.health().await;
     assert_eq!((health["clicks_written"].as_u64(), health["clicks_failed"].as_u64()), (Some(2), Some(1)));
     assert_eq!(journal_segments(&db), 0, "the segment is done with");
     restarted.stop().await;

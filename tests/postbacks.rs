@@ -16,16 +16,6 @@ async fn server_with_click() -> (TestServer, String, Uuid) {
     (server, secret, click_id)
 }
 
-async fn post_json(server: &TestServer, body: Value) -> (StatusCode, Value) {
-    let response = server.http.post(server.url("/postback")).json(&body).send().await.unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
-async fn get_postback(server: &TestServer, query: &str) -> (StatusCode, Value) {
-    let response = server.http.get(server.url(&format!("/postback?{query}"))).send().await.unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
 async fn stats_of(server: &TestServer, query: &str) -> Value {
     let (status, stats) = server.admin_json(Method::GET, &format!("/admin/stats{query}"), None).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
@@ -37,7 +27,7 @@ async fn a_json_ftd_right_after_its_click_is_recorded() {
     // The click is very likely still in the writer's queue: the postback must find it anyway.
     let (server, secret, click_id) = server_with_click().await;
     let (status, body) =
-        post_json(&server, json!({"click_id": click_id, "event": "ftd", "payout": 100.5, "secret": secret})).await;
+        server.postback_json(&json!({"click_id": click_id, "event": "ftd", "payout": 100.5, "secret": secret})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body, json!({"status": "success", "message": "FTD and payout recorded", "click_id": click_id}));
     let stats = stats_of(&server, "").await;
@@ -57,8 +47,7 @@ async fn get_form_and_header_secret_forms_are_accepted() {
         }
         ids
     };
-    let (status, body) =
-        get_postback(&server, &format!("click_id={}&event=ftd&payout=50&secret={secret}", ids[0])).await;
+    let (status, body) = server.postback_get(&format!("click_id={}&event=ftd&payout=50&secret={secret}", ids[0])).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("success")));
 
     let form = server
@@ -86,10 +75,10 @@ async fn get_form_and_header_secret_forms_are_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_kind_has_its_effect() {
     let (server, secret, click_id) = server_with_click().await;
-    let send = |event: &str, extra: Value| {
+    let send = async |event: &str, extra: Value| {
         let mut body = json!({"click_id": click_id, "event": event, "secret": secret});
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        post_json(&server, body)
+        server.postback_json(&body).await
     };
     // payout before any FTD: nothing to attach it to.
     let (status, body) = send("payout", json!({"payout": 10})).await;
@@ -128,12 +117,12 @@ async fn offers_map_their_platform_words_to_events() {
         .set_offer(id, json!({"event_aliases": {"first_dep": "ftd", "approved": "ftd", "chargeback": "rejected"}}))
         .await;
     let (status, body) =
-        get_postback(&server, &format!("click_id={click_id}&event=first_dep&payout=80&secret={secret}")).await;
+        server.postback_get(&format!("click_id={click_id}&event=first_dep&payout=80&secret={secret}")).await;
     assert_eq!((status, body["message"].as_str()), (StatusCode::OK, Some("FTD and payout recorded")));
-    let (status, _) = get_postback(&server, &format!("click_id={click_id}&event=CHARGEBACK&secret={secret}")).await;
+    let (status, _) = server.postback_get(&format!("click_id={click_id}&event=CHARGEBACK&secret={secret}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(stats_of(&server, "").await["total_ftds"], 0);
-    let (status, body) = get_postback(&server, &format!("click_id={click_id}&event=sale&secret={secret}")).await;
+    let (status, body) = server.postback_get(&format!("click_id={click_id}&event=sale&secret={secret}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("unknown event"));
 }
@@ -163,7 +152,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
         (json!({"click_id": click_id, "event": "ftd", "payout": "1e3", "secret": secret}), StatusCode::BAD_REQUEST),
     ];
     for (body, expected) in cases {
-        let (status, answer) = post_json(&server, body.clone()).await;
+        let (status, answer) = server.postback_json(&body).await;
         assert_eq!(status, expected, "{body} -> {answer}");
         let error = answer["error"].as_str().unwrap_or_default();
         assert!(!error.is_empty(), "{body} -> {answer}");
@@ -299,10 +288,10 @@ async fn a_burst_of_ftds_is_recorded_once_each_with_its_payouts_and_log_lines() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postback_log_keeps_every_postback_with_filters_and_paging() {
     let (server, secret, click_id) = server_with_click().await;
-    post_json(&server, json!({"click_id": click_id, "event": "ftd", "payout": 10, "secret": secret})).await;
-    post_json(&server, json!({"click_id": click_id, "event": "ftd", "payout": 10, "secret": secret})).await;
-    post_json(&server, json!({"click_id": click_id, "event": "ftd", "secret": "wrong-secret-123"})).await;
-    post_json(&server, json!({"click_id": "garbage", "event": "ftd", "secret": secret})).await;
+    server.postback_json(&json!({"click_id": click_id, "event": "ftd", "payout": 10, "secret": secret})).await;
+    server.postback_json(&json!({"click_id": click_id, "event": "ftd", "payout": 10, "secret": secret})).await;
+    server.postback_json(&json!({"click_id": click_id, "event": "ftd", "secret": "wrong-secret-123"})).await;
+    server.postback_json(&json!({"click_id": "garbage", "event": "ftd", "secret": secret})).await;
 
     let (status, page) = server.admin_json(Method::GET, "/admin/postbacks", None).await;
     assert_eq!(status, StatusCode::OK);
@@ -354,7 +343,7 @@ async fn stats_figures_on_a_known_data_set() {
         [(a_clicks[0], 100, a_secret), (a_clicks[1], 50, a_secret), (b_clicks[0], 40, b_secret)]
     {
         let (status, _) =
-            post_json(&server, json!({"click_id": click, "event": "ftd", "payout": payout, "secret": secret})).await;
+            server.postback_json(&json!({"click_id": click, "event": "ftd", "payout": payout, "secret": secret})).await;
         assert_eq!(status, StatusCode::OK);
     }
     let (_, stats) = server.admin_json(Method::GET, "/admin/stats", None).await;

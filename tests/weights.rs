@@ -7,7 +7,7 @@ use std::time::Duration;
 use casino_router::config::DatabaseConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{TestServer, click_id_of, test_config};
+use support::{TestServer, click_id_of, test_config, wait_until};
 use uuid::Uuid;
 
 /// Sends `n` clicks to `offer` alone (the others are deactivated meanwhile); returns their ids.
@@ -25,8 +25,8 @@ async fn clicks_on(server: &TestServer, offer: i64, all: &[i64], n: usize) -> Ve
 
 async fn ftd(server: &TestServer, click: Uuid, payout: f64, secret: &str) {
     let body = json!({"click_id": click, "event": "ftd", "payout": payout, "secret": secret});
-    let response = server.http.post(server.url("/postback")).json(&body).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    let (status, answer) = server.postback_json(&body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
 }
 
 async fn update_weights(server: &TestServer) -> Value {
@@ -93,7 +93,8 @@ async fn no_revenue_anywhere_gives_equal_weights() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_weights_shifts_traffic_here_and_on_other_instances() {
-    let server = TestServer::start_with(|config| config.min_clicks_for_ev = 5).await;
+    // PostgreSQL whatever the pass: the embedded store is one instance.
+    let Some(server) = TestServer::start_postgres(|config| config.min_clicks_for_ev = 5).await else { return };
     let a = server.create_offer("A", "https://a.example/", 1.0).await;
     let b = server.create_offer("B", "https://b.example/", 1.0).await;
     let ids = [a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap()];
@@ -104,16 +105,11 @@ async fn update_weights_shifts_traffic_here_and_on_other_instances() {
     let (_, before) = server.click_many(1000, 8).await;
     let before_share = *before.get("a.example").unwrap_or(&0) as f64 / 1000.0;
     assert!((0.42..0.58).contains(&before_share), "equal weights first: {before_share}");
-    // A second instance on the same database (PostgreSQL only: the embedded store is one instance).
-    let other = match support::backend() {
-        support::Backend::Postgres => {
-            let mut other_config = test_config(&server.db);
-            other_config.min_clicks_for_ev = 5;
-            other_config.journal_dir = server.db.journal_dir().join("other-instance");
-            Some(TestServer::start_on(server.db.shared(), other_config).await)
-        }
-        support::Backend::Sqlite => None,
-    };
+    // A second instance on the same database.
+    let mut other_config = test_config(&server.db);
+    other_config.min_clicks_for_ev = 5;
+    other_config.journal_dir = server.db.journal_dir().join("other-instance");
+    let other = TestServer::start_on(server.db.shared(), other_config).await;
 
     update_weights(&server).await;
     // Weights 1 and 0.1 with e = 0.2: A gets 0.1 + 0.8 / 1.1 = 0.827 of the traffic.
@@ -121,29 +117,23 @@ async fn update_weights_shifts_traffic_here_and_on_other_instances() {
     let here_share = *here.get("a.example").unwrap_or(&0) as f64 / 2000.0;
     assert!((0.78..0.87).contains(&here_share), "this instance: {here_share}");
 
-    // The other instance notices the new routing version within its refresh interval.
-    let Some(other) = other else { return };
+    // The other instance notices the new routing version within its refresh interval (200 ms).
     let mut other_share = 0.0;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until("the other instance's new table", Duration::from_secs(5), async || {
         let (status, stats) = other.admin_json(Method::GET, "/admin/stats", None).await;
         assert_eq!(status, StatusCode::OK);
         other_share = stats[0]["traffic_share"].as_f64().unwrap();
-        if other_share > 0.8 {
-            break;
-        }
-    }
+        other_share > 0.8
+    })
+    .await;
     assert!((other_share - (0.1 + 0.8 / 1.1)).abs() < 1e-9, "other instance's table: {other_share}");
     other.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_recalculation_at_a_time_across_instances() {
-    let server = TestServer::start().await;
-    if support::backend() == support::Backend::Sqlite {
-        eprintln!("cross-instance lock: PostgreSQL only; the embedded store is one instance");
-        return;
-    }
+    // PostgreSQL whatever the pass: the embedded store is one instance.
+    let Some(server) = TestServer::start_postgres(|_| {}).await else { return };
     server.create_offer("A", "https://a.example/", 1.0).await;
     // Another instance's recalculation holds the lock (the key the router uses for it).
     let DatabaseConfig::Postgres(url) = server.db.database_config() else { unreachable!() };
