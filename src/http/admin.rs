@@ -65,84 +65,54 @@ async fn read_json<T: serde::de::DeserializeOwned>(app: &App, req: Request<Incom
 
 // ----- offers -----
 
-/// A new offer.
+/// A new offer. (Each field's description and limits are in [`super::openapi`], shared with
+/// `OfferPatchInput`.)
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OfferInput {
-    /// Display name: 1 to 200 characters, not all blank, no control characters (stored trimmed).
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
-    )]
+    #[schema(schema_with = super::openapi::offer_name::<false>)]
     name: String,
-    /// Where the offer's clicks are sent: an absolute http(s) URL of printable ASCII, at most 2048
-    /// characters. It may place the click id and the click's source and campaign with the macros
-    /// `{click_id}`, `{source}` and `{campaign}` in its path, query or fragment; without
-    /// `{click_id}`, `click_id=<id>` is appended to the query.
-    #[schema(
-        format = "uri",
-        max_length = 2048,
-        pattern = r"^https?://[!-~]+$",
-        example = "https://casino.example/signup?btag={click_id}&subid={source}"
-    )]
+    #[schema(schema_with = super::openapi::offer_url::<false>)]
     casino_url: String,
-    /// Routing weight under `ROUTING_STRATEGY=ev` (traffic is shared in proportion to the weights,
-    /// plus the exploration share); ignored under `thompson`, which routes by each offer's
-    /// probability of earning the most per click.
     #[serde(default = "default_weight")]
-    #[schema(minimum = 0, maximum = 1000000000, default = 1.0)]
+    #[schema(schema_with = super::openapi::offer_weight::<false>)]
     weight: f64,
-    /// The secret the casino's platform must send with each postback: 8 to 256 visible ASCII
-    /// characters; generated when omitted.
-    #[schema(min_length = 8, max_length = 256, pattern = r"^[!-~]+$")]
+    #[schema(schema_with = super::openapi::offer_secret::<true>)]
     postback_secret: Option<String>,
     /// Whether the offer gets traffic.
     #[serde(default = "default_active")]
     #[schema(default = true)]
     active: bool,
-    /// The platform's own status words mapped to our events, e.g. `{"first_dep": "ftd"}`.
     #[serde(default)]
     #[schema(schema_with = super::openapi::event_aliases)]
     event_aliases: BTreeMap<String, String>,
 }
 
+/// The weight of an offer created without one.
+pub(super) const DEFAULT_WEIGHT: f64 = 1.0;
+
 fn default_weight() -> f64 {
-    1.0
+    DEFAULT_WEIGHT
 }
 
 fn default_active() -> bool {
     true
 }
 
-/// Changes to an offer: only the fields given change.
+/// Changes to an offer: only the fields given change (`null` leaves a field as it is).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OfferPatchInput {
-    /// New display name (as in `OfferInput`).
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
-    )]
+    #[schema(schema_with = super::openapi::offer_name::<true>)]
     name: Option<String>,
-    /// New offer URL (as in `OfferInput`).
-    #[schema(
-        format = "uri",
-        max_length = 2048,
-        pattern = r"^https?://[!-~]+$",
-        example = "https://casino.example/signup?btag={click_id}"
-    )]
+    #[schema(schema_with = super::openapi::offer_url::<true>)]
     casino_url: Option<String>,
-    /// New routing weight under `ev`.
-    #[schema(minimum = 0, maximum = 1000000000)]
+    #[schema(schema_with = super::openapi::offer_weight::<true>)]
     weight: Option<f64>,
-    /// New postback secret: 8 to 256 visible ASCII characters.
-    #[schema(min_length = 8, max_length = 256, pattern = r"^[!-~]+$")]
+    #[schema(schema_with = super::openapi::offer_secret::<true>)]
     postback_secret: Option<String>,
     /// Activate or deactivate (an offer must be inactive before it can be deleted).
     active: Option<bool>,
-    /// Replaces the whole status-word mapping.
     #[schema(schema_with = super::openapi::event_aliases)]
     event_aliases: Option<BTreeMap<String, String>>,
 }
