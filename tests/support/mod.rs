@@ -10,6 +10,7 @@
 
 pub mod openapi;
 pub mod proxy;
+pub mod stores;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -68,8 +69,13 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn create() -> TestDb {
+        TestDb::create_on(backend()).await
+    }
+
+    /// A database of its own on `backend`, whichever store the suite runs against.
+    pub async fn create_on(backend: Backend) -> TestDb {
         let unique = format!("casino_test_{}", Uuid::now_v7().simple());
-        let location = match backend() {
+        let location = match backend {
             Backend::Postgres => {
                 let admin = connect(&maintenance_url()).await;
                 admin.batch_execute(&format!("CREATE DATABASE {unique}")).await.expect("create test database");
