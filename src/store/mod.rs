@@ -9,11 +9,13 @@
 //! - a postback's effect and its postback-log row commit together (one transaction or statement);
 //! - each offer or weight change bumps a routing version, which every instance polls.
 //!
-//! What does not depend on the database is written once, here and in three modules: `migrate` (the
-//! migration runner), `weights` (the EV recalculation around `WeightPolicy`) and `sql` (the
-//! statements both dialects run, and the mapping of their rows). A store supplies the primitives
+//! What does not depend on the database is written once, here and in four modules: `migrate` (the
+//! migration runner), `weights` (the EV recalculation around `WeightPolicy`), `conversions` (the
+//! rules of applying a postback's event) and `sql` (the statements both dialects run, and the
+//! mapping of their rows). A store supplies the primitives
 //! those need; `tests/store_contract.rs` runs every behaviour of [`Store`] on both stores.
 
+mod conversions;
 mod migrate;
 pub mod postgres;
 mod sql;

@@ -29,6 +29,7 @@ use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
+use super::conversions::{self, ConversionTransaction};
 use super::migrate::{self, Migration, MigrationTarget};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
@@ -287,81 +288,56 @@ async fn prepared(client: &impl GenericClient, sql: &str) -> StoreResult<Stateme
     client.prepare_cached(sql).await.map_err(db_error)
 }
 
-/// Whether an `INSERT .. ON CONFLICT DO NOTHING RETURNING` inserted its row.
-fn inserted(row: Option<Row>) -> ConversionOutcome {
-    if row.is_some() { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate }
-}
+/// The shared conversion rules' steps on a transaction.
+struct Conversions<'t, 'c>(&'t Transaction<'c>);
 
-/// Applies a payout, registration, deposit or rejection, inside the caller's transaction.
-async fn apply(client: &impl GenericClient, c: &Conversion) -> StoreResult<ConversionOutcome> {
-    let outcome = match c.kind {
-        EventKind::Ftd => unreachable!("apply_conversion records FTDs through ftd_batch"),
-        EventKind::Payout => {
-            let ftd = client
-                .query_opt("SELECT id FROM ftd_events WHERE click_id = $1 FOR UPDATE", &[&c.click_id])
-                .await
-                .map_err(db_error)?;
-            match (ftd, c.payout) {
-                (Some(ftd), Some(payout)) => insert_payout(client, ftd.get(0), payout, &c.currency).await?,
-                _ => ConversionOutcome::NoFtd,
-            }
-        }
-        EventKind::Reg => inserted(
-            client
-                .query_opt(
-                    "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
-                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id],
-                )
-                .await
-                .map_err(db_error)?,
-        ),
-        EventKind::Deposit => inserted(
-            client
-                .query_opt(
-                    "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
-                     VALUES ($1, $2, $3, $4, $5::int8::numeric / 1000000, $6) ON CONFLICT DO NOTHING RETURNING id",
-                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.tid, &c.payout.map(to_micro_units), &c.currency],
-                )
-                .await
-                .map_err(db_error)?,
-        ),
-        EventKind::Rejected => {
-            let voided = client
-                .query_opt(
-                    "UPDATE ftd_events SET voided_at = now() WHERE click_id = $1 AND voided_at IS NULL RETURNING id",
-                    &[&c.click_id],
-                )
-                .await
-                .map_err(db_error)?;
-            if voided.is_some() {
-                ConversionOutcome::Recorded
-            } else {
-                let exists = client
-                    .query_opt("SELECT 1 FROM ftd_events WHERE click_id = $1", &[&c.click_id])
-                    .await
-                    .map_err(db_error)?;
-                if exists.is_some() { ConversionOutcome::Duplicate } else { ConversionOutcome::NoFtd }
-            }
-        }
-    };
-    Ok(outcome)
-}
+impl ConversionTransaction for Conversions<'_, '_> {
+    async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
+        let row = self.0.query_opt(&SQL.ftd_of, &[&click_id]).await.map_err(db_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
 
-async fn insert_payout(
-    client: &impl GenericClient,
-    ftd_id: i64,
-    amount: f64,
-    currency: &str,
-) -> StoreResult<ConversionOutcome> {
-    let statement = prepared(
-        client,
-        "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::int8::numeric / 1000000, $3)
-         ON CONFLICT (ftd_event_id) DO NOTHING RETURNING id",
-    )
-    .await?;
-    let row = client.query_opt(&statement, &[&ftd_id, &to_micro_units(amount), &currency]).await.map_err(db_error)?;
-    Ok(inserted(row))
+    async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
+        let statement = prepared(
+            self.0,
+            "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::int8::numeric / 1000000, $3)
+             ON CONFLICT (ftd_event_id) DO NOTHING",
+        )
+        .await?;
+        let params: [&(dyn ToSql + Sync); 3] = [&ftd_id, &to_micro_units(amount), &currency];
+        Ok(self.0.execute(&statement, &params).await.map_err(db_error)? > 0)
+    }
+
+    async fn insert_registration(&mut self, c: &Conversion) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
+                "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn insert_deposit(&mut self, c: &Conversion) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
+                "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
+                 VALUES ($1, $2, $3, $4, $5::int8::numeric / 1000000, $6) ON CONFLICT DO NOTHING",
+                &[&c.click_id, &c.offer_id, &c.clicked_at, &c.tid, &c.payout.map(to_micro_units), &c.currency],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self.0.execute(&SQL.void_ftd, &[&click_id, &now]).await.map_err(db_error)? > 0)
+    }
 }
 
 /// Column order of every click COPY.
@@ -634,7 +610,7 @@ impl Store for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let outcome = apply(&tx, conversion).await?;
+        let outcome = conversions::apply(&mut Conversions(&tx), conversion).await?;
         insert_log(&tx, &log.concluded(conversion.kind, outcome)).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(outcome)

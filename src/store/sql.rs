@@ -83,6 +83,8 @@ pub(crate) struct Statements {
     pub offer_has_clicks: String,
     pub delete_offer: String,
     pub click_owner: String,
+    pub ftd_of: String,
+    pub void_ftd: String,
     pub insert_log: String,
     pub offer_stats: String,
     pub active_offer_ids: String,
@@ -117,6 +119,8 @@ impl Statements {
             delete_offer: r("DELETE FROM offers WHERE id = $1"),
             click_owner: r("SELECT c.offer_id, c.created_at, o.postback_secret, o.event_aliases
                  FROM clicks c JOIN offers o ON o.id = c.offer_id WHERE c.click_id = $1"),
+            ftd_of: r("SELECT id FROM ftd_events WHERE click_id = $1{lock}"),
+            void_ftd: r("UPDATE ftd_events SET voided_at = $2 WHERE click_id = $1 AND voided_at IS NULL"),
             insert_log: r(&format!(
                 "INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             )),

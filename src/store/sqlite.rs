@@ -14,10 +14,11 @@ use std::sync::{Arc, LazyLock, Mutex};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params, params_from_iter};
+use rusqlite::{Connection, Row, Rows, Transaction, params, params_from_iter};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::conversions::{self, ConversionTransaction};
 use super::migrate::{self, Migration, MigrationTarget};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
@@ -181,6 +182,17 @@ impl Columns for SqliteRow<'_, '_> {
     }
 }
 
+/// Runs `sql` (a cached statement) with `params` and hands its rows to `read`.
+fn with_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    read: impl FnOnce(Rows<'_>) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let mut statement = conn.prepare_cached(sql).map_err(query_error)?;
+    read(statement.query(params).map_err(query_error)?)
+}
+
 /// Runs `sql` with `params` and maps every row with `map`.
 fn query_all<T>(
     conn: &Connection,
@@ -188,13 +200,13 @@ fn query_all<T>(
     params: impl rusqlite::Params,
     map: impl Fn(&dyn Columns) -> StoreResult<T>,
 ) -> StoreResult<Vec<T>> {
-    let mut statement = conn.prepare_cached(sql).map_err(query_error)?;
-    let mut rows = statement.query(params).map_err(query_error)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(query_error)? {
-        out.push(map(&SqliteRow(row))?);
-    }
-    Ok(out)
+    with_rows(conn, sql, params, |mut rows| {
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(query_error)? {
+            out.push(map(&SqliteRow(row))?);
+        }
+        Ok(out)
+    })
 }
 
 /// Runs `sql` with `params` and maps its first row, if there is one, with `map`.
@@ -204,9 +216,9 @@ fn query_opt<T>(
     params: impl rusqlite::Params,
     map: impl Fn(&dyn Columns) -> StoreResult<T>,
 ) -> StoreResult<Option<T>> {
-    let mut statement = conn.prepare_cached(sql).map_err(query_error)?;
-    let mut rows = statement.query(params).map_err(query_error)?;
-    rows.next().map_err(query_error)?.map(|row| map(&SqliteRow(row))).transpose()
+    with_rows(conn, sql, params, |mut rows| {
+        rows.next().map_err(query_error)?.map(|row| map(&SqliteRow(row))).transpose()
+    })
 }
 
 /// Whether `sql` with `params` returns a row.
@@ -280,12 +292,7 @@ impl WeightTransaction for Weights<'_, '_> {
     }
 }
 
-/// Whether an `INSERT .. ON CONFLICT DO NOTHING` inserted its row.
-fn inserted(changed: usize) -> ConversionOutcome {
-    if changed > 0 { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate }
-}
-
-fn insert_payout(tx: &Transaction<'_>, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<ConversionOutcome> {
+fn insert_payout(tx: &Transaction<'_>, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
     let changed = tx
         .execute(
             "INSERT INTO payouts (ftd_event_id, amount_micros, currency, received_at) VALUES (?1, ?2, ?3, ?4)
@@ -293,69 +300,82 @@ fn insert_payout(tx: &Transaction<'_>, ftd_id: i64, amount: f64, currency: &str)
             params![ftd_id, to_micro_units(amount), currency, now_micros()],
         )
         .map_err(query_error)?;
-    Ok(inserted(changed))
+    Ok(changed > 0)
 }
 
-fn apply(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOutcome> {
-    let click_id = c.click_id.to_string();
-    let clicked_at = micros(c.clicked_at);
-    let now = now_micros();
-    let ftd_id = |tx: &Transaction<'_>| {
-        tx.query_row("SELECT id FROM ftd_events WHERE click_id = ?1", [&click_id], |row| row.get::<_, i64>(0))
-            .optional()
-            .map_err(query_error)
-    };
-    let outcome = match c.kind {
-        EventKind::Ftd => {
-            let changed = tx
-                .execute(
-                    "INSERT INTO ftd_events (click_id, offer_id, click_at, ftd_timestamp, external_player_id, tid)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                    params![click_id, c.offer_id, clicked_at, now, c.external_player_id, c.tid],
-                )
-                .map_err(query_error)?;
-            if changed > 0
-                && let Some(payout) = c.payout
-            {
-                insert_payout(tx, tx.last_insert_rowid(), payout, &c.currency)?;
-            }
-            inserted(changed)
-        }
-        EventKind::Payout => match (ftd_id(tx)?, c.payout) {
-            (Some(ftd), Some(payout)) => insert_payout(tx, ftd, payout, &c.currency)?,
-            _ => ConversionOutcome::NoFtd,
-        },
-        EventKind::Reg => inserted(
-            tx.execute(
+/// Records an FTD and, if it brings one, its payout.
+fn record_ftd(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOutcome> {
+    let changed = tx
+        .execute(
+            "INSERT INTO ftd_events (click_id, offer_id, click_at, ftd_timestamp, external_player_id, tid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            params![
+                c.click_id.to_string(),
+                c.offer_id,
+                micros(c.clicked_at),
+                now_micros(),
+                c.external_player_id,
+                c.tid
+            ],
+        )
+        .map_err(query_error)?;
+    if changed > 0
+        && let Some(payout) = c.payout
+    {
+        insert_payout(tx, tx.last_insert_rowid(), payout, &c.currency)?;
+    }
+    Ok(conversions::inserted(changed > 0))
+}
+
+/// The shared conversion rules' steps on the transaction.
+struct Conversions<'t, 'c>(&'t Transaction<'c>);
+
+impl ConversionTransaction for Conversions<'_, '_> {
+    async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
+        query_opt(self.0, &SQL.ftd_of, [click_id.to_string()], |row| row.int(0))
+    }
+
+    async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
+        insert_payout(self.0, ftd_id, amount, currency)
+    }
+
+    async fn insert_registration(&mut self, c: &Conversion) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
                 "INSERT INTO registrations (click_id, offer_id, click_at, registered_at, external_player_id)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![click_id, c.offer_id, clicked_at, now, c.external_player_id],
+                params![c.click_id.to_string(), c.offer_id, micros(c.clicked_at), now_micros(), c.external_player_id],
             )
-            .map_err(query_error)?,
-        ),
-        EventKind::Deposit => inserted(
-            tx.execute(
+            .map_err(query_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn insert_deposit(&mut self, c: &Conversion) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
                 "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount_micros, currency, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                params![click_id, c.offer_id, clicked_at, c.tid, c.payout.map(to_micro_units), c.currency, now],
+                params![
+                    c.click_id.to_string(),
+                    c.offer_id,
+                    micros(c.clicked_at),
+                    c.tid,
+                    c.payout.map(to_micro_units),
+                    c.currency,
+                    now_micros()
+                ],
             )
-            .map_err(query_error)?,
-        ),
-        EventKind::Rejected => {
-            let voided = tx
-                .execute(
-                    "UPDATE ftd_events SET voided_at = ?2 WHERE click_id = ?1 AND voided_at IS NULL",
-                    params![click_id, now],
-                )
-                .map_err(query_error)?;
-            match (voided, ftd_id(tx)?) {
-                (1.., _) => ConversionOutcome::Recorded,
-                (0, Some(_)) => ConversionOutcome::Duplicate,
-                (0, None) => ConversionOutcome::NoFtd,
-            }
-        }
-    };
-    Ok(outcome)
+            .map_err(query_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
+        let changed =
+            self.0.execute(&SQL.void_ftd, params![click_id.to_string(), now_micros()]).map_err(query_error)?;
+        Ok(changed > 0)
+    }
 }
 
 #[async_trait]
@@ -496,7 +516,10 @@ impl Store for SqliteStore {
         let conversion = conversion.clone();
         let log = log.clone();
         self.in_transaction(move |tx| {
-            let outcome = apply(tx, &conversion)?;
+            let outcome = match conversion.kind {
+                EventKind::Ftd => record_ftd(tx, &conversion)?,
+                _ => now_or_never(conversions::apply(&mut Conversions(tx), &conversion))?,
+            };
             insert_log(tx, &log.concluded(conversion.kind, outcome))?;
             Ok(outcome)
         })
