@@ -9,14 +9,15 @@
 //! - a postback's effect and its postback-log row commit together (one transaction or statement);
 //! - each offer or weight change bumps a routing version, which every instance polls.
 //!
-//! What does not depend on the database is written once, here and in four modules: `migrate` (the
-//! migration runner), `weights` (the EV recalculation around `WeightPolicy`), `conversions` (the
-//! rules of applying a postback's event) and `sql` (the statements both dialects run, and the
-//! mapping of their rows). A store supplies the primitives
+//! What does not depend on the database is written once, here and in five modules: `migrate` (the
+//! migration runner), `offers` (what an offer change does), `conversions` (the rules of applying a
+//! postback's event), `weights` (the EV recalculation around `WeightPolicy`) and `sql` (the
+//! statements both dialects run, and the mapping of their rows). A store supplies the primitives
 //! those need; `tests/store_contract.rs` runs every behaviour of [`Store`] on both stores.
 
 mod conversions;
 mod migrate;
+mod offers;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -542,6 +543,13 @@ pub trait Store: Send + Sync + 'static {
         last_n_clicks: u32,
         policy: &WeightPolicy,
     ) -> StoreResult<Option<Vec<WeightedOffer>>>;
+}
+
+/// The step every change of offers or weights ends with, inside its transaction (see `offers` and
+/// `weights`). Its future may complete at once (SQLite's does).
+pub(crate) trait RoutingVersion {
+    /// Bumps the routing version, so that every instance rebuilds its table.
+    async fn bump_routing_version(&mut self) -> StoreResult<()>;
 }
 
 /// Rounds a range to whole hours for the rollup: `[from_hour, to_hour)` lies within `[from, to)`,

@@ -31,12 +31,13 @@ use uuid::Uuid;
 
 use super::conversions::{self, ConversionTransaction};
 use super::migrate::{self, Migration, MigrationTarget};
+use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
-    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, Store, StoreError, StoreResult,
-    TimeRange, rollup_bounds,
+    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, RoutingVersion, Store, StoreError,
+    StoreResult, TimeRange, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
@@ -251,11 +252,6 @@ fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> Json<BTreeMap<&str, &'
     Json(alias_names(aliases))
 }
 
-async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
-    client.execute(&SQL.bump_routing_version, &[]).await.map_err(db_error)?;
-    Ok(())
-}
-
 mod ftd_batch;
 use ftd_batch::FtdBatcher;
 
@@ -288,10 +284,54 @@ async fn prepared(client: &impl GenericClient, sql: &str) -> StoreResult<Stateme
     client.prepare_cached(sql).await.map_err(db_error)
 }
 
-/// The shared conversion rules' steps on a transaction.
-struct Conversions<'t, 'c>(&'t Transaction<'c>);
+/// A transaction, for the shared rules' steps (`offers`, `conversions`, `weights`).
+struct Tx<'t, 'c>(&'t Transaction<'c>);
 
-impl ConversionTransaction for Conversions<'_, '_> {
+impl RoutingVersion for Tx<'_, '_> {
+    async fn bump_routing_version(&mut self) -> StoreResult<()> {
+        self.0.execute(&SQL.bump_routing_version, &[]).await.map_err(db_error)?;
+        Ok(())
+    }
+}
+
+impl OfferTransaction for Tx<'_, '_> {
+    async fn insert_offer(&mut self, offer: &NewOffer) -> StoreResult<Offer> {
+        let sql = format!(
+            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
+            sql::OFFER_COLUMNS
+        );
+        let aliases = aliases_json(&offer.event_aliases);
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&offer.name, &offer.casino_url, &offer.weight, &offer.postback_secret, &offer.active, &aliases];
+        let row = self.0.query_one(&sql, &params).await.map_err(db_error)?;
+        sql::offer(&PgRow(&row))
+    }
+
+    async fn patch_offer(&mut self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
+        let aliases = patch.event_aliases.as_ref().map(aliases_json);
+        let now = OffsetDateTime::now_utc();
+        let params: [&(dyn ToSql + Sync); 8] =
+            [&id, &patch.name, &patch.casino_url, &patch.weight, &patch.postback_secret, &patch.active, &aliases, &now];
+        let row = self.0.query_opt(&SQL.update_offer, &params).await.map_err(db_error)?;
+        map_row(row.as_ref(), sql::offer)
+    }
+
+    async fn offer_exists(&mut self, id: i64) -> StoreResult<bool> {
+        Ok(self.0.query_opt(&SQL.offer_exists, &[&id]).await.map_err(db_error)?.is_some())
+    }
+
+    async fn offer_has_clicks(&mut self, id: i64) -> StoreResult<bool> {
+        Ok(self.0.query_opt(&SQL.offer_has_clicks, &[&id]).await.map_err(db_error)?.is_some())
+    }
+
+    async fn delete_offer(&mut self, id: i64) -> StoreResult<()> {
+        self.0.execute(&SQL.delete_offer, &[&id]).await.map_err(db_error)?;
+        Ok(())
+    }
+}
+
+impl ConversionTransaction for Tx<'_, '_> {
     async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
         let row = self.0.query_opt(&SQL.ftd_of, &[&click_id]).await.map_err(db_error)?;
         Ok(row.map(|row| row.get(0)))
@@ -464,10 +504,7 @@ async fn copy_via_staging(client: &mut Object, clicks: &[ClickRecord]) -> Result
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-/// The recalculation's steps on the transaction.
-struct Weights<'t, 'c>(&'t Transaction<'c>);
-
-impl WeightTransaction for Weights<'_, '_> {
+impl WeightTransaction for Tx<'_, '_> {
     async fn active_offer_ids(&mut self) -> StoreResult<Vec<i64>> {
         let rows = self.0.query(&SQL.active_offer_ids, &[]).await.map_err(db_error)?;
         map_rows(&rows, |row| row.int(0))
@@ -490,10 +527,6 @@ impl WeightTransaction for Weights<'_, '_> {
             .await
             .map_err(db_error)?;
         Ok(())
-    }
-
-    async fn bump_routing_version(&mut self) -> StoreResult<()> {
-        bump_routing_version(self.0).await
     }
 }
 
@@ -522,58 +555,25 @@ impl Store for PostgresStore {
     async fn create_offer(&self, offer: &NewOffer) -> StoreResult<Offer> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let sql = format!(
-            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
-            sql::OFFER_COLUMNS
-        );
-        let row = tx
-            .query_one(
-                &sql,
-                &[
-                    &offer.name,
-                    &offer.casino_url,
-                    &offer.weight,
-                    &offer.postback_secret,
-                    &offer.active,
-                    &aliases_json(&offer.event_aliases),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        bump_routing_version(&tx).await?;
+        let created = offers::create(&mut Tx(&tx), offer).await?;
         tx.commit().await.map_err(db_error)?;
-        sql::offer(&PgRow(&row))
+        Ok(created)
     }
 
     async fn update_offer(&self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let aliases = patch.event_aliases.as_ref().map(aliases_json);
-        let now = OffsetDateTime::now_utc();
-        let params: [&(dyn ToSql + Sync); 8] =
-            [&id, &patch.name, &patch.casino_url, &patch.weight, &patch.postback_secret, &patch.active, &aliases, &now];
-        let row = tx.query_opt(&SQL.update_offer, &params).await.map_err(db_error)?;
-        if row.is_some() {
-            bump_routing_version(&tx).await?;
-        }
+        let updated = offers::update(&mut Tx(&tx), id, patch).await?;
         tx.commit().await.map_err(db_error)?;
-        map_row(row.as_ref(), sql::offer)
+        Ok(updated)
     }
 
     async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        if tx.query_opt(&SQL.offer_exists, &[&id]).await.map_err(db_error)?.is_none() {
-            return Ok(DeleteOutcome::NotFound);
-        }
-        if tx.query_opt(&SQL.offer_has_clicks, &[&id]).await.map_err(db_error)?.is_some() {
-            return Ok(DeleteOutcome::HasClicks);
-        }
-        tx.execute(&SQL.delete_offer, &[&id]).await.map_err(db_error)?;
-        bump_routing_version(&tx).await?;
+        let outcome = offers::delete(&mut Tx(&tx), id).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(DeleteOutcome::Deleted)
+        Ok(outcome)
     }
 
     async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64> {
@@ -610,7 +610,7 @@ impl Store for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let outcome = conversions::apply(&mut Conversions(&tx), conversion).await?;
+        let outcome = conversions::apply(&mut Tx(&tx), conversion).await?;
         insert_log(&tx, &log.concluded(conversion.kind, outcome)).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(outcome)
@@ -705,7 +705,7 @@ impl Store for PostgresStore {
         if !locked {
             return Ok(None);
         }
-        let weighted = weights::recalculate(&mut Weights(&tx), last_n_clicks, policy).await?;
+        let weighted = weights::recalculate(&mut Tx(&tx), last_n_clicks, policy).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(weighted))
     }

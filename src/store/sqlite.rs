@@ -20,12 +20,13 @@ use uuid::Uuid;
 
 use super::conversions::{self, ConversionTransaction};
 use super::migrate::{self, Migration, MigrationTarget};
+use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
-    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, Store, StoreError, StoreResult,
-    TimeRange, rollup_bounds,
+    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, RoutingVersion, Store, StoreError,
+    StoreResult, TimeRange, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
@@ -226,11 +227,6 @@ fn exists(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreR
     Ok(query_opt(conn, sql, params, |_| Ok(()))?.is_some())
 }
 
-fn bump_routing_version(conn: &Connection) -> StoreResult<()> {
-    conn.execute(&SQL.bump_routing_version, []).map_err(query_error)?;
-    Ok(())
-}
-
 fn insert_log(conn: &Connection, entry: &PostbackLogEntry) -> StoreResult<()> {
     conn.prepare_cached(&SQL.insert_log)
         .and_then(|mut statement| {
@@ -260,10 +256,65 @@ fn value(param: Param) -> Value {
     }
 }
 
-/// The recalculation's steps on the transaction.
-struct Weights<'t, 'c>(&'t Transaction<'c>);
+/// A transaction, for the shared rules' steps (`offers`, `conversions`, `weights`).
+struct Tx<'t, 'c>(&'t Transaction<'c>);
 
-impl WeightTransaction for Weights<'_, '_> {
+impl RoutingVersion for Tx<'_, '_> {
+    async fn bump_routing_version(&mut self) -> StoreResult<()> {
+        self.0.execute(&SQL.bump_routing_version, []).map_err(query_error)?;
+        Ok(())
+    }
+}
+
+impl OfferTransaction for Tx<'_, '_> {
+    async fn insert_offer(&mut self, offer: &NewOffer) -> StoreResult<Offer> {
+        let sql = format!(
+            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING {}",
+            sql::OFFER_COLUMNS
+        );
+        let params = params![
+            offer.name,
+            offer.casino_url,
+            offer.weight,
+            offer.postback_secret,
+            offer.active,
+            aliases_json(&offer.event_aliases),
+            now_micros()
+        ];
+        let created = query_opt(self.0, &sql, params, sql::offer)?;
+        created.ok_or_else(|| StoreError::Query("INSERT .. RETURNING returned no row".to_owned()))
+    }
+
+    async fn patch_offer(&mut self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
+        let params = params![
+            id,
+            patch.name,
+            patch.casino_url,
+            patch.weight,
+            patch.postback_secret,
+            patch.active,
+            patch.event_aliases.as_ref().map(aliases_json),
+            now_micros()
+        ];
+        query_opt(self.0, &SQL.update_offer, params, sql::offer)
+    }
+
+    async fn offer_exists(&mut self, id: i64) -> StoreResult<bool> {
+        exists(self.0, &SQL.offer_exists, [id])
+    }
+
+    async fn offer_has_clicks(&mut self, id: i64) -> StoreResult<bool> {
+        exists(self.0, &SQL.offer_has_clicks, [id])
+    }
+
+    async fn delete_offer(&mut self, id: i64) -> StoreResult<()> {
+        self.0.execute(&SQL.delete_offer, [id]).map_err(query_error)?;
+        Ok(())
+    }
+}
+
+impl WeightTransaction for Tx<'_, '_> {
     async fn active_offer_ids(&mut self) -> StoreResult<Vec<i64>> {
         query_all(self.0, &SQL.active_offer_ids, [], |row| row.int(0))
     }
@@ -285,10 +336,6 @@ impl WeightTransaction for Weights<'_, '_> {
             )
             .map_err(query_error)?;
         Ok(())
-    }
-
-    async fn bump_routing_version(&mut self) -> StoreResult<()> {
-        bump_routing_version(self.0)
     }
 }
 
@@ -327,10 +374,7 @@ fn record_ftd(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOut
     Ok(conversions::inserted(changed > 0))
 }
 
-/// The shared conversion rules' steps on the transaction.
-struct Conversions<'t, 'c>(&'t Transaction<'c>);
-
-impl ConversionTransaction for Conversions<'_, '_> {
+impl ConversionTransaction for Tx<'_, '_> {
     async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
         query_opt(self.0, &SQL.ftd_of, [click_id.to_string()], |row| row.int(0))
     }
@@ -398,64 +442,16 @@ impl Store for SqliteStore {
 
     async fn create_offer(&self, offer: &NewOffer) -> StoreResult<Offer> {
         let offer = offer.clone();
-        self.in_transaction(move |tx| {
-            let sql = format!(
-                "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING {}",
-                sql::OFFER_COLUMNS
-            );
-            let params = params![
-                offer.name,
-                offer.casino_url,
-                offer.weight,
-                offer.postback_secret,
-                offer.active,
-                aliases_json(&offer.event_aliases),
-                now_micros()
-            ];
-            let created = query_opt(tx, &sql, params, sql::offer)?;
-            let created = created.ok_or_else(|| StoreError::Query("INSERT .. RETURNING returned no row".to_owned()))?;
-            bump_routing_version(tx)?;
-            Ok(created)
-        })
-        .await
+        self.in_transaction(move |tx| now_or_never(offers::create(&mut Tx(tx), &offer))).await
     }
 
     async fn update_offer(&self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
         let patch = patch.clone();
-        self.in_transaction(move |tx| {
-            let params = params![
-                id,
-                patch.name,
-                patch.casino_url,
-                patch.weight,
-                patch.postback_secret,
-                patch.active,
-                patch.event_aliases.as_ref().map(aliases_json),
-                now_micros()
-            ];
-            let updated = query_opt(tx, &SQL.update_offer, params, sql::offer)?;
-            if updated.is_some() {
-                bump_routing_version(tx)?;
-            }
-            Ok(updated)
-        })
-        .await
+        self.in_transaction(move |tx| now_or_never(offers::update(&mut Tx(tx), id, &patch))).await
     }
 
     async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome> {
-        self.in_transaction(move |tx| {
-            if !exists(tx, &SQL.offer_exists, [id])? {
-                return Ok(DeleteOutcome::NotFound);
-            }
-            if exists(tx, &SQL.offer_has_clicks, [id])? {
-                return Ok(DeleteOutcome::HasClicks);
-            }
-            tx.execute(&SQL.delete_offer, [id]).map_err(query_error)?;
-            bump_routing_version(tx)?;
-            Ok(DeleteOutcome::Deleted)
-        })
-        .await
+        self.in_transaction(move |tx| now_or_never(offers::delete(&mut Tx(tx), id))).await
     }
 
     async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64> {
@@ -518,7 +514,7 @@ impl Store for SqliteStore {
         self.in_transaction(move |tx| {
             let outcome = match conversion.kind {
                 EventKind::Ftd => record_ftd(tx, &conversion)?,
-                _ => now_or_never(conversions::apply(&mut Conversions(tx), &conversion))?,
+                _ => now_or_never(conversions::apply(&mut Tx(tx), &conversion))?,
             };
             insert_log(tx, &log.concluded(conversion.kind, outcome))?;
             Ok(outcome)
@@ -602,10 +598,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<Vec<WeightedOffer>>> {
         // A single instance: the connection's mutex already makes recalculations one at a time.
         let policy = *policy;
-        self.in_transaction(move |tx| {
-            now_or_never(weights::recalculate(&mut Weights(tx), last_n_clicks, &policy)).map(Some)
-        })
-        .await
+        self.in_transaction(move |tx| now_or_never(weights::recalculate(&mut Tx(tx), last_n_clicks, &policy)).map(Some))
+            .await
     }
 }
 

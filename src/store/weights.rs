@@ -5,12 +5,12 @@
 
 use time::OffsetDateTime;
 
-use super::StoreResult;
+use super::{RoutingVersion, StoreResult};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
 
 /// The steps of a recalculation, inside one open transaction. Futures may complete at once
 /// (SQLite's do).
-pub(crate) trait WeightTransaction {
+pub(crate) trait WeightTransaction: RoutingVersion {
     /// The ids of the active offers, ascending.
     async fn active_offer_ids(&mut self) -> StoreResult<Vec<i64>>;
 
@@ -19,9 +19,6 @@ pub(crate) trait WeightTransaction {
 
     /// Sets the offer's weight and records it, with its window and EV, in `weight_history`.
     async fn save_weight(&mut self, run_at: OffsetDateTime, offer: &WeightedOffer) -> StoreResult<()>;
-
-    /// Bumps the routing version, so every instance rebuilds its table.
-    async fn bump_routing_version(&mut self) -> StoreResult<()>;
 }
 
 /// Recomputes and saves the weights of the active offers from their last `last_n_clicks` clicks.
@@ -70,7 +67,9 @@ mod tests {
             self.steps.push(format!("save {} {}", offer.window.offer_id, offer.weight));
             Ok(())
         }
+    }
 
+    impl RoutingVersion for Recorder {
         async fn bump_routing_version(&mut self) -> StoreResult<()> {
             self.steps.push("bump".to_owned());
             Ok(())
