@@ -8,9 +8,20 @@
 //! - a click insert is idempotent on `click_id`, so a batch written twice stores each click once;
 //! - a postback's effect and its postback-log row commit together (one transaction or statement);
 //! - each offer or weight change bumps a routing version, which every instance polls.
+//!
+//! What does not depend on the database is written once, here and in five modules: `migrate` (the
+//! migration runner), `offers` (what an offer change does), `conversions` (the rules of applying a
+//! postback's event), `weights` (the EV recalculation around `WeightPolicy`) and `sql` (the
+//! statements both dialects run, and the mapping of their rows). A store supplies the primitives
+//! those need; `tests/store_contract.rs` runs every behaviour of [`Store`] on both stores.
 
+mod conversions;
+mod migrate;
+mod offers;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
+mod weights;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -312,8 +323,11 @@ pub struct OfferStats {
 /// Why a store call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The database cannot be reached: callers answer 503 and the writer retries.
-    #[error("database unavailable: {0}")]
+    /// The database cannot be reached: callers answer 503 and the writer retries. A reason made by
+    /// [`StoreError::unavailable_at`] names the server and reads on from the words "database
+    /// unavailable" (`database unavailable at 127.0.0.1:5432: connection refused`); any other
+    /// follows a colon.
+    #[error("database unavailable{}", unavailable_reason(.0))]
     Unavailable(String),
     /// The database refused a statement.
     #[error("database error: {0}")]
@@ -326,6 +340,20 @@ pub enum StoreError {
         /// What failed.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// The database at `server` (`host:port`) cannot be reached, because of `cause`.
+    pub fn unavailable_at(server: &str, cause: &str) -> StoreError {
+        StoreError::Unavailable(format!("{UNAVAILABLE_AT}{server}: {cause}"))
+    }
+}
+
+/// How a reason made by [`StoreError::unavailable_at`] begins.
+const UNAVAILABLE_AT: &str = "at ";
+
+fn unavailable_reason(reason: &str) -> String {
+    if reason.starts_with(UNAVAILABLE_AT) { format!(" {reason}") } else { format!(": {reason}") }
 }
 
 /// The hourly evidence the Thompson engine reads: clicks and arrived FTDs by offer and click age,
@@ -517,6 +545,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Vec<WeightedOffer>>>;
 }
 
+/// The step every change of offers or weights ends with, inside its transaction (see `offers` and
+/// `weights`). Its future may complete at once (SQLite's does).
+pub(crate) trait RoutingVersion {
+    /// Bumps the routing version, so that every instance rebuilds its table.
+    async fn bump_routing_version(&mut self) -> StoreResult<()>;
+}
+
 /// Rounds a range to whole hours for the rollup: `[from_hour, to_hour)` lies within `[from, to)`,
 /// and the edges `[from, from_hour)` and `[to_hour, to)` are counted from raw clicks.
 pub(crate) fn rollup_bounds(range: TimeRange) -> (OffsetDateTime, OffsetDateTime, OffsetDateTime, OffsetDateTime) {
@@ -562,6 +597,14 @@ mod tests {
             TimeRange { from: Some(datetime!(2026-01-01 10:15 UTC)), to: Some(datetime!(2026-01-01 10:45 UTC)) };
         let (_, to, from_hour, to_hour) = rollup_bounds(range);
         assert_eq!((from_hour, to_hour), (to, to));
+    }
+
+    #[test]
+    fn an_unavailable_server_is_named_after_the_words_database_unavailable() {
+        let error = StoreError::unavailable_at("127.0.0.1:5999", "connection refused (os error 111)");
+        assert_eq!(error.to_string(), "database unavailable at 127.0.0.1:5999: connection refused (os error 111)");
+        let error = StoreError::Unavailable("pending clicks not written yet".to_owned());
+        assert_eq!(error.to_string(), "database unavailable: pending clicks not written yet");
     }
 
     #[test]

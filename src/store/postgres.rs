@@ -10,8 +10,10 @@
 //! Recalculations take a transaction-scoped advisory lock, so one instance recalculates at a time;
 //! migrations take a session advisory lock for the same reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::pin::pin;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,33 +23,96 @@ use deadpool_postgres::{
 };
 use futures_util::SinkExt;
 use time::OffsetDateTime;
+use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
+use super::conversions::{self, ConversionTransaction};
+use super::migrate::{self, Migration, MigrationTarget};
+use super::offers::{self, OfferTransaction};
+use super::sql::{self, Columns, Param, Statements};
+use super::weights::{self, WeightTransaction};
 use super::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
-    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, RoutingEvidence, Store,
-    StoreError, StoreResult, TimeRange, rollup_bounds,
+    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, RoutingVersion, Store, StoreError,
+    StoreResult, TimeRange, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
 
-/// Ordered migrations; each runs once, tracked in `schema_migrations`.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../sql/postgres/0001_initial.sql"))];
+/// The shared statements, in PostgreSQL's dialect.
+static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(&sql::POSTGRES));
 
 /// Advisory lock keys (arbitrary constants, unique to this application).
 const MIGRATION_LOCK: i64 = 0x6361_7369_6e6f_0001;
 const RECALC_LOCK: i64 = 0x6361_7369_6e6f_0002;
 
-const OFFER_COLUMNS: &str = "id, name, casino_url, weight, postback_secret, active, event_aliases, created_at";
-
 /// A pool of connections to one PostgreSQL database.
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: Pool,
+    connections: Connections,
     ftds: FtdBatcher,
+}
+
+/// The pool, and the server it connects to: every "unavailable" error of getting a connection
+/// names it, so that an operator reading `database unavailable` knows which address to check.
+#[derive(Clone)]
+struct Connections {
+    pool: Pool,
+    /// `host:port` (several, comma-separated, when the URL names several).
+    server: Arc<str>,
+}
+
+impl Connections {
+    /// A pooled connection, or why there is none.
+    async fn get(&self) -> StoreResult<Object> {
+        self.pool.get().await.map_err(|error| {
+            let cause = pool_error_cause(&error);
+            match pool_error(error) {
+                StoreError::Unavailable(_) => StoreError::unavailable_at(&self.server, &cause),
+                refused => refused,
+            }
+        })
+    }
+}
+
+/// The servers `config` names, as `host:port`.
+fn servers(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    let servers: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}:{port}", dir.display()),
+            }
+        })
+        .collect();
+    if servers.is_empty() { format!("localhost:{}", ports.first().copied().unwrap_or(5432)) } else { servers.join(",") }
+}
+
+/// Why a connection could not be had: the server's message, or the innermost cause (`connection
+/// refused (os error 111)`), not the layers of wrapping around it.
+fn pool_error_cause(error: &PoolError) -> String {
+    let PoolError::Backend(backend) = error else { return lowercase_first(&error.to_string()) };
+    if backend.as_db_error().is_some() {
+        return describe(backend);
+    }
+    let mut cause: &(dyn std::error::Error + 'static) = backend;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    lowercase_first(&cause.to_string())
+}
+
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|first| first.to_lowercase().chain(chars).collect()).unwrap_or_default()
 }
 
 impl PostgresStore {
@@ -57,7 +122,8 @@ impl PostgresStore {
             url.parse().map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
         pg_config.connect_timeout(Duration::from_secs(5));
         pg_config.application_name("casino-router");
-        let manager = Manager::from_config(pg_config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(pg_config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         // Last in, first out: light traffic keeps reusing the connection returned last, whose
         // prepared statements and backend caches are warm, instead of cycling through every
         // connection a burst opened.
@@ -70,52 +136,50 @@ impl PostgresStore {
             .recycle_timeout(Some(Duration::from_secs(5)))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let store = PostgresStore { ftds: FtdBatcher::start(pool.clone()), pool };
+        let connections = Connections { pool, server: servers(&pg_config).into() };
+        let store = PostgresStore { ftds: FtdBatcher::start(connections.clone()), connections };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn client(&self) -> StoreResult<Object> {
-        self.pool.get().await.map_err(pool_error)
+        self.connections.get().await
     }
 
     async fn migrate(&self) -> StoreResult<()> {
         let mut client = self.client().await?;
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_error)?;
-        let result = apply_migrations(&mut client).await;
+        let result = migrate::run(&mut Migrations(&mut client), migrate::POSTGRES).await;
         // Unlocking also happens when the session ends; an error here changes nothing.
         let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
         result
     }
 }
 
-async fn apply_migrations(client: &mut Object) -> StoreResult<()> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version INTEGER PRIMARY KEY,
-                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-        )
-        .await
-        .map_err(db_error)?;
-    for &(version, sql) in MIGRATIONS {
-        let as_i32 = version as i32;
-        let applied = client
-            .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[&as_i32])
+/// The migration runner's view of a connection.
+struct Migrations<'c>(&'c mut Object);
+
+impl MigrationTarget for Migrations<'_> {
+    async fn applied_versions(&mut self) -> StoreResult<BTreeSet<u32>> {
+        self.0
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
             .await
-            .map_err(db_error)?
-            .is_some();
-        if applied {
-            continue;
-        }
-        let failed = |e: tokio_postgres::Error| StoreError::Migration { version, reason: describe(&e) };
-        let tx = client.transaction().await.map_err(failed)?;
-        tx.batch_execute(sql).await.map_err(failed)?;
-        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[&as_i32]).await.map_err(failed)?;
-        tx.commit().await.map_err(failed)?;
-        tracing::info!(version, "applied migration");
+            .map_err(db_error)?;
+        let rows = self.0.query("SELECT version FROM schema_migrations", &[]).await.map_err(db_error)?;
+        Ok(rows.iter().map(|row| row.get::<_, i32>(0) as u32).collect())
     }
-    Ok(())
+
+    async fn apply(&mut self, migration: &Migration, applied_at: OffsetDateTime) -> Result<(), String> {
+        let failed = |e: tokio_postgres::Error| describe(&e);
+        let tx = self.0.transaction().await.map_err(failed)?;
+        tx.batch_execute(migration.sql).await.map_err(failed)?;
+        tx.execute(&SQL.insert_migration, &[&(migration.version as i32), &applied_at]).await.map_err(failed)?;
+        tx.commit().await.map_err(failed)
+    }
 }
 
 /// Describes a PostgreSQL error with its server message, which `Display` alone leaves out.
@@ -150,51 +214,49 @@ fn pool_error(err: PoolError) -> StoreError {
     }
 }
 
-fn offer_from_row(row: &Row) -> Offer {
-    let Json(aliases): Json<BTreeMap<String, String>> = row.get("event_aliases");
-    Offer {
-        id: row.get("id"),
-        name: row.get("name"),
-        casino_url: row.get("casino_url"),
-        weight: row.get("weight"),
-        postback_secret: row.get("postback_secret"),
-        active: row.get("active"),
-        event_aliases: aliases_from_names(aliases),
-        created_at: row.get("created_at"),
+/// PostgreSQL's row under the shared mapping.
+struct PgRow<'r>(&'r Row);
+
+impl PgRow<'_> {
+    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(&'a self, index: usize) -> StoreResult<T> {
+        self.0.try_get(index).map_err(|e| StoreError::Query(describe(&e)))
     }
+}
+
+impl Columns for PgRow<'_> {
+    sql::decoded_columns!();
+
+    fn time(&self, index: usize) -> StoreResult<OffsetDateTime> {
+        self.get(index)
+    }
+    fn aliases(&self, index: usize) -> StoreResult<BTreeMap<String, EventKind>> {
+        let Json(names): Json<BTreeMap<String, String>> = self.get(index)?;
+        Ok(aliases_from_names(names))
+    }
+    fn opt_ip(&self, index: usize) -> StoreResult<Option<IpAddr>> {
+        self.get(index)
+    }
+}
+
+/// Maps every row with `map`.
+fn map_rows<T>(rows: &[Row], map: impl Fn(&dyn Columns) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.iter().map(|row| map(&PgRow(row))).collect()
+}
+
+/// Maps the row, if there is one, with `map`.
+fn map_row<T>(row: Option<&Row>, map: impl Fn(&dyn Columns) -> StoreResult<T>) -> StoreResult<Option<T>> {
+    row.map(|row| map(&PgRow(row))).transpose()
 }
 
 fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> Json<BTreeMap<&str, &'static str>> {
     Json(alias_names(aliases))
 }
 
-async fn bump_routing_version(client: &impl GenericClient) -> StoreResult<()> {
-    client.execute("UPDATE routing_state SET version = version + 1", &[]).await.map_err(db_error)?;
-    Ok(())
-}
-
-/// The postback log's columns in the order both of its inserts give them (`insert_log` and
-/// the FTD batch in `ftd_batch`): a macro so that the statements stay literals, prepared once per
-/// connection.
-macro_rules! postback_log_columns {
-    () => {
-        "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip"
-    };
-}
-
 mod ftd_batch;
 use ftd_batch::FtdBatcher;
 
 async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> StoreResult<()> {
-    let statement = prepared(
-        client,
-        concat!(
-            "INSERT INTO postback_log (",
-            postback_log_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        ),
-    )
-    .await?;
+    let statement = prepared(client, &SQL.insert_log).await?;
     client
         .execute(
             &statement,
@@ -222,81 +284,100 @@ async fn prepared(client: &impl GenericClient, sql: &str) -> StoreResult<Stateme
     client.prepare_cached(sql).await.map_err(db_error)
 }
 
-/// Whether an `INSERT .. ON CONFLICT DO NOTHING RETURNING` inserted its row.
-fn inserted(row: Option<Row>) -> ConversionOutcome {
-    if row.is_some() { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate }
+/// A transaction, for the shared rules' steps (`offers`, `conversions`, `weights`).
+struct Tx<'t, 'c>(&'t Transaction<'c>);
+
+impl RoutingVersion for Tx<'_, '_> {
+    async fn bump_routing_version(&mut self) -> StoreResult<()> {
+        self.0.execute(&SQL.bump_routing_version, &[]).await.map_err(db_error)?;
+        Ok(())
+    }
 }
 
-/// Applies a payout, registration, deposit or rejection, inside the caller's transaction.
-async fn apply(client: &impl GenericClient, c: &Conversion) -> StoreResult<ConversionOutcome> {
-    let outcome = match c.kind {
-        EventKind::Ftd => unreachable!("apply_conversion records FTDs through ftd_batch"),
-        EventKind::Payout => {
-            let ftd = client
-                .query_opt("SELECT id FROM ftd_events WHERE click_id = $1 FOR UPDATE", &[&c.click_id])
-                .await
-                .map_err(db_error)?;
-            match (ftd, c.payout) {
-                (Some(ftd), Some(payout)) => insert_payout(client, ftd.get(0), payout, &c.currency).await?,
-                _ => ConversionOutcome::NoFtd,
-            }
-        }
-        EventKind::Reg => inserted(
-            client
-                .query_opt(
-                    "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING id",
-                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id],
-                )
-                .await
-                .map_err(db_error)?,
-        ),
-        EventKind::Deposit => inserted(
-            client
-                .query_opt(
-                    "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
-                     VALUES ($1, $2, $3, $4, $5::int8::numeric / 1000000, $6) ON CONFLICT DO NOTHING RETURNING id",
-                    &[&c.click_id, &c.offer_id, &c.clicked_at, &c.tid, &c.payout.map(to_micro_units), &c.currency],
-                )
-                .await
-                .map_err(db_error)?,
-        ),
-        EventKind::Rejected => {
-            let voided = client
-                .query_opt(
-                    "UPDATE ftd_events SET voided_at = now() WHERE click_id = $1 AND voided_at IS NULL RETURNING id",
-                    &[&c.click_id],
-                )
-                .await
-                .map_err(db_error)?;
-            if voided.is_some() {
-                ConversionOutcome::Recorded
-            } else {
-                let exists = client
-                    .query_opt("SELECT 1 FROM ftd_events WHERE click_id = $1", &[&c.click_id])
-                    .await
-                    .map_err(db_error)?;
-                if exists.is_some() { ConversionOutcome::Duplicate } else { ConversionOutcome::NoFtd }
-            }
-        }
-    };
-    Ok(outcome)
+impl OfferTransaction for Tx<'_, '_> {
+    async fn insert_offer(&mut self, offer: &NewOffer) -> StoreResult<Offer> {
+        let sql = format!(
+            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
+            sql::OFFER_COLUMNS
+        );
+        let aliases = aliases_json(&offer.event_aliases);
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&offer.name, &offer.casino_url, &offer.weight, &offer.postback_secret, &offer.active, &aliases];
+        let row = self.0.query_one(&sql, &params).await.map_err(db_error)?;
+        sql::offer(&PgRow(&row))
+    }
+
+    async fn patch_offer(&mut self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
+        let aliases = patch.event_aliases.as_ref().map(aliases_json);
+        let now = OffsetDateTime::now_utc();
+        let params: [&(dyn ToSql + Sync); 8] =
+            [&id, &patch.name, &patch.casino_url, &patch.weight, &patch.postback_secret, &patch.active, &aliases, &now];
+        let row = self.0.query_opt(&SQL.update_offer, &params).await.map_err(db_error)?;
+        map_row(row.as_ref(), sql::offer)
+    }
+
+    async fn offer_exists(&mut self, id: i64) -> StoreResult<bool> {
+        Ok(self.0.query_opt(&SQL.offer_exists, &[&id]).await.map_err(db_error)?.is_some())
+    }
+
+    async fn offer_has_clicks(&mut self, id: i64) -> StoreResult<bool> {
+        Ok(self.0.query_opt(&SQL.offer_has_clicks, &[&id]).await.map_err(db_error)?.is_some())
+    }
+
+    async fn delete_offer(&mut self, id: i64) -> StoreResult<()> {
+        self.0.execute(&SQL.delete_offer, &[&id]).await.map_err(db_error)?;
+        Ok(())
+    }
 }
 
-async fn insert_payout(
-    client: &impl GenericClient,
-    ftd_id: i64,
-    amount: f64,
-    currency: &str,
-) -> StoreResult<ConversionOutcome> {
-    let statement = prepared(
-        client,
-        "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::int8::numeric / 1000000, $3)
-         ON CONFLICT (ftd_event_id) DO NOTHING RETURNING id",
-    )
-    .await?;
-    let row = client.query_opt(&statement, &[&ftd_id, &to_micro_units(amount), &currency]).await.map_err(db_error)?;
-    Ok(inserted(row))
+impl ConversionTransaction for Tx<'_, '_> {
+    async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
+        let row = self.0.query_opt(&SQL.ftd_of, &[&click_id]).await.map_err(db_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
+        let statement = prepared(
+            self.0,
+            "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::int8::numeric / 1000000, $3)
+             ON CONFLICT (ftd_event_id) DO NOTHING",
+        )
+        .await?;
+        let params: [&(dyn ToSql + Sync); 3] = [&ftd_id, &to_micro_units(amount), &currency];
+        Ok(self.0.execute(&statement, &params).await.map_err(db_error)? > 0)
+    }
+
+    async fn insert_registration(&mut self, c: &Conversion) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
+                "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn insert_deposit(&mut self, c: &Conversion) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
+                "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
+                 VALUES ($1, $2, $3, $4, $5::int8::numeric / 1000000, $6) ON CONFLICT DO NOTHING",
+                &[&c.click_id, &c.offer_id, &c.clicked_at, &c.tid, &c.payout.map(to_micro_units), &c.currency],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self.0.execute(&SQL.void_ftd, &[&click_id, &now]).await.map_err(db_error)? > 0)
+    }
 }
 
 /// Column order of every click COPY.
@@ -423,6 +504,32 @@ async fn copy_via_staging(client: &mut Object, clicks: &[ClickRecord]) -> Result
     Ok(row.get::<_, i64>(0) as u64)
 }
 
+impl WeightTransaction for Tx<'_, '_> {
+    async fn active_offer_ids(&mut self) -> StoreResult<Vec<i64>> {
+        let rows = self.0.query(&SQL.active_offer_ids, &[]).await.map_err(db_error)?;
+        map_rows(&rows, |row| row.int(0))
+    }
+
+    async fn window(&mut self, offer_id: i64, last_n_clicks: u32) -> StoreResult<OfferWindow> {
+        let last_n = i64::from(last_n_clicks);
+        let row = self.0.query_one(&SQL.offer_window, &[&offer_id, &last_n]).await.map_err(db_error)?;
+        sql::offer_window(offer_id, &PgRow(&row))
+    }
+
+    async fn save_weight(&mut self, run_at: OffsetDateTime, offer: &WeightedOffer) -> StoreResult<()> {
+        let w = &offer.window;
+        self.0.execute(&SQL.set_weight, &[&w.offer_id, &offer.weight]).await.map_err(db_error)?;
+        self.0
+            .execute(
+                &SQL.insert_weight_history,
+                &[&run_at, &w.offer_id, &(w.clicks as i64), &(w.ftds as i64), &w.revenue, &offer.ev, &offer.weight],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -431,93 +538,42 @@ impl Store for PostgresStore {
     }
 
     async fn routing_version(&self) -> StoreResult<i64> {
-        let row = self.client().await?.query_one("SELECT version FROM routing_state", &[]).await.map_err(db_error)?;
+        let row = self.client().await?.query_one(&SQL.routing_version, &[]).await.map_err(db_error)?;
         Ok(row.get(0))
     }
 
     async fn list_offers(&self, active_only: bool) -> StoreResult<Vec<Offer>> {
-        let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE active OR NOT $1 ORDER BY id");
-        let rows = self.client().await?.query(&sql, &[&active_only]).await.map_err(db_error)?;
-        Ok(rows.iter().map(offer_from_row).collect())
+        let rows = self.client().await?.query(&SQL.list_offers, &[&active_only]).await.map_err(db_error)?;
+        map_rows(&rows, sql::offer)
     }
 
     async fn get_offer(&self, id: i64) -> StoreResult<Option<Offer>> {
-        let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1");
-        let row = self.client().await?.query_opt(&sql, &[&id]).await.map_err(db_error)?;
-        Ok(row.as_ref().map(offer_from_row))
+        let row = self.client().await?.query_opt(&SQL.get_offer, &[&id]).await.map_err(db_error)?;
+        map_row(row.as_ref(), sql::offer)
     }
 
     async fn create_offer(&self, offer: &NewOffer) -> StoreResult<Offer> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let sql = format!(
-            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {OFFER_COLUMNS}"
-        );
-        let row = tx
-            .query_one(
-                &sql,
-                &[
-                    &offer.name,
-                    &offer.casino_url,
-                    &offer.weight,
-                    &offer.postback_secret,
-                    &offer.active,
-                    &aliases_json(&offer.event_aliases),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        bump_routing_version(&tx).await?;
+        let created = offers::create(&mut Tx(&tx), offer).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(offer_from_row(&row))
+        Ok(created)
     }
 
     async fn update_offer(&self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let sql = format!(
-            "UPDATE offers SET
-                name = COALESCE($2, name),
-                casino_url = COALESCE($3, casino_url),
-                weight = COALESCE($4, weight),
-                postback_secret = COALESCE($5, postback_secret),
-                active = COALESCE($6, active),
-                event_aliases = COALESCE($7, event_aliases),
-                updated_at = now()
-             WHERE id = $1 RETURNING {OFFER_COLUMNS}"
-        );
-        let aliases = patch.event_aliases.as_ref().map(aliases_json);
-        let row = tx
-            .query_opt(
-                &sql,
-                &[&id, &patch.name, &patch.casino_url, &patch.weight, &patch.postback_secret, &patch.active, &aliases],
-            )
-            .await
-            .map_err(db_error)?;
-        if row.is_some() {
-            bump_routing_version(&tx).await?;
-        }
+        let updated = offers::update(&mut Tx(&tx), id, patch).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(row.as_ref().map(offer_from_row))
+        Ok(updated)
     }
 
     async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let exists = tx.query_opt("SELECT 1 FROM offers WHERE id = $1 FOR UPDATE", &[&id]).await.map_err(db_error)?;
-        if exists.is_none() {
-            return Ok(DeleteOutcome::NotFound);
-        }
-        let has_clicks =
-            tx.query_opt("SELECT 1 FROM clicks WHERE offer_id = $1 LIMIT 1", &[&id]).await.map_err(db_error)?;
-        if has_clicks.is_some() {
-            return Ok(DeleteOutcome::HasClicks);
-        }
-        tx.execute("DELETE FROM offers WHERE id = $1", &[&id]).await.map_err(db_error)?;
-        bump_routing_version(&tx).await?;
+        let outcome = offers::delete(&mut Tx(&tx), id).await?;
         tx.commit().await.map_err(db_error)?;
-        Ok(DeleteOutcome::Deleted)
+        Ok(outcome)
     }
 
     async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64> {
@@ -539,22 +595,9 @@ impl Store for PostgresStore {
 
     async fn click_owner(&self, click_id: Uuid) -> StoreResult<Option<ClickOwner>> {
         let client = self.client().await?;
-        let statement = prepared(
-            &client,
-            "SELECT c.offer_id, c.created_at, o.postback_secret, o.event_aliases
-             FROM clicks c JOIN offers o ON o.id = c.offer_id WHERE c.click_id = $1",
-        )
-        .await?;
+        let statement = prepared(&client, &SQL.click_owner).await?;
         let row = client.query_opt(&statement, &[&click_id]).await.map_err(db_error)?;
-        Ok(row.map(|row| {
-            let Json(aliases): Json<BTreeMap<String, String>> = row.get("event_aliases");
-            ClickOwner {
-                offer_id: row.get("offer_id"),
-                postback_secret: row.get("postback_secret"),
-                event_aliases: aliases_from_names(aliases),
-                clicked_at: row.get("created_at"),
-            }
-        }))
+        map_row(row.as_ref(), sql::click_owner)
     }
 
     async fn apply_conversion(
@@ -567,7 +610,7 @@ impl Store for PostgresStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let outcome = apply(&tx, conversion).await?;
+        let outcome = conversions::apply(&mut Tx(&tx), conversion).await?;
         insert_log(&tx, &log.concluded(conversion.kind, outcome)).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(outcome)
@@ -578,42 +621,17 @@ impl Store for PostgresStore {
     }
 
     async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>> {
-        let outcome = query.outcome.map(PostbackOutcome::as_str);
-        let limit = i64::from(query.limit);
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT id, received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip
-                 FROM postback_log
-                 WHERE ($1::bigint IS NULL OR offer_id = $1)
-                   AND ($2::text IS NULL OR outcome = $2)
-                   AND ($3::timestamptz IS NULL OR received_at >= $3)
-                   AND ($4::timestamptz IS NULL OR received_at < $4)
-                   AND ($5::bigint IS NULL OR id < $5)
-                 ORDER BY id DESC LIMIT $6",
-                &[&query.offer_id, &outcome, &query.from, &query.to, &query.before_id, &limit],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(rows
+        let (select, params) = sql::postback_log_select(&sql::POSTGRES, query);
+        let params: Vec<&(dyn ToSql + Sync)> = params
             .iter()
-            .map(|row| PostbackLogRow {
-                id: row.get("id"),
-                entry: PostbackLogEntry {
-                    received_at: row.get("received_at"),
-                    offer_id: row.get("offer_id"),
-                    click_id: row.get("click_id"),
-                    event: row.get("event"),
-                    payout: row.get("payout"),
-                    currency: row.get("currency"),
-                    tid: row.get("tid"),
-                    outcome: PostbackOutcome::parse(row.get("outcome")).unwrap_or(PostbackOutcome::Invalid),
-                    reason: row.get("reason"),
-                    source_ip: row.get("source_ip"),
-                },
+            .map(|param| match param {
+                Param::Int(value) => value as &(dyn ToSql + Sync),
+                Param::Text(text) => text,
+                Param::Time(time) => time,
             })
-            .collect())
+            .collect();
+        let rows = self.client().await?.query(&select, &params).await.map_err(db_error)?;
+        map_rows(&rows, sql::postback_log_row)
     }
 
     async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence> {
@@ -669,54 +687,10 @@ impl Store for PostgresStore {
         let rows = self
             .client()
             .await?
-            .query(
-                // Clicks: whole hours from the rollup, the partial edge hours from raw clicks. Events:
-                // one grouped pass each, joined to the offers (not one correlated scan per offer).
-                "WITH ftd_totals AS (
-                    SELECT f.offer_id, count(*) AS ftds, COALESCE(sum(p.amount), 0) AS revenue
-                    FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
-                    WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2
-                    GROUP BY f.offer_id
-                 ), deposit_totals AS (
-                    SELECT offer_id, sum(amount) AS revenue FROM deposits
-                    WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
-                 ), registration_totals AS (
-                    SELECT offer_id, count(*) AS registrations FROM registrations
-                    WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
-                 )
-                 SELECT o.id, o.name, o.weight, o.active,
-                    COALESCE((SELECT sum(r.clicks) FROM click_rollup_hourly r
-                              WHERE r.offer_id = o.id AND r.hour >= $3 AND r.hour < $4), 0)::int8
-                  + (SELECT count(*) FROM clicks c
-                     WHERE c.offer_id = o.id AND c.created_at >= $1 AND c.created_at < LEAST($3, $2))
-                  + (SELECT count(*) FROM clicks c
-                     WHERE c.offer_id = o.id AND c.created_at >= GREATEST($4, $1) AND c.created_at < $2)
-                    AS clicks,
-                    COALESCE(g.registrations, 0) AS registrations,
-                    COALESCE(f.ftds, 0) AS ftds,
-                    (COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0))::float8 AS revenue
-                 FROM offers o
-                 LEFT JOIN ftd_totals f ON f.offer_id = o.id
-                 LEFT JOIN deposit_totals d ON d.offer_id = o.id
-                 LEFT JOIN registration_totals g ON g.offer_id = o.id
-                 ORDER BY o.id",
-                &[&from, &to, &from_hour, &to_hour],
-            )
+            .query(&SQL.offer_stats, &[&from, &to, &from_hour, &to_hour])
             .await
             .map_err(db_error)?;
-        Ok(rows
-            .iter()
-            .map(|row| OfferStats {
-                offer_id: row.get("id"),
-                name: row.get("name"),
-                weight: row.get("weight"),
-                active: row.get("active"),
-                clicks: row.get::<_, i64>("clicks") as u64,
-                registrations: row.get::<_, i64>("registrations") as u64,
-                ftds: row.get::<_, i64>("ftds") as u64,
-                revenue: row.get("revenue"),
-            })
-            .collect())
+        map_rows(&rows, sql::offer_stats)
     }
 
     async fn recalculate_weights(
@@ -731,57 +705,7 @@ impl Store for PostgresStore {
         if !locked {
             return Ok(None);
         }
-        let offer_ids: Vec<i64> = tx
-            .query("SELECT id FROM offers WHERE active ORDER BY id", &[])
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let last_n = i64::from(last_n_clicks);
-        let mut windows = Vec::with_capacity(offer_ids.len());
-        for offer_id in offer_ids {
-            let row = tx
-                .query_one(
-                    "WITH recent AS (
-                        SELECT click_id FROM clicks WHERE offer_id = $1 ORDER BY created_at DESC LIMIT $2
-                     )
-                     SELECT
-                        (SELECT count(*) FROM recent) AS clicks,
-                        (SELECT count(*) FROM ftd_events f JOIN recent r USING (click_id)
-                         WHERE f.voided_at IS NULL) AS ftds,
-                        (SELECT COALESCE(sum(p.amount), 0)::float8
-                         FROM ftd_events f JOIN recent r USING (click_id) JOIN payouts p ON p.ftd_event_id = f.id
-                         WHERE f.voided_at IS NULL)
-                      + (SELECT COALESCE(sum(d.amount), 0)::float8 FROM deposits d JOIN recent r USING (click_id))
-                        AS revenue",
-                    &[&offer_id, &last_n],
-                )
-                .await
-                .map_err(db_error)?;
-            windows.push(OfferWindow {
-                offer_id,
-                clicks: row.get::<_, i64>("clicks") as u64,
-                ftds: row.get::<_, i64>("ftds") as u64,
-                revenue: row.get("revenue"),
-            });
-        }
-        let weighted = policy.weigh(&windows);
-        let run_at = OffsetDateTime::now_utc();
-        for offer in &weighted {
-            let w = &offer.window;
-            tx.execute("UPDATE offers SET weight = $2 WHERE id = $1", &[&w.offer_id, &offer.weight])
-                .await
-                .map_err(db_error)?;
-            tx.execute(
-                "INSERT INTO weight_history (run_at, offer_id, clicks, ftds, payout, ev, weight)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                &[&run_at, &w.offer_id, &(w.clicks as i64), &(w.ftds as i64), &w.revenue, &offer.ev, &offer.weight],
-            )
-            .await
-            .map_err(db_error)?;
-        }
-        bump_routing_version(&tx).await?;
+        let weighted = weights::recalculate(&mut Tx(&tx), last_n_clicks, policy).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(Some(weighted))
     }
@@ -789,7 +713,18 @@ impl Store for PostgresStore {
 
 #[cfg(test)]
 mod tests {
-    use super::is_transient;
+    use super::*;
+
+    #[tokio::test]
+    async fn opening_a_server_that_does_not_listen_names_it_and_the_cause() {
+        // A port just released by this process: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("postgres://postgres@127.0.0.1:{port}/casino");
+        let Err(error) = PostgresStore::open(&url, 2).await else { panic!("nothing listens on {port}") };
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+        let expected = format!("database unavailable at 127.0.0.1:{port}: connection refused");
+        assert!(error.to_string().starts_with(&expected), "{error} does not start with {expected}");
+    }
 
     #[test]
     fn transient_sqlstates_are_told_from_refusals() {

@@ -6,28 +6,33 @@
 //! PostgreSQL's (same keys and unique constraints), with times in microseconds and money in exact
 //! integer micro-units. There is no cross-instance coordination: a SQLite router is a single instance.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use futures_util::FutureExt;
+use rusqlite::types::Value;
+use rusqlite::{Connection, Row, Rows, Transaction, params, params_from_iter};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::conversions::{self, ConversionTransaction};
+use super::migrate::{self, Migration, MigrationTarget};
+use super::offers::{self, OfferTransaction};
+use super::sql::{self, Columns, Param, Statements};
+use super::weights::{self, WeightTransaction};
 use super::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
-    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, RoutingEvidence, Store,
-    StoreError, StoreResult, TimeRange, rollup_bounds,
+    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, RoutingVersion, Store, StoreError,
+    StoreResult, TimeRange, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
 
-/// Ordered migrations; each runs once, tracked in `schema_migrations`.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../sql/sqlite/0001_initial.sql"))];
-
-const OFFER_COLUMNS: &str = "id, name, casino_url, weight, postback_secret, active, event_aliases, created_at";
+/// The shared statements, in SQLite's dialect.
+static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(&sql::SQLITE));
 
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
@@ -51,7 +56,7 @@ impl SqliteStore {
             conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(query_error)?;
             conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
                 .map_err(query_error)?;
-            apply_migrations(&mut conn)?;
+            now_or_never(migrate::run(&mut Migrations(&mut conn), migrate::SQLITE))?;
             Ok(conn)
         })
         .await
@@ -90,32 +95,35 @@ impl SqliteStore {
     }
 }
 
-fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )
-    .map_err(query_error)?;
-    for &(version, sql) in MIGRATIONS {
-        let failed = |e: rusqlite::Error| StoreError::Migration { version, reason: e.to_string() };
-        let tx = conn.transaction().map_err(failed)?;
-        let applied = tx
-            .query_row("SELECT 1 FROM schema_migrations WHERE version = ?1", [version], |_| Ok(()))
-            .optional()
-            .map_err(failed)?
-            .is_some();
-        if applied {
-            continue;
-        }
-        tx.execute_batch(sql).map_err(failed)?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-            params![version, now_micros()],
-        )
-        .map_err(failed)?;
-        tx.commit().map_err(failed)?;
-        tracing::info!(version, "applied migration");
+/// Completes a future of the shared code (the migration runner, the weight recalculation) whose
+/// SQLite steps are synchronous, so that it never waits: it runs on the thread that holds the
+/// connection, in the blocking pool.
+fn now_or_never<T>(work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    work.now_or_never().unwrap_or_else(|| Err(StoreError::Query("a synchronous step waited".to_owned())))
+}
+
+/// The migration runner's view of the connection.
+struct Migrations<'c>(&'c mut Connection);
+
+impl MigrationTarget for Migrations<'_> {
+    async fn applied_versions(&mut self) -> StoreResult<BTreeSet<u32>> {
+        self.0
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .map_err(query_error)?;
+        let mut statement = self.0.prepare("SELECT version FROM schema_migrations").map_err(query_error)?;
+        let versions = statement.query_map([], |row| row.get(0)).map_err(query_error)?;
+        versions.collect::<rusqlite::Result<_>>().map_err(query_error)
     }
-    Ok(())
+
+    async fn apply(&mut self, migration: &Migration, applied_at: OffsetDateTime) -> Result<(), String> {
+        let failed = |e: rusqlite::Error| e.to_string();
+        let tx = self.0.transaction().map_err(failed)?;
+        tx.execute_batch(migration.sql).map_err(failed)?;
+        tx.execute(&SQL.insert_migration, params![migration.version, micros(applied_at)]).map_err(failed)?;
+        tx.commit().map_err(failed)
+    }
 }
 
 /// A busy or locked database, an I/O failure or a full disk pass with time: unavailable, so the
@@ -152,52 +160,186 @@ fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> String {
     serde_json::to_string(&alias_names(aliases)).unwrap_or_else(|_| "{}".to_owned())
 }
 
-fn offer_from_row(row: &Row<'_>) -> rusqlite::Result<Offer> {
-    Ok(Offer {
-        id: row.get("id")?,
-        name: row.get("name")?,
-        casino_url: row.get("casino_url")?,
-        weight: row.get("weight")?,
-        postback_secret: row.get("postback_secret")?,
-        active: row.get("active")?,
-        event_aliases: parse_aliases(&row.get::<_, String>("event_aliases")?),
-        created_at: from_micros(row.get("created_at")?),
+/// SQLite's row under the shared mapping: times are microseconds, addresses and aliases text.
+struct SqliteRow<'r, 's>(&'r Row<'s>);
+
+impl SqliteRow<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, index: usize) -> StoreResult<T> {
+        self.0.get(index).map_err(query_error)
+    }
+}
+
+impl Columns for SqliteRow<'_, '_> {
+    sql::decoded_columns!();
+
+    fn time(&self, index: usize) -> StoreResult<OffsetDateTime> {
+        Ok(from_micros(self.get(index)?))
+    }
+    fn aliases(&self, index: usize) -> StoreResult<BTreeMap<String, EventKind>> {
+        Ok(parse_aliases(&self.get::<String>(index)?))
+    }
+    fn opt_ip(&self, index: usize) -> StoreResult<Option<IpAddr>> {
+        Ok(self.get::<Option<String>>(index)?.and_then(|ip| ip.parse().ok()))
+    }
+}
+
+/// Runs `sql` (a cached statement) with `params` and hands its rows to `read`.
+fn with_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    read: impl FnOnce(Rows<'_>) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let mut statement = conn.prepare_cached(sql).map_err(query_error)?;
+    read(statement.query(params).map_err(query_error)?)
+}
+
+/// Runs `sql` with `params` and maps every row with `map`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl Fn(&dyn Columns) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    with_rows(conn, sql, params, |mut rows| {
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(query_error)? {
+            out.push(map(&SqliteRow(row))?);
+        }
+        Ok(out)
     })
 }
 
-fn bump_routing_version(tx: &Transaction<'_>) -> StoreResult<()> {
-    tx.execute("UPDATE routing_state SET version = version + 1", []).map_err(query_error)?;
-    Ok(())
+/// Runs `sql` with `params` and maps its first row, if there is one, with `map`.
+fn query_opt<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    map: impl Fn(&dyn Columns) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    with_rows(conn, sql, params, |mut rows| {
+        rows.next().map_err(query_error)?.map(|row| map(&SqliteRow(row))).transpose()
+    })
+}
+
+/// Whether `sql` with `params` returns a row.
+fn exists(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreResult<bool> {
+    Ok(query_opt(conn, sql, params, |_| Ok(()))?.is_some())
 }
 
 fn insert_log(conn: &Connection, entry: &PostbackLogEntry) -> StoreResult<()> {
-    conn.execute(
-        "INSERT INTO postback_log
-            (received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            micros(entry.received_at),
-            entry.offer_id,
-            entry.click_id,
-            entry.event,
-            entry.payout,
-            entry.currency,
-            entry.tid,
-            entry.outcome.as_str(),
-            entry.reason,
-            entry.source_ip.map(|ip| ip.to_string()),
-        ],
-    )
-    .map_err(query_error)?;
+    conn.prepare_cached(&SQL.insert_log)
+        .and_then(|mut statement| {
+            statement.execute(params![
+                micros(entry.received_at),
+                entry.offer_id,
+                entry.click_id,
+                entry.event,
+                entry.payout,
+                entry.currency,
+                entry.tid,
+                entry.outcome.as_str(),
+                entry.reason,
+                entry.source_ip.map(|ip| ip.to_string()),
+            ])
+        })
+        .map_err(query_error)?;
     Ok(())
 }
 
-/// Whether an `INSERT .. ON CONFLICT DO NOTHING` inserted its row.
-fn inserted(changed: usize) -> ConversionOutcome {
-    if changed > 0 { ConversionOutcome::Recorded } else { ConversionOutcome::Duplicate }
+/// A shared statement's run-time parameter, as SQLite stores it.
+fn value(param: Param) -> Value {
+    match param {
+        Param::Int(value) => Value::Integer(value),
+        Param::Text(text) => Value::Text(text.to_owned()),
+        Param::Time(time) => Value::Integer(micros(time)),
+    }
 }
 
-fn insert_payout(tx: &Transaction<'_>, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<ConversionOutcome> {
+/// A transaction, for the shared rules' steps (`offers`, `conversions`, `weights`).
+struct Tx<'t, 'c>(&'t Transaction<'c>);
+
+impl RoutingVersion for Tx<'_, '_> {
+    async fn bump_routing_version(&mut self) -> StoreResult<()> {
+        self.0.execute(&SQL.bump_routing_version, []).map_err(query_error)?;
+        Ok(())
+    }
+}
+
+impl OfferTransaction for Tx<'_, '_> {
+    async fn insert_offer(&mut self, offer: &NewOffer) -> StoreResult<Offer> {
+        let sql = format!(
+            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING {}",
+            sql::OFFER_COLUMNS
+        );
+        let params = params![
+            offer.name,
+            offer.casino_url,
+            offer.weight,
+            offer.postback_secret,
+            offer.active,
+            aliases_json(&offer.event_aliases),
+            now_micros()
+        ];
+        let created = query_opt(self.0, &sql, params, sql::offer)?;
+        created.ok_or_else(|| StoreError::Query("INSERT .. RETURNING returned no row".to_owned()))
+    }
+
+    async fn patch_offer(&mut self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
+        let params = params![
+            id,
+            patch.name,
+            patch.casino_url,
+            patch.weight,
+            patch.postback_secret,
+            patch.active,
+            patch.event_aliases.as_ref().map(aliases_json),
+            now_micros()
+        ];
+        query_opt(self.0, &SQL.update_offer, params, sql::offer)
+    }
+
+    async fn offer_exists(&mut self, id: i64) -> StoreResult<bool> {
+        exists(self.0, &SQL.offer_exists, [id])
+    }
+
+    async fn offer_has_clicks(&mut self, id: i64) -> StoreResult<bool> {
+        exists(self.0, &SQL.offer_has_clicks, [id])
+    }
+
+    async fn delete_offer(&mut self, id: i64) -> StoreResult<()> {
+        self.0.execute(&SQL.delete_offer, [id]).map_err(query_error)?;
+        Ok(())
+    }
+}
+
+impl WeightTransaction for Tx<'_, '_> {
+    async fn active_offer_ids(&mut self) -> StoreResult<Vec<i64>> {
+        query_all(self.0, &SQL.active_offer_ids, [], |row| row.int(0))
+    }
+
+    async fn window(&mut self, offer_id: i64, last_n_clicks: u32) -> StoreResult<OfferWindow> {
+        let window = query_opt(self.0, &SQL.offer_window, params![offer_id, last_n_clicks], |row| {
+            sql::offer_window(offer_id, row)
+        })?;
+        window.ok_or_else(|| StoreError::Query("the window query returned no row".to_owned()))
+    }
+
+    async fn save_weight(&mut self, run_at: OffsetDateTime, offer: &WeightedOffer) -> StoreResult<()> {
+        let w = &offer.window;
+        self.0.execute(&SQL.set_weight, params![w.offer_id, offer.weight]).map_err(query_error)?;
+        self.0
+            .execute(
+                &SQL.insert_weight_history,
+                params![micros(run_at), w.offer_id, w.clicks as i64, w.ftds as i64, w.revenue, offer.ev, offer.weight],
+            )
+            .map_err(query_error)?;
+        Ok(())
+    }
+}
+
+fn insert_payout(tx: &Transaction<'_>, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
     let changed = tx
         .execute(
             "INSERT INTO payouts (ftd_event_id, amount_micros, currency, received_at) VALUES (?1, ?2, ?3, ?4)
@@ -205,69 +347,79 @@ fn insert_payout(tx: &Transaction<'_>, ftd_id: i64, amount: f64, currency: &str)
             params![ftd_id, to_micro_units(amount), currency, now_micros()],
         )
         .map_err(query_error)?;
-    Ok(inserted(changed))
+    Ok(changed > 0)
 }
 
-fn apply(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOutcome> {
-    let click_id = c.click_id.to_string();
-    let clicked_at = micros(c.clicked_at);
-    let now = now_micros();
-    let ftd_id = |tx: &Transaction<'_>| {
-        tx.query_row("SELECT id FROM ftd_events WHERE click_id = ?1", [&click_id], |row| row.get::<_, i64>(0))
-            .optional()
-            .map_err(query_error)
-    };
-    let outcome = match c.kind {
-        EventKind::Ftd => {
-            let changed = tx
-                .execute(
-                    "INSERT INTO ftd_events (click_id, offer_id, click_at, ftd_timestamp, external_player_id, tid)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                    params![click_id, c.offer_id, clicked_at, now, c.external_player_id, c.tid],
-                )
-                .map_err(query_error)?;
-            if changed > 0
-                && let Some(payout) = c.payout
-            {
-                insert_payout(tx, tx.last_insert_rowid(), payout, &c.currency)?;
-            }
-            inserted(changed)
-        }
-        EventKind::Payout => match (ftd_id(tx)?, c.payout) {
-            (Some(ftd), Some(payout)) => insert_payout(tx, ftd, payout, &c.currency)?,
-            _ => ConversionOutcome::NoFtd,
-        },
-        EventKind::Reg => inserted(
-            tx.execute(
+/// Records an FTD and, if it brings one, its payout.
+fn record_ftd(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOutcome> {
+    let changed = tx
+        .execute(
+            "INSERT INTO ftd_events (click_id, offer_id, click_at, ftd_timestamp, external_player_id, tid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            params![
+                c.click_id.to_string(),
+                c.offer_id,
+                micros(c.clicked_at),
+                now_micros(),
+                c.external_player_id,
+                c.tid
+            ],
+        )
+        .map_err(query_error)?;
+    if changed > 0
+        && let Some(payout) = c.payout
+    {
+        insert_payout(tx, tx.last_insert_rowid(), payout, &c.currency)?;
+    }
+    Ok(conversions::inserted(changed > 0))
+}
+
+impl ConversionTransaction for Tx<'_, '_> {
+    async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
+        query_opt(self.0, &SQL.ftd_of, [click_id.to_string()], |row| row.int(0))
+    }
+
+    async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
+        insert_payout(self.0, ftd_id, amount, currency)
+    }
+
+    async fn insert_registration(&mut self, c: &Conversion) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
                 "INSERT INTO registrations (click_id, offer_id, click_at, registered_at, external_player_id)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![click_id, c.offer_id, clicked_at, now, c.external_player_id],
+                params![c.click_id.to_string(), c.offer_id, micros(c.clicked_at), now_micros(), c.external_player_id],
             )
-            .map_err(query_error)?,
-        ),
-        EventKind::Deposit => inserted(
-            tx.execute(
+            .map_err(query_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn insert_deposit(&mut self, c: &Conversion) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
                 "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount_micros, currency, received_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                params![click_id, c.offer_id, clicked_at, c.tid, c.payout.map(to_micro_units), c.currency, now],
+                params![
+                    c.click_id.to_string(),
+                    c.offer_id,
+                    micros(c.clicked_at),
+                    c.tid,
+                    c.payout.map(to_micro_units),
+                    c.currency,
+                    now_micros()
+                ],
             )
-            .map_err(query_error)?,
-        ),
-        EventKind::Rejected => {
-            let voided = tx
-                .execute(
-                    "UPDATE ftd_events SET voided_at = ?2 WHERE click_id = ?1 AND voided_at IS NULL",
-                    params![click_id, now],
-                )
-                .map_err(query_error)?;
-            match (voided, ftd_id(tx)?) {
-                (1.., _) => ConversionOutcome::Recorded,
-                (0, Some(_)) => ConversionOutcome::Duplicate,
-                (0, None) => ConversionOutcome::NoFtd,
-            }
-        }
-    };
-    Ok(outcome)
+            .map_err(query_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
+        let changed =
+            self.0.execute(&SQL.void_ftd, params![click_id.to_string(), now_micros()]).map_err(query_error)?;
+        Ok(changed > 0)
+    }
 }
 
 #[async_trait]
@@ -277,113 +429,29 @@ impl Store for SqliteStore {
     }
 
     async fn routing_version(&self) -> StoreResult<i64> {
-        self.with_conn(|conn| {
-            conn.query_row("SELECT version FROM routing_state", [], |row| row.get(0)).map_err(query_error)
-        })
-        .await
+        self.with_conn(|conn| conn.query_row(&SQL.routing_version, [], |row| row.get(0)).map_err(query_error)).await
     }
 
     async fn list_offers(&self, active_only: bool) -> StoreResult<Vec<Offer>> {
-        self.with_conn(move |conn| {
-            let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE active OR NOT ?1 ORDER BY id");
-            let mut statement = conn.prepare_cached(&sql).map_err(query_error)?;
-            let rows = statement.query_map([active_only], offer_from_row).map_err(query_error)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_error)
-        })
-        .await
+        self.with_conn(move |conn| query_all(conn, &SQL.list_offers, [active_only], sql::offer)).await
     }
 
     async fn get_offer(&self, id: i64) -> StoreResult<Option<Offer>> {
-        self.with_conn(move |conn| {
-            let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = ?1");
-            conn.query_row(&sql, [id], offer_from_row).optional().map_err(query_error)
-        })
-        .await
+        self.with_conn(move |conn| query_opt(conn, &SQL.get_offer, [id], sql::offer)).await
     }
 
     async fn create_offer(&self, offer: &NewOffer) -> StoreResult<Offer> {
         let offer = offer.clone();
-        self.in_transaction(move |tx| {
-            let now = now_micros();
-            let sql = format!(
-                "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING {OFFER_COLUMNS}"
-            );
-            let created = tx
-                .query_row(
-                    &sql,
-                    params![
-                        offer.name,
-                        offer.casino_url,
-                        offer.weight,
-                        offer.postback_secret,
-                        offer.active,
-                        aliases_json(&offer.event_aliases),
-                        now
-                    ],
-                    offer_from_row,
-                )
-                .map_err(query_error)?;
-            bump_routing_version(tx)?;
-            Ok(created)
-        })
-        .await
+        self.in_transaction(move |tx| now_or_never(offers::create(&mut Tx(tx), &offer))).await
     }
 
     async fn update_offer(&self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
         let patch = patch.clone();
-        self.in_transaction(move |tx| {
-            let sql = format!(
-                "UPDATE offers SET
-                    name = COALESCE(?2, name),
-                    casino_url = COALESCE(?3, casino_url),
-                    weight = COALESCE(?4, weight),
-                    postback_secret = COALESCE(?5, postback_secret),
-                    active = COALESCE(?6, active),
-                    event_aliases = COALESCE(?7, event_aliases),
-                    updated_at = ?8
-                 WHERE id = ?1 RETURNING {OFFER_COLUMNS}"
-            );
-            let updated = tx
-                .query_row(
-                    &sql,
-                    params![
-                        id,
-                        patch.name,
-                        patch.casino_url,
-                        patch.weight,
-                        patch.postback_secret,
-                        patch.active,
-                        patch.event_aliases.as_ref().map(aliases_json),
-                        now_micros()
-                    ],
-                    offer_from_row,
-                )
-                .optional()
-                .map_err(query_error)?;
-            if updated.is_some() {
-                bump_routing_version(tx)?;
-            }
-            Ok(updated)
-        })
-        .await
+        self.in_transaction(move |tx| now_or_never(offers::update(&mut Tx(tx), id, &patch))).await
     }
 
     async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome> {
-        self.in_transaction(move |tx| {
-            let exists = tx.query_row("SELECT 1 FROM offers WHERE id = ?1", [id], |_| Ok(())).optional();
-            if exists.map_err(query_error)?.is_none() {
-                return Ok(DeleteOutcome::NotFound);
-            }
-            let has_clicks = tx.query_row("SELECT 1 FROM clicks WHERE offer_id = ?1 LIMIT 1", [id], |_| Ok(()));
-            if has_clicks.optional().map_err(query_error)?.is_some() {
-                return Ok(DeleteOutcome::HasClicks);
-            }
-            tx.execute("DELETE FROM offers WHERE id = ?1", [id]).map_err(query_error)?;
-            bump_routing_version(tx)?;
-            Ok(DeleteOutcome::Deleted)
-        })
-        .await
+        self.in_transaction(move |tx| now_or_never(offers::delete(&mut Tx(tx), id))).await
     }
 
     async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64> {
@@ -433,24 +501,7 @@ impl Store for SqliteStore {
     }
 
     async fn click_owner(&self, click_id: Uuid) -> StoreResult<Option<ClickOwner>> {
-        self.with_conn(move |conn| {
-            conn.query_row(
-                "SELECT c.offer_id, c.created_at, o.postback_secret, o.event_aliases
-                 FROM clicks c JOIN offers o ON o.id = c.offer_id WHERE c.click_id = ?1",
-                [click_id.to_string()],
-                |row| {
-                    Ok(ClickOwner {
-                        offer_id: row.get(0)?,
-                        clicked_at: from_micros(row.get(1)?),
-                        postback_secret: row.get(2)?,
-                        event_aliases: parse_aliases(&row.get::<_, String>(3)?),
-                    })
-                },
-            )
-            .optional()
-            .map_err(query_error)
-        })
-        .await
+        self.with_conn(move |conn| query_opt(conn, &SQL.click_owner, [click_id.to_string()], sql::click_owner)).await
     }
 
     async fn apply_conversion(
@@ -461,7 +512,10 @@ impl Store for SqliteStore {
         let conversion = conversion.clone();
         let log = log.clone();
         self.in_transaction(move |tx| {
-            let outcome = apply(tx, &conversion)?;
+            let outcome = match conversion.kind {
+                EventKind::Ftd => record_ftd(tx, &conversion)?,
+                _ => now_or_never(conversions::apply(&mut Tx(tx), &conversion))?,
+            };
             insert_log(tx, &log.concluded(conversion.kind, outcome))?;
             Ok(outcome)
         })
@@ -474,52 +528,9 @@ impl Store for SqliteStore {
     }
 
     async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>> {
-        let query = query.clone();
+        let (select, params) = sql::postback_log_select(&sql::SQLITE, query);
         self.with_conn(move |conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT id, received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason,
-                        source_ip
-                     FROM postback_log
-                     WHERE (?1 IS NULL OR offer_id = ?1)
-                       AND (?2 IS NULL OR outcome = ?2)
-                       AND (?3 IS NULL OR received_at >= ?3)
-                       AND (?4 IS NULL OR received_at < ?4)
-                       AND (?5 IS NULL OR id < ?5)
-                     ORDER BY id DESC LIMIT ?6",
-                )
-                .map_err(query_error)?;
-            let rows = statement
-                .query_map(
-                    params![
-                        query.offer_id,
-                        query.outcome.map(PostbackOutcome::as_str),
-                        query.from.map(micros),
-                        query.to.map(micros),
-                        query.before_id,
-                        query.limit
-                    ],
-                    |row| {
-                        Ok(PostbackLogRow {
-                            id: row.get(0)?,
-                            entry: PostbackLogEntry {
-                                received_at: from_micros(row.get(1)?),
-                                offer_id: row.get(2)?,
-                                click_id: row.get(3)?,
-                                event: row.get(4)?,
-                                payout: row.get(5)?,
-                                currency: row.get(6)?,
-                                tid: row.get(7)?,
-                                outcome: PostbackOutcome::parse(&row.get::<_, String>(8)?)
-                                    .unwrap_or(PostbackOutcome::Invalid),
-                                reason: row.get(9)?,
-                                source_ip: row.get::<_, Option<String>>(10)?.and_then(|ip| ip.parse().ok()),
-                            },
-                        })
-                    },
-                )
-                .map_err(query_error)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_error)
+            query_all(conn, &select, params_from_iter(params.into_iter().map(value)), sql::postback_log_row)
         })
         .await
     }
@@ -577,55 +588,7 @@ impl Store for SqliteStore {
     async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {
         let (from, to, from_hour, to_hour) = rollup_bounds(range);
         let bounds = [micros(from), micros(to), micros(from_hour), micros(to_hour)];
-        self.with_conn(move |conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "WITH ftd_totals AS (
-                        SELECT f.offer_id, count(*) AS ftds, COALESCE(sum(p.amount_micros), 0) AS revenue
-                        FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
-                        WHERE f.voided_at IS NULL AND f.click_at >= ?1 AND f.click_at < ?2
-                        GROUP BY f.offer_id
-                     ), deposit_totals AS (
-                        SELECT offer_id, sum(amount_micros) AS revenue FROM deposits
-                        WHERE click_at >= ?1 AND click_at < ?2 GROUP BY offer_id
-                     ), registration_totals AS (
-                        SELECT offer_id, count(*) AS registrations FROM registrations
-                        WHERE click_at >= ?1 AND click_at < ?2 GROUP BY offer_id
-                     )
-                     SELECT o.id, o.name, o.weight, o.active,
-                        COALESCE((SELECT sum(r.clicks) FROM click_rollup_hourly r
-                                  WHERE r.offer_id = o.id AND r.hour >= ?3 AND r.hour < ?4), 0)
-                      + (SELECT count(*) FROM clicks c
-                         WHERE c.offer_id = o.id AND c.created_at >= ?1 AND c.created_at < min(?3, ?2))
-                      + (SELECT count(*) FROM clicks c
-                         WHERE c.offer_id = o.id AND c.created_at >= max(?4, ?1) AND c.created_at < ?2),
-                        COALESCE(g.registrations, 0),
-                        COALESCE(f.ftds, 0),
-                        COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0)
-                     FROM offers o
-                     LEFT JOIN ftd_totals f ON f.offer_id = o.id
-                     LEFT JOIN deposit_totals d ON d.offer_id = o.id
-                     LEFT JOIN registration_totals g ON g.offer_id = o.id
-                     ORDER BY o.id",
-                )
-                .map_err(query_error)?;
-            let rows = statement
-                .query_map(bounds, |row| {
-                    Ok(OfferStats {
-                        offer_id: row.get(0)?,
-                        name: row.get(1)?,
-                        weight: row.get(2)?,
-                        active: row.get(3)?,
-                        clicks: row.get::<_, i64>(4)? as u64,
-                        registrations: row.get::<_, i64>(5)? as u64,
-                        ftds: row.get::<_, i64>(6)? as u64,
-                        revenue: from_micro_units(row.get(7)?),
-                    })
-                })
-                .map_err(query_error)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(query_error)
-        })
-        .await
+        self.with_conn(move |conn| query_all(conn, &SQL.offer_stats, bounds, sql::offer_stats)).await
     }
 
     async fn recalculate_weights(
@@ -635,59 +598,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<Vec<WeightedOffer>>> {
         // A single instance: the connection's mutex already makes recalculations one at a time.
         let policy = *policy;
-        self.in_transaction(move |tx| {
-            let mut offers =
-                tx.prepare_cached("SELECT id FROM offers WHERE active ORDER BY id").map_err(query_error)?;
-            let offer_ids = offers
-                .query_map([], |row| row.get::<_, i64>(0))
-                .map_err(query_error)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(query_error)?;
-            let mut window_query = tx
-                .prepare_cached(
-                    "WITH recent AS (
-                        SELECT click_id FROM clicks WHERE offer_id = ?1 ORDER BY created_at DESC LIMIT ?2
-                     )
-                     SELECT
-                        (SELECT count(*) FROM recent),
-                        (SELECT count(*) FROM ftd_events f JOIN recent r USING (click_id) WHERE f.voided_at IS NULL),
-                        (SELECT COALESCE(sum(p.amount_micros), 0)
-                         FROM ftd_events f JOIN recent r USING (click_id) JOIN payouts p ON p.ftd_event_id = f.id
-                         WHERE f.voided_at IS NULL)
-                      + (SELECT COALESCE(sum(d.amount_micros), 0) FROM deposits d JOIN recent r USING (click_id))",
-                )
-                .map_err(query_error)?;
-            let mut windows = Vec::with_capacity(offer_ids.len());
-            for offer_id in offer_ids {
-                let window = window_query
-                    .query_row(params![offer_id, last_n_clicks], |row| {
-                        Ok(OfferWindow {
-                            offer_id,
-                            clicks: row.get::<_, i64>(0)? as u64,
-                            ftds: row.get::<_, i64>(1)? as u64,
-                            revenue: from_micro_units(row.get(2)?),
-                        })
-                    })
-                    .map_err(query_error)?;
-                windows.push(window);
-            }
-            let weighted = policy.weigh(&windows);
-            let run_at = now_micros();
-            for offer in &weighted {
-                let w = &offer.window;
-                tx.execute("UPDATE offers SET weight = ?2 WHERE id = ?1", params![w.offer_id, offer.weight])
-                    .map_err(query_error)?;
-                tx.execute(
-                    "INSERT INTO weight_history (run_at, offer_id, clicks, ftds, payout, ev, weight)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![run_at, w.offer_id, w.clicks as i64, w.ftds as i64, w.revenue, offer.ev, offer.weight],
-                )
-                .map_err(query_error)?;
-            }
-            bump_routing_version(tx)?;
-            Ok(Some(weighted))
-        })
-        .await
+        self.in_transaction(move |tx| now_or_never(weights::recalculate(&mut Tx(tx), last_n_clicks, &policy)).map(Some))
+            .await
     }
 }
 

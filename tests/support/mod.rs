@@ -15,6 +15,7 @@
 
 pub mod openapi;
 pub mod proxy;
+pub mod stores;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -119,7 +120,8 @@ impl TestDb {
         Some(TestDb::create_on(Backend::Postgres).await)
     }
 
-    async fn create_on(backend: Backend) -> TestDb {
+    /// A database of its own on `backend`, whichever store the suite runs against.
+    pub async fn create_on(backend: Backend) -> TestDb {
         let unique = format!("casino_test_{}", Uuid::now_v7().simple());
         let location = match backend {
             Backend::Postgres => {

@@ -14,13 +14,14 @@
 //!   one postback at a time, so one bad postback fails alone.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{db_error, pool_error, prepared};
+use super::{Connections, db_error, prepared};
 use crate::conversion::to_micro_units;
+use crate::store::sql::POSTBACK_LOG_COLUMNS;
 use crate::store::{Conversion, ConversionOutcome, PostbackLogEntry, StoreError, StoreResult};
 
 /// Most postbacks one statement records.
@@ -46,7 +47,7 @@ pub(super) struct FtdBatcher {
 
 impl FtdBatcher {
     /// Starts the batching task on the current Tokio runtime, writing through `pool`.
-    pub(super) fn start(pool: Pool) -> FtdBatcher {
+    pub(super) fn start(pool: Connections) -> FtdBatcher {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         tokio::spawn(run(pool, receiver));
         FtdBatcher { queue }
@@ -68,7 +69,7 @@ impl FtdBatcher {
 }
 
 /// Takes what has queued, up to a batch, whenever a write slot is free.
-async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(pool: Connections, mut receiver: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = receiver.recv().await {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
@@ -87,11 +88,10 @@ async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>) {
 }
 
 /// Writes a batch, on one connection, and answers each of its postbacks.
-async fn write(pool: &Pool, batch: Vec<Pending>) {
+async fn write(pool: &Connections, batch: Vec<Pending>) {
     let client = match pool.get().await {
         Ok(client) => client,
-        Err(e) => {
-            let error = pool_error(e);
+        Err(error) => {
             for pending in batch {
                 let _ = pending.reply.send(Err(error.clone()));
             }
@@ -131,12 +131,10 @@ async fn record_one_by_one(client: &Object, batch: Vec<Pending>) {
 
 /// One statement for FTDs of distinct clicks: the FTDs (in click-id order, so that two batches
 /// lock the same clicks in the same order), their payouts, and every postback's log line with the
-/// outcome that applies. Returns the outcomes in the batch's order.
-async fn record_batch(client: &Object, batch: &[Pending]) -> StoreResult<Vec<ConversionOutcome>> {
-    let statement = prepared(
-        client,
-        concat!(
-            "WITH input AS (
+/// outcome that applies; it returns each postback's ordinal and whether its FTD was new.
+static BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH input AS (
                  SELECT * FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[], $4::text[], $5::text[],
                                       $6::int8[], $7::text[], $8::timestamptz[], $9::int8[], $10::text[],
                                       $11::text[], $12::float8[], $13::text[], $14::text[], $15::text[],
@@ -154,18 +152,19 @@ async fn record_batch(client: &Object, batch: &[Pending]) -> StoreResult<Vec<Con
                  SELECT ftd.id, input.payout::numeric / 1000000, input.currency
                  FROM ftd JOIN input USING (click_id) WHERE input.payout IS NOT NULL
              ), log AS (
-                 INSERT INTO postback_log (",
-            postback_log_columns!(),
-            ")
+                 INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS})
                  SELECT received_at, log_offer_id, log_click_id, event, log_payout, log_currency, log_tid,
                         CASE WHEN ftd.id IS NULL THEN duplicate_outcome ELSE recorded_outcome END,
                         CASE WHEN ftd.id IS NULL THEN duplicate_reason ELSE recorded_reason END, source_ip
                  FROM input LEFT JOIN ftd USING (click_id) ORDER BY ord
              )
              SELECT input.ord, ftd.id IS NOT NULL FROM input LEFT JOIN ftd USING (click_id)"
-        ),
     )
-    .await?;
+});
+
+/// Records FTDs of distinct clicks with [`BATCH_SQL`]; returns the outcomes in the batch's order.
+async fn record_batch(client: &Object, batch: &[Pending]) -> StoreResult<Vec<ConversionOutcome>> {
+    let statement = prepared(client, &BATCH_SQL).await?;
     let concluded: Vec<(PostbackLogEntry, PostbackLogEntry)> = batch
         .iter()
         .map(|p| {

@@ -1,0 +1,382 @@
+//! The SQL both stores run, written once, and the mapping of its rows to the store's types.
+//!
+//! A statement is one text with PostgreSQL's `$n` parameters and a few `{token}`s for what the
+//! dialects spell differently (see [`Dialect`]); each store renders it once for its dialect. Rows are
+//! read through [`Columns`], which each store implements for its own row type, so that which column
+//! becomes which field is also written once. What is left in the stores is what really differs:
+//! PostgreSQL's COPY ingest, advisory locks and FTD batching; SQLite's integer times and money.
+//!
+//! Portability rules the texts keep: casts are `CAST(x AS BIGINT)` / `CAST(x AS DOUBLE PRECISION)`;
+//! a parameter whose type PostgreSQL cannot infer is not used (the postback log's filters are built
+//! from the filters present instead of `$1 IS NULL OR ...`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use time::OffsetDateTime;
+
+use super::{
+    ClickOwner, Offer, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, StoreResult,
+};
+use crate::conversion::EventKind;
+use crate::routing::OfferWindow;
+
+/// How a dialect spells what the shared statements leave open.
+#[derive(Debug)]
+pub(crate) struct Dialect {
+    /// What stands before a parameter's number: `$1` or `?1`.
+    param: char,
+    /// `{amount}`: the column of an exact money amount (`NUMERIC` in currency units, or integer
+    /// micro-units).
+    amount: &'static str,
+    /// `{units}`: appended to a `CAST(.. AS DOUBLE PRECISION)` of a sum of `{amount}`s, to make
+    /// currency units of it.
+    units: &'static str,
+    /// `{least}` / `{greatest}`: the smaller / larger of two values.
+    least: &'static str,
+    greatest: &'static str,
+    /// `{lock}`: appended to a `SELECT` whose rows the transaction goes on to change.
+    lock: &'static str,
+}
+
+/// PostgreSQL: money is `NUMERIC`, rows are locked for update.
+pub(crate) const POSTGRES: Dialect =
+    Dialect { param: '$', amount: "amount", units: "", least: "LEAST", greatest: "GREATEST", lock: " FOR UPDATE" };
+
+/// SQLite: money is integer micro-units; one writer at a time, so nothing to lock.
+pub(crate) const SQLITE: Dialect =
+    Dialect { param: '?', amount: "amount_micros", units: " / 1000000.0", least: "min", greatest: "max", lock: "" };
+
+impl Dialect {
+    /// `template` in this dialect.
+    pub(crate) fn render(&self, template: &str) -> String {
+        let text = template
+            .replace("{amount}", self.amount)
+            .replace("{units}", self.units)
+            .replace("{least}", self.least)
+            .replace("{greatest}", self.greatest)
+            .replace("{lock}", self.lock);
+        let mut out = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            let is_param = c == '$' && chars.peek().is_some_and(char::is_ascii_digit);
+            out.push(if is_param { self.param } else { c });
+        }
+        out
+    }
+
+    /// A parameter's placeholder.
+    fn placeholder(&self, number: usize) -> String {
+        format!("{}{number}", self.param)
+    }
+}
+
+/// Every statement, rendered for one dialect.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub routing_version: String,
+    pub bump_routing_version: String,
+    pub list_offers: String,
+    pub get_offer: String,
+    pub update_offer: String,
+    pub offer_exists: String,
+    pub offer_has_clicks: String,
+    pub delete_offer: String,
+    pub click_owner: String,
+    pub ftd_of: String,
+    pub void_ftd: String,
+    pub insert_log: String,
+    pub offer_stats: String,
+    pub active_offer_ids: String,
+    pub offer_window: String,
+    pub set_weight: String,
+    pub insert_weight_history: String,
+    pub insert_migration: String,
+}
+
+impl Statements {
+    /// Renders every statement for `dialect`.
+    pub(crate) fn new(dialect: &Dialect) -> Statements {
+        let r = |template: &str| dialect.render(template);
+        Statements {
+            routing_version: r("SELECT version FROM routing_state"),
+            bump_routing_version: r("UPDATE routing_state SET version = version + 1"),
+            list_offers: r(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE active OR NOT $1 ORDER BY id")),
+            get_offer: r(&format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1")),
+            update_offer: r(&format!(
+                "UPDATE offers SET
+                    name = COALESCE($2, name),
+                    casino_url = COALESCE($3, casino_url),
+                    weight = COALESCE($4, weight),
+                    postback_secret = COALESCE($5, postback_secret),
+                    active = COALESCE($6, active),
+                    event_aliases = COALESCE($7, event_aliases),
+                    updated_at = $8
+                 WHERE id = $1 RETURNING {OFFER_COLUMNS}"
+            )),
+            offer_exists: r("SELECT 1 FROM offers WHERE id = $1{lock}"),
+            offer_has_clicks: r("SELECT 1 FROM clicks WHERE offer_id = $1 LIMIT 1"),
+            delete_offer: r("DELETE FROM offers WHERE id = $1"),
+            click_owner: r("SELECT c.offer_id, c.created_at, o.postback_secret, o.event_aliases
+                 FROM clicks c JOIN offers o ON o.id = c.offer_id WHERE c.click_id = $1"),
+            ftd_of: r("SELECT id FROM ftd_events WHERE click_id = $1{lock}"),
+            void_ftd: r("UPDATE ftd_events SET voided_at = $2 WHERE click_id = $1 AND voided_at IS NULL"),
+            insert_log: r(&format!(
+                "INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            )),
+            offer_stats: r(OFFER_STATS),
+            active_offer_ids: r("SELECT id FROM offers WHERE active ORDER BY id"),
+            offer_window: r(OFFER_WINDOW),
+            set_weight: r("UPDATE offers SET weight = $2 WHERE id = $1"),
+            insert_weight_history: r("INSERT INTO weight_history (run_at, offer_id, clicks, ftds, payout, ev, weight)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)"),
+            insert_migration: r("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"),
+        }
+    }
+}
+
+/// An offer's columns, in the order [`offer`] reads them.
+pub(crate) const OFFER_COLUMNS: &str =
+    "id, name, casino_url, weight, postback_secret, active, event_aliases, created_at";
+
+/// The postback log's columns, in the order of [`insert_log_params`]' values.
+pub(crate) const POSTBACK_LOG_COLUMNS: &str =
+    "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip";
+
+/// Per-offer figures over `[$1, $2)` of click time. Clicks: whole hours `[$3, $4)` from the rollup,
+/// the partial edge hours from raw clicks (see `rollup_bounds`). Events: one grouped pass each,
+/// joined to the offers (not one correlated scan per offer). Money is summed exactly, then
+/// converted once.
+const OFFER_STATS: &str = "WITH ftd_totals AS (
+        SELECT f.offer_id, count(*) AS ftds, COALESCE(sum(p.{amount}), 0) AS revenue
+        FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
+        WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2
+        GROUP BY f.offer_id
+     ), deposit_totals AS (
+        SELECT offer_id, sum({amount}) AS revenue FROM deposits
+        WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
+     ), registration_totals AS (
+        SELECT offer_id, count(*) AS registrations FROM registrations
+        WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
+     )
+     SELECT o.id, o.name, o.weight, o.active,
+        CAST(COALESCE((SELECT sum(r.clicks) FROM click_rollup_hourly r
+                       WHERE r.offer_id = o.id AND r.hour >= $3 AND r.hour < $4), 0) AS BIGINT)
+      + (SELECT count(*) FROM clicks c
+         WHERE c.offer_id = o.id AND c.created_at >= $1 AND c.created_at < {least}($3, $2))
+      + (SELECT count(*) FROM clicks c
+         WHERE c.offer_id = o.id AND c.created_at >= {greatest}($4, $1) AND c.created_at < $2),
+        COALESCE(g.registrations, 0),
+        COALESCE(f.ftds, 0),
+        CAST(COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0) AS DOUBLE PRECISION){units}
+     FROM offers o
+     LEFT JOIN ftd_totals f ON f.offer_id = o.id
+     LEFT JOIN deposit_totals d ON d.offer_id = o.id
+     LEFT JOIN registration_totals g ON g.offer_id = o.id
+     ORDER BY o.id";
+
+/// The EV window of offer `$1`: its last `$2` clicks, their non-rejected FTDs, and what they
+/// earned (FTD payouts plus further deposits, summed exactly, then converted once).
+const OFFER_WINDOW: &str = "WITH recent AS (
+        SELECT click_id FROM clicks WHERE offer_id = $1 ORDER BY created_at DESC LIMIT $2
+     )
+     SELECT
+        (SELECT count(*) FROM recent),
+        (SELECT count(*) FROM ftd_events f JOIN recent r USING (click_id) WHERE f.voided_at IS NULL),
+        CAST((SELECT COALESCE(sum(p.{amount}), 0)
+              FROM ftd_events f JOIN recent r USING (click_id) JOIN payouts p ON p.ftd_event_id = f.id
+              WHERE f.voided_at IS NULL)
+           + (SELECT COALESCE(sum(d.{amount}), 0) FROM deposits d JOIN recent r USING (click_id))
+             AS DOUBLE PRECISION){units}";
+
+/// A value of a parameter whose statement is built at run time; each store binds it its own way.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Param {
+    /// A `BIGINT`.
+    Int(i64),
+    /// A `TEXT`.
+    Text(&'static str),
+    /// A point in time.
+    Time(OffsetDateTime),
+}
+
+/// The postback log query for `query`: only the filters it sets, newest first, its page size.
+pub(crate) fn postback_log_select(dialect: &Dialect, query: &PostbackLogQuery) -> (String, Vec<Param>) {
+    let filters = [
+        query.offer_id.map(|id| ("offer_id =", Param::Int(id))),
+        query.outcome.map(|outcome| ("outcome =", Param::Text(outcome.as_str()))),
+        query.from.map(|from| ("received_at >=", Param::Time(from))),
+        query.to.map(|to| ("received_at <", Param::Time(to))),
+        query.before_id.map(|id| ("id <", Param::Int(id))),
+    ];
+    let mut sql = format!("SELECT id, {POSTBACK_LOG_COLUMNS} FROM postback_log");
+    let mut params = Vec::with_capacity(filters.len() + 1);
+    for (condition, param) in filters.into_iter().flatten() {
+        params.push(param);
+        let joiner = if params.len() == 1 { " WHERE " } else { " AND " };
+        sql.push_str(&format!("{joiner}{condition} {}", dialect.placeholder(params.len())));
+    }
+    params.push(Param::Int(i64::from(query.limit)));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", dialect.placeholder(params.len())));
+    (sql, params)
+}
+
+/// A row's columns, read by position; each store implements it for its own row type.
+pub(crate) trait Columns {
+    /// A `BIGINT` (or a count).
+    fn int(&self, index: usize) -> StoreResult<i64>;
+    /// A nullable `BIGINT`.
+    fn opt_int(&self, index: usize) -> StoreResult<Option<i64>>;
+    /// A `DOUBLE PRECISION`.
+    fn real(&self, index: usize) -> StoreResult<f64>;
+    /// A nullable `DOUBLE PRECISION`.
+    fn opt_real(&self, index: usize) -> StoreResult<Option<f64>>;
+    /// A `TEXT`.
+    fn text(&self, index: usize) -> StoreResult<String>;
+    /// A nullable `TEXT`.
+    fn opt_text(&self, index: usize) -> StoreResult<Option<String>>;
+    /// A `BOOLEAN`.
+    fn boolean(&self, index: usize) -> StoreResult<bool>;
+    /// A point in time.
+    fn time(&self, index: usize) -> StoreResult<OffsetDateTime>;
+    /// An offer's status-word mapping, stored as a JSON object of event names.
+    fn aliases(&self, index: usize) -> StoreResult<BTreeMap<String, EventKind>>;
+    /// A nullable IP address.
+    fn opt_ip(&self, index: usize) -> StoreResult<Option<IpAddr>>;
+
+    /// A count, which is never negative.
+    fn count(&self, index: usize) -> StoreResult<u64> {
+        Ok(self.int(index)?.max(0) as u64)
+    }
+}
+
+/// The [`Columns`] methods whose types both drivers decode as they are, written once for an
+/// implementation whose `get(index)` decodes any of them.
+macro_rules! decoded_columns {
+    () => {
+        fn int(&self, index: usize) -> StoreResult<i64> {
+            self.get(index)
+        }
+        fn opt_int(&self, index: usize) -> StoreResult<Option<i64>> {
+            self.get(index)
+        }
+        fn real(&self, index: usize) -> StoreResult<f64> {
+            self.get(index)
+        }
+        fn opt_real(&self, index: usize) -> StoreResult<Option<f64>> {
+            self.get(index)
+        }
+        fn text(&self, index: usize) -> StoreResult<String> {
+            self.get(index)
+        }
+        fn opt_text(&self, index: usize) -> StoreResult<Option<String>> {
+            self.get(index)
+        }
+        fn boolean(&self, index: usize) -> StoreResult<bool> {
+            self.get(index)
+        }
+    };
+}
+pub(crate) use decoded_columns;
+
+/// An offer, from [`OFFER_COLUMNS`].
+pub(crate) fn offer(row: &dyn Columns) -> StoreResult<Offer> {
+    Ok(Offer {
+        id: row.int(0)?,
+        name: row.text(1)?,
+        casino_url: row.text(2)?,
+        weight: row.real(3)?,
+        postback_secret: row.text(4)?,
+        active: row.boolean(5)?,
+        event_aliases: row.aliases(6)?,
+        created_at: row.time(7)?,
+    })
+}
+
+/// A click's owner, from [`Statements::click_owner`].
+pub(crate) fn click_owner(row: &dyn Columns) -> StoreResult<ClickOwner> {
+    Ok(ClickOwner {
+        offer_id: row.int(0)?,
+        clicked_at: row.time(1)?,
+        postback_secret: row.text(2)?,
+        event_aliases: row.aliases(3)?,
+    })
+}
+
+/// A postback-log line, from [`postback_log_select`].
+pub(crate) fn postback_log_row(row: &dyn Columns) -> StoreResult<PostbackLogRow> {
+    Ok(PostbackLogRow {
+        id: row.int(0)?,
+        entry: PostbackLogEntry {
+            received_at: row.time(1)?,
+            offer_id: row.opt_int(2)?,
+            click_id: row.opt_text(3)?,
+            event: row.opt_text(4)?,
+            payout: row.opt_real(5)?,
+            currency: row.opt_text(6)?,
+            tid: row.opt_text(7)?,
+            outcome: PostbackOutcome::parse(&row.text(8)?).unwrap_or(PostbackOutcome::Invalid),
+            reason: row.opt_text(9)?,
+            source_ip: row.opt_ip(10)?,
+        },
+    })
+}
+
+/// One offer's figures, from [`Statements::offer_stats`].
+pub(crate) fn offer_stats(row: &dyn Columns) -> StoreResult<OfferStats> {
+    Ok(OfferStats {
+        offer_id: row.int(0)?,
+        name: row.text(1)?,
+        weight: row.real(2)?,
+        active: row.boolean(3)?,
+        clicks: row.count(4)?,
+        registrations: row.count(5)?,
+        ftds: row.count(6)?,
+        revenue: row.real(7)?,
+    })
+}
+
+/// Offer `offer_id`'s window, from [`Statements::offer_window`].
+pub(crate) fn offer_window(offer_id: i64, row: &dyn Columns) -> StoreResult<OfferWindow> {
+    Ok(OfferWindow { offer_id, clicks: row.count(0)?, ftds: row.count(1)?, revenue: row.real(2)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_and_tokens_are_rendered_per_dialect() {
+        let template = "SELECT sum({amount}) FROM t WHERE a < {least}($1, $2){lock} -- $x";
+        assert_eq!(POSTGRES.render(template), "SELECT sum(amount) FROM t WHERE a < LEAST($1, $2) FOR UPDATE -- $x");
+        assert_eq!(SQLITE.render(template), "SELECT sum(amount_micros) FROM t WHERE a < min(?1, ?2) -- $x");
+    }
+
+    #[test]
+    fn every_statement_renders_without_a_token_left() {
+        for dialect in [&POSTGRES, &SQLITE] {
+            let statements = format!("{:?}", Statements::new(dialect));
+            for token in ["{amount}", "{units}", "{least}", "{greatest}", "{lock}"] {
+                assert!(!statements.contains(token), "{token} left in {statements}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_postback_log_query_holds_only_the_filters_given() {
+        let (sql, params) = postback_log_select(&POSTGRES, &PostbackLogQuery { limit: 5, ..Default::default() });
+        assert_eq!(sql, format!("SELECT id, {POSTBACK_LOG_COLUMNS} FROM postback_log ORDER BY id DESC LIMIT $1"));
+        assert_eq!(params, [Param::Int(5)]);
+
+        let query = PostbackLogQuery {
+            offer_id: Some(7),
+            outcome: Some(PostbackOutcome::NoFtd),
+            before_id: Some(100),
+            limit: 2,
+            ..Default::default()
+        };
+        let (sql, params) = postback_log_select(&SQLITE, &query);
+        assert!(sql.ends_with("WHERE offer_id = ?1 AND outcome = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"), "{sql}");
+        assert_eq!(params, [Param::Int(7), Param::Text("no_ftd"), Param::Int(100), Param::Int(2)]);
+    }
+}

@@ -1,0 +1,533 @@
+//! The store contract: each behaviour of the `Store` trait, tested on both stores in the same run
+//! (SQLite always; PostgreSQL too, or a plain note that it was skipped, a failure under CI). Each
+//! scenario asserts what the contract promises on each store, then the two stores' results are
+//! compared, so that the implementations cannot drift apart unnoticed.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+use casino_router::conversion::EventKind;
+use casino_router::routing::{OfferWindow, WeightPolicy};
+use casino_router::store::{
+    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
+    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackOutcome, Store, TimeRange,
+};
+use support::stores::{self, StoreUnderTest};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// Runs `scenario` on every store and asserts that they all gave the same result.
+async fn on_both<T: PartialEq + Debug>(scenario: impl AsyncFn(&StoreUnderTest) -> T) {
+    let stores = stores::both().await;
+    let mut first: Option<(&str, T)> = None;
+    for store in &stores {
+        let result = scenario(store).await;
+        match &first {
+            None => first = Some((store.name, result)),
+            Some((name, expected)) => assert_eq!(&result, expected, "{} and {name} disagree", store.name),
+        }
+    }
+}
+
+fn new_offer(name: &str, weight: f64, active: bool) -> NewOffer {
+    NewOffer {
+        name: name.to_owned(),
+        casino_url: format!("https://casino.example/{name}?click_id={{click_id}}"),
+        weight,
+        postback_secret: format!("secret-{name}"),
+        active,
+        event_aliases: BTreeMap::from([("first_dep".to_owned(), EventKind::Ftd)]),
+    }
+}
+
+/// An offer without its creation time, which each database sets itself.
+fn timeless(offer: &Offer) -> (i64, String, String, f64, String, bool, BTreeMap<String, EventKind>) {
+    let o = offer.clone();
+    (o.id, o.name, o.casino_url, o.weight, o.postback_secret, o.active, o.event_aliases)
+}
+
+fn click(offer_id: i64, at: OffsetDateTime) -> ClickRecord {
+    ClickRecord {
+        click_id: Uuid::now_v7(),
+        offer_id,
+        created_at: at,
+        user_agent: Some("contract-test".into()),
+        ip_address: Some("203.0.113.7".parse().unwrap()),
+        referrer: None,
+        source: Some("src".into()),
+        campaign: None,
+        propensity: 0.5,
+    }
+}
+
+fn conversion(click: &ClickRecord, kind: EventKind, payout: Option<f64>, tid: Option<&str>) -> Conversion {
+    Conversion {
+        click_id: click.click_id,
+        offer_id: click.offer_id,
+        clicked_at: click.created_at,
+        kind,
+        payout,
+        currency: "EUR".to_owned(),
+        tid: tid.map(str::to_owned),
+        external_player_id: Some("player-1".to_owned()),
+    }
+}
+
+/// The log entry a postback for `conversion` starts with (the store fills in its outcome).
+fn log_for(conversion: &Conversion) -> PostbackLogEntry {
+    PostbackLogEntry {
+        received_at: OffsetDateTime::now_utc(),
+        offer_id: Some(conversion.offer_id),
+        click_id: Some(conversion.click_id.to_string()),
+        event: Some(conversion.kind.as_str().to_owned()),
+        payout: conversion.payout,
+        currency: Some(conversion.currency.clone()),
+        tid: conversion.tid.clone(),
+        outcome: PostbackOutcome::Accepted,
+        reason: None,
+        source_ip: Some("198.51.100.1".parse().unwrap()),
+    }
+}
+
+async fn apply(store: &dyn Store, conversion: &Conversion) -> ConversionOutcome {
+    store.apply_conversion(conversion, &log_for(conversion)).await.unwrap()
+}
+
+/// Every offer's figures over all time.
+async fn stats(store: &dyn Store) -> Vec<OfferStats> {
+    store.offer_stats(TimeRange::default()).await.unwrap()
+}
+
+/// A time with microseconds (both stores keep them) and no nanoseconds (neither does).
+fn recent(minutes_ago: i64) -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.microsecond() * 1000).unwrap() - Duration::minutes(minutes_ago)
+}
+
+#[tokio::test]
+async fn offer_changes_round_trip_and_each_one_bumps_the_routing_version() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let mut trace = Vec::new();
+        let version = async || store.routing_version().await.unwrap();
+        let v0 = version().await;
+
+        let before = OffsetDateTime::now_utc() - Duration::minutes(1);
+        let alpha = store.create_offer(&new_offer("alpha", 2.0, true)).await.unwrap();
+        assert_eq!(version().await, v0 + 1, "{name}: create bumps");
+        let beta = store.create_offer(&new_offer("beta", 1.0, false)).await.unwrap();
+        assert_eq!(version().await, v0 + 2, "{name}: create bumps");
+        assert!(alpha.created_at > before && alpha.created_at < before + Duration::minutes(2), "{name}");
+        let expected = new_offer("alpha", 2.0, true);
+        assert_eq!(
+            (&alpha.name, &alpha.casino_url, alpha.weight, &alpha.postback_secret, alpha.active, &alpha.event_aliases),
+            (
+                &expected.name,
+                &expected.casino_url,
+                expected.weight,
+                &expected.postback_secret,
+                expected.active,
+                &expected.event_aliases
+            ),
+            "{name}"
+        );
+        assert_eq!(store.get_offer(alpha.id).await.unwrap(), Some(alpha.clone()), "{name}");
+        assert_eq!(store.get_offer(alpha.id + 1000).await.unwrap(), None, "{name}");
+        assert_eq!(store.list_offers(false).await.unwrap(), [alpha.clone(), beta.clone()], "{name}");
+        assert_eq!(store.list_offers(true).await.unwrap(), std::slice::from_ref(&alpha), "{name}");
+        trace.push(timeless(&alpha));
+        trace.push(timeless(&beta));
+
+        // A full update changes every field but the id and the creation time.
+        let full = OfferPatch {
+            name: Some("alpha-2".to_owned()),
+            casino_url: Some("https://other.example/?c={click_id}".to_owned()),
+            weight: Some(3.0),
+            postback_secret: Some("secret-2".to_owned()),
+            active: Some(false),
+            event_aliases: Some(BTreeMap::new()),
+        };
+        let updated = store.update_offer(alpha.id, &full).await.unwrap().expect("offer exists");
+        assert_eq!(version().await, v0 + 3, "{name}: update bumps");
+        let expected = Offer {
+            name: "alpha-2".to_owned(),
+            casino_url: "https://other.example/?c={click_id}".to_owned(),
+            weight: 3.0,
+            postback_secret: "secret-2".to_owned(),
+            active: false,
+            event_aliases: BTreeMap::new(),
+            ..alpha.clone()
+        };
+        assert_eq!(updated, expected, "{name}");
+
+        // A patch changes only what it names.
+        let patch = OfferPatch { weight: Some(0.5), active: Some(true), ..OfferPatch::default() };
+        let patched = store.update_offer(alpha.id, &patch).await.unwrap().expect("offer exists");
+        assert_eq!(patched, Offer { weight: 0.5, active: true, ..expected }, "{name}");
+        assert_eq!(store.get_offer(alpha.id).await.unwrap(), Some(patched.clone()), "{name}");
+        assert_eq!(version().await, v0 + 4, "{name}: patch bumps");
+        trace.push(timeless(&patched));
+
+        // What changes nothing bumps nothing.
+        assert_eq!(store.update_offer(alpha.id + 1000, &patch).await.unwrap(), None, "{name}");
+        assert_eq!(store.delete_offer(alpha.id + 1000).await.unwrap(), DeleteOutcome::NotFound, "{name}");
+        store.insert_clicks(&[click(beta.id, recent(1))]).await.unwrap();
+        assert_eq!(store.delete_offer(beta.id).await.unwrap(), DeleteOutcome::HasClicks, "{name}");
+        assert_eq!(store.get_offer(beta.id).await.unwrap(), Some(beta.clone()), "{name}: refused delete");
+        assert_eq!(version().await, v0 + 4, "{name}: no change, no bump");
+
+        assert_eq!(store.delete_offer(alpha.id).await.unwrap(), DeleteOutcome::Deleted, "{name}");
+        assert_eq!(version().await, v0 + 5, "{name}: delete bumps");
+        assert_eq!(store.get_offer(alpha.id).await.unwrap(), None, "{name}");
+        assert_eq!(store.delete_offer(alpha.id).await.unwrap(), DeleteOutcome::NotFound, "{name}");
+        assert_eq!(store.list_offers(false).await.unwrap(), [beta], "{name}");
+        trace
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn click_inserts_are_idempotent_on_click_id_and_clicks_know_their_owner() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let offer = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let clicks: Vec<ClickRecord> = (0..4).map(|i| click(offer.id, recent(10 - i))).collect();
+
+        let first = store.insert_clicks(&clicks[..3]).await.unwrap();
+        let again = store.insert_clicks(&clicks).await.unwrap();
+        let third = store.insert_clicks(&clicks[3..]).await.unwrap();
+        assert_eq!((first, again, third), (3, 1, 0), "{name}: only new clicks count");
+        assert_eq!(s.db.count("SELECT count(*) FROM clicks").await, 4, "{name}: each click stored once");
+        assert_eq!(stats(store).await[0].clicks, 4, "{name}: each click counted once in the rollup");
+
+        let owner = store.click_owner(clicks[1].click_id).await.unwrap();
+        let expected = ClickOwner {
+            offer_id: offer.id,
+            postback_secret: offer.postback_secret.clone(),
+            event_aliases: offer.event_aliases.clone(),
+            clicked_at: clicks[1].created_at,
+        };
+        assert_eq!(owner, Some(expected.clone()), "{name}");
+        assert_eq!(store.click_owner(Uuid::now_v7()).await.unwrap(), None, "{name}: unknown click");
+        (first, again, third, expected.offer_id, expected.event_aliases)
+    })
+    .await;
+}
+
+/// A postback to apply: the click, the event, its payout and tid, and the outcome it must have.
+type Step<'a> = (&'a ClickRecord, EventKind, Option<f64>, Option<&'a str>, ConversionOutcome);
+
+#[tokio::test]
+async fn conversions_of_every_kind_are_recorded_once_and_logged_with_their_outcome() {
+    use ConversionOutcome::{Duplicate, NoFtd, Recorded};
+    use EventKind::{Deposit, Ftd, Payout, Reg, Rejected};
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let offer = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let k: Vec<ClickRecord> = (0..4).map(|i| click(offer.id, recent(60 - i))).collect();
+        store.insert_clicks(&k).await.unwrap();
+
+        let steps: [Step; 18] = [
+            (&k[0], Reg, None, None, Recorded),
+            (&k[0], Reg, None, None, Duplicate),
+            (&k[0], Ftd, Some(10.0), Some("f1"), Recorded),
+            (&k[0], Ftd, Some(10.0), Some("f1-again"), Duplicate), // the same click's FTD twice
+            (&k[1], Ftd, None, Some("f1"), Duplicate),             // another click, the same FTD tid
+            (&k[0], Payout, Some(5.0), None, Duplicate),           // the FTD came with its payout
+            (&k[2], Ftd, None, None, Recorded),
+            (&k[2], Payout, Some(7.5), None, Recorded),
+            (&k[2], Payout, Some(7.5), None, Duplicate),
+            (&k[3], Payout, Some(1.0), None, NoFtd),
+            (&k[3], Rejected, None, None, NoFtd),
+            (&k[0], Deposit, Some(20.0), Some("d1"), Recorded),
+            (&k[0], Deposit, Some(20.0), Some("d1"), Duplicate), // the same deposit tid twice
+            (&k[1], Deposit, Some(20.0), Some("d1"), Duplicate), // its tid is unique per offer
+            (&k[0], Deposit, Some(5.0), Some("d2"), Recorded),
+            (&k[0], Rejected, None, None, Recorded),
+            (&k[0], Rejected, None, None, Duplicate),
+            (&k[2], Reg, None, None, Recorded),
+        ];
+        for (i, &(click, kind, payout, tid, expected)) in steps.iter().enumerate() {
+            let outcome = apply(store, &conversion(click, kind, payout, tid)).await;
+            assert_eq!(
+                outcome,
+                expected,
+                "{name}: step {i}, {kind:?} on click {}",
+                k.iter().position(|c| c == click).unwrap()
+            );
+        }
+
+        // Each postback's log line carries the outcome it had, oldest first here.
+        let mut log = store.postback_log(&PostbackLogQuery { limit: 100, ..Default::default() }).await.unwrap();
+        log.reverse();
+        let logged: Vec<(Option<String>, PostbackOutcome, Option<String>)> =
+            log.iter().map(|row| (row.entry.event.clone(), row.entry.outcome, row.entry.reason.clone())).collect();
+        let expected: Vec<(Option<String>, PostbackOutcome, Option<String>)> = steps
+            .iter()
+            .map(|&(_, kind, _, _, outcome)| {
+                let entry = log_for(&conversion(&k[0], kind, None, None)).concluded(kind, outcome);
+                (Some(kind.as_str().to_owned()), entry.outcome, entry.reason)
+            })
+            .collect();
+        assert_eq!(logged, expected, "{name}");
+
+        // What was recorded: two FTDs (one rejected), two payouts, two deposits, two registrations.
+        let figures = &stats(store).await[0];
+        assert_eq!((figures.registrations, figures.ftds, figures.revenue), (2, 1, 7.5 + 25.0), "{name}");
+        logged
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rejected_ftd_no_longer_counts_in_stats() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let offer = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let (k1, k2) = (click(offer.id, recent(30)), click(offer.id, recent(20)));
+        store.insert_clicks(&[k1.clone(), k2.clone()]).await.unwrap();
+        apply(store, &conversion(&k1, EventKind::Ftd, Some(10.0), None)).await;
+        apply(store, &conversion(&k2, EventKind::Ftd, Some(4.0), None)).await;
+        apply(store, &conversion(&k1, EventKind::Deposit, Some(3.0), Some("d"))).await;
+        let before = stats(store).await.remove(0);
+        assert_eq!((before.ftds, before.revenue), (2, 17.0), "{name}");
+
+        let outcome = apply(store, &conversion(&k1, EventKind::Rejected, None, None)).await;
+        assert_eq!(outcome, ConversionOutcome::Recorded, "{name}");
+        let after = stats(store).await.remove(0);
+        // The FTD and its payout are gone from the figures; the click's further deposit stays.
+        assert_eq!((after.clicks, after.ftds, after.revenue), (2, 1, 7.0), "{name}");
+        (before, after)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_postback_log_filters_and_pages_newest_first() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let t0 = datetime!(2026-03-01 12:00:00.000_001 UTC);
+        let outcomes = [
+            PostbackOutcome::Forbidden,
+            PostbackOutcome::UnknownClick,
+            PostbackOutcome::Invalid,
+            PostbackOutcome::Forbidden,
+            PostbackOutcome::NoFtd,
+            PostbackOutcome::Forbidden,
+        ];
+        let mut entries = Vec::new();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let entry = PostbackLogEntry {
+                received_at: t0 + Duration::minutes(i as i64),
+                offer_id: [Some(1), Some(2), None][i % 3],
+                click_id: Some(format!("click-{i}")),
+                event: Some("ftd".to_owned()),
+                payout: (i % 2 == 0).then_some(i as f64 + 0.25),
+                currency: Some("USD".to_owned()),
+                tid: None,
+                outcome,
+                reason: Some(format!("reason {i}")),
+                source_ip: Some(if i % 2 == 0 { "192.0.2.9" } else { "2001:db8::1" }.parse().unwrap()),
+            };
+            store.log_postback(&entry).await.unwrap();
+            entries.push(entry);
+        }
+        let ids = async |query: PostbackLogQuery| -> Vec<i64> {
+            let rows = store.postback_log(&PostbackLogQuery { limit: query.limit.max(1), ..query }).await.unwrap();
+            rows.iter().map(|row| row.id).collect()
+        };
+        let all = store.postback_log(&PostbackLogQuery { limit: 10, ..Default::default() }).await.unwrap();
+        let all_ids: Vec<i64> = all.iter().map(|row| row.id).collect();
+        assert!(all_ids.windows(2).all(|w| w[0] > w[1]), "{name}: newest first, {all_ids:?}");
+        let mut stored: Vec<PostbackLogEntry> = all.into_iter().map(|row| row.entry).collect();
+        stored.reverse();
+        assert_eq!(stored, entries, "{name}: every field round-trips");
+        // Ids by the entry's position, oldest first.
+        let id = |i: usize| all_ids[all_ids.len() - 1 - i];
+        let q = PostbackLogQuery { limit: 10, ..Default::default() };
+
+        let by_offer = ids(PostbackLogQuery { offer_id: Some(1), ..q.clone() }).await;
+        assert_eq!(by_offer, [id(3), id(0)], "{name}: offer_id");
+        let by_outcome = ids(PostbackLogQuery { outcome: Some(PostbackOutcome::Forbidden), ..q.clone() }).await;
+        assert_eq!(by_outcome, [id(5), id(3), id(0)], "{name}: outcome");
+        let from = ids(PostbackLogQuery { from: Some(t0 + Duration::minutes(4)), ..q.clone() }).await;
+        assert_eq!(from, [id(5), id(4)], "{name}: from is inclusive");
+        let to = ids(PostbackLogQuery { to: Some(t0 + Duration::minutes(1)), ..q.clone() }).await;
+        assert_eq!(to, [id(0)], "{name}: to is exclusive");
+        let before = ids(PostbackLogQuery { before_id: Some(id(2)), ..q.clone() }).await;
+        assert_eq!(before, [id(1), id(0)], "{name}: before_id");
+        let combined = PostbackLogQuery {
+            outcome: Some(PostbackOutcome::Forbidden),
+            from: Some(t0 + Duration::minutes(1)),
+            to: Some(t0 + Duration::minutes(5)),
+            ..q.clone()
+        };
+        assert_eq!(ids(combined).await, [id(3)], "{name}: filters combine");
+
+        let mut pages = Vec::new();
+        let mut before_id = None;
+        loop {
+            let page = ids(PostbackLogQuery { before_id, limit: 4, ..Default::default() }).await;
+            let Some(&last) = page.last() else { break };
+            before_id = Some(last);
+            pages.push(page);
+        }
+        assert_eq!(pages, [vec![id(5), id(4), id(3), id(2)], vec![id(1), id(0)]], "{name}: paging");
+        let positions = |list: &[i64]| -> Vec<usize> {
+            list.iter().map(|x| all_ids.len() - 1 - all_ids.iter().position(|y| y == x).unwrap()).collect()
+        };
+        (positions(&by_offer), positions(&by_outcome), positions(&from), positions(&to), stored)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn offer_stats_count_clicks_and_events_by_click_time_over_a_range() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let a = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let b = store.create_offer(&new_offer("beta", 0.5, false)).await.unwrap();
+        let idle = store.create_offer(&new_offer("idle", 1.0, true)).await.unwrap();
+        let at = |h: u8, m: u8| datetime!(2026-01-01 0:00 UTC).replace_time(time::Time::from_hms(h, m, 0).unwrap());
+        let a_clicks: Vec<ClickRecord> =
+            [(10, 15), (10, 45), (11, 30), (12, 10), (13, 50)].iter().map(|&(h, m)| click(a.id, at(h, m))).collect();
+        let b_click = click(b.id, at(11, 5));
+        store.insert_clicks(&a_clicks).await.unwrap();
+        store.insert_clicks(std::slice::from_ref(&b_click)).await.unwrap();
+        apply(store, &conversion(&a_clicks[1], EventKind::Reg, None, None)).await;
+        apply(store, &conversion(&a_clicks[2], EventKind::Ftd, Some(10.0), None)).await;
+        apply(store, &conversion(&a_clicks[4], EventKind::Ftd, Some(2.5), None)).await;
+        apply(store, &conversion(&a_clicks[3], EventKind::Deposit, Some(4.0), Some("d"))).await;
+        apply(store, &conversion(&b_click, EventKind::Ftd, None, None)).await;
+
+        let figures = |offer: &Offer, clicks, registrations, ftds, revenue| OfferStats {
+            offer_id: offer.id,
+            name: offer.name.clone(),
+            weight: offer.weight,
+            active: offer.active,
+            clicks,
+            registrations,
+            ftds,
+            revenue,
+        };
+        let all = store.offer_stats(TimeRange::default()).await.unwrap();
+        assert_eq!(
+            all,
+            [figures(&a, 5, 1, 2, 16.5), figures(&b, 1, 0, 1, 0.0), figures(&idle, 0, 0, 0, 0.0)],
+            "{name}"
+        );
+
+        // Edges from raw clicks ([10:30, 11:00)), whole hours from the rollup ([11:00, 13:00)).
+        let range = TimeRange { from: Some(at(10, 30)), to: Some(at(13, 0)) };
+        let ranged = store.offer_stats(range).await.unwrap();
+        assert_eq!(
+            ranged,
+            [figures(&a, 3, 1, 1, 14.0), figures(&b, 1, 0, 1, 0.0), figures(&idle, 0, 0, 0, 0.0)],
+            "{name}"
+        );
+
+        // Shorter than an hour: raw clicks only.
+        let short = store.offer_stats(TimeRange { from: Some(at(10, 20)), to: Some(at(10, 50)) }).await.unwrap();
+        assert_eq!(short[0], figures(&a, 1, 1, 0, 0.0), "{name}");
+        // Open at one end.
+        let since = store.offer_stats(TimeRange { from: Some(at(12, 0)), to: None }).await.unwrap();
+        assert_eq!(since[0], figures(&a, 2, 0, 1, 6.5), "{name}");
+        (all, ranged, short, since)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn routing_evidence_buckets_clicks_and_ftds_by_offer_age_and_delay() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let a = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let b = store.create_offer(&new_offer("beta", 1.0, true)).await.unwrap();
+        // Half past a whole number of hours ago: each click's age and its FTD's delay (the FTD is
+        // recorded a moment after `now`) are whole hours with half an hour to spare either way.
+        let now = recent(0);
+        let ago = |minutes: i64| now - Duration::minutes(minutes);
+        let a_clicks: Vec<ClickRecord> = (0..3).map(|_| click(a.id, ago(5 * 60 + 30))).collect();
+        let b_clicks: Vec<ClickRecord> = (0..2).map(|_| click(b.id, ago(2 * 60 + 30))).collect();
+        let too_old = click(a.id, ago(50 * 60 + 30));
+        for batch in [&a_clicks[..], &b_clicks[..], std::slice::from_ref(&too_old)] {
+            store.insert_clicks(batch).await.unwrap();
+        }
+        apply(store, &conversion(&a_clicks[0], EventKind::Ftd, Some(10.0), None)).await;
+        apply(store, &conversion(&a_clicks[1], EventKind::Ftd, Some(99.0), None)).await;
+        apply(store, &conversion(&a_clicks[1], EventKind::Rejected, None, None)).await;
+        apply(store, &conversion(&b_clicks[0], EventKind::Ftd, None, None)).await;
+        apply(store, &conversion(&too_old, EventKind::Ftd, Some(1.0), None)).await;
+
+        let mut evidence = store.routing_evidence(now, 48).await.unwrap();
+        evidence.clicks.sort_by_key(|&(offer_id, age, _)| (offer_id, age));
+        evidence.ftds.sort_by_key(|bucket| (bucket.offer_id, bucket.age_hours, bucket.delay_hours));
+        assert_eq!(evidence.clicks, [(a.id, 5, 3), (b.id, 2, 2)], "{name}: clicks, without the one too old");
+        let bucket = |offer_id, age_hours, payouts, payout_sum, payout_sum_sq| FtdBucket {
+            offer_id,
+            age_hours,
+            delay_hours: age_hours,
+            ftds: 1,
+            payouts,
+            payout_sum,
+            payout_sum_sq,
+        };
+        assert_eq!(
+            evidence.ftds,
+            [bucket(a.id, 5, 1, 10.0, 100.0), bucket(b.id, 2, 0, 0.0, 0.0)],
+            "{name}: FTDs, without the rejected one or the one too old"
+        );
+        evidence
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recalculated_weights_follow_the_policy_over_each_active_offers_last_clicks() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let a = store.create_offer(&new_offer("alpha", 0.7, true)).await.unwrap();
+        let b = store.create_offer(&new_offer("beta", 0.7, true)).await.unwrap();
+        let idle = store.create_offer(&new_offer("idle", 0.7, false)).await.unwrap();
+        let a_clicks: Vec<ClickRecord> = (0..4).map(|i| click(a.id, recent(10 - i))).collect();
+        let b_clicks: Vec<ClickRecord> = (0..4).map(|i| click(b.id, recent(10 - i))).collect();
+        store.insert_clicks(&a_clicks).await.unwrap();
+        store.insert_clicks(&b_clicks).await.unwrap();
+        store.insert_clicks(&[click(idle.id, recent(5))]).await.unwrap();
+        // Alpha's oldest click falls outside a window of three; its rejected FTD counts for nothing.
+        apply(store, &conversion(&a_clicks[0], EventKind::Deposit, Some(50.0), Some("d"))).await;
+        apply(store, &conversion(&a_clicks[1], EventKind::Ftd, Some(100.0), None)).await;
+        apply(store, &conversion(&a_clicks[1], EventKind::Rejected, None, None)).await;
+        apply(store, &conversion(&a_clicks[2], EventKind::Ftd, Some(20.0), None)).await;
+        apply(store, &conversion(&a_clicks[3], EventKind::Deposit, Some(10.0), Some("e"))).await;
+        apply(store, &conversion(&b_clicks[3], EventKind::Ftd, Some(10.0), None)).await;
+
+        let version = store.routing_version().await.unwrap();
+        let policy = WeightPolicy { min_weight: 0.1, min_clicks: 2 };
+        let weighted = store.recalculate_weights(3, &policy).await.unwrap().expect("no other recalculation");
+        let windows: Vec<OfferWindow> = weighted.iter().map(|offer| offer.window).collect();
+        assert_eq!(
+            windows,
+            [
+                OfferWindow { offer_id: a.id, clicks: 3, ftds: 1, revenue: 30.0 },
+                OfferWindow { offer_id: b.id, clicks: 3, ftds: 1, revenue: 10.0 },
+            ],
+            "{name}: the active offers' windows"
+        );
+        let evs: Vec<f64> = weighted.iter().map(|offer| offer.ev).collect();
+        assert_eq!(evs, [10.0, 10.0 / 3.0], "{name}");
+        let weights: Vec<f64> = weighted.iter().map(|offer| offer.weight).collect();
+        let beta_weight = (10.0 / 3.0) / 10.0;
+        assert_eq!(weights, [1.0, beta_weight], "{name}: EV over the best EV");
+
+        assert_eq!(store.routing_version().await.unwrap(), version + 1, "{name}: one bump");
+        let saved: Vec<f64> = store.list_offers(false).await.unwrap().iter().map(|offer| offer.weight).collect();
+        assert_eq!(saved, [1.0, beta_weight, 0.7], "{name}: saved, the inactive offer untouched");
+        assert_eq!(s.db.count("SELECT count(*) FROM weight_history").await, 2, "{name}: history");
+        weighted
+    })
+    .await;
+}
