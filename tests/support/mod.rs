@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod conformance;
 pub mod openapi;
 pub mod proxy;
 
