@@ -367,8 +367,8 @@ impl Conformance<'_> {
         accepted.into_iter().map(|(_, draft)| draft).collect()
     }
 
-    /// Breaks one constraint at a time on an accepted request of the same shape. (An operation
-    /// whose valid requests were all refused has no such request; the refusals are reported.)
+    /// Breaks one constraint at a time on an accepted request of the same shape (reported when
+    /// there is none: those constraints went untested).
     async fn invalid_requests(&mut self, operation: &Operation, accepted: &[Draft]) {
         // Not `self.generator()`: the runner is borrowed mutably alongside.
         let mutations = Generator { spec: &self.spec, fixtures: &self.fixtures }.mutations(operation, &mut self.runner);
@@ -376,7 +376,12 @@ impl Conformance<'_> {
             let base = accepted
                 .iter()
                 .find(|draft| media.is_none_or(|media| draft.body.as_ref().is_some_and(|(m, _)| m == media)));
-            let Some(base) = base else { continue };
+            let Some(base) = base else {
+                let shape = media.unwrap_or("parameter");
+                let got = format!("no {shape} request was accepted, so its constraints went untested");
+                self.record(operation, "(none)".into(), "an accepted request to break one constraint on", got);
+                continue;
+            };
             let draft = mutation.apply(base);
             // Text cannot carry every violation (a number for a string parameter): skip those.
             if self.fits(operation, &draft).is_ok() {
