@@ -34,6 +34,16 @@ impl EventKind {
         }
     }
 
+    /// The postback fields this event cannot do without, besides `click_id` and `event`: a payout
+    /// without an amount, or a deposit without its amount and transaction id, would record nothing.
+    pub const fn required_fields(self) -> &'static [&'static str] {
+        match self {
+            EventKind::Payout => &["payout"],
+            EventKind::Deposit => &["payout", "tid"],
+            EventKind::Ftd | EventKind::Reg | EventKind::Rejected => &[],
+        }
+    }
+
     /// Parses a canonical name, ignoring ASCII case.
     pub fn parse(name: &str) -> Option<EventKind> {
         EventKind::ALL.into_iter().find(|kind| kind.as_str().eq_ignore_ascii_case(name))

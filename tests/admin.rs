@@ -132,6 +132,11 @@ async fn malformed_and_oversized_bodies_are_refused() {
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     let body: Value = malformed.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().starts_with("invalid JSON body"));
+    // A value that does not fit is refused naming its field.
+    let wrong = json!({"name": "A", "casino_url": "https://a.example/", "weight": "heavy"});
+    let (status, body) = server.admin_json(Method::POST, "/admin/offers", Some(wrong)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().starts_with("weight: invalid type"), "{body}");
 
     let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(100_000));
     let response = server.admin(Method::POST, "/admin/offers").body(huge).send().await.unwrap();

@@ -237,12 +237,13 @@ impl App {
         }
         let kind = EventKind::resolve(event_word, &owner.event_aliases)
             .ok_or_else(|| invalid(format!("unknown event {:?}", truncated(event_word, MAX_LOGGED_CHARS))))?;
-        match kind {
-            EventKind::Payout if payout.is_none() => return Err(invalid("a payout event needs a payout")),
-            EventKind::Deposit if payout.is_none() || input.tid.is_none() => {
-                return Err(invalid("a deposit event needs a payout and a tid"));
-            }
-            _ => {}
+        let present = |field: &&str| match *field {
+            "payout" => payout.is_some(),
+            "tid" => input.tid.is_some(),
+            _ => true,
+        };
+        if !kind.required_fields().iter().all(present) {
+            return Err(invalid(format!("a {} event needs {}", kind.as_str(), kind.required_fields().join(" and "))));
         }
         let conversion = Conversion {
             click_id,
@@ -289,13 +290,21 @@ fn is_recent(click_id: Uuid) -> bool {
     std::time::SystemTime::now().duration_since(minted).map_or(true, |age| age < RECENT_CLICK)
 }
 
+/// `text` as the postback log keeps it: its first `max_chars` characters, control characters
+/// (which PostgreSQL's text cannot always hold: NUL) replaced by U+FFFD.
 fn truncated(text: &str, max_chars: usize) -> String {
-    text.chars().take(max_chars).collect()
+    text.chars().take(max_chars).map(|c| if c.is_control() { char::REPLACEMENT_CHARACTER } else { c }).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_values_are_cut_and_hold_no_control_characters() {
+        assert_eq!(truncated("a\0b\u{7}c", 10), "a\u{FFFD}b\u{FFFD}c");
+        assert_eq!(truncated("abcdef", 3), "abc");
+    }
 
     #[test]
     fn only_recent_v7_ids_count_as_recent() {

@@ -27,7 +27,14 @@ pub(super) const MAX_PAGE: u32 = 1000;
 /// Handles an admin endpoint; the caller has checked the token.
 pub async fn handle(app: &App, endpoint: Endpoint, offer_id: Option<&str>, req: Request<Incoming>) -> HttpResponse {
     let query = req.uri().query().unwrap_or("").to_owned();
-    let offer_id = offer_id.map(|id| id.parse::<i64>().map_err(|_| ApiError::bad_request("id must be an integer")));
+    // A path segment may be percent-encoded (`%2D1` is `-1`).
+    let offer_id = offer_id.map(|id| {
+        percent_encoding::percent_decode_str(id)
+            .decode_utf8()
+            .ok()
+            .and_then(|id| id.parse::<i64>().ok())
+            .ok_or_else(|| ApiError::bad_request("id must be an integer"))
+    });
     let result = match (endpoint, offer_id) {
         (Endpoint::ListOffers, _) => list_offers(app, &query).await,
         (Endpoint::CreateOffer, _) => create_offer(app, req).await,
@@ -84,7 +91,7 @@ pub(super) struct OfferInput {
     #[schema(default = true)]
     active: bool,
     #[serde(default)]
-    #[schema(schema_with = super::openapi::event_aliases)]
+    #[schema(schema_with = super::openapi::event_aliases::<false>)]
     event_aliases: BTreeMap<String, String>,
 }
 
@@ -113,7 +120,7 @@ pub(super) struct OfferPatchInput {
     postback_secret: Option<String>,
     /// Activate or deactivate (an offer must be inactive before it can be deleted).
     active: Option<bool>,
-    #[schema(schema_with = super::openapi::event_aliases)]
+    #[schema(schema_with = super::openapi::event_aliases::<true>)]
     event_aliases: Option<BTreeMap<String, String>>,
 }
 
@@ -134,7 +141,7 @@ pub(super) struct OfferView<'a> {
     /// Whether it gets traffic.
     active: bool,
     /// The platform's status words mapped to our events.
-    #[schema(schema_with = super::openapi::event_aliases)]
+    #[schema(schema_with = super::openapi::event_aliases::<false>)]
     event_aliases: BTreeMap<&'a str, &'static str>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]

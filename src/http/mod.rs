@@ -265,7 +265,18 @@ async fn read_body(body: Incoming, timeout: std::time::Duration) -> Result<Bytes
     }
 }
 
-/// Parses a JSON body into `T`, failing with 400 and serde's explanation when it does not fit.
+/// Parses a JSON body into `T`, failing with 400 and serde's explanation, led by the path of the
+/// field at fault (`name: invalid type: ...`), when it does not fit.
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(body)).map_err(|e| {
+        let path = e.path().to_string();
+        let error = e.into_inner();
+        // Only a value that does not fit has a field to name; bad syntax is the body's fault.
+        let data = error.classify() == serde_json::error::Category::Data;
+        ApiError::bad_request(if data && path != "." {
+            format!("{path}: {error}")
+        } else {
+            format!("invalid JSON body: {error}")
+        })
+    })
 }

@@ -11,6 +11,7 @@
 //! that the server agrees both ways; `tests/openapi.rs` checks real answers against it.
 
 use serde_json::json;
+use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn};
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, SchemaType, Type};
@@ -35,6 +36,12 @@ use crate::store::PostbackOutcome;
 
 /// A string without control characters (C0, DEL, C1), as every free-text input must be.
 const PRINTABLE: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
+/// An offer URL as described: http(s), a host name whose last label starts with a letter, an
+/// optional port, then any printable ASCII. (The router also takes addresses and user info.)
+const OFFER_URL: &str =
+    r"^[Hh][Tt][Tt][Pp][Ss]?://(?:[A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*(?::[0-9]{1,4})?(?:[/?#][!-~]*)?$";
+/// An ISO 4217 currency code, as the router accepts it (any case).
+const CURRENCY: &str = "^[A-Za-z]{3}$";
 /// The same, and not all blank.
 const NOT_BLANK: &str = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$";
 
@@ -287,12 +294,25 @@ const POSTBACK_DESCRIPTION: &str = "Server to server, authenticated by the offer
     their names recorded in the postback log; a JSON postback with an unknown field is refused.";
 
 fn postback_responses(op: OperationBuilder) -> OperationBuilder {
-    op.response("200", json_response("Recorded, or a duplicate of an event recorded before.", "PostbackAccepted"))
+    op.extensions(Some(field_rules()))
+        .response("200", json_response("Recorded, or a duplicate of an event recorded before.", "PostbackAccepted"))
         .response("400", error("A field is missing or invalid, or the event word is unknown; the message names it."))
         .response("403", error("Wrong or missing postback secret."))
         .response("404", error("Unknown click id."))
         .response("409", error("A `payout` or `rejected` event for a click without an FTD."))
         .response("503", retry_later("The database is unreachable, or the click is still being written; retry."))
+}
+
+/// Rules across fields that a schema cannot state, machine-readable: an event that needs other
+/// fields (`x-field-rules`: `{"field": "event", "equals": "deposit", "requires": ["payout", "tid"]}`,
+/// compared ignoring case). They come from [`EventKind::required_fields`], as the server's check does.
+fn field_rules() -> Extensions {
+    let rules: Vec<_> = EventKind::ALL
+        .into_iter()
+        .filter(|kind| !kind.required_fields().is_empty())
+        .map(|kind| json!({"field": "event", "equals": kind.as_str(), "requires": kind.required_fields()}))
+        .collect();
+    Extensions::from_iter([("x-field-rules", json!(rules))])
 }
 
 /// The postback's fields as one object: the JSON body (`form` false: unknown fields refused, `null`
@@ -352,6 +372,11 @@ fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
         .max_length(Some(128))
         .pattern(Some(PRINTABLE))
         .examples(EventKind::ALL.map(EventKind::as_str))
+        // Which words are valid depends on the offer's data, not on a schema.
+        .extensions(Some(Extensions::from_iter([(
+            "x-data-dependent",
+            json!("the event names above and the click's offer's event_aliases words"),
+        )])))
         .build(),
         "payout" => {
             let decimal =
@@ -361,6 +386,13 @@ fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
                 .minimum(Some(0))
                 .maximum(Some(config.max_payout))
                 .description(Some("The amount, from 0 to `MAX_PAYOUT`."));
+            if !json {
+                // As text, an empty value means no payout (platforms fill templates with empty macros).
+                return text("A plain decimal, such as `150.00`; empty for none.")
+                    .pattern(Some(optional(&payout_text_pattern(config.max_payout))))
+                    .build()
+                    .into();
+            }
             if json {
                 return utoipa::openapi::schema::OneOfBuilder::new()
                     .item(number)
@@ -372,8 +404,8 @@ fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
             }
             decimal.build()
         }
-        "secret" => nullable(text("The offer's postback secret (or send it in `X-Postback-Secret`)."))
-            .max_length(Some(256))
+        "secret" => nullable(text("The offer's postback secret (or send it in `X-Postback-Secret`, which wins)."))
+            .max_length(Some(SECRET_BYTES.1))
             .build(),
         "external_player_id" => {
             nullable(text("The platform's player id.")).max_length(Some(MAX_ID_CHARS)).pattern(Some(PRINTABLE)).build()
@@ -382,9 +414,18 @@ fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
             .max_length(Some(MAX_ID_CHARS))
             .pattern(Some(PRINTABLE))
             .build(),
-        _ => nullable(text("ISO 4217 code of the payout (default USD).")).pattern(Some("^[A-Za-z]{3}$")).build(),
+        _ if json => nullable(text("ISO 4217 code of the payout (default USD).")).pattern(Some(CURRENCY)).build(),
+        _ => text("ISO 4217 code of the payout (default USD; empty for the default).")
+            .pattern(Some(optional(CURRENCY)))
+            .build(),
     };
     schema.into()
+}
+
+/// An anchored `pattern` that also allows the empty string.
+fn optional(pattern: &str) -> String {
+    let inner = pattern.trim_start_matches('^').trim_end_matches('$');
+    format!("^(?:{inner})?$")
 }
 
 fn secret_header() -> utoipa::openapi::path::Parameter {
@@ -393,7 +434,7 @@ fn secret_header() -> utoipa::openapi::path::Parameter {
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
         .description(Some("The offer's postback secret, instead of the `secret` field."))
-        .schema(Some(string()))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).max_length(Some(SECRET_BYTES.1))))
         .build()
 }
 
@@ -429,7 +470,7 @@ pub(super) fn offer_url<const NULLABLE: bool>() -> Schema {
     ))
     .format(Some(SchemaFormat::Custom("uri".to_owned())))
     .max_length(Some(MAX_URL_LEN))
-    .pattern(Some(r"^https?://[!-~]+$"))
+    .pattern(Some(OFFER_URL))
     .examples(["https://casino.example/signup?btag={click_id}&subid={source}"])
     .build()
     .into()
@@ -466,10 +507,12 @@ pub(super) fn offer_secret<const NULLABLE: bool>() -> Schema {
     .into()
 }
 
-/// `event_aliases`: the platform's own status words mapped to our event names.
-pub(super) fn event_aliases() -> Schema {
+/// `event_aliases`: the platform's own status words mapped to our event names (or, `NULLABLE`, for a
+/// patch, `null` to leave them as they are).
+pub(super) fn event_aliases<const NULLABLE: bool>() -> Schema {
+    let kinds = if NULLABLE { SchemaType::from_iter([Type::Object, Type::Null]) } else { Type::Object.into() };
     ObjectBuilder::new()
-        .schema_type(Type::Object)
+        .schema_type(kinds)
         .description(Some(
             "The platform's own status words mapped to our events, such as `{\"first_dep\": \"ftd\"}`; words are \
              matched ignoring case.",

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::query::pairs;
 use super::{ApiError, HttpResponse, error, json, read_body};
-use crate::app::{App, PayoutValue, PostbackAccepted, PostbackInput, PostbackRefused};
+use crate::app::{App, PayoutValue, PostbackAccepted, PostbackInput, PostbackRefused, SECRET_BYTES};
 use crate::conversion::EventKind;
 use crate::store::PostbackOutcome;
 
@@ -126,7 +126,8 @@ pub(super) struct Accepted<'a> {
 /// Handles `GET /postback` and `POST /postback`.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     let header_secret = req.headers().get("x-postback-secret").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let raw = match parse_request(req, app.config().header_read_timeout).await {
+    let parsed = parse_request(req, app.config().header_read_timeout).await;
+    let raw = match parsed.and_then(|raw| secrets_bounded(raw, header_secret.as_deref())) {
         Ok(raw) => raw,
         Err(refused) => {
             return match app.log_unreadable_postback(refused.message(), Some(peer.ip())).await {
@@ -155,6 +156,18 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
         ),
         Err(refused) => refusal(refused),
     }
+}
+
+/// A secret longer than any offer's is malformed, not merely wrong: refused whichever of the two
+/// would be used.
+fn secrets_bounded(raw: RawPostback, header_secret: Option<&str>) -> Result<RawPostback, ApiError> {
+    let (_, max) = SECRET_BYTES;
+    for (name, secret) in [("X-Postback-Secret", header_secret), ("secret", raw.secret.as_deref())] {
+        if secret.is_some_and(|secret| secret.chars().count() > max) {
+            return Err(ApiError::bad_request(format!("{name} must be at most {max} characters")));
+        }
+    }
+    Ok(raw)
 }
 
 /// The answer to a postback that was not applied.

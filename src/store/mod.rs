@@ -562,7 +562,11 @@ pub(crate) fn rollup_bounds(range: TimeRange) -> (OffsetDateTime, OffsetDateTime
         t.replace_time(time::Time::from_hms(t.hour(), 0, 0).unwrap_or(time::Time::MIDNIGHT))
     };
     let from_floor = floor(from);
-    let from_hour = if from_floor == from { from } else { from_floor + time::Duration::HOUR };
+    // In the last hour of year 9999 there is no next whole hour: raw clicks only.
+    let Some(from_hour) = (if from_floor == from { Some(from) } else { from_floor.checked_add(time::Duration::HOUR) })
+    else {
+        return (from, to, to, to);
+    };
     let to_hour = floor(to);
     if from_hour >= to_hour {
         // Less than one whole hour: everything comes from raw clicks.
@@ -572,8 +576,9 @@ pub(crate) fn rollup_bounds(range: TimeRange) -> (OffsetDateTime, OffsetDateTime
     }
 }
 
+/// The end of an unbounded range: the last instant an RFC 3339 time can name.
 fn far_future() -> OffsetDateTime {
-    time::macros::datetime!(9999-01-01 0:00 UTC)
+    time::macros::datetime!(9999-12-31 23:59:59.999999 UTC)
 }
 
 #[cfg(test)]
@@ -605,6 +610,16 @@ mod tests {
         assert_eq!(error.to_string(), "database unavailable at 127.0.0.1:5999: connection refused (os error 111)");
         let error = StoreError::Unavailable("pending clicks not written yet".to_owned());
         assert_eq!(error.to_string(), "database unavailable: pending clicks not written yet");
+    }
+
+    #[test]
+    fn rollup_bounds_at_the_end_of_time_do_not_overflow() {
+        let range = TimeRange { from: Some(datetime!(9999-12-31 23:59:59 UTC)), to: None };
+        let (from, to, from_hour, to_hour) = rollup_bounds(range);
+        assert_eq!((from_hour, to_hour), (to, to));
+        assert!(from < to);
+        let range = TimeRange { from: Some(datetime!(0000-01-01 0:00 UTC)), to: Some(datetime!(0000-01-01 0:30 UTC)) };
+        assert_eq!(rollup_bounds(range).2, datetime!(0000-01-01 0:30 UTC));
     }
 
     #[test]

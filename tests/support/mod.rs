@@ -13,6 +13,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod conformance;
 pub mod openapi;
 pub mod proxy;
 pub mod stores;

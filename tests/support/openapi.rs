@@ -10,6 +10,7 @@ use serde_json::Value;
 
 /// Keywords the checker understands; the rest of a schema is an error.
 const KNOWN_KEYWORDS: &[&str] = &[
+    "x-data-dependent",
     "type",
     "properties",
     "required",
@@ -22,14 +23,25 @@ const KNOWN_KEYWORDS: &[&str] = &[
     "minimum",
     "maximum",
     "maxLength",
+    "default",
     "minLength",
     "pattern",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "const",
+    "allOf",
+    "anyOf",
     "oneOf",
+    "minProperties",
     "maxProperties",
     "propertyNames",
+    "minItems",
+    "maxItems",
+    "formatMinimum",
+    "formatMaximum",
+    "title",
     "example",
     "examples",
-    "default",
 ];
 
 pub struct Spec {
@@ -105,7 +117,7 @@ impl Spec {
     }
 
     /// Follows a local `$ref` (`#/components/...`), or returns the value itself.
-    fn resolve<'a>(&'a self, value: &'a Value) -> &'a Value {
+    pub fn resolve<'a>(&'a self, value: &'a Value) -> &'a Value {
         match value.get("$ref").and_then(Value::as_str) {
             Some(reference) => {
                 let pointer = reference.strip_prefix('#').expect("local $ref");
@@ -147,49 +159,41 @@ impl Spec {
         {
             return Err(format!("{at}: {value} is above {maximum}"));
         }
-        if let Some(options) = rules.get("oneOf").and_then(Value::as_array) {
-            let matching = options.iter().filter(|option| self.validate(option, value, at).is_ok()).count();
-            if matching != 1 {
-                return Err(format!("{at}: {value} matches {matching} of the oneOf schemas, not one"));
-            }
+        if let Some(expected) = rules.get("const")
+            && expected != value
+        {
+            return Err(format!("{at}: {value} is not {expected}"));
+        }
+        if let Some(bound) = rules.get("exclusiveMinimum").and_then(Value::as_f64)
+            && value.as_f64().is_some_and(|v| v <= bound)
+        {
+            return Err(format!("{at}: {value} is not above {bound}"));
+        }
+        if let Some(bound) = rules.get("exclusiveMaximum").and_then(Value::as_f64)
+            && value.as_f64().is_some_and(|v| v >= bound)
+        {
+            return Err(format!("{at}: {value} is not below {bound}"));
         }
         if let Some(text) = value.as_str() {
-            let length = text.chars().count() as u64;
-            if rules.get("minLength").and_then(Value::as_u64).is_some_and(|min| length < min) {
-                return Err(format!("{at}: {text:?} is shorter than minLength"));
-            }
-            if rules.get("maxLength").and_then(Value::as_u64).is_some_and(|max| length > max) {
-                return Err(format!("{at}: {text:?} is longer than maxLength"));
-            }
-            if let Some(pattern) = rules.get("pattern").and_then(Value::as_str) {
-                let regex = regex::Regex::new(pattern).map_err(|e| format!("{at}: bad pattern {pattern:?}: {e}"))?;
-                if !regex.is_match(text) {
-                    return Err(format!("{at}: {text:?} does not match {pattern:?}"));
-                }
-            }
+            check_string(rules, text).map_err(|problem| format!("{at}: {text:?} {problem}"))?;
         }
-        if let (Some(max), Some(object)) = (rules.get("maxProperties").and_then(Value::as_u64), value.as_object())
-            && object.len() as u64 > max
-        {
-            return Err(format!("{at}: more than {max} properties"));
-        }
-        if let (Some(names), Some(object)) = (rules.get("propertyNames"), value.as_object()) {
-            for name in object.keys() {
-                self.validate(names, &Value::String(name.clone()), &format!("{at} (property name {name:?})"))?;
-            }
-        }
+        self.validate_combinators(rules, value, at)?;
         match (rules.get("format").and_then(Value::as_str), value.as_str()) {
             (Some("uuid"), Some(text)) if uuid::Uuid::parse_str(text).is_err() => {
                 return Err(format!("{at}: {text:?} is not a UUID"));
             }
-            (Some("date-time"), Some(text))
-                if time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_err() =>
-            {
+            (Some("date-time"), Some(text)) if parse_time(text).is_none() => {
                 return Err(format!("{at}: {text:?} is not an RFC 3339 date-time"));
             }
             _ => {}
         }
         if let Some(object) = value.as_object() {
+            check_size(rules, "Properties", object.len()).map_err(|problem| format!("{at}: {problem}"))?;
+            if let Some(names) = rules.get("propertyNames") {
+                for name in object.keys() {
+                    self.validate(names, &Value::String(name.clone()), &format!("{at} (property name {name:?})"))?;
+                }
+            }
             let properties = rules.get("properties").and_then(Value::as_object);
             for name in rules.get("required").and_then(Value::as_array).into_iter().flatten() {
                 let name = name.as_str().unwrap_or_default();
@@ -207,6 +211,9 @@ impl Spec {
                 }
             }
         }
+        if let Some(array) = value.as_array() {
+            check_size(rules, "Items", array.len()).map_err(|problem| format!("{at}: {problem}"))?;
+        }
         if let (Some(items), Some(array)) = (rules.get("items"), value.as_array()) {
             for (index, item) in array.iter().enumerate() {
                 self.validate(items, item, &format!("{at}[{index}]"))?;
@@ -214,6 +221,86 @@ impl Spec {
         }
         Ok(())
     }
+
+    /// `allOf` (every one), `anyOf` (at least one), `oneOf` (exactly one).
+    fn validate_combinators(
+        &self,
+        rules: &serde_json::Map<String, Value>,
+        value: &Value,
+        at: &str,
+    ) -> Result<(), String> {
+        let branches = |keyword: &str| rules.get(keyword).and_then(Value::as_array).map(Vec::as_slice);
+        for branch in branches("allOf").unwrap_or_default() {
+            self.validate(branch, value, at)?;
+        }
+        let matching =
+            |options: &[Value]| options.iter().filter(|branch| self.validate(branch, value, at).is_ok()).count();
+        if let Some(options) = branches("anyOf")
+            && matching(options) == 0
+        {
+            return Err(format!("{at}: {value} matches none of anyOf"));
+        }
+        if let Some(options) = branches("oneOf")
+            && matching(options) != 1
+        {
+            return Err(format!("{at}: {value} matches {} of oneOf, not exactly one", matching(options)));
+        }
+        Ok(())
+    }
+}
+
+/// `minLength`, `maxLength` (in characters) and `pattern` (unanchored, as JSON Schema says).
+fn check_string(rules: &serde_json::Map<String, Value>, text: &str) -> Result<(), String> {
+    let chars = text.chars().count() as u64;
+    if let Some(min) = rules.get("minLength").and_then(Value::as_u64)
+        && chars < min
+    {
+        return Err(format!("is shorter than {min} characters"));
+    }
+    if let Some(max) = rules.get("maxLength").and_then(Value::as_u64)
+        && chars > max
+    {
+        return Err(format!("is longer than {max} characters"));
+    }
+    if let Some(pattern) = rules.get("pattern").and_then(Value::as_str) {
+        let regex =
+            regex::Regex::new(pattern).map_err(|e| format!("cannot be checked: bad pattern {pattern:?}: {e}"))?;
+        if !regex.is_match(text) {
+            return Err(format!("does not match {pattern:?}"));
+        }
+    }
+    let bound = |keyword: &str| rules.get(keyword).and_then(Value::as_str).map(|b| (b, parse_time(b)));
+    if let (Some((minimum, Some(min))), Some(time)) = (bound("formatMinimum"), parse_time(text))
+        && time < min
+    {
+        return Err(format!("is before {minimum}"));
+    }
+    if let (Some((maximum, Some(max))), Some(time)) = (bound("formatMaximum"), parse_time(text))
+        && time > max
+    {
+        return Err(format!("is after {maximum}"));
+    }
+    Ok(())
+}
+
+fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// `min{what}` and `max{what}` (`Properties`, `Items`) against a size.
+fn check_size(rules: &serde_json::Map<String, Value>, what: &str, size: usize) -> Result<(), String> {
+    let size = size as u64;
+    if let Some(min) = rules.get(&format!("min{what}")).and_then(Value::as_u64)
+        && size < min
+    {
+        return Err(format!("{size} {} is under min{what} {min}", what.to_lowercase()));
+    }
+    if let Some(max) = rules.get(&format!("max{what}")).and_then(Value::as_u64)
+        && size > max
+    {
+        return Err(format!("{size} {} is over max{what} {max}", what.to_lowercase()));
+    }
+    Ok(())
 }
 
 fn type_matches(kind: &str, value: &Value) -> bool {
