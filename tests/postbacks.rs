@@ -128,6 +128,29 @@ async fn offers_map_their_platform_words_to_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_and_form_parameters_that_are_not_fields_are_ignored_and_named_in_the_log() {
+    let (server, secret, click_id) = server_with_click().await;
+    // A platform's own parameters, and a misnamed payout: accepted, but the log says what was ignored.
+    let (status, _) = server
+        .postback_get(&format!("click_id={click_id}&event=ftd&amount=150&secret={secret}&sub1=x&sub1=y&aff_id=7"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let form = format!("click_id={click_id}&event=reg&secret={secret}&campaign_id=99");
+    let response = server
+        .http
+        .post(server.url("/postback"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, log) = server.admin_json(Method::GET, "/admin/postbacks", None).await;
+    let ignored: Vec<&Value> = log["items"].as_array().unwrap().iter().map(|line| &line["ignored_fields"]).collect();
+    assert_eq!(ignored, [&json!("campaign_id"), &json!("amount, sub1, aff_id")], "newest first: {log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_have_the_right_status_and_write_nothing() {
     let (server, secret, click_id) = server_with_click().await;
     let cases: Vec<(Value, StatusCode)> = vec![

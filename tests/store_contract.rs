@@ -89,6 +89,7 @@ fn log_for(conversion: &Conversion) -> PostbackLogEntry {
         outcome: PostbackOutcome::Accepted,
         reason: None,
         source_ip: Some("198.51.100.1".parse().unwrap()),
+        ignored_fields: Some("sub1, aff_id".to_owned()),
     }
 }
 
@@ -331,6 +332,7 @@ async fn the_postback_log_filters_and_pages_newest_first() {
                 outcome,
                 reason: Some(format!("reason {i}")),
                 source_ip: Some(if i % 2 == 0 { "192.0.2.9" } else { "2001:db8::1" }.parse().unwrap()),
+                ignored_fields: (i % 2 == 1).then(|| format!("sub{i}")),
             };
             store.log_postback(&entry).await.unwrap();
             entries.push(entry);

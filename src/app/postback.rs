@@ -27,6 +27,8 @@ const RECENT_CLICK: Duration = Duration::from_secs(600);
 pub const MAX_ID_CHARS: usize = 128;
 /// Longest click id or event word kept in the postback log.
 const MAX_LOGGED_CHARS: usize = 128;
+/// Longest list of ignored parameter names kept in the postback log.
+const MAX_LOGGED_IGNORED_CHARS: usize = 512;
 
 /// A postback's fields as they arrived, before any validation (absent or empty fields are `None`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,6 +49,8 @@ pub struct PostbackInput {
     pub currency: Option<String>,
     /// Who sent it.
     pub source_ip: Option<IpAddr>,
+    /// Query or form parameters that are not postback fields, by name (kept in the postback log).
+    pub ignored_fields: Vec<String>,
 }
 
 /// A payout as it arrived: a JSON number, or text (a query or form field, a JSON string), which
@@ -130,6 +134,8 @@ impl App {
             outcome: PostbackOutcome::Invalid,
             reason: None,
             source_ip: input.source_ip,
+            ignored_fields: (!input.ignored_fields.is_empty())
+                .then(|| truncated(&input.ignored_fields.join(", "), MAX_LOGGED_IGNORED_CHARS)),
         };
         let result = self.apply_postback(&input, &mut log).await;
         match &result {
@@ -175,6 +181,7 @@ impl App {
             outcome: PostbackOutcome::Invalid,
             reason: Some(reason.to_owned()),
             source_ip,
+            ignored_fields: None,
         };
         self.log_refusal(&log).await
     }

@@ -402,6 +402,10 @@ pub(super) struct PostbackLogView<'a> {
     /// The address it came from.
     #[schema(required = true)]
     source_ip: Option<String>,
+    /// The names of the query or form parameters that are not postback fields (platforms add their
+    /// own), comma-separated: a misnamed field (`amount` for `payout`) shows here.
+    #[schema(required = true)]
+    ignored_fields: Option<&'a str>,
 }
 
 impl<'a> From<&'a PostbackLogRow> for PostbackLogView<'a> {
@@ -419,6 +423,7 @@ impl<'a> From<&'a PostbackLogRow> for PostbackLogView<'a> {
             outcome: entry.outcome.as_str(),
             reason: entry.reason.as_deref(),
             source_ip: entry.source_ip.map(|ip| ip.to_string()),
+            ignored_fields: entry.ignored_fields.as_deref(),
         }
     }
 }

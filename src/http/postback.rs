@@ -145,6 +145,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
         tid: raw.tid,
         currency: raw.currency,
         source_ip: Some(peer.ip()),
+        ignored_fields: raw.ignored,
     };
     match app.record_postback(input).await {
         Ok(PostbackAccepted::Recorded { click_id, kind, payout }) => {

@@ -250,6 +250,8 @@ pub struct PostbackLogEntry {
     pub reason: Option<String>,
     /// Who sent it.
     pub source_ip: Option<IpAddr>,
+    /// The names of query or form parameters that are not postback fields, comma-separated.
+    pub ignored_fields: Option<String>,
 }
 
 impl PostbackLogEntry {

@@ -271,6 +271,7 @@ async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> St
                 &entry.outcome.as_str(),
                 &entry.reason,
                 &entry.source_ip,
+                &entry.ignored_fields,
             ],
         )
         .await

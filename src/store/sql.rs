@@ -122,7 +122,7 @@ impl Statements {
             ftd_of: r("SELECT id FROM ftd_events WHERE click_id = $1{lock}"),
             void_ftd: r("UPDATE ftd_events SET voided_at = $2 WHERE click_id = $1 AND voided_at IS NULL"),
             insert_log: r(&format!(
-                "INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             )),
             offer_stats: r(OFFER_STATS),
             active_offer_ids: r("SELECT id FROM offers WHERE active ORDER BY id"),
@@ -141,7 +141,7 @@ pub(crate) const OFFER_COLUMNS: &str =
 
 /// The postback log's columns, in the order of [`insert_log_params`]' values.
 pub(crate) const POSTBACK_LOG_COLUMNS: &str =
-    "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip";
+    "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip, ignored_fields";
 
 /// Per-offer figures over `[$1, $2)` of click time. Clicks: whole hours `[$3, $4)` from the rollup,
 /// the partial edge hours from raw clicks (see `rollup_bounds`). Events: one grouped pass each,
@@ -318,6 +318,7 @@ pub(crate) fn postback_log_row(row: &dyn Columns) -> StoreResult<PostbackLogRow>
             outcome: PostbackOutcome::parse(&row.text(8)?).unwrap_or(PostbackOutcome::Invalid),
             reason: row.opt_text(9)?,
             source_ip: row.opt_ip(10)?,
+            ignored_fields: row.opt_text(11)?,
         },
     })
 }

@@ -241,6 +241,7 @@ fn insert_log(conn: &Connection, entry: &PostbackLogEntry) -> StoreResult<()> {
                 entry.outcome.as_str(),
                 entry.reason,
                 entry.source_ip.map(|ip| ip.to_string()),
+                entry.ignored_fields,
             ])
         })
         .map_err(query_error)?;

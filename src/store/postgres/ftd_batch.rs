@@ -138,11 +138,11 @@ static BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
                  SELECT * FROM unnest($1::uuid[], $2::int8[], $3::timestamptz[], $4::text[], $5::text[],
                                       $6::int8[], $7::text[], $8::timestamptz[], $9::int8[], $10::text[],
                                       $11::text[], $12::float8[], $13::text[], $14::text[], $15::text[],
-                                      $16::text[], $17::text[], $18::text[], $19::inet[])
+                                      $16::text[], $17::text[], $18::text[], $19::inet[], $20::text[])
                      WITH ORDINALITY AS i (click_id, offer_id, click_at, player, tid, payout, currency,
                                            received_at, log_offer_id, log_click_id, event, log_payout,
                                            log_currency, log_tid, recorded_outcome, duplicate_outcome,
-                                           recorded_reason, duplicate_reason, source_ip, ord)
+                                           recorded_reason, duplicate_reason, source_ip, ignored_fields, ord)
              ), ftd AS (
                  INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
                  SELECT click_id, offer_id, click_at, player, tid FROM input ORDER BY click_id
@@ -155,7 +155,8 @@ static BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
                  INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS})
                  SELECT received_at, log_offer_id, log_click_id, event, log_payout, log_currency, log_tid,
                         CASE WHEN ftd.id IS NULL THEN duplicate_outcome ELSE recorded_outcome END,
-                        CASE WHEN ftd.id IS NULL THEN duplicate_reason ELSE recorded_reason END, source_ip
+                        CASE WHEN ftd.id IS NULL THEN duplicate_reason ELSE recorded_reason END, source_ip,
+                        ignored_fields
                  FROM input LEFT JOIN ftd USING (click_id) ORDER BY ord
              )
              SELECT input.ord, ftd.id IS NOT NULL FROM input LEFT JOIN ftd USING (click_id)"
@@ -197,6 +198,7 @@ async fn record_batch(client: &Object, batch: &[Pending]) -> StoreResult<Vec<Con
                 &column(&concluded, |(recorded, _)| recorded.reason.as_deref()),
                 &column(&concluded, |(_, duplicate)| duplicate.reason.as_deref()),
                 &column(batch, |p| p.log.source_ip),
+                &column(batch, |p| p.log.ignored_fields.as_deref()),
             ],
         )
         .await
