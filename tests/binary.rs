@@ -169,10 +169,14 @@ async fn a_first_run_seeds_examples_on_the_embedded_store_only() {
             assert_eq!(click, StatusCode::FOUND, "a click works right after the first start");
             assert_eq!(log.matches("created example offer").count(), 3, "{log}");
             assert!(log.contains("postback_secret="));
+            assert!(!log.contains("no active offers"), "{log}");
         }
         Backend::Postgres => {
             assert_eq!(offers, json!([]), "PostgreSQL is seeded only by the seed subcommand");
             assert_eq!(click, StatusCode::SERVICE_UNAVAILABLE);
+            // Start-up says why every click will be refused, and how to add offers.
+            let hint = log.lines().find(|line| line.contains("no active offers")).unwrap_or_else(|| panic!("{log}"));
+            assert!(hint.contains("casino-router seed") && hint.contains("POST /admin/offers"), "{hint}");
         }
     }
 }
