@@ -82,9 +82,9 @@ pub enum InvalidPayout {
     /// Above the configured maximum.
     #[error("payout exceeds the maximum of {0}")]
     TooLarge(f64),
-    /// Text that is not a plain decimal number with at most this many integer digits.
-    #[error("payout must be a decimal number with at most {0} digits before the point and 6 after it")]
-    NotDecimal(usize),
+    /// Text that is not a plain decimal number.
+    #[error("payout must be a plain decimal number, such as 150.00")]
+    NotDecimal,
 }
 
 /// Checks a payout: finite, `>= 0` and `<= max`.
@@ -101,37 +101,62 @@ pub fn validate_payout(payout: f64, max: f64) -> Result<f64, InvalidPayout> {
     Ok(payout)
 }
 
-/// Most decimal places a payout given as text may have (money is kept in micro-units).
-pub const PAYOUT_DECIMALS: usize = 6;
-
-/// How many integer digits a payout given as text may have under `max`: every such number is below
-/// `max`, so the text form's pattern alone decides whether it is accepted.
-pub fn payout_integer_digits(max: f64) -> usize {
-    if max < 10.0 { 1 } else { (max.log10().floor() as usize).max(1) }
-}
-
-/// The pattern a payout given as text must match (`^[0-9]{1,5}(\.[0-9]{1,6})?$` under the default
-/// maximum): plain decimal digits, no sign, exponent or spaces, so the API description can state it
-/// exactly.
+/// The pattern a payout given as text must match: plain decimal digits (no sign, exponent or
+/// spaces), any decimals (kept to micro-units), at most `max`. The range is spelled out in digits, so
+/// that the API description states exactly what [`parse_payout_text`] accepts; under the default
+/// maximum it is `^(?:(?:[0-9]{1,5}|0[0-9]{5})(?:\.[0-9]+)?|100000(?:\.0+)?)$`. (A `max` with a
+/// fraction is taken at its whole part.)
 pub fn payout_text_pattern(max: f64) -> String {
-    format!("^[0-9]{{1,{}}}(\\.[0-9]{{1,{PAYOUT_DECIMALS}}})?$", payout_integer_digits(max))
+    let ceiling = whole_part(max).to_string();
+    let digits: Vec<u8> = ceiling.bytes().map(|b| b - b'0').collect();
+    // Whole parts below the ceiling: fewer digits, or as many with a smaller digit after a common prefix.
+    let mut below = Vec::new();
+    if digits.len() > 1 {
+        below.push(format!("[0-9]{{1,{}}}", digits.len() - 1));
+    }
+    for (position, &digit) in digits.iter().enumerate() {
+        if digit > 0 {
+            let rest = digits.len() - position - 1;
+            let tail = if rest > 0 { format!("[0-9]{{{rest}}}") } else { String::new() };
+            let smaller = if digit == 1 { "0".to_owned() } else { format!("[0-{}]", digit - 1) };
+            below.push(format!("{}{smaller}{tail}", &ceiling[..position]));
+        }
+    }
+    let at_ceiling = format!("{ceiling}(?:\\.0+)?");
+    if below.is_empty() {
+        return format!("^{at_ceiling}$");
+    }
+    format!("^(?:(?:{})(?:\\.[0-9]+)?|{at_ceiling})$", below.join("|"))
 }
 
-/// Parses a payout given as text (a query parameter, a form field or a JSON string), by the rule
-/// [`payout_text_pattern`] states.
+/// Parses a payout given as text (a query parameter, a form field or a JSON string): what
+/// [`payout_text_pattern`] matches, and nothing else.
 pub fn parse_payout_text(text: &str, max: f64) -> Result<f64, InvalidPayout> {
     if let Some(rest) = text.strip_prefix('-')
         && rest.parse::<f64>().is_ok_and(|value| value > 0.0)
     {
         return Err(InvalidPayout::Negative);
     }
-    let (integer, fraction) = text.split_once('.').unwrap_or((text, "0"));
-    let digits =
-        |part: &str, most: usize| !part.is_empty() && part.len() <= most && part.bytes().all(|b| b.is_ascii_digit());
-    if !digits(integer, payout_integer_digits(max)) || !digits(fraction, PAYOUT_DECIMALS) {
-        return Err(InvalidPayout::NotDecimal(payout_integer_digits(max)));
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, "0"));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || !digits(fraction) {
+        return Err(InvalidPayout::NotDecimal);
     }
-    validate_payout(text.parse().map_err(|_| InvalidPayout::NotDecimal(payout_integer_digits(max)))?, max)
+    let ceiling = whole_part(max);
+    let fits = match whole.trim_start_matches('0').parse::<u64>().unwrap_or(0).cmp(&ceiling) {
+        std::cmp::Ordering::Less => whole.len() <= ceiling.to_string().len(),
+        std::cmp::Ordering::Equal => whole.len() == ceiling.to_string().len() && fraction.bytes().all(|b| b == b'0'),
+        std::cmp::Ordering::Greater => false,
+    };
+    if !fits {
+        return Err(InvalidPayout::TooLarge(max));
+    }
+    validate_payout(text.parse().map_err(|_| InvalidPayout::NotDecimal)?, max)
+}
+
+/// The whole part of a (finite, non-negative) maximum.
+fn whole_part(max: f64) -> u64 {
+    max.max(0.0).floor() as u64
 }
 
 /// An amount in exact integer micro-units (amount x 1,000,000, rounded): how both stores keep money,
@@ -179,15 +204,23 @@ mod tests {
     }
 
     #[test]
-    fn payout_text_is_plain_decimal_within_the_maximums_digits() {
-        assert_eq!(payout_integer_digits(100_000.0), 5);
-        assert_eq!(parse_payout_text("150", 100_000.0), Ok(150.0));
-        assert_eq!(parse_payout_text("99999.123456", 100_000.0), Ok(99_999.123456));
-        assert_eq!(parse_payout_text("-5", 100_000.0), Err(InvalidPayout::Negative));
-        for bad in ["", "1e5", " 5", "5.", ".5", "100000", "1.1234567", "inf", "NaN", "+5"] {
-            assert_eq!(parse_payout_text(bad, 100_000.0), Err(InvalidPayout::NotDecimal(5)), "{bad:?}");
+    fn payout_text_is_a_plain_decimal_up_to_the_maximum() {
+        let max = 100_000.0;
+        assert_eq!(parse_payout_text("150", max), Ok(150.0));
+        assert_eq!(parse_payout_text("99999.1234567", max), Ok(99_999.1234567));
+        assert_eq!(parse_payout_text("100000.00", max), Ok(100_000.0));
+        assert_eq!(parse_payout_text("0100", max), Ok(100.0));
+        assert_eq!(parse_payout_text("-5", max), Err(InvalidPayout::Negative));
+        for large in ["100000.01", "100001", "999999", "0000001"] {
+            assert_eq!(parse_payout_text(large, max), Err(InvalidPayout::TooLarge(max)), "{large:?}");
         }
-        assert_eq!(payout_text_pattern(100_000.0), "^[0-9]{1,5}(\\.[0-9]{1,6})?$");
+        for bad in ["", "1e5", " 5", "5.", ".5", "inf", "NaN", "+5", "1,5"] {
+            assert_eq!(parse_payout_text(bad, max), Err(InvalidPayout::NotDecimal), "{bad:?}");
+        }
+        assert_eq!(payout_text_pattern(max), "^(?:(?:[0-9]{1,5}|0[0-9]{5})(?:\\.[0-9]+)?|100000(?:\\.0+)?)$");
+        assert_eq!(payout_text_pattern(500_000.0), "^(?:(?:[0-9]{1,5}|[0-4][0-9]{5})(?:\\.[0-9]+)?|500000(?:\\.0+)?)$");
+        assert_eq!(payout_text_pattern(7.5), "^(?:(?:[0-6])(?:\\.[0-9]+)?|7(?:\\.0+)?)$");
+        assert_eq!(payout_text_pattern(0.0), "^0(?:\\.0+)?$");
     }
 
     #[test]
@@ -205,6 +238,14 @@ mod tests {
         use proptest::prelude::*;
 
         proptest! {
+            /// The pattern the API description states and the parser agree on every text.
+            #[test]
+            fn the_payout_pattern_and_parser_agree(text in "[0-9.]{1,9}|-?[0-9]{1,8}(\\.[0-9]{1,3})?", max in 0u32..2_000_000) {
+                let max = f64::from(max);
+                let pattern = regex::Regex::new(&payout_text_pattern(max)).unwrap();
+                prop_assert_eq!(pattern.is_match(&text), parse_payout_text(&text, max).is_ok(), "{} under {}", text, max);
+            }
+
             /// Only finite amounts from 0 to the maximum pass, unchanged.
             #[test]
             fn payouts_pass_only_in_range(payout in any::<f64>(), max in 0.0..1e9f64) {

@@ -37,7 +37,7 @@ use crate::writer::ClickQueue;
 
 pub use click::{ClickRefused, RoutedClick, Visitor};
 pub use offers::{MAX_ALIAS_CHARS, MAX_ALIASES, MAX_NAME_CHARS, MAX_WEIGHT, OfferChanges, OfferDraft, SECRET_BYTES};
-pub use postback::{MAX_ID_CHARS, PayoutValue, PostbackAccepted, PostbackInput, PostbackRefused};
+pub use postback::{CLICK_ID_CHARS, MAX_ID_CHARS, PayoutValue, PostbackAccepted, PostbackInput, PostbackRefused};
 pub use reports::{Health, HealthStatus, OfferReport, PostbackLogPage, ThompsonFigures};
 
 /// Shared state of a running router, and the operations on it.
@@ -60,6 +60,9 @@ pub struct App {
     rebuild: tokio::sync::Mutex<()>,
     /// Under `thompson`: the posterior the current table was built from.
     thompson: ArcSwapOption<ThompsonResult>,
+    /// Under `thompson`: the last probabilities logged, so that a slow drift is logged once it adds
+    /// up, not lost between two refreshes that each moved too little.
+    logged_thompson: ArcSwapOption<ThompsonResult>,
 }
 
 /// Why an operation failed, in terms the HTTP edge maps to a status.
@@ -108,6 +111,7 @@ impl App {
             loaded_version: AtomicI64::new(i64::MIN),
             rebuild: tokio::sync::Mutex::new(()),
             thompson: ArcSwapOption::empty(),
+            logged_thompson: ArcSwapOption::empty(),
         }
     }
 

@@ -23,6 +23,8 @@ const FLUSH_WAIT: Duration = Duration::from_secs(3);
 /// A click id younger than this may still wait in the writer's queue; older unknown ids are not
 /// worth a flush (which would let anyone break the writer's batching with random ids).
 const RECENT_CLICK: Duration = Duration::from_secs(600);
+/// A click id as the router hands it out: a hyphenated UUID (other spellings are not ours).
+pub const CLICK_ID_CHARS: usize = 36;
 /// Longest accepted `tid` or `external_player_id`.
 pub const MAX_ID_CHARS: usize = 128;
 /// Longest click id or event word kept in the postback log.
@@ -30,7 +32,8 @@ const MAX_LOGGED_CHARS: usize = 128;
 /// Longest list of ignored parameter names kept in the postback log.
 const MAX_LOGGED_IGNORED_CHARS: usize = 512;
 
-/// A postback's fields as they arrived, before any validation (absent or empty fields are `None`).
+/// A postback's fields as they arrived, before any validation (absent or empty fields are `None`,
+/// whatever form the postback came in).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PostbackInput {
     /// The click the event concerns.
@@ -215,7 +218,10 @@ impl App {
         log: &mut PostbackLogEntry,
     ) -> Result<PostbackAccepted, PostbackRefused> {
         let click_text = input.click_id.as_deref().ok_or_else(|| invalid("click_id is required"))?;
-        let click_id = Uuid::try_parse(click_text.trim()).map_err(|_| invalid("click_id is not a valid click id"))?;
+        let click_id = Some(click_text.trim())
+            .filter(|text| text.len() == CLICK_ID_CHARS)
+            .and_then(|text| Uuid::try_parse(text).ok())
+            .ok_or_else(|| invalid("click_id is not a valid click id"))?;
         let event_word = input.event.as_deref().ok_or_else(|| invalid("event is required"))?;
         let max = self.config.max_payout;
         let payout = match &input.payout {

@@ -89,7 +89,6 @@ impl App {
     /// another instance is recalculating right now), a refresh of the probabilities under `thompson`.
     pub async fn recalculate_weights(&self) -> StoreResult<Option<Vec<WeightedOffer>>> {
         if self.config.routing_strategy == RoutingStrategy::Thompson {
-            let previous = self.current_thompson();
             self.reload_routing().await?;
             self.metrics.recalculated(OffsetDateTime::now_utc().unix_timestamp());
             let Some(result) = self.current_thompson() else { return Ok(Some(Vec::new())) };
@@ -108,9 +107,10 @@ impl App {
                     weight: probability,
                 })
                 .collect::<Vec<_>>();
-            // Refreshed every minute: only a change is worth a line at INFO.
-            if previous.is_none_or(|previous| !same_table(&previous, &result)) {
+            // Refreshed every minute: only a change since the last line is worth one at INFO.
+            if self.logged_thompson.load().as_deref().is_none_or(|logged| !same_table(logged, &result)) {
                 log_weights(&weights, "thompson probabilities changed");
+                self.logged_thompson.store(Some(result.clone()));
             }
             return Ok(Some(weights));
         }

@@ -239,6 +239,22 @@ impl From<AppError> for ApiError {
     }
 }
 
+/// serde's reason for refusing a value, without the value (which may be a secret): "invalid type:
+/// integer `12345`, expected a string at line 1 column 9" becomes "invalid type: integer, expected a
+/// string". Other reasons (a missing or unknown field) name fields only and are kept whole.
+fn without_value(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let text = text.split(" at line ").next().unwrap_or(&text);
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            let kind = rest.split([' ', ',']).next().unwrap_or("");
+            let expected = rest.split_once(", expected ").map_or("", |(_, expected)| expected);
+            return format!("{prefix}{kind}, expected {expected}");
+        }
+    }
+    text.to_owned()
+}
+
 /// The response of a handler that may fail.
 fn respond(result: Result<HttpResponse, ApiError>) -> HttpResponse {
     result.unwrap_or_else(ApiError::into_response)
@@ -274,7 +290,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         // Only a value that does not fit has a field to name; bad syntax is the body's fault.
         let data = error.classify() == serde_json::error::Category::Data;
         ApiError::bad_request(if data && path != "." {
-            format!("{path}: {error}")
+            format!("{path}: {}", without_value(&error))
         } else {
             format!("invalid JSON body: {error}")
         })

@@ -28,7 +28,9 @@ use super::click::MAX_PARAM_CHARS;
 use super::postback::{Accepted, FIELDS};
 use super::routes::Endpoint;
 use super::{ErrorBody, HealthView};
-use crate::app::{HealthStatus, MAX_ALIAS_CHARS, MAX_ALIASES, MAX_ID_CHARS, MAX_NAME_CHARS, MAX_WEIGHT, SECRET_BYTES};
+use crate::app::{
+    CLICK_ID_CHARS, HealthStatus, MAX_ALIAS_CHARS, MAX_ALIASES, MAX_ID_CHARS, MAX_NAME_CHARS, MAX_WEIGHT, SECRET_BYTES,
+};
 use crate::config::Config;
 use crate::conversion::{EventKind, payout_text_pattern};
 use crate::routing::redirect::MAX_URL_LEN;
@@ -360,8 +362,8 @@ fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
     let schema = match name {
         "click_id" => text("The click id the router put in the offer URL.")
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
-            .min_length(Some(36))
-            .max_length(Some(36))
+            .min_length(Some(CLICK_ID_CHARS))
+            .max_length(Some(CLICK_ID_CHARS))
             .build(),
         "event" => text(
             "`ftd` (first-time deposit, with or without its payout), `payout` (the payout of an earlier FTD), \
@@ -369,7 +371,7 @@ fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
              was voided), or one of the offer's own `event_aliases` words; case is ignored.",
         )
         .min_length(Some(1))
-        .max_length(Some(128))
+        .max_length(Some(MAX_ALIAS_CHARS))
         .pattern(Some(PRINTABLE))
         .examples(EventKind::ALL.map(EventKind::as_str))
         // Which words are valid depends on the offer's data, not on a schema.
@@ -379,30 +381,24 @@ fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
         )])))
         .build(),
         "payout" => {
-            let decimal =
-                text("A plain decimal, such as `150.00`.").pattern(Some(payout_text_pattern(config.max_payout)));
+            // As text, empty means no payout (platforms fill their templates with empty macros).
+            let decimal = text("A plain decimal from 0 to `MAX_PAYOUT`, such as `150.00`; empty for none.")
+                .pattern(Some(optional(&payout_text_pattern(config.max_payout))));
+            if !json {
+                return decimal.build().into();
+            }
             let number = ObjectBuilder::new()
                 .schema_type(Type::Number)
                 .minimum(Some(0))
                 .maximum(Some(config.max_payout))
                 .description(Some("The amount, from 0 to `MAX_PAYOUT`."));
-            if !json {
-                // As text, an empty value means no payout (platforms fill templates with empty macros).
-                return text("A plain decimal, such as `150.00`; empty for none.")
-                    .pattern(Some(optional(&payout_text_pattern(config.max_payout))))
-                    .build()
-                    .into();
-            }
-            if json {
-                return utoipa::openapi::schema::OneOfBuilder::new()
-                    .item(number)
-                    .item(decimal)
-                    .item(ObjectBuilder::new().schema_type(Type::Null))
-                    .description(Some("The amount (FTD, payout, deposit): a number, or a decimal string."))
-                    .build()
-                    .into();
-            }
-            decimal.build()
+            return utoipa::openapi::schema::OneOfBuilder::new()
+                .item(number)
+                .item(decimal)
+                .item(ObjectBuilder::new().schema_type(Type::Null))
+                .description(Some("The amount (FTD, payout, deposit): a number, or a decimal string."))
+                .build()
+                .into();
         }
         "secret" => nullable(text("The offer's postback secret (or send it in `X-Postback-Secret`, which wins)."))
             .max_length(Some(SECRET_BYTES.1))
@@ -414,8 +410,7 @@ fn postback_field(name: &str, config: &Config, json: bool) -> Schema {
             .max_length(Some(MAX_ID_CHARS))
             .pattern(Some(PRINTABLE))
             .build(),
-        _ if json => nullable(text("ISO 4217 code of the payout (default USD).")).pattern(Some(CURRENCY)).build(),
-        _ => text("ISO 4217 code of the payout (default USD; empty for the default).")
+        _ => nullable(text("ISO 4217 code of the payout (default USD; empty for the default)."))
             .pattern(Some(optional(CURRENCY)))
             .build(),
     };

@@ -96,6 +96,8 @@ impl RawPostback {
                 ("payout", serde_json::Value::Number(number)) => {
                     raw.payout = number.as_f64().map(PayoutValue::Number);
                 }
+                // Empty text is no value, as in a query or form postback.
+                (_, serde_json::Value::String(text)) if text.is_empty() => {}
                 ("payout", serde_json::Value::String(text)) => raw.payout = Some(PayoutValue::Text(text)),
                 ("payout", _) => return Err("payout must be a number or a string".to_owned()),
                 (name, serde_json::Value::String(text)) => {

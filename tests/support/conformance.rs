@@ -418,9 +418,14 @@ impl Conformance<'_> {
         // Not `self.generator()`: the runner is borrowed mutably alongside.
         let mutations = Generator { spec: &self.spec, fixtures: &self.fixtures }.mutations(operation, &mut self.runner);
         // A rule is broken on a request that succeeded, so no other refusal (a wrong secret) comes first.
-        for (base, mutation) in self.rule_mutations(operation, &accepted[..succeeded]) {
+        let (rule_mutations, untested) = self.rule_mutations(operation, &accepted[..succeeded]);
+        for (base, mutation) in rule_mutations {
             let draft = mutation.apply(&base);
             self.check_refusal(operation, &mutation, &draft).await;
+        }
+        for rule in untested {
+            let got = "no successful request it applies to, so it went untested".to_owned();
+            self.record(operation, "(none)".into(), &rule, got);
         }
         for (media, mutation) in mutations {
             let base = accepted
@@ -441,15 +446,32 @@ impl Conformance<'_> {
         }
     }
 
-    /// For each of the operation's `x-field-rules`, an accepted request the rule applies to, with
-    /// one required field taken away.
-    fn rule_mutations(&self, operation: &Operation, accepted: &[Draft]) -> Vec<(Draft, Mutation)> {
-        let mut found = Vec::new();
+    /// For each of the operation's `x-field-rules`: a request that succeeded, switched to the rule's
+    /// value, with one required field taken away. Rules with no successful request to start from
+    /// come back second: they went untested.
+    fn rule_mutations(&self, operation: &Operation, succeeded: &[Draft]) -> (Vec<(Draft, Mutation)>, Vec<String>) {
+        let (mut found, mut untested) = (Vec::new(), Vec::new());
         for rule in &operation.field_rules {
-            let applies = |draft: &&Draft| {
-                draft.value(&rule.field).and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(&rule.equals))
+            let Some(success) = succeeded.iter().find(|draft| draft.value(&rule.field).is_some()) else {
+                untested.push(format!("x-field-rules: when {} is {}", rule.field, rule.equals));
+                continue;
             };
-            let Some(base) = accepted.iter().find(applies) else { continue };
+            let switch = |field: &str, value: Value| match success
+                .params
+                .keys()
+                .find(|(_, name)| name == field)
+                .map(|(location, _)| *location)
+            {
+                Some(location) => Change::SetParam(location, field.to_owned(), value),
+                None => Change::SetField(field.to_owned(), value),
+            };
+            let to_rule = Mutation {
+                field: rule.field.clone(),
+                location: None,
+                what: String::new(),
+                change: switch(&rule.field, json!(rule.equals)),
+            };
+            let base = to_rule.apply(success);
             for field in &rule.requires {
                 let location = base.params.keys().find(|(_, name)| name == field).map(|(location, _)| *location);
                 let change = match location {
@@ -460,7 +482,7 @@ impl Conformance<'_> {
                 found.push((base.clone(), Mutation { field: field.clone(), location, what, change }));
             }
         }
-        found
+        (found, untested)
     }
 
     async fn check_refusal(&mut self, operation: &Operation, mutation: &Mutation, draft: &Draft) {
