@@ -526,34 +526,30 @@ pub(super) fn event_aliases<const NULLABLE: bool>() -> Schema {
 }
 
 fn event_kind() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some("An event the router understands."))
-        .enum_values(Some(EventKind::ALL.map(EventKind::as_str)))
-        .build()
-        .into()
+    string_enum("An event the router understands.", EventKind::ALL.map(EventKind::as_str))
 }
 
 /// `/health`'s verdict.
 pub(super) fn health_status() -> Schema {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some(
-            "`ok` while routing; `degraded` while the database is unreachable or the writer still holds or \
-             journals clicks for it; `no_active_offers` while every click is refused (add offers with the admin \
-             API or the `seed` command).",
-        ))
-        .enum_values(Some(HealthStatus::ALL.map(HealthStatus::as_str)))
-        .build()
-        .into()
+    string_enum(
+        "`ok` while routing; `degraded` while the database is unreachable or the writer still holds or \
+         journals clicks for it; `no_active_offers` while every click is refused (add offers with the admin \
+         API or the `seed` command).",
+        HealthStatus::ALL.map(HealthStatus::as_str),
+    )
 }
 
 /// How a postback ended, in the postback log.
 pub(super) fn postback_outcome() -> Schema {
+    string_enum("How a postback ended.", PostbackOutcome::ALL.map(PostbackOutcome::as_str))
+}
+
+/// A string that is one of the names of a Rust enum (each listed by the enum's own `ALL`).
+fn string_enum(description: &str, names: impl IntoIterator<Item = &'static str>) -> Schema {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .description(Some("How a postback ended."))
-        .enum_values(Some(PostbackOutcome::ALL.map(PostbackOutcome::as_str)))
+        .description(Some(description))
+        .enum_values(Some(names))
         .build()
         .into()
 }
