@@ -18,6 +18,7 @@
 //! - [`store`]: the storage interface and its PostgreSQL and SQLite implementations.
 //! - [`scheduler`]: timed recalculation and cross-instance refresh; [`seed`]: example offers.
 //! - [`net`]: client addresses behind trusted proxies.
+//! - [`visitor`]: pure code: a click's country (GeoIP, proxy header), device class and bot check.
 //! - [`simulate`]: the routing strategies against synthetic traffic (`casino-router simulate`).
 
 #![forbid(unsafe_code)]
@@ -37,6 +38,7 @@ pub mod server;
 pub mod shutdown;
 pub mod simulate;
 pub mod store;
+pub mod visitor;
 pub mod writer;
 
 use std::future::Future;
