@@ -16,10 +16,12 @@ RUN mkdir src \
     && cargo build --release --locked --bin casino-router \
     && rm -rf src
 
-# The real sources. sql/ is embedded with include_str!. Touching the crate roots makes them newer
-# than the dummy build, so cargo cannot take the dummy artifacts as up to date.
+# The real sources. sql/ and data/bots/ (the bot list) are embedded with include_str!. Touching the
+# crate roots makes them newer than the dummy build, so cargo cannot take the dummy artifacts as up
+# to date.
 COPY src/ ./src/
 COPY sql/ ./sql/
+COPY data/bots/ ./data/bots/
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin casino-router
 
