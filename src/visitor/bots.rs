@@ -121,10 +121,8 @@ impl BotList {
                 _ => always.push(confirm_idx),
             }
         }
-        let literals = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&literals)?;
+        let literals =
+            AhoCorasick::builder().match_kind(MatchKind::Standard).kind(Some(AhoCorasickKind::DFA)).build(&literals)?;
         Ok(BotList { literals, meanings, confirms, always })
     }
 
@@ -207,7 +205,10 @@ mod tests {
         ),
         ("iMessage", "facebookexternalhit/1.1 Facebot Twitterbot/1.0"),
         ("LinkedIn", "LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)"),
-        ("Skype/Teams", "Mozilla/5.0 (Windows NT 6.1; WOW64) SkypeUriPreview Preview/0.5 skype-url-preview@microsoft.com"),
+        (
+            "Skype/Teams",
+            "Mozilla/5.0 (Windows NT 6.1; WOW64) SkypeUriPreview Preview/0.5 skype-url-preview@microsoft.com",
+        ),
         ("Pinterest", "Pinterestbot/1.0"),
         ("KakaoTalk", "kakaotalk-scrap/1.0; +https://devtalk.kakao.com/"),
         ("Bluesky", "Mozilla/5.0 (compatible; Bluesky Cardyb/1.1; +mailto:support@bsky.app)"),
@@ -295,7 +296,10 @@ mod tests {
         agents.extend(BROWSERS.iter().map(|a| (*a).to_owned()));
         agents.extend(PREVIEWERS.iter().map(|(_, a)| (*a).to_owned()));
         // Near misses: the anchored and end-anchored patterns, moved.
-        agents.extend(["xSeekbot", "Seekbot", "AdsBot-Google-Mobile", "AdsBot-Google", "SSL Labs x", "curl", "xcurl"].map(String::from));
+        agents.extend(
+            ["xSeekbot", "Seekbot", "AdsBot-Google-Mobile", "AdsBot-Google", "SSL Labs x", "curl", "xcurl"]
+                .map(String::from),
+        );
         for agent in &agents {
             assert_eq!(list().is_bot(agent.as_bytes()), full.is_match(agent.as_bytes()), "{agent}");
         }

@@ -273,13 +273,13 @@ mod tests {
     #[test]
     fn well_known_addresses() {
         let cases = [
-            ("8.8.8.8", "US"),       // Google Public DNS
-            ("194.25.2.129", "DE"),  // Deutsche Telekom's DNS
-            ("212.58.244.20", "GB"), // BBC
-            ("193.51.224.1", "FR"),  // RENATER (French research network)
+            ("8.8.8.8", "US"),        // Google Public DNS
+            ("194.25.2.129", "DE"),   // Deutsche Telekom's DNS
+            ("212.58.244.20", "GB"),  // BBC
+            ("193.51.224.1", "FR"),   // RENATER (French research network)
             ("200.147.67.142", "BR"), // UOL
-            ("133.11.0.1", "JP"),    // University of Tokyo
-            ("139.130.4.5", "AU"),   // Telstra
+            ("133.11.0.1", "JP"),     // University of Tokyo
+            ("139.130.4.5", "AU"),    // Telstra
         ];
         for (ip, want) in cases {
             assert_eq!(country(ip), want, "{ip}");
@@ -298,7 +298,17 @@ mod tests {
 
     #[test]
     fn private_and_reserved_addresses_are_unknown() {
-        for ip in ["10.1.2.3", "192.168.1.1", "172.16.0.1", "127.0.0.1", "0.0.0.0", "255.255.255.255", "::1", "fe80::1", "::ffff:10.0.0.1"] {
+        for ip in [
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert_eq!(country(ip), "XX", "{ip}");
         }
     }
