@@ -15,7 +15,8 @@
 //! desktop user agent; Chrome sends `Sec-CH-UA-Mobile: ?0` on Android tablets. Telling these apart
 //! needs JavaScript (touch points, screen size), which a redirect does not run.
 //!
-//! Invariants: no allocation, no lock, no syscall per call.
+//! Invariants: no allocation, no lock, no syscall per call (the finders are built on first use;
+//! after that reaching them is one atomic load).
 
 use std::sync::LazyLock;
 
