@@ -12,7 +12,7 @@
 //! country merged, gaps `XX`). An IPv4 lookup reads a 65,536-entry index by the top 16 bits and
 //! binary-searches the few ranges of that block; IPv6 binary-searches its own array. IPv4-mapped
 //! IPv6 addresses (`::ffff:a.b.c.d`) are looked up as IPv4; the deprecated IPv4-compatible form
-//! (`::a.b.c.d`) is not, and reads as `XX`. Opening the vendored file takes ~0.14 s in a release
+//! (`::a.b.c.d`) is not, and reads as `XX`. Opening the vendored file takes ~0.12 s in a release
 //! build (~1.5 s unoptimised) and keeps ~8.5 MB of tables (355,814 IPv4 and 345,871 IPv6 ranges).
 //!
 //! Invariants: [`GeoIp::country`] allocates nothing, takes no lock and makes no syscall; the tables
@@ -65,7 +65,7 @@ pub enum GeoIpError {
 }
 
 impl GeoIp {
-    /// Reads and flattens the database at `path` (the vendored one: ~0.14 s in a release build); do
+    /// Reads and flattens the database at `path` (the vendored one: ~0.12 s in a release build); do
     /// it once at start-up, off the async workers.
     pub fn open(path: &Path) -> Result<GeoIp, GeoIpError> {
         let read_error = |source| GeoIpError::Read { path: path.to_owned(), source };
