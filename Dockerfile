@@ -39,12 +39,16 @@ RUN useradd --system --user-group --uid 10001 --home-dir /app --shell /usr/sbin/
     && chown -R casino:casino /app
 
 COPY --from=builder /app/target/release/casino-router /usr/local/bin/casino-router
+# The IP-to-country database (DB-IP Lite, CC BY 4.0: see data/geoip/README.md), outside /app/data so
+# that a volume mounted there does not hide it. Mount your own file and point GEOIP_DB at it instead.
+COPY data/geoip/dbip-country.mmdb data/geoip/LICENSE data/geoip/README.md /usr/share/casino-router/geoip/
 
 WORKDIR /app
 USER casino
 
 ENV HOST=0.0.0.0 \
-    PORT=5000
+    PORT=5000 \
+    GEOIP_DB=/usr/share/casino-router/geoip/dbip-country.mmdb
 EXPOSE 5000
 
 # No curl in the image: bash's /dev/tcp sends a plain HTTP/1.0 request to /health.

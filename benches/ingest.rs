@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use casino_router::config::{Config, DatabaseConfig};
 use casino_router::store::{self, ClickRecord, Store};
+use casino_router::visitor::{Country, DeviceClass};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use time::OffsetDateTime;
 use tokio_postgres::types::ToSql;
@@ -29,6 +30,10 @@ fn batch() -> Vec<ClickRecord> {
             source: Some("facebook".into()),
             campaign: Some("winter24".into()),
             propensity: 0.4,
+            country: Country::from_code(["DE", "GB", "BR", "CA"][i % 4]),
+            device: Some(DeviceClass::ALL[i % 3]),
+            is_bot: i % 20 == 0,
+            is_fallback: false,
         })
         .collect()
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::IpNetwork;
+use crate::routing::RedirectTemplate;
 
 /// Where the router keeps its data: `postgres://` or `postgresql://` URLs select PostgreSQL, unset or
 /// `sqlite://PATH` select the embedded SQLite store.
@@ -73,6 +74,21 @@ pub const JOURNAL_SPILL_AFTER: &str = "JOURNAL_SPILL_AFTER";
 pub const METRICS_ADDR: &str = "METRICS_ADDR";
 /// `text` (human-readable, the default) or `json` (one JSON object per line, for log pipelines).
 pub const LOG_FORMAT: &str = "LOG_FORMAT";
+/// Header in which a trusted reverse proxy states the visitor's country (ISO 3166-1 alpha-2);
+/// Cloudflare's by default. Believed only from `TRUSTED_PROXIES`.
+pub const COUNTRY_HEADER: &str = "COUNTRY_HEADER";
+/// The default country header: Cloudflare's.
+pub const DEFAULT_COUNTRY_HEADER: &str = "cf-ipcountry";
+/// IP-to-country database (MaxMind DB format) for visitors whose country no trusted header states;
+/// `off` for none.
+pub const GEOIP_DB: &str = "GEOIP_DB";
+/// The database shipped with the router (DB-IP Lite, CC BY 4.0; see `data/geoip/README.md`),
+/// relative to the working directory like the embedded store.
+pub const DEFAULT_GEOIP_DB: &str = "./data/geoip/dbip-country.mmdb";
+/// Where a visitor goes when no offer accepts them (macros allowed, as in offer URLs); unset: 503.
+pub const FALLBACK_URL: &str = "FALLBACK_URL";
+/// What bots and link previews get: `route` (an offer, like anyone) or `fallback`.
+pub const BOT_ACTION: &str = "BOT_ACTION";
 
 /// The router's whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -129,6 +145,14 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// Header of a trusted proxy that states the visitor's country.
+    pub country_header: hyper::header::HeaderName,
+    /// The IP-to-country database to open.
+    pub geoip: GeoIpSource,
+    /// Where visitors no offer accepts are sent.
+    pub fallback: Option<RedirectTemplate>,
+    /// What bots get.
+    pub bot_action: BotAction,
     /// Create the example offers when the store has none. Not an environment variable: the binary
     /// sets it for the embedded store, so a first run routes clicks at once.
     pub seed_if_empty: bool,
@@ -160,6 +184,39 @@ impl std::str::FromStr for RoutingStrategy {
     fn from_str(name: &str) -> Result<RoutingStrategy, ()> {
         let name = name.to_ascii_lowercase();
         [RoutingStrategy::Ev, RoutingStrategy::Thompson].into_iter().find(|strategy| strategy.name() == name).ok_or(())
+    }
+}
+
+/// Which IP-to-country database to open at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeoIpSource {
+    /// The shipped database, if it is there (a start-up warning if not).
+    Default(PathBuf),
+    /// A database the operator named: it must open.
+    Required(PathBuf),
+    /// None: countries come from the proxy header only.
+    Off,
+}
+
+/// What bots and link previews get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BotAction {
+    /// An offer, like anyone (their clicks are flagged and kept out of the weight engines).
+    #[default]
+    Route,
+    /// The fallback URL.
+    Fallback,
+}
+
+impl std::str::FromStr for BotAction {
+    type Err = ();
+
+    fn from_str(name: &str) -> Result<BotAction, ()> {
+        match name.to_ascii_lowercase().as_str() {
+            "route" => Ok(BotAction::Route),
+            "fallback" => Ok(BotAction::Fallback),
+            _ => Err(()),
+        }
     }
 }
 
@@ -233,6 +290,10 @@ impl Default for Config {
             journal_spill_after: 4096,
             metrics_addr: None,
             log_format: LogFormat::Text,
+            country_header: hyper::header::HeaderName::from_static(DEFAULT_COUNTRY_HEADER),
+            geoip: GeoIpSource::Default(PathBuf::from(DEFAULT_GEOIP_DB)),
+            fallback: None,
+            bot_action: BotAction::Route,
             seed_if_empty: false,
         }
     }
@@ -333,8 +394,19 @@ impl Config {
             journal_spill_after: vars.ranged(JOURNAL_SPILL_AFTER, defaults.journal_spill_after, 1, 10_000_000),
             metrics_addr: vars.optional(METRICS_ADDR, "an address such as 127.0.0.1:9100"),
             log_format: vars.parsed(LOG_FORMAT, defaults.log_format, "text or json"),
+            country_header: vars.parsed(COUNTRY_HEADER, defaults.country_header, "an HTTP header name"),
+            geoip: match (vars.lookup)(GEOIP_DB) {
+                None => defaults.geoip,
+                Some(value) if value.trim().eq_ignore_ascii_case("off") => GeoIpSource::Off,
+                Some(path) => GeoIpSource::Required(PathBuf::from(path.trim())),
+            },
+            fallback: vars.fallback(),
+            bot_action: vars.parsed(BOT_ACTION, defaults.bot_action, "route or fallback"),
             seed_if_empty: defaults.seed_if_empty,
         };
+        if config.bot_action == BotAction::Fallback && config.fallback.is_none() {
+            vars.reject(BOT_ACTION, format!("fallback needs {FALLBACK_URL}: set it, or BOT_ACTION=route"));
+        }
         if vars.errors.is_empty() { Ok(config) } else { Err(ConfigError(vars.errors)) }
     }
 }
@@ -399,6 +471,18 @@ impl Vars<'_> {
             format!("unsupported scheme {scheme:?}: use postgres://..., postgresql://... or sqlite://PATH"),
         );
         DatabaseConfig::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH))
+    }
+
+    fn fallback(&mut self) -> Option<RedirectTemplate> {
+        let url = (self.lookup)(FALLBACK_URL)?;
+        match RedirectTemplate::parse(url.trim()) {
+            Ok(template) => Some(template),
+            Err(error) => {
+                // The template's errors speak of casino_url, the offer field they usually concern.
+                self.reject(FALLBACK_URL, error.to_string().replace("casino_url", "the URL"));
+                None
+            }
+        }
     }
 
     fn admin_token(&mut self) -> Option<String> {

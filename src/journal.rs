@@ -222,6 +222,7 @@ fn read_segment(path: &Path) -> std::io::Result<(Vec<ClickRecord>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::visitor::{Country, DeviceClass};
     use time::OffsetDateTime;
     use uuid::Uuid;
 
@@ -236,6 +237,14 @@ mod tests {
             source: Some("fb".into()),
             campaign: None,
             propensity: 0.25,
+
+            country: Country::from_code("DE"),
+
+            device: Some(DeviceClass::Mobile),
+
+            is_bot: n.is_multiple_of(2),
+
+            is_fallback: false,
         }
     }
 
@@ -281,12 +290,23 @@ mod tests {
     #[test]
     fn a_full_journal_refuses_the_spill() {
         let dir = temp_dir();
-        let mut journal = Journal::open(&dir, 300).unwrap();
+        let mut journal = Journal::open(&dir, 400).unwrap();
         journal.append(&[click(1)]).unwrap();
         let used = journal.stats.bytes.load(Relaxed);
         assert!(matches!(journal.append(&[click(2), click(3)]), Err(JournalError::Full { .. })));
         assert_eq!(journal.stats.bytes.load(Relaxed), used, "a refused spill writes nothing");
         assert_eq!(journal.segments().unwrap().len(), 1);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_line_written_before_targeting_reads_with_the_visitor_unknown() {
+        let line = r#"{"click_id":"019a0000-0000-7000-8000-000000000001","offer_id":3,"created_at":"2026-01-01T00:00:00Z","user_agent":null,"ip_address":null,"referrer":null,"source":null,"campaign":null,"propensity":0.5}"#;
+        let record: ClickRecord = serde_json::from_str(line).unwrap();
+        assert_eq!((record.country, record.device, record.is_bot, record.is_fallback), (None, None, false, false));
+        let original = click(2);
+        let written = serde_json::to_string(&original).unwrap();
+        assert!(written.contains(r#""country":"DE","device":"mobile","is_bot":true"#), "{written}");
+        assert_eq!(serde_json::from_str::<ClickRecord>(&written).unwrap(), original);
     }
 }

@@ -49,12 +49,13 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use tokio::sync::watch;
 
-use crate::app::App;
-use crate::config::Config;
+use crate::app::{App, VisitorLookup};
+use crate::config::{Config, GeoIpSource};
 use crate::http::Surface;
 use crate::journal::{Journal, JournalError, Replayed};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
+use crate::visitor::{BotList, GeoIp, GeoIpError};
 use crate::writer::{ClickWriter, WriterConfig};
 
 /// Why the router could not run.
@@ -66,6 +67,9 @@ pub enum RunError {
     /// The click journal could not be opened or replayed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The IP-to-country database named by `GEOIP_DB` could not be opened.
+    #[error("GEOIP_DB: {0}")]
+    GeoIp(#[from] GeoIpError),
     /// The writer thread could not be started.
     #[error("could not start the click writer: {0}")]
     Writer(#[from] std::io::Error),
@@ -106,6 +110,7 @@ pub async fn run(
     // The journal first: its lock says whether another instance has this JOURNAL_DIR, and a second
     // instance must fail before it opens the store, seeds offers or generates an admin token.
     let mut journal = Journal::open(&config.journal_dir, config.journal_max_bytes)?;
+    let lookup = VisitorLookup { geoip: open_geoip(&config.geoip)?, bots: BotList::bundled() };
     let store = store::open(&config).await?;
     if config.seed_if_empty {
         for offer in seed::seed_examples(store.as_ref()).await? {
@@ -148,7 +153,7 @@ pub async fn run(
     writer.queue().stats().written.fetch_add(replayed.written, std::sync::atomic::Ordering::Relaxed);
     writer.queue().stats().failed.fetch_add(replayed.failed, std::sync::atomic::Ordering::Relaxed);
     let grace = config.shutdown_grace;
-    let app = Arc::new(App::new(config, store, writer.queue().clone(), admin_token, metrics));
+    let app = Arc::new(App::new(config, store, writer.queue().clone(), lookup, admin_token, metrics));
     app.reload_routing().await?;
 
     let (stop, stopped) = watch::channel(false);
@@ -189,4 +194,24 @@ pub async fn run(
     writer.shutdown().await;
     tracing::info!("casino-router stopped");
     Ok(())
+}
+
+/// Opens the IP-to-country database `source` names. The shipped one may be missing (a binary copied
+/// without `data/`): the router then runs on the proxy's country header alone, and says so.
+fn open_geoip(source: &GeoIpSource) -> Result<Option<GeoIp>, GeoIpError> {
+    let geoip = match source {
+        GeoIpSource::Off => None,
+        GeoIpSource::Required(path) => Some(GeoIp::open(path)?),
+        GeoIpSource::Default(path) => match GeoIp::open(path) {
+            Ok(geoip) => Some(geoip),
+            Err(error) => {
+                tracing::warn!(%error, "no IP-to-country database: countries come from the proxy header only (set GEOIP_DB)");
+                None
+            }
+        },
+    };
+    if let Some(geoip) = &geoip {
+        tracing::info!(database = %geoip.describe(), "IP-to-country database open");
+    }
+    Ok(geoip)
 }

@@ -130,6 +130,11 @@ pub struct Metrics {
     postbacks_unavailable: AtomicU64,
     /// Unix time of the last weight recalculation that committed, 0 before the first.
     last_recalculation: AtomicI64,
+    /// Clicks sent to the fallback URL (no offer accepted the visitor, or a bot under
+    /// `BOT_ACTION=fallback`).
+    pub fallback_clicks: AtomicU64,
+    /// Clicks of bots and link previews, wherever they were sent.
+    pub bot_clicks: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -142,6 +147,8 @@ impl Default for Metrics {
             postbacks: Default::default(),
             postbacks_unavailable: AtomicU64::new(0),
             last_recalculation: AtomicI64::new(0),
+            fallback_clicks: AtomicU64::new(0),
+            bot_clicks: AtomicU64::new(0),
         }
     }
 }
@@ -176,6 +183,10 @@ impl Metrics {
         for (offer_id, counter) in self.offer_clicks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
             let _ = writeln!(out, "casino_router_clicks_total{{offer_id=\"{offer_id}\"}} {}", counter.load(Relaxed));
         }
+        header(&mut out, "casino_router_fallback_clicks_total", "Clicks sent to the fallback URL.", "counter");
+        let _ = writeln!(out, "casino_router_fallback_clicks_total {}", self.fallback_clicks.load(Relaxed));
+        header(&mut out, "casino_router_bot_clicks_total", "Clicks of bots and link previews.", "counter");
+        let _ = writeln!(out, "casino_router_bot_clicks_total {}", self.bot_clicks.load(Relaxed));
         self.click_latency.render(
             &mut out,
             "casino_router_click_duration_seconds",
@@ -189,7 +200,7 @@ impl Metrics {
         header(
             &mut out,
             "casino_router_offer_traffic_share",
-            "Probability that a new click goes to each offer.",
+            "Probability that a new click goes to each offer, for a visitor every offer accepts (targeting rules narrow it).",
             "gauge",
         );
         for offer in table.offers() {

@@ -62,7 +62,7 @@ impl IpNetwork {
 /// untrusted address of `forwarded_for` (a comma-separated `X-Forwarded-For` value).
 pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpNetwork]) -> IpAddr {
     let peer = canonical(peer);
-    let is_trusted = |addr: IpAddr| trusted.iter().any(|network| network.contains(addr));
+    let is_trusted = |addr: IpAddr| is_trusted(addr, trusted);
     // The header is read only from a trusted peer: anyone else's is not even parsed.
     if !is_trusted(peer) {
         return peer;
@@ -77,6 +77,12 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpNetwor
         }
     }
     client
+}
+
+/// Whether `addr` is one of the `trusted` proxies, whose headers (`X-Forwarded-For`, the country
+/// header) are believed.
+pub fn is_trusted(addr: IpAddr, trusted: &[IpNetwork]) -> bool {
+    trusted.iter().any(|network| network.contains(addr))
 }
 
 fn canonical(addr: IpAddr) -> IpAddr {

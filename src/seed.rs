@@ -22,6 +22,8 @@ pub async fn seed_examples(store: &dyn Store) -> StoreResult<Vec<Offer>> {
             postback_secret: generate_secret(),
             active: true,
             event_aliases: Default::default(),
+            targeting: Default::default(),
+            daily_caps: Default::default(),
         };
         created.push(store.create_offer(&offer).await?);
     }

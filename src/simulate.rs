@@ -19,8 +19,11 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 
 use crate::config::RoutingStrategy;
+use crate::routing::table::pick_probabilities;
 use crate::routing::thompson::{self, HORIZON_HOURS, OfferHistory};
-use crate::routing::{OfferWindow, RedirectTemplate, RouteInput, RoutingTable, WeightPolicy};
+use crate::routing::{
+    DailyCaps, OfferRules, OfferWindow, RedirectTemplate, RouteInput, RoutingTable, Segment, WeightPolicy,
+};
 
 /// Virtual days per run.
 pub const DAYS: usize = 30;
@@ -244,8 +247,8 @@ pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResu
         let per_hour = CLICKS_PER_DAY / 24 + usize::from(hour % 3 == 0); // 20,000 a day on average
         let mut best_clicks = 0;
         for _ in 0..per_hour {
-            let Some(picked) = table.pick(&mut rng) else { continue };
-            let offer = picked.offer_id as usize;
+            let Some(picked) = table.pick(&Segment::ANYONE, &mut rng) else { continue };
+            let offer = picked.offer.offer_id as usize;
             let spec = &scenario.offers[offer];
             clicks[offer][hour] += 1;
             let epc = spec.epc_at(hour);
@@ -295,9 +298,14 @@ fn build_table(active: &[usize], weights: &[f64], exploration: f64) -> RoutingTa
             weight,
             redirect: redirect.clone(),
             clicks: Arc::default(),
+            rules: OfferRules::default(),
+            caps: DailyCaps::default(),
+            today: Arc::default(),
         })
         .collect();
-    RoutingTable::build(inputs, exploration)
+    RoutingTable::build(inputs, |members: &[usize]| {
+        pick_probabilities(members.iter().map(|&i| weights[i]), exploration)
+    })
 }
 
 /// The original formula on each offer's last 1,000 clicks (FTDs that have arrived, their payouts).

@@ -218,7 +218,7 @@ async fn unknown_paths_and_methods_get_json_errors() {
     // A 405 names the methods the path does take (RFC 9110).
     let response = server.http.delete(server.url("/click")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(response.headers()["allow"], "GET");
+    assert_eq!(response.headers()["allow"], "GET, HEAD");
     let response = server.http.put(server.url("/postback")).send().await.unwrap();
     assert_eq!(response.headers()["allow"], "GET, POST");
     let response = server.admin(Method::POST, "/admin/offers/1").send().await.unwrap();

@@ -95,6 +95,9 @@ async fn real_answers_match_the_document() {
     let (status, _) = exchange(&mut spec, "/click", anonymous(Method::GET, "/click?source=fb&campaign=c1")).await;
     assert_eq!(status, StatusCode::FOUND);
     exchange(&mut spec, "/click", anonymous(Method::GET, "/click?source=%zz")).await;
+    let (status, _) = exchange(&mut spec, "/click", anonymous(Method::HEAD, "/click?source=checker")).await;
+    assert_eq!(status, StatusCode::FOUND, "a HEAD is answered like a click");
+    exchange(&mut spec, "/click", anonymous(Method::HEAD, "/click?source=%zz")).await;
     // A method a path does not have: 405, with the documented error body.
     for (method, path) in [(Method::POST, "/click"), (Method::DELETE, "/health"), (Method::PUT, "/admin/stats")] {
         let response = admin(method, path).send().await.unwrap();
@@ -126,6 +129,10 @@ async fn real_answers_match_the_document() {
     // Stats, weights, the postback log.
     exchange(&mut spec, "/admin/stats", admin(Method::GET, "/admin/stats?from=2020-01-01T00:00:00Z")).await;
     exchange(&mut spec, "/admin/stats", admin(Method::GET, "/admin/stats?from=yesterday")).await;
+    let (status, _) =
+        exchange(&mut spec, "/admin/stats", admin(Method::GET, "/admin/stats?group_by=offer,country")).await;
+    assert_eq!(status, StatusCode::OK);
+    exchange(&mut spec, "/admin/stats", admin(Method::GET, "/admin/stats?group_by=os")).await;
     exchange(&mut spec, "/admin/update-weights", admin(Method::POST, "/admin/update-weights")).await;
     exchange(&mut spec, "/admin/update-weights", anonymous(Method::POST, "/admin/update-weights")).await;
     exchange(&mut spec, "/admin/postbacks", admin(Method::GET, "/admin/postbacks?limit=2")).await;

@@ -195,6 +195,10 @@ async fn a_journal_left_by_a_crash_is_replayed_at_start_once() {
         source: Some("crash".into()),
         campaign: None,
         propensity: 1.0,
+        country: None,
+        device: None,
+        is_bot: false,
+        is_fallback: false,
     };
     let clicks: Vec<ClickRecord> = (0..40).map(record).collect();
     let mut journal = Journal::open(&db.journal_dir(), 1 << 20).unwrap();
@@ -235,6 +239,10 @@ async fn a_journaled_click_the_database_refuses_is_skipped_alone() {
         source: None,
         campaign: None,
         propensity: 1.0,
+        country: None,
+        device: None,
+        is_bot: false,
+        is_fallback: false,
     };
     let clicks = [record("first"), record("nul\0byte"), record("third")];
     let mut journal = Journal::open(&db.journal_dir(), 1 << 20).unwrap();

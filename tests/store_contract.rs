@@ -8,12 +8,15 @@ mod support;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
+use casino_router::app::new_click_id;
 use casino_router::conversion::EventKind;
-use casino_router::routing::{OfferWindow, WeightPolicy};
+use casino_router::routing::{DailyCaps, OfferWindow, Targeting, WeightPolicy};
 use casino_router::store::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
-    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackOutcome, Store, TimeRange,
+    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, Dimension, FALLBACK_OFFER_ID,
+    FtdBucket, Grouping, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackOutcome,
+    SegmentStats, Store, TimeRange,
 };
+use casino_router::visitor::{Country, DeviceClass};
 use support::stores::{self, StoreUnderTest};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -40,18 +43,20 @@ fn new_offer(name: &str, weight: f64, active: bool) -> NewOffer {
         postback_secret: format!("secret-{name}"),
         active,
         event_aliases: BTreeMap::from([("first_dep".to_owned(), EventKind::Ftd)]),
+        targeting: Targeting::default(),
+        daily_caps: DailyCaps::default(),
     }
 }
 
 /// An offer without its creation time, which each database sets itself.
-fn timeless(offer: &Offer) -> (i64, String, String, f64, String, bool, BTreeMap<String, EventKind>) {
-    let o = offer.clone();
-    (o.id, o.name, o.casino_url, o.weight, o.postback_secret, o.active, o.event_aliases)
+fn timeless(offer: &Offer) -> Offer {
+    Offer { created_at: OffsetDateTime::UNIX_EPOCH, ..offer.clone() }
 }
 
+/// A click of a visitor from Germany on a desktop, its id minted at `at` as the router mints it.
 fn click(offer_id: i64, at: OffsetDateTime) -> ClickRecord {
     ClickRecord {
-        click_id: Uuid::now_v7(),
+        click_id: new_click_id(at, &mut rand::rng()),
         offer_id,
         created_at: at,
         user_agent: Some("contract-test".into()),
@@ -60,6 +65,10 @@ fn click(offer_id: i64, at: OffsetDateTime) -> ClickRecord {
         source: Some("src".into()),
         campaign: None,
         propensity: 0.5,
+        country: Country::from_code("DE"),
+        device: Some(DeviceClass::Desktop),
+        is_bot: false,
+        is_fallback: false,
     }
 }
 
@@ -150,6 +159,15 @@ async fn offer_changes_round_trip_and_each_one_bumps_the_routing_version() {
             postback_secret: Some("secret-2".to_owned()),
             active: Some(false),
             event_aliases: Some(BTreeMap::new()),
+            targeting: Some(Targeting {
+                countries: Some(vec!["DE".to_owned(), "AT".to_owned()]),
+                blocked_countries: Some(vec!["XX".to_owned()]),
+                devices: Some(vec!["mobile".to_owned()]),
+                sources: Some(vec!["fb_*".to_owned()]),
+                campaigns: Some(vec!["spring".to_owned()]),
+            }),
+            daily_click_cap: Some(Some(500)),
+            daily_ftd_cap: Some(Some(20)),
         };
         let updated = store.update_offer(alpha.id, &full).await.unwrap().expect("offer exists");
         assert_eq!(version().await, v0 + 3, "{name}: update bumps");
@@ -160,14 +178,19 @@ async fn offer_changes_round_trip_and_each_one_bumps_the_routing_version() {
             postback_secret: "secret-2".to_owned(),
             active: false,
             event_aliases: BTreeMap::new(),
+            targeting: full.targeting.clone().unwrap(),
+            daily_caps: DailyCaps { clicks: Some(500), ftds: Some(20) },
             ..alpha.clone()
         };
         assert_eq!(updated, expected, "{name}");
 
         // A patch changes only what it names.
-        let patch = OfferPatch { weight: Some(0.5), active: Some(true), ..OfferPatch::default() };
+        // A patch changes only what it names; a cap can be removed.
+        let patch =
+            OfferPatch { weight: Some(0.5), active: Some(true), daily_click_cap: Some(None), ..OfferPatch::default() };
         let patched = store.update_offer(alpha.id, &patch).await.unwrap().expect("offer exists");
-        assert_eq!(patched, Offer { weight: 0.5, active: true, ..expected }, "{name}");
+        let daily_caps = DailyCaps { clicks: None, ..expected.daily_caps };
+        assert_eq!(patched, Offer { weight: 0.5, active: true, daily_caps, ..expected }, "{name}");
         assert_eq!(store.get_offer(alpha.id).await.unwrap(), Some(patched.clone()), "{name}");
         assert_eq!(version().await, v0 + 4, "{name}: patch bumps");
         trace.push(timeless(&patched));
@@ -530,6 +553,165 @@ async fn recalculated_weights_follow_the_policy_over_each_active_offers_last_cli
         assert_eq!(saved, [1.0, beta_weight, 0.7], "{name}: saved, the inactive offer untouched");
         assert_eq!(s.db.count("SELECT count(*) FROM weight_history").await, 2, "{name}: history");
         weighted
+    })
+    .await;
+}
+
+/// A click of `country` on `device` with `source`, a bot or not, at `at`.
+fn visit(
+    offer_id: i64,
+    at: OffsetDateTime,
+    country: &str,
+    device: DeviceClass,
+    source: Option<&str>,
+    is_bot: bool,
+) -> ClickRecord {
+    ClickRecord {
+        country: Country::from_code(country),
+        device: Some(device),
+        source: source.map(Into::into),
+        is_bot,
+        is_fallback: offer_id == FALLBACK_OFFER_ID,
+        ..click(offer_id, at)
+    }
+}
+
+#[tokio::test]
+async fn grouped_stats_count_people_bots_and_money_per_segment_from_rollups_and_edges() {
+    use DeviceClass::{Desktop, Mobile};
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let a = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap().id;
+        let b = store.create_offer(&new_offer("beta", 1.0, true)).await.unwrap().id;
+        // Whole hours (from the rollups) and a partial last hour (from raw clicks).
+        let t0 = datetime!(2026-02-02 10:00 UTC);
+        let clicks = [
+            visit(a, t0 + Duration::minutes(5), "DE", Mobile, Some("fb"), false),
+            visit(a, t0 + Duration::minutes(65), "DE", Desktop, Some("fb"), false),
+            visit(a, t0 + Duration::minutes(70), "DE", Mobile, None, true),
+            visit(b, t0 + Duration::minutes(20), "BR", Mobile, Some("tt"), false),
+            visit(b, t0 + Duration::minutes(125), "BR", Mobile, Some("tt"), false),
+            visit(FALLBACK_OFFER_ID, t0 + Duration::minutes(30), "US", Desktop, None, false),
+        ];
+        store.insert_clicks(&clicks).await.unwrap();
+        apply(store, &conversion(&clicks[0], EventKind::Ftd, Some(50.0), None)).await;
+        apply(store, &conversion(&clicks[0], EventKind::Deposit, Some(20.0), Some("d1"))).await;
+        apply(store, &conversion(&clicks[4], EventKind::Ftd, Some(30.0), None)).await;
+        let range = TimeRange { from: Some(t0), to: Some(t0 + Duration::minutes(130)) };
+        let grouped = async |by_offer, dimension| {
+            let mut rows = store.segment_stats(range, Grouping { by_offer, dimension }).await.unwrap();
+            rows.sort_by(|x, y| (x.offer_id, &x.value).cmp(&(y.offer_id, &y.value)));
+            rows
+        };
+        let row = |offer_id: Option<i64>, value: Option<&str>, clicks, bots, ftds, revenue| SegmentStats {
+            offer_id,
+            value: value.map(str::to_owned),
+            clicks,
+            bots,
+            ftds,
+            revenue,
+        };
+        let by_offer = grouped(true, None).await;
+        assert_eq!(
+            by_offer,
+            [
+                row(Some(FALLBACK_OFFER_ID), None, 1, 0, 0, 0.0),
+                row(Some(a), None, 2, 1, 1, 70.0),
+                row(Some(b), None, 2, 0, 1, 30.0),
+            ],
+            "{name}"
+        );
+        let by_country = grouped(false, Some(Dimension::Country)).await;
+        assert_eq!(
+            by_country,
+            [
+                row(None, Some("BR"), 2, 0, 1, 30.0),
+                row(None, Some("DE"), 2, 1, 1, 70.0),
+                row(None, Some("US"), 1, 0, 0, 0.0)
+            ],
+            "{name}"
+        );
+        let by_offer_and_device = grouped(true, Some(Dimension::Device)).await;
+        assert_eq!(
+            by_offer_and_device,
+            [
+                row(Some(FALLBACK_OFFER_ID), Some("desktop"), 1, 0, 0, 0.0),
+                row(Some(a), Some("desktop"), 1, 0, 0, 0.0),
+                row(Some(a), Some("mobile"), 1, 1, 1, 70.0),
+                row(Some(b), Some("mobile"), 2, 0, 1, 30.0),
+            ],
+            "{name}"
+        );
+        let by_source = grouped(false, Some(Dimension::Source)).await;
+        assert_eq!(
+            by_source,
+            // No source: the bot and the fallback click.
+            [row(None, None, 1, 1, 0, 0.0), row(None, Some("fb"), 2, 0, 1, 70.0), row(None, Some("tt"), 2, 0, 1, 30.0)],
+            "{name}"
+        );
+        // Bots are not clicks of people in the plain stats either.
+        let plain = stats(store).await;
+        assert_eq!(plain.iter().map(|o| o.clicks).collect::<Vec<_>>(), [2, 2], "{name}");
+        (by_offer, by_country, by_offer_and_device, by_source)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn daily_totals_count_the_days_clicks_and_unrejected_ftds() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let a = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap().id;
+        let b = store.create_offer(&new_offer("beta", 1.0, true)).await.unwrap().id;
+        let now = OffsetDateTime::now_utc();
+        let day_start = now.replace_time(time::Time::MIDNIGHT);
+        let yesterday = day_start - Duration::hours(2);
+        let today = now.max(day_start + Duration::seconds(1)) - Duration::seconds(1);
+        let clicks = [
+            click(a, yesterday),
+            click(a, today),
+            visit(a, today, "DE", DeviceClass::Mobile, None, true),
+            click(b, today),
+            click(b, yesterday),
+        ];
+        store.insert_clicks(&clicks).await.unwrap();
+        // FTDs count by their arrival (today), whatever the click's day; a rejected one does not.
+        apply(store, &conversion(&clicks[0], EventKind::Ftd, None, None)).await;
+        apply(store, &conversion(&clicks[1], EventKind::Ftd, None, None)).await;
+        apply(store, &conversion(&clicks[3], EventKind::Ftd, None, None)).await;
+        apply(store, &conversion(&clicks[3], EventKind::Rejected, None, None)).await;
+        let totals = store.daily_totals(day_start).await.unwrap();
+        assert_eq!(
+            totals,
+            [DailyTotal { offer_id: a, clicks: 2, ftds: 2 }, DailyTotal { offer_id: b, clicks: 1, ftds: 0 }],
+            "{name}: bots are sent to the casino and count against a click cap"
+        );
+        totals.iter().map(|t| (t.clicks, t.ftds)).collect::<Vec<_>>()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bots_are_no_exposure_for_either_weight_engine() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let a = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap().id;
+        let people: Vec<ClickRecord> = (0..3).map(|i| click(a, recent(90 + i))).collect();
+        let bots: Vec<ClickRecord> =
+            (0..5).map(|i| visit(a, recent(80 + i), "US", DeviceClass::Desktop, None, true)).collect();
+        store.insert_clicks(&[people.clone(), bots].concat()).await.unwrap();
+        apply(store, &conversion(&people[0], EventKind::Ftd, Some(30.0), None)).await;
+        let evidence = store.routing_evidence(OffsetDateTime::now_utc(), 24).await.unwrap();
+        let exposure: u64 = evidence.clicks.iter().map(|&(_, _, n)| n).sum();
+        assert_eq!(exposure, 3, "{name}: the Thompson engine sees only the clicks of people");
+        let policy = WeightPolicy { min_weight: 0.1, min_clicks: 1 };
+        let weighted = store.recalculate_weights(1000, &policy).await.unwrap().unwrap();
+        assert_eq!(
+            weighted[0].window,
+            OfferWindow { offer_id: a, clicks: 3, ftds: 1, revenue: 30.0 },
+            "{name}: nor EV"
+        );
+        (exposure, weighted[0].window.clicks)
     })
     .await;
 }

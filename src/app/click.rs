@@ -1,9 +1,15 @@
-//! The click operation: pick an offer, give the click an id, render its Location, queue its record.
+//! The click operation: know the visitor, pick an offer for them, give the click an id, render its
+//! Location, queue its record.
 //!
 //! The click path. Invariants: no database, no lock, no `.await`, no log line per click; one `load()`
 //! of the routing table, released before the function returns; allocations only for the Location and
 //! the record's own strings; metrics are relaxed atomic adds. If the record cannot be queued the
 //! visitor is refused, so no click id is handed out that will not be stored.
+//!
+//! Knowing the visitor costs nanoseconds (`crate::visitor`): the country from a trusted proxy's
+//! header, else from the IP database, else `XX`; the device class from the user agent and the
+//! `Sec-CH-UA-Mobile` hint; bots and link previews from the vendored list and from requests that say
+//! they are no person's click (HEAD, prefetch). Anything heavier is left to reports.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -13,8 +19,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::App;
-use crate::net::client_ip;
-use crate::store::ClickRecord;
+use crate::config::BotAction;
+use crate::net::{client_ip, is_trusted};
+use crate::routing::Segment;
+use crate::store::{ClickRecord, FALLBACK_OFFER_ID};
+use crate::visitor::{BotList, Country, GeoIp, device_class};
 
 /// Longest stored `User-Agent` or `Referer`, in bytes; longer values are cut.
 const MAX_HEADER_BYTES: usize = 1024;
@@ -26,62 +35,121 @@ pub struct Visitor<'a> {
     pub peer: IpAddr,
     /// `X-Forwarded-For`, believed only when the peer is a trusted proxy.
     pub forwarded_for: Option<&'a [u8]>,
+    /// The country header (`COUNTRY_HEADER`), believed only when the peer is a trusted proxy.
+    pub country: Option<&'a [u8]>,
     /// `User-Agent`.
     pub user_agent: Option<&'a [u8]>,
+    /// `Sec-CH-UA-Mobile`.
+    pub mobile_hint: Option<&'a [u8]>,
     /// `Referer`.
     pub referrer: Option<&'a [u8]>,
+    /// The request says it is no person's click: a `HEAD`, or a prefetch (`Sec-Purpose`/`Purpose`).
+    pub is_preview_request: bool,
     /// Traffic source, validated by the caller.
     pub source: Option<&'a str>,
     /// Campaign, validated by the caller.
     pub campaign: Option<&'a str>,
 }
 
+/// How the click path tells visitors apart: the IP-to-country database (if any) and the bot list.
+pub struct VisitorLookup {
+    /// Countries of addresses no trusted header speaks for.
+    pub geoip: Option<GeoIp>,
+    /// Known crawlers and link-preview fetchers.
+    pub bots: BotList,
+}
+
 /// A routed click: where to send the visitor.
 #[derive(Debug)]
 pub struct RoutedClick {
-    /// The offer's URL carrying the click id: printable ASCII, always a valid `Location` value (the
-    /// offer URL is validated when stored and macro values are percent-encoded; a property test in
-    /// `routing/redirect.rs` holds it to that).
+    /// The offer's URL (or the fallback URL) carrying the click id: printable ASCII, always a valid
+    /// `Location` value (URLs are validated when stored or configured and macro values are
+    /// percent-encoded; a property test in `routing/redirect.rs` holds it to that).
     pub location: String,
 }
 
 /// Why a click was not routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ClickRefused {
-    /// No offer is active.
+    /// No offer is active, and no fallback URL is set.
     #[error("no active offer")]
     NoActiveOffer,
+    /// No active offer accepts this visitor (country, device, source, campaign, caps), and no
+    /// fallback URL is set.
+    #[error("no offer accepts this visitor, and no FALLBACK_URL is set")]
+    NoEligibleOffer,
     /// The click queue is full (or the writer stopped): retry shortly.
     #[error("router overloaded, retry shortly")]
     Overloaded,
 }
 
 impl App {
-    /// Routes one click: picks an offer from the current table, mints a UUID v7, queues the record
-    /// and returns the Location. The offer's click counter counts it only once it is queued.
+    /// Routes one click: knows the visitor, picks an offer that accepts them from the current table
+    /// (or the fallback URL), mints a UUID v7, queues the record and returns the Location. The
+    /// offer's click counter counts it only once it is queued.
     pub fn route_click(&self, visitor: &Visitor<'_>) -> Result<RoutedClick, ClickRefused> {
         let now = OffsetDateTime::now_utc();
         let mut rng = rand::rng();
+        let trusted_peer = is_trusted(visitor.peer, &self.config.trusted_proxies);
+        let client = client_ip(visitor.peer, visitor.forwarded_for, &self.config.trusted_proxies);
+        let country = self.country_of(trusted_peer.then_some(visitor.country).flatten(), client);
+        let device = device_class(visitor.user_agent, visitor.mobile_hint);
+        let is_bot =
+            visitor.is_preview_request || visitor.user_agent.is_some_and(|agent| self.lookup.bots.is_bot(agent));
         // A guard, not a lock: the table stays alive until this click is answered, whatever swaps
         // meanwhile.
         let table = self.table.load();
-        let offer = table.pick(&mut rng).ok_or(ClickRefused::NoActiveOffer)?;
+        let segment = Segment { country, device, source: visitor.source, campaign: visitor.campaign };
+        let to_fallback = is_bot && self.config.bot_action == BotAction::Fallback;
+        let pick = if to_fallback { None } else { table.pick(&segment, &mut rng) };
         let click_id = new_click_id(now, &mut rng);
-        let location = offer.redirect.render(&click_id, visitor.source.unwrap_or(""), visitor.campaign.unwrap_or(""));
+        let (source, campaign) = (visitor.source.unwrap_or(""), visitor.campaign.unwrap_or(""));
+        let (location, offer_id, propensity) = match (&pick, &self.config.fallback) {
+            (Some(pick), _) => {
+                (pick.offer.redirect.render(&click_id, source, campaign), pick.offer.offer_id, pick.propensity)
+            }
+            (None, Some(fallback)) => (fallback.render(&click_id, source, campaign), FALLBACK_OFFER_ID, 1.0),
+            (None, None) if table.is_empty() => return Err(ClickRefused::NoActiveOffer),
+            (None, None) => return Err(ClickRefused::NoEligibleOffer),
+        };
         let record = ClickRecord {
             click_id,
-            offer_id: offer.offer_id,
+            offer_id,
             created_at: now,
             user_agent: visitor.user_agent.and_then(sanitized_header),
-            ip_address: Some(client_ip(visitor.peer, visitor.forwarded_for, &self.config.trusted_proxies)),
+            ip_address: Some(client),
             referrer: visitor.referrer.and_then(sanitized_header),
             source: visitor.source.map(Box::from),
             campaign: visitor.campaign.map(Box::from),
-            propensity: offer.propensity,
+            propensity,
+            country: Some(country),
+            device: Some(device),
+            is_bot,
+            is_fallback: pick.is_none(),
         };
-        self.queue.try_enqueue(record).map_err(|_| ClickRefused::Overloaded)?;
-        offer.clicks.fetch_add(1, Ordering::Relaxed);
+        if self.queue.try_enqueue(record).is_err() {
+            if let Some(pick) = pick {
+                pick.offer.give_back_slot();
+            }
+            return Err(ClickRefused::Overloaded);
+        }
+        match pick {
+            Some(pick) => pick.offer.clicks.fetch_add(1, Ordering::Relaxed),
+            None => self.metrics.fallback_clicks.fetch_add(1, Ordering::Relaxed),
+        };
+        if is_bot {
+            self.metrics.bot_clicks.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(RoutedClick { location })
+    }
+
+    /// The visitor's country: the trusted proxy's header if it names one, else the IP database's
+    /// answer for the client address, else unknown.
+    fn country_of(&self, trusted_header: Option<&[u8]>, client: IpAddr) -> Country {
+        if let Some(country) = trusted_header.map(Country::from_header).filter(|&country| country != Country::UNKNOWN) {
+            return country;
+        }
+        self.lookup.geoip.as_ref().map_or(Country::UNKNOWN, |db| db.country(client))
     }
 
     /// Counts the time one click took to answer.

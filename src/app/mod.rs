@@ -7,7 +7,8 @@
 //! written once, here, whichever door the request came through.
 //!
 //! The operations are grouped by concern:
-//! - [`click`]: the click path (pick, id, Location, queue); no I/O, no lock, no `.await`;
+//! - [`click`]: the click path (visitor, pick, id, Location, queue); no I/O, no lock, no `.await`;
+//! - [`caps`]: each offer's clicks and FTDs of the day, for its daily caps;
 //! - [`postback`]: validating, authenticating and applying postbacks, and logging every one;
 //! - [`offers`]: validated offer changes, each followed by a table rebuild;
 //! - [`reports`]: stats, the postback log, weight recalculation on request, health;
@@ -16,14 +17,15 @@
 //! Invariant: the routing table is replaced whole, under `rebuild`, from what the store says at that
 //! moment; the click path only ever `load()`s it.
 
+mod caps;
 mod click;
 mod offers;
 mod postback;
 mod reports;
 mod routing;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
@@ -35,10 +37,13 @@ use crate::secret::secrets_match;
 use crate::store::{Store, StoreError};
 use crate::writer::ClickQueue;
 
-pub use click::{ClickRefused, RoutedClick, Visitor};
-pub use offers::{MAX_ALIAS_CHARS, MAX_ALIASES, MAX_NAME_CHARS, MAX_WEIGHT, OfferChanges, OfferDraft, SECRET_BYTES};
+pub use click::{ClickRefused, RoutedClick, Visitor, VisitorLookup, new_click_id};
+pub use offers::{
+    MAX_ALIAS_CHARS, MAX_ALIASES, MAX_DAILY_CAP, MAX_NAME_CHARS, MAX_RULE_ENTRIES, MAX_RULE_ENTRY_CHARS, MAX_WEIGHT,
+    OfferChanges, OfferDraft, RuleChanges, SECRET_BYTES,
+};
 pub use postback::{CLICK_ID_CHARS, MAX_ID_CHARS, PayoutValue, PostbackAccepted, PostbackInput, PostbackRefused};
-pub use reports::{Health, HealthStatus, OfferReport, PostbackLogPage, ThompsonFigures};
+pub use reports::{Health, HealthStatus, OfferReport, PostbackLogPage, SegmentReport, SegmentRow, ThompsonFigures};
 
 /// Shared state of a running router, and the operations on it.
 pub struct App {
@@ -50,6 +55,10 @@ pub struct App {
     table: ArcSwap<RoutingTable>,
     /// Where clicks go to be written.
     queue: ClickQueue,
+    /// How visitors are told apart (country database, bot list).
+    lookup: VisitorLookup,
+    /// Each offer's counts today, for the daily caps (never locked on the click path).
+    daily_counts: Mutex<caps::DailyCounts>,
     /// Bearer token of the admin API.
     admin_token: String,
     /// Counters and histograms for `/metrics`.
@@ -98,6 +107,7 @@ impl App {
         config: Config,
         store: Arc<dyn Store>,
         queue: ClickQueue,
+        lookup: VisitorLookup,
         admin_token: String,
         metrics: Arc<Metrics>,
     ) -> App {
@@ -106,6 +116,8 @@ impl App {
             store,
             table: ArcSwap::from_pointee(RoutingTable::default()),
             queue,
+            lookup,
+            daily_counts: Mutex::default(),
             admin_token,
             metrics,
             loaded_version: AtomicI64::new(i64::MIN),

@@ -269,7 +269,14 @@ impl App {
             external_player_id: input.external_player_id.clone(),
         };
         match self.store.apply_conversion(&conversion, log).await? {
-            ConversionOutcome::Recorded => Ok(PostbackAccepted::Recorded { click_id, kind, payout }),
+            ConversionOutcome::Recorded => {
+                if kind == EventKind::Ftd {
+                    // Recorded whatever the offer's FTD cap: the money is real. The cap only stops
+                    // further traffic, from the next click on.
+                    self.count_ftd_today(owner.offer_id);
+                }
+                Ok(PostbackAccepted::Recorded { click_id, kind, payout })
+            }
             ConversionOutcome::Duplicate => Ok(PostbackAccepted::Duplicate { click_id }),
             ConversionOutcome::NoFtd => Err(refuse(PostbackOutcome::NoFtd, "click has no FTD")),
         }

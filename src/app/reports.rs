@@ -11,7 +11,9 @@ use super::{App, AppError};
 use crate::config::RoutingStrategy;
 use crate::metrics::WriterSnapshot;
 use crate::routing::WeightedOffer;
-use crate::store::{OfferStats, PostbackLogQuery, PostbackLogRow, TimeRange};
+use crate::store::{
+    FALLBACK_OFFER_ID, Grouping, OfferStats, PostbackLogQuery, PostbackLogRow, SegmentStats, TimeRange,
+};
 
 /// One offer's figures over a range, with how it is routed now.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +38,24 @@ pub struct ThompsonFigures {
     pub epc_interval_90: [f64; 2],
     /// Probability of having the highest earnings per click among the active offers.
     pub probability_best: f64,
+}
+
+/// Figures grouped by offer, a visitor dimension, or both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentReport {
+    /// One row per group, most clicks first.
+    pub rows: Vec<SegmentRow>,
+}
+
+/// One group of a [`SegmentReport`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRow {
+    /// The figures.
+    pub stats: SegmentStats,
+    /// The offer's name, when grouped by offer and the offer exists.
+    pub offer_name: Option<String>,
+    /// Whether the row is the clicks sent to the fallback URL.
+    pub is_fallback: bool,
 }
 
 /// A page of the postback log, newest first.
@@ -86,6 +106,23 @@ pub struct Health {
 }
 
 impl App {
+    /// Figures over `range` (by click time) grouped as asked, with people and bots apart, from the
+    /// rollups.
+    pub async fn segment_report(&self, range: TimeRange, grouping: Grouping) -> Result<SegmentReport, AppError> {
+        let mut stats = self.store.segment_stats(range, grouping).await?;
+        stats.sort_by(|a, b| (b.clicks + b.bots).cmp(&(a.clicks + a.bots)).then_with(|| a.offer_id.cmp(&b.offer_id)));
+        let names = if grouping.by_offer { self.store.list_offers(false).await? } else { Vec::new() };
+        let rows = stats
+            .into_iter()
+            .map(|stats| SegmentRow {
+                offer_name: names.iter().find(|offer| Some(offer.id) == stats.offer_id).map(|offer| offer.name.clone()),
+                is_fallback: stats.offer_id == Some(FALLBACK_OFFER_ID),
+                stats,
+            })
+            .collect();
+        Ok(SegmentReport { rows })
+    }
+
     /// Per-offer stats over `range` (by click time), with each offer's current routing figures.
     pub async fn offer_report(&self, range: TimeRange) -> Result<Vec<OfferReport>, AppError> {
         let rows = self.store.offer_stats(range).await?;

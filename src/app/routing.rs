@@ -5,6 +5,9 @@
 //! hourly evidence, recomputed on every refresh; nothing is written back, and every instance computes
 //! the same table from the same data (a fixed seed).
 //!
+//! Either way the table holds one pool per set of offers a visitor can be eligible for (targeting
+//! rules), each with the strategy's probabilities for that set; offers at a daily cap are out.
+//!
 //! Invariant: a table is built whole from one reading of the store and swapped in under `rebuild`,
 //! so an older snapshot never replaces a newer one.
 
@@ -15,8 +18,11 @@ use time::OffsetDateTime;
 
 use super::App;
 use crate::config::RoutingStrategy;
+use crate::routing::table::pick_probabilities;
 use crate::routing::thompson::{self, HORIZON_HOURS, ThompsonResult};
-use crate::routing::{OfferWindow, RedirectTemplate, RouteInput, RoutingTable, WeightPolicy, WeightedOffer};
+use crate::routing::{
+    DailyCaps, OfferRules, OfferWindow, RedirectTemplate, RouteInput, RoutingTable, WeightPolicy, WeightedOffer,
+};
 use crate::store::StoreResult;
 
 /// Monte Carlo draws per Thompson refresh: probabilities within about 1.6 points (one standard
@@ -31,46 +37,75 @@ impl App {
     pub async fn reload_routing(&self) -> StoreResult<()> {
         let _guard = self.rebuild.lock().await;
         let version = self.store.routing_version().await?;
-        let mut offers = self.store.list_offers(true).await?;
-        let mut exploration = self.config.exploration_rate;
-        if self.config.routing_strategy == RoutingStrategy::Thompson {
-            let result = self.thompson(&offers.iter().map(|offer| offer.id).collect::<Vec<_>>()).await?;
-            for (offer, probability) in offers.iter_mut().zip(&result.probability_best) {
-                offer.weight = *probability;
-            }
-            // Thompson sampling explores by itself: the probabilities are the traffic shares.
-            exploration = 0.0;
-            self.thompson.store(Some(Arc::new(result)));
-        }
-        let inputs = offers
+        let offers: Vec<_> = self
+            .store
+            .list_offers(true)
+            .await?
             .into_iter()
-            .filter_map(|offer| match RedirectTemplate::parse(&offer.casino_url) {
-                Ok(redirect) => Some(RouteInput {
-                    offer_id: offer.id,
-                    weight: offer.weight,
-                    redirect,
-                    clicks: self.metrics.offer_click_counter(offer.id),
-                }),
+            .filter(|offer| match RedirectTemplate::parse(&offer.casino_url) {
+                Ok(_) => true,
                 Err(error) => {
                     // Only validated URLs are stored; one that no longer parses is skipped, not fatal.
                     tracing::error!(offer_id = offer.id, %error, "offer skipped: invalid casino_url");
-                    None
+                    false
                 }
             })
             .collect();
-        self.table.store(Arc::new(RoutingTable::build(inputs, exploration)));
+        if offers.iter().any(|offer| offer.daily_caps != DailyCaps::default()) {
+            self.sync_day_counts().await?;
+        }
+        let thompson = match self.config.routing_strategy {
+            RoutingStrategy::Thompson => {
+                let result = Arc::new(self.thompson(&offers.iter().map(|offer| offer.id).collect::<Vec<_>>()).await?);
+                self.thompson.store(Some(result.clone()));
+                Some(result)
+            }
+            RoutingStrategy::Ev => None,
+        };
+        let inputs: Vec<RouteInput> = offers
+            .iter()
+            .zip(0..)
+            .map(|(offer, index)| RouteInput {
+                offer_id: offer.id,
+                weight: thompson.as_ref().map_or(offer.weight, |result| result.probability_best[index]),
+                redirect: RedirectTemplate::parse(&offer.casino_url).expect("checked above"),
+                clicks: self.metrics.offer_click_counter(offer.id),
+                rules: OfferRules::compile(&offer.targeting),
+                caps: offer.daily_caps,
+                today: self.day_counts(offer.id),
+            })
+            .collect();
+        let table = match thompson {
+            // Thompson sampling explores by itself: each pool's shares are its offers' probabilities
+            // of being best among them.
+            Some(result) => RoutingTable::build(inputs, |members| result.probability_best_among(members)),
+            None => {
+                let weights: Vec<f64> = inputs.iter().map(|input| input.weight).collect();
+                let exploration = self.config.exploration_rate;
+                RoutingTable::build(inputs, |members| {
+                    pick_probabilities(members.iter().map(|&i| weights[i]), exploration)
+                })
+            }
+        };
+        self.table.store(Arc::new(table));
         self.loaded_version.store(version, Ordering::Release);
         Ok(())
     }
 
-    /// Rebuilds the table if offers or weights changed since it was built (here or elsewhere).
+    /// Rebuilds the table if offers or weights changed since it was built (here or elsewhere), or if
+    /// an offer reached a daily cap or a new UTC day brought one back.
     pub async fn refresh_if_changed(&self) -> StoreResult<bool> {
         let version = self.store.routing_version().await?;
-        if version == self.loaded_version.load(Ordering::Acquire) {
-            return Ok(false);
+        let table = self.table.load_full();
+        let mut changed = version != self.loaded_version.load(Ordering::Acquire);
+        if !changed && table.offers().iter().any(|offer| offer.caps != DailyCaps::default()) {
+            self.sync_day_counts().await?;
+            changed = table.offers().iter().any(|offer| offer.is_capped() == offer.in_rotation);
         }
-        self.reload_routing().await?;
-        Ok(true)
+        if changed {
+            self.reload_routing().await?;
+        }
+        Ok(changed)
     }
 
     /// The Thompson posterior of `offer_ids`, from the store's hourly evidence.

@@ -17,9 +17,10 @@ use utoipa::ToSchema;
 use super::query::pairs;
 use super::routes::Endpoint;
 use super::{ApiError, HttpResponse, error, json, parse_json, read_body, respond};
-use crate::app::{App, OfferChanges, OfferDraft, OfferReport};
+use crate::app::{App, OfferChanges, OfferDraft, OfferReport, RuleChanges, SegmentReport};
 use crate::conversion::alias_names;
-use crate::store::{Offer, PostbackLogQuery, PostbackLogRow, PostbackOutcome, TimeRange};
+use crate::routing::Targeting;
+use crate::store::{Dimension, Grouping, Offer, PostbackLogQuery, PostbackLogRow, PostbackOutcome, TimeRange};
 
 /// Most postback-log lines per page.
 pub(super) const MAX_PAGE: u32 = 1000;
@@ -93,6 +94,27 @@ pub(super) struct OfferInput {
     #[serde(default)]
     #[schema(schema_with = super::openapi::event_aliases::<false>)]
     event_aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    #[schema(schema_with = super::openapi::countries)]
+    countries: Option<Vec<String>>,
+    #[serde(default)]
+    #[schema(schema_with = super::openapi::blocked_countries)]
+    blocked_countries: Option<Vec<String>>,
+    #[serde(default)]
+    #[schema(schema_with = super::openapi::devices)]
+    devices: Option<Vec<String>>,
+    #[serde(default)]
+    #[schema(schema_with = super::openapi::sources)]
+    sources: Option<Vec<String>>,
+    #[serde(default)]
+    #[schema(schema_with = super::openapi::campaigns)]
+    campaigns: Option<Vec<String>>,
+    #[serde(default)]
+    #[schema(schema_with = super::openapi::daily_click_cap)]
+    daily_click_cap: Option<u64>,
+    #[serde(default)]
+    #[schema(schema_with = super::openapi::daily_ftd_cap)]
+    daily_ftd_cap: Option<u64>,
 }
 
 /// The weight of an offer created without one.
@@ -122,6 +144,34 @@ pub(super) struct OfferPatchInput {
     active: Option<bool>,
     #[schema(schema_with = super::openapi::event_aliases::<true>)]
     event_aliases: Option<BTreeMap<String, String>>,
+    // Targeting rules and caps: absent leaves one as it is, `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::countries)]
+    countries: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::blocked_countries)]
+    blocked_countries: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::devices)]
+    devices: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::sources)]
+    sources: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::campaigns)]
+    campaigns: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::daily_click_cap)]
+    daily_click_cap: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = super::openapi::daily_ftd_cap)]
+    daily_ftd_cap: Option<Option<u64>>,
+}
+
+/// A field that is present, `null` or not: `Some(None)` for `null` (absent fields are `None` by
+/// `#[serde(default)]`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// An offer.
@@ -143,13 +193,35 @@ pub(super) struct OfferView<'a> {
     /// The platform's status words mapped to our events.
     #[schema(schema_with = super::openapi::event_aliases::<false>)]
     event_aliases: BTreeMap<&'a str, &'static str>,
+    #[schema(schema_with = super::openapi::countries, required = true)]
+    countries: Option<&'a [String]>,
+    #[schema(schema_with = super::openapi::blocked_countries, required = true)]
+    blocked_countries: Option<&'a [String]>,
+    #[schema(schema_with = super::openapi::devices, required = true)]
+    devices: Option<&'a [String]>,
+    #[schema(schema_with = super::openapi::sources, required = true)]
+    sources: Option<&'a [String]>,
+    #[schema(schema_with = super::openapi::campaigns, required = true)]
+    campaigns: Option<&'a [String]>,
+    #[schema(schema_with = super::openapi::daily_click_cap, required = true)]
+    daily_click_cap: Option<u64>,
+    #[schema(schema_with = super::openapi::daily_ftd_cap, required = true)]
+    daily_ftd_cap: Option<u64>,
+    /// Clicks of the offer this UTC day, as this instance counts them for its caps (`null` for an
+    /// offer without a cap).
+    #[schema(required = true)]
+    clicks_today: Option<u64>,
+    /// FTDs of the offer this UTC day, as this instance counts them (`null` without a cap).
+    #[schema(required = true)]
+    ftds_today: Option<u64>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
 }
 
-impl<'a> From<&'a Offer> for OfferView<'a> {
-    fn from(offer: &'a Offer) -> Self {
+impl<'a> OfferView<'a> {
+    fn new(app: &App, offer: &'a Offer) -> Self {
+        let today = app.counts_today(offer);
         OfferView {
             id: offer.id,
             name: &offer.name,
@@ -158,6 +230,15 @@ impl<'a> From<&'a Offer> for OfferView<'a> {
             postback_secret: &offer.postback_secret,
             active: offer.active,
             event_aliases: alias_names(&offer.event_aliases),
+            countries: offer.targeting.countries.as_deref(),
+            blocked_countries: offer.targeting.blocked_countries.as_deref(),
+            devices: offer.targeting.devices.as_deref(),
+            sources: offer.targeting.sources.as_deref(),
+            campaigns: offer.targeting.campaigns.as_deref(),
+            daily_click_cap: offer.daily_caps.clicks,
+            daily_ftd_cap: offer.daily_caps.ftds,
+            clicks_today: today.map(|(clicks, _)| clicks),
+            ftds_today: today.map(|(_, ftds)| ftds),
             created_at: offer.created_at,
         }
     }
@@ -179,11 +260,11 @@ async fn list_offers(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
         }
     }
     let offers = app.list_offers(active_only).await?;
-    Ok(json(StatusCode::OK, &offers.iter().map(OfferView::from).collect::<Vec<_>>()))
+    Ok(json(StatusCode::OK, &offers.iter().map(|offer| OfferView::new(app, offer)).collect::<Vec<_>>()))
 }
 
 async fn get_offer(app: &App, id: i64) -> Result<HttpResponse, ApiError> {
-    Ok(json(StatusCode::OK, &OfferView::from(&app.offer(id).await?)))
+    Ok(json(StatusCode::OK, &OfferView::new(app, &app.offer(id).await?)))
 }
 
 async fn create_offer(app: &App, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
@@ -195,9 +276,18 @@ async fn create_offer(app: &App, req: Request<Incoming>) -> Result<HttpResponse,
         postback_secret: input.postback_secret,
         active: input.active,
         event_aliases: input.event_aliases,
+        targeting: Targeting {
+            countries: input.countries,
+            blocked_countries: input.blocked_countries,
+            devices: input.devices,
+            sources: input.sources,
+            campaigns: input.campaigns,
+        },
+        daily_click_cap: input.daily_click_cap,
+        daily_ftd_cap: input.daily_ftd_cap,
     };
     let offer = app.create_offer(draft).await?;
-    Ok(json(StatusCode::CREATED, &OfferView::from(&offer)))
+    Ok(json(StatusCode::CREATED, &OfferView::new(app, &offer)))
 }
 
 async fn update_offer(app: &App, id: i64, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
@@ -209,9 +299,18 @@ async fn update_offer(app: &App, id: i64, req: Request<Incoming>) -> Result<Http
         postback_secret: input.postback_secret,
         active: input.active,
         event_aliases: input.event_aliases,
+        targeting: RuleChanges {
+            countries: input.countries,
+            blocked_countries: input.blocked_countries,
+            devices: input.devices,
+            sources: input.sources,
+            campaigns: input.campaigns,
+        },
+        daily_click_cap: input.daily_click_cap,
+        daily_ftd_cap: input.daily_ftd_cap,
     };
     let offer = app.update_offer(id, changes).await?;
-    Ok(json(StatusCode::OK, &OfferView::from(&offer)))
+    Ok(json(StatusCode::OK, &OfferView::new(app, &offer)))
 }
 
 async fn delete_offer(app: &App, id: i64) -> Result<HttpResponse, ApiError> {
@@ -229,7 +328,7 @@ pub(super) struct StatsView<'a> {
     id: i64,
     /// Its name.
     name: &'a str,
-    /// Clicks in the range.
+    /// Clicks of people in the range (bots and link previews are counted apart: see `group_by`).
     total_clicks: u64,
     /// Registrations of those clicks.
     total_registrations: u64,
@@ -246,7 +345,8 @@ pub(super) struct StatsView<'a> {
     weight: f64,
     /// Whether it is active.
     active: bool,
-    /// Probability that a new click goes to this offer now (exploration included).
+    /// Probability that a new click goes to this offer now (exploration included), for a visitor every
+    /// offer accepts: targeting rules narrow the choice for others, and an offer at a daily cap gets 0.
     traffic_share: f64,
     /// Thompson posterior mean earnings per click over the last 30 days (active offers; `null`
     /// otherwise).
@@ -275,22 +375,134 @@ fn parse_time(key: &str, value: &str) -> Result<OffsetDateTime, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{key} must be an RFC 3339 time, such as 2026-01-31T00:00:00Z")))
 }
 
-fn parse_range(query: &str) -> Result<TimeRange, ApiError> {
+/// `/admin/stats`' parameters.
+fn parse_stats_query(query: &str) -> Result<(TimeRange, Option<Grouping>), ApiError> {
     let mut range = TimeRange::default();
+    let mut grouping = None;
     for pair in pairs(query) {
         let (key, value) = pair.map_err(|e| ApiError::bad_request(e.to_string()))?;
         match key.as_ref() {
             "from" => range.from = Some(parse_time("from", &value)?),
             "to" => range.to = Some(parse_time("to", &value)?),
+            "group_by" => grouping = Some(parse_grouping(&value)?),
             _ => {}
         }
     }
-    Ok(range)
+    Ok((range, grouping))
+}
+
+/// `offer`, a dimension, or `offer,` and a dimension (in either order).
+fn parse_grouping(value: &str) -> Result<Grouping, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "group_by must be offer, country, device, source or campaign, or offer and one of the others \
+             (offer,country)",
+        )
+    };
+    let mut grouping = Grouping { by_offer: false, dimension: None };
+    for part in value.split(',') {
+        match (part, Dimension::parse(part)) {
+            ("offer", _) if !grouping.by_offer => grouping.by_offer = true,
+            (_, Some(dimension)) if grouping.dimension.is_none() => grouping.dimension = Some(dimension),
+            _ => return Err(bad()),
+        }
+    }
+    Ok(grouping)
 }
 
 async fn stats(app: &App, query: &str) -> Result<HttpResponse, ApiError> {
-    let reports = app.offer_report(parse_range(query)?).await?;
+    let (range, grouping) = parse_stats_query(query)?;
+    if let Some(grouping) = grouping {
+        let report = app.segment_report(range, grouping).await?;
+        return Ok(json(StatusCode::OK, &GroupedStatsView::new(grouping, &report)));
+    }
+    let reports = app.offer_report(range).await?;
     Ok(json(StatusCode::OK, &reports.iter().map(StatsView::from).collect::<Vec<_>>()))
+}
+
+/// Figures grouped by offer, a visitor dimension, or both (`group_by`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = GroupedStats)]
+pub(super) struct GroupedStatsView<'a> {
+    /// What the rows are grouped by, as asked (`offer`, a dimension, or both).
+    #[schema(schema_with = super::openapi::group_by_list)]
+    group_by: Vec<&'static str>,
+    /// One row per group, by clicks (most first).
+    rows: Vec<GroupView<'a>>,
+}
+
+/// One group's figures over the range (by click time).
+#[derive(Serialize, ToSchema)]
+#[schema(as = StatsGroup)]
+pub(super) struct GroupView<'a> {
+    /// The offer (grouped by offer); `null` for the clicks sent to the fallback URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offer_id: Option<Option<i64>>,
+    /// The offer's name (grouped by offer); `null` for the fallback URL or a deleted offer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offer_name: Option<Option<&'a str>>,
+    /// Whether these are the clicks sent to the fallback URL (grouped by offer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback: Option<bool>,
+    /// The visitors' country (grouped by country); `null` for clicks recorded before the router knew it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<Option<&'a str>>,
+    /// The visitors' device class (grouped by device); `null` as for `country`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<Option<&'a str>>,
+    /// The clicks' source (grouped by source); `null` for clicks without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<Option<&'a str>>,
+    /// The clicks' campaign (grouped by campaign); `null` for clicks without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    campaign: Option<Option<&'a str>>,
+    /// Clicks of people (bots and link previews are counted apart).
+    clicks: u64,
+    /// Clicks of bots and link previews.
+    bots: u64,
+    /// FTDs of those clicks (rejected FTDs do not count).
+    ftds: u64,
+    /// Revenue of those clicks: FTD payouts plus further deposits.
+    revenue: f64,
+    /// FTDs per click of people, in percent.
+    conversion_rate: f64,
+    /// Earnings per click of people: `revenue / clicks`.
+    epc: f64,
+}
+
+impl<'a> GroupedStatsView<'a> {
+    fn new(grouping: Grouping, report: &'a SegmentReport) -> GroupedStatsView<'a> {
+        let mut group_by = Vec::new();
+        if grouping.by_offer {
+            group_by.push("offer");
+        }
+        group_by.extend(grouping.dimension.map(Dimension::as_str));
+        let rows = report
+            .rows
+            .iter()
+            .map(|row| {
+                let stats = &row.stats;
+                let value = |dimension| (grouping.dimension == Some(dimension)).then_some(stats.value.as_deref());
+                let per_click = |value: f64| if stats.clicks == 0 { 0.0 } else { value / stats.clicks as f64 };
+                GroupView {
+                    offer_id: grouping.by_offer.then(|| stats.offer_id.filter(|_| !row.is_fallback)),
+                    offer_name: grouping.by_offer.then_some(row.offer_name.as_deref()),
+                    fallback: grouping.by_offer.then_some(row.is_fallback),
+                    country: value(Dimension::Country),
+                    device: value(Dimension::Device),
+                    source: value(Dimension::Source),
+                    campaign: value(Dimension::Campaign),
+                    clicks: stats.clicks,
+                    bots: stats.bots,
+                    ftds: stats.ftds,
+                    revenue: stats.revenue,
+                    conversion_rate: 100.0 * per_click(stats.ftds as f64),
+                    epc: per_click(stats.revenue),
+                }
+            })
+            .collect();
+        GroupedStatsView { group_by, rows }
+    }
 }
 
 impl<'a> From<&'a OfferReport> for StatsView<'a> {

@@ -11,12 +11,23 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CACHE_CONTROL, HeaderMap, HeaderValue, LOCATION, REFERER, RETRY_AFTER, USER_AGENT};
+use hyper::header::{CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue, LOCATION, REFERER, RETRY_AFTER, USER_AGENT};
 use hyper::{Response, StatusCode, Uri};
 
 use super::query::{QueryError, pairs};
 use super::{HttpResponse, error};
 use crate::app::{App, ClickRefused, Visitor};
+
+/// Request headers the click reads beyond hyper's constants.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const SEC_CH_UA_MOBILE: HeaderName = HeaderName::from_static("sec-ch-ua-mobile");
+const SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
+const PURPOSE: HeaderName = HeaderName::from_static("purpose");
+
+/// Whether `haystack` contains `needle` (ASCII, any case). Header values are short.
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window.eq_ignore_ascii_case(needle))
+}
 
 /// Longest accepted `source` or `campaign`, in characters.
 pub const MAX_PARAM_CHARS: usize = 256;
@@ -71,24 +82,30 @@ impl<'a> ClickParams<'a> {
     }
 }
 
-/// Handles `GET /click`: parses the query, routes the click, answers 302 (or why not).
-pub fn handle_click(app: &App, uri: &Uri, headers: &HeaderMap, peer: SocketAddr) -> HttpResponse {
+/// Handles `GET /click` (and `HEAD`, a bot's): parses the query, routes the click, answers 302 (or
+/// why not).
+pub fn handle_click(app: &App, uri: &Uri, headers: &HeaderMap, peer: SocketAddr, is_head: bool) -> HttpResponse {
     let started = Instant::now();
     let params = match ClickParams::parse(uri.query().unwrap_or("")) {
         Ok(params) => params,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    let header = |name: &HeaderName| headers.get(name).map(HeaderValue::as_bytes);
+    let is_prefetch = |name: &HeaderName| header(name).is_some_and(|value| contains_ignore_case(value, b"prefetch"));
     let visitor = Visitor {
         peer: peer.ip(),
-        forwarded_for: headers.get("x-forwarded-for").map(HeaderValue::as_bytes),
-        user_agent: headers.get(USER_AGENT).map(HeaderValue::as_bytes),
-        referrer: headers.get(REFERER).map(HeaderValue::as_bytes),
+        forwarded_for: header(&X_FORWARDED_FOR),
+        country: header(&app.config().country_header),
+        user_agent: header(&USER_AGENT),
+        mobile_hint: header(&SEC_CH_UA_MOBILE),
+        referrer: header(&REFERER),
+        is_preview_request: is_head || is_prefetch(&SEC_PURPOSE) || is_prefetch(&PURPOSE),
         source: params.source.as_deref(),
         campaign: params.campaign.as_deref(),
     };
     let routed = match app.route_click(&visitor) {
         Ok(routed) => routed,
-        Err(refused @ ClickRefused::NoActiveOffer) => {
+        Err(refused @ (ClickRefused::NoActiveOffer | ClickRefused::NoEligibleOffer)) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, &refused.to_string());
         }
         Err(refused @ ClickRefused::Overloaded) => {

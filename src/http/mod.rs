@@ -47,9 +47,11 @@ pub enum Surface {
 
 /// Routes one request to its handler.
 pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
-    // The click path first, without the route table's search.
-    if req.method() == Method::GET && req.uri().path() == "/click" && surface == Surface::Public {
-        return handle_click(app, req.uri(), req.headers(), peer);
+    // The click path first, without the route table's search. A HEAD (a link checker, an ad
+    // network's validator) is answered like a GET, so the link works for it, and recorded as a bot.
+    let is_head = req.method() == Method::HEAD;
+    if (req.method() == Method::GET || is_head) && req.uri().path() == "/click" && surface == Surface::Public {
+        return handle_click(app, req.uri(), req.headers(), peer, is_head);
     }
     let path = req.uri().path();
     if surface == Surface::Metrics {
@@ -69,8 +71,8 @@ pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: So
         Resolved::NotFound => return error(StatusCode::NOT_FOUND, "not found"),
     };
     match endpoint {
-        // Only GET: a HEAD from a link checker is not a visitor and must not become a click.
-        Endpoint::Click => handle_click(app, req.uri(), req.headers(), peer),
+        Endpoint::Click => handle_click(app, req.uri(), req.headers(), peer, false),
+        Endpoint::ClickHead => handle_click(app, req.uri(), req.headers(), peer, true),
         Endpoint::PostbackGet | Endpoint::PostbackPost => postback::handle(app, req, peer).await,
         Endpoint::Health => health(app).await,
         Endpoint::Metrics if app.config().metrics_addr.is_some() => error(StatusCode::NOT_FOUND, "not found"),

@@ -22,19 +22,22 @@ use utoipa::openapi::{
 use utoipa::{OpenApi, PartialSchema};
 
 use super::admin::{
-    DEFAULT_WEIGHT, Deleted, MAX_PAGE, OfferInput, OfferPatchInput, OfferView, PageView, StatsView, WeightsUpdated,
+    DEFAULT_WEIGHT, Deleted, GroupView, GroupedStatsView, MAX_PAGE, OfferInput, OfferPatchInput, OfferView, PageView,
+    StatsView, WeightsUpdated,
 };
 use super::click::MAX_PARAM_CHARS;
 use super::postback::{Accepted, FIELDS};
 use super::routes::Endpoint;
 use super::{ErrorBody, HealthView};
 use crate::app::{
-    CLICK_ID_CHARS, HealthStatus, MAX_ALIAS_CHARS, MAX_ALIASES, MAX_ID_CHARS, MAX_NAME_CHARS, MAX_WEIGHT, SECRET_BYTES,
+    CLICK_ID_CHARS, HealthStatus, MAX_ALIAS_CHARS, MAX_ALIASES, MAX_DAILY_CAP, MAX_ID_CHARS, MAX_NAME_CHARS,
+    MAX_RULE_ENTRIES, MAX_RULE_ENTRY_CHARS, MAX_WEIGHT, SECRET_BYTES,
 };
 use crate::config::Config;
 use crate::conversion::{EventKind, payout_text_pattern};
 use crate::routing::redirect::MAX_URL_LEN;
-use crate::store::PostbackOutcome;
+use crate::store::{Dimension, PostbackOutcome};
+use crate::visitor::{Country, DeviceClass};
 
 /// A string without control characters (C0, DEL, C1), as every free-text input must be.
 const PRINTABLE: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
@@ -55,7 +58,8 @@ const NOT_BLANK: &str = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\
             casino offer and redirected with a click id; the casino's platform reports conversions on \
             `/postback`; admins manage offers and read stats. Every error answers `{\"error\": \"...\"}` \
             naming the field at fault, with the matching status; a 405 lists the allowed methods in `Allow`. \
-            Admin endpoints (and `/metrics` on the main port) need `Authorization: Bearer ADMIN_TOKEN`."
+            Admin endpoints (and `/metrics` on the main port) need `Authorization: Bearer ADMIN_TOKEN`. \
+            Countries by IP address: IP Geolocation by DB-IP (https://db-ip.com), CC BY 4.0."
     ),
     components(schemas(
         ErrorBody,
@@ -66,6 +70,8 @@ const NOT_BLANK: &str = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\
         OfferPatchInput,
         Deleted,
         StatsView,
+        GroupedStatsView,
+        GroupView,
         WeightsUpdated,
         PageView
     ))
@@ -97,6 +103,7 @@ pub fn document(config: &Config) -> Document {
             "PUT" => HttpMethod::Put,
             "PATCH" => HttpMethod::Patch,
             "DELETE" => HttpMethod::Delete,
+            "HEAD" => HttpMethod::Head,
             _ => HttpMethod::Get,
         };
         doc.paths.add_path_operation(template, vec![method], operation(endpoint, config));
@@ -118,8 +125,12 @@ fn operation(endpoint: Endpoint, config: &Config) -> Operation {
     match endpoint {
         Endpoint::Click => op("click", "traffic", "Route a click")
             .description(Some(
-                "Picks an offer, records the click, and redirects to the offer URL carrying the click id. Only \
-                 GET: a HEAD from a link checker is not a visitor.",
+                "Picks an offer that accepts the visitor (country, device, source, campaign, daily caps), records \
+                 the click, and redirects to the offer URL carrying the click id; with no such offer, to \
+                 `FALLBACK_URL` if it is set. The country comes from the trusted proxy's country header \
+                 (`COUNTRY_HEADER`, default `CF-IPCountry`), else from the IP database, else `XX`. Bots, link \
+                 previews, `HEAD` requests and prefetches (`Sec-Purpose: prefetch`) are recorded as bots and go \
+                 where `BOT_ACTION` says.",
             ))
             .parameter(query(
                 "source",
@@ -141,7 +152,29 @@ fn operation(endpoint: Endpoint, config: &Config) -> Operation {
                     .build(),
             )
             .response("400", error("A parameter is too long, has control characters, or is badly escaped."))
-            .response("503", error("No active offer, or the click queue is full (then with `Retry-After: 1`).")),
+            .response(
+                "503",
+                error(
+                    "No active offer, or none that accepts this visitor, and no `FALLBACK_URL`; or the click queue \
+                     is full (then with `Retry-After: 1`).",
+                ),
+            ),
+        Endpoint::ClickHead => op("clickHead", "traffic", "A link checker's or preview's request of a click link")
+            .description(Some(
+                "Answered like `GET /click`, so that the link works for the checker, and recorded as a bot's click \
+                 (routed as `BOT_ACTION` says, never counted as a person's).",
+            ))
+            .parameter(query("source", "As for `GET /click`.", click_param(), false))
+            .parameter(query("campaign", "As for `GET /click`.", click_param(), false))
+            .response(
+                "302",
+                ResponseBuilder::new()
+                    .description("Redirect, as for `GET /click`.")
+                    .header("Location", Header::new(string()))
+                    .build(),
+            )
+            .response("400", ResponseBuilder::new().description("As for `GET /click` (no body: a HEAD).").build())
+            .response("503", ResponseBuilder::new().description("As for `GET /click` (no body: a HEAD).").build()),
         Endpoint::PostbackGet => postback_responses(
             op("postbackGet", "traffic", "Report a conversion (query string)")
                 .description(Some(POSTBACK_DESCRIPTION))
@@ -252,12 +285,37 @@ fn operation(endpoint: Endpoint, config: &Config) -> Operation {
             .response("400", error("`id` is not an integer."))
             .response("404", error("No such offer."))
             .response("409", error("The offer is active, or has clicks (deactivate it instead).")),
-        Endpoint::Stats => admin("stats", "Per-offer stats")
-            .description(Some("Figures by click time within `[from, to)`; the routing figures are the table in use."))
+        Endpoint::Stats => admin("stats", "Per-offer stats, or figures grouped by visitor")
+            .description(Some(
+                "Figures by click time within `[from, to)`. Without `group_by`: one line per offer with the routing \
+                 figures of the table in use. With `group_by`: clicks of people and of bots apart, FTDs, revenue, \
+                 conversion rate and EPC per group, from the hourly rollups.",
+            ))
             .parameter(query("from", "Only clicks at or after this time (RFC 3339).", date_time(), false))
             .parameter(query("to", "Only clicks before this time (RFC 3339).", date_time(), false))
-            .response("200", json_array_response("One line per offer.", "OfferStats"))
-            .response("400", error("`from` or `to` is not an RFC 3339 time.")),
+            .parameter(query(
+                "group_by",
+                "Group by `offer`, `country`, `device`, `source` or `campaign`, or by `offer` and one of the others.",
+                group_by_parameter(),
+                false,
+            ))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("One line per offer, or (with `group_by`) the grouped figures.")
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(
+                                utoipa::openapi::schema::OneOfBuilder::new()
+                                    .item(utoipa::openapi::schema::ArrayBuilder::new().items(reference("OfferStats")))
+                                    .item(reference("GroupedStats")),
+                            ))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .response("400", error("`from` or `to` is not an RFC 3339 time, or `group_by` is not a grouping.")),
         Endpoint::UpdateWeights => admin("updateWeights", "Recalculate the weights now")
             .response("200", json_response("The new weights.", "WeightsUpdated"))
             .response("409", error("Another instance is recalculating right now; retry shortly.")),
@@ -523,6 +581,124 @@ pub(super) fn event_aliases<const NULLABLE: bool>() -> Schema {
         .additional_properties(Some(reference("EventKind")))
         .build()
         .into()
+}
+
+/// A targeting list: `null` (or, in a new offer, absent) for anyone.
+fn rule_list(description: &str, items: ObjectBuilder, min_items: usize) -> Schema {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .description(Some(format!(
+            "{description} `null` (or absent when creating) for anyone; when changing an offer, absent leaves the \
+             rule as it is and `null` removes it."
+        )))
+        .items(items.schema_type(Type::String))
+        .min_items(Some(min_items))
+        .max_items(Some(MAX_RULE_ENTRIES))
+        .build()
+        .into()
+}
+
+fn country_codes() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .description(Some("An ISO 3166-1 alpha-2 country code in capitals, or `XX` for an unknown country."))
+        .enum_values(Some(Country::all().map(Country::as_str)))
+}
+
+/// `countries`.
+pub(super) fn countries() -> Schema {
+    rule_list(
+        "Countries the offer accepts visitors from (the proxy's country header, else the IP database).",
+        country_codes(),
+        1,
+    )
+}
+
+/// `blocked_countries`.
+pub(super) fn blocked_countries() -> Schema {
+    rule_list("Countries the offer refuses, even if `countries` lists them; `[]` blocks none.", country_codes(), 0)
+}
+
+/// `devices`.
+pub(super) fn devices() -> Schema {
+    rule_list(
+        "Device classes the offer accepts (from the user agent and the `Sec-CH-UA-Mobile` hint).",
+        ObjectBuilder::new().enum_values(Some(DeviceClass::ALL.map(DeviceClass::as_str))),
+        1,
+    )
+}
+
+/// A `sources` or `campaigns` entry.
+fn value_pattern() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .description(Some("An exact value, or a prefix when it ends in `*` (`fb_*`)."))
+        .min_length(Some(1))
+        .max_length(Some(MAX_RULE_ENTRY_CHARS))
+        .pattern(Some(r"^[^\x00-\x1F\x7F-\x9F*]*\*?$"))
+}
+
+/// `sources`.
+pub(super) fn sources() -> Schema {
+    rule_list(
+        "Traffic sources (`source` of the click) the offer accepts; a click without one matches none.",
+        value_pattern(),
+        1,
+    )
+}
+
+/// `campaigns`.
+pub(super) fn campaigns() -> Schema {
+    rule_list(
+        "Campaigns (`campaign` of the click) the offer accepts; a click without one matches none.",
+        value_pattern(),
+        1,
+    )
+}
+
+fn daily_cap(description: &str) -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+        .description(Some(format!(
+            "{description} Per UTC day; the offer leaves rotation once it is reached (on every instance within \
+             `TABLE_REFRESH_SECONDS`) and returns the next day. `null` (or absent when creating) for none; when \
+             changing an offer, absent leaves it as it is and `null` removes it."
+        )))
+        .minimum(Some(1))
+        .maximum(Some(MAX_DAILY_CAP))
+        .build()
+        .into()
+}
+
+/// `daily_click_cap`.
+pub(super) fn daily_click_cap() -> Schema {
+    daily_cap("Most clicks a day (bots included: they reach the casino).")
+}
+
+/// `daily_ftd_cap`.
+pub(super) fn daily_ftd_cap() -> Schema {
+    daily_cap("Most FTDs a day, counted as they arrive; an FTD past the cap is still recorded.")
+}
+
+/// `group_by` of a grouped report.
+pub(super) fn group_by_list() -> Schema {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .description(Some("What the rows are grouped by: `offer`, a visitor dimension, or both."))
+        .items(RefOr::T(string_enum(
+            "A grouping.",
+            std::iter::once("offer").chain(Dimension::ALL.map(Dimension::as_str)),
+        )))
+        .min_items(Some(1))
+        .max_items(Some(2))
+        .build()
+        .into()
+}
+
+fn group_by_parameter() -> Schema {
+    let names: Vec<String> = std::iter::once("offer".to_owned())
+        .chain(Dimension::ALL.map(|d| d.as_str().to_owned()))
+        .chain(Dimension::ALL.map(|d| format!("offer,{}", d.as_str())))
+        .chain(Dimension::ALL.map(|d| format!("{},offer", d.as_str())))
+        .collect();
+    ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)).build().into()
 }
 
 fn event_kind() -> Schema {

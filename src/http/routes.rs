@@ -12,6 +12,8 @@ use hyper::Method;
 pub enum Endpoint {
     /// `GET /click`
     Click,
+    /// `HEAD /click`: a link checker's or a preview's, answered like a click and recorded as a bot's.
+    ClickHead,
     /// `GET /postback`
     PostbackGet,
     /// `POST /postback`
@@ -61,8 +63,9 @@ pub enum Resolved<'a> {
 
 impl Endpoint {
     /// Every endpoint, in matching order.
-    pub const ALL: [Endpoint; 18] = [
+    pub const ALL: [Endpoint; 19] = [
         Endpoint::Click,
+        Endpoint::ClickHead,
         Endpoint::PostbackGet,
         Endpoint::PostbackPost,
         Endpoint::Health,
@@ -86,6 +89,7 @@ impl Endpoint {
     pub const fn operation(self) -> (Method, &'static str) {
         match self {
             Endpoint::Click => (Method::GET, "/click"),
+            Endpoint::ClickHead => (Method::HEAD, "/click"),
             Endpoint::PostbackGet => (Method::GET, "/postback"),
             Endpoint::PostbackPost => (Method::POST, "/postback"),
             Endpoint::Health => (Method::GET, "/health"),
@@ -169,7 +173,8 @@ mod tests {
 
     #[test]
     fn wrong_methods_and_paths_are_told_apart() {
-        assert_eq!(resolve(&Method::HEAD, "/click"), Resolved::MethodNotAllowed);
+        assert_eq!(resolve(&Method::HEAD, "/click"), Resolved::Found(Endpoint::ClickHead, None));
+        assert_eq!(resolve(&Method::POST, "/click"), Resolved::MethodNotAllowed);
         assert_eq!(resolve(&Method::POST, "/admin/offers/3"), Resolved::MethodNotAllowed);
         assert_eq!(resolve(&Method::GET, "/clicks"), Resolved::NotFound);
         assert_eq!(resolve(&Method::GET, "/admin/offers/3/x"), Resolved::NotFound);
@@ -178,7 +183,7 @@ mod tests {
 
     #[test]
     fn allowed_methods_list_every_method_of_a_path() {
-        assert_eq!(allowed_methods("/click"), "GET");
+        assert_eq!(allowed_methods("/click"), "GET, HEAD");
         assert_eq!(allowed_methods("/postback"), "GET, POST");
         assert_eq!(allowed_methods("/admin/offers/3/"), "GET, PUT, PATCH, DELETE");
         assert_eq!(allowed_methods("/nowhere"), "");

@@ -1,22 +1,57 @@
 //! The routing table: which offer a click goes to, precomputed so that a pick is one alias draw.
 //!
-//! Each active offer gets probability `p_i = e/K + (1-e) * w_i / sum(w)` (e = exploration rate, K =
-//! active offers, w = weights; equal shares when every weight is zero). The probabilities feed a Vose
-//! alias table (`rand_distr::WeightedAliasIndex`): O(1) per pick whatever the number of offers.
-//! Each entry also carries its offer's prepared redirect and its propensity, the probability with which
-//! it was picked, recorded with the click so any other policy can later be scored offline.
+//! Offers may accept only some visitors (country, device, source, campaign: see `rules`). Many
+//! visitors share the same set of eligible offers, so the table holds one *pool* per distinct
+//! eligible set that can occur, each a Vose alias table (`rand_distr::WeightedAliasIndex`) over its
+//! members with their probabilities for that set (the strategy supplies them: EV weights
+//! renormalised, or Thompson's probability of being best among those offers). Building finds the
+//! sets; a click only looks its pool up:
+//! - country x device: a dense array, one class per cell;
+//! - source and campaign: each value falls into a class (an exact entry, the longest prefix entry it
+//!   starts with, or none), found by one hash lookup and a scan of the prefix entries;
+//! - the three classes index a precomputed array of pools.
 //!
-//! Invariant: a table is immutable once built. Changes build a new table that is swapped in whole
-//! (`arc-swap`), so a click sees either the old or the new table, never a mixture, and takes no lock.
+//! Daily caps: an offer capped when the table is built is in no pool. One that reaches its cap
+//! afterwards is refused by [`RoutedOffer::take_slot`] at the pick (a compare or an atomic add, so the
+//! cap is exact on this instance under any concurrency) and the pool draws again; the next rebuild
+//! takes it out. Each entry also carries its prepared redirect and the propensity of the pick, which is
+//! recorded with the click so that any other policy can later be scored offline.
+//!
+//! Invariant: a table is immutable once built (its cap counters aside). Changes build a new table that
+//! is swapped in whole (`arc-swap`), so a click sees either the old or the new table, never a mixture,
+//! and takes no lock. The pick allocates nothing.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 use rand_distr::Distribution;
 use rand_distr::weighted::WeightedAliasIndex;
 
 use super::redirect::RedirectTemplate;
+use super::rules::{DailyCaps, OfferRules, ValuePattern};
+use crate::visitor::{Country, DeviceClass};
+
+/// Most offers a table routes to: an eligible set is a bitset of this many bits.
+pub const MAX_ROUTED_OFFERS: usize = 256;
+/// Draws from a pool before its members are scanned for one below its cap.
+const MAX_REDRAWS: usize = 4;
+/// Stands for "a value no entry names" when classes are built: visitor values and entries hold no
+/// control characters.
+const NO_ENTRY: &str = "\0";
+
+/// An offer's counts for the current UTC day, shared by every table that holds the offer; reset by
+/// the application layer when the day changes.
+#[derive(Debug, Default)]
+pub struct DayCounts {
+    /// Clicks routed to the offer today (by this instance, or stored by any instance at the last
+    /// refresh, whichever is more).
+    pub clicks: AtomicU64,
+    /// FTDs of the offer that arrived today.
+    pub ftds: AtomicU64,
+}
 
 /// What the table needs of one active offer.
 #[derive(Debug, Clone)]
@@ -29,6 +64,24 @@ pub struct RouteInput {
     pub redirect: RedirectTemplate,
     /// Its redirect counter (see [`crate::metrics::Metrics::offer_click_counter`]).
     pub clicks: Arc<AtomicU64>,
+    /// Who it accepts.
+    pub rules: OfferRules,
+    /// Its daily caps.
+    pub caps: DailyCaps,
+    /// Its counts today.
+    pub today: Arc<DayCounts>,
+}
+
+impl RouteInput {
+    /// Whether the offer has reached a daily cap.
+    pub fn is_capped(&self) -> bool {
+        at_cap(&self.caps, &self.today)
+    }
+}
+
+fn at_cap(caps: &DailyCaps, today: &DayCounts) -> bool {
+    let reached = |cap: Option<u64>, count: &AtomicU64| cap.is_some_and(|cap| count.load(Ordering::Relaxed) >= cap);
+    reached(caps.clicks, &today.clicks) || reached(caps.ftds, &today.ftds)
 }
 
 /// One offer as the click path sees it.
@@ -36,7 +89,8 @@ pub struct RouteInput {
 pub struct RoutedOffer {
     /// The offer's id, recorded with the click.
     pub offer_id: i64,
-    /// The probability with which this offer is picked.
+    /// Its share of traffic before rules narrow the choice: its probability among all offers in
+    /// rotation (0 for an offer at its cap).
     pub propensity: f64,
     /// The weight it was given.
     pub weight: f64,
@@ -44,45 +98,328 @@ pub struct RoutedOffer {
     pub redirect: RedirectTemplate,
     /// Counts its redirects, for `/metrics`; shared with every table that holds the offer.
     pub clicks: Arc<AtomicU64>,
+    /// Its daily caps.
+    pub caps: DailyCaps,
+    /// Its counts today.
+    pub today: Arc<DayCounts>,
+    /// Whether it was below its caps when the table was built (and so is in the pools).
+    pub in_rotation: bool,
 }
 
-/// An immutable snapshot of the active offers and their pick probabilities.
+impl RoutedOffer {
+    /// Whether the offer has reached a daily cap by now.
+    pub fn is_capped(&self) -> bool {
+        at_cap(&self.caps, &self.today)
+    }
+
+    /// Takes one click of the offer's daily caps; `false` (and nothing taken) when it is at a cap.
+    #[inline]
+    pub fn take_slot(&self) -> bool {
+        if let Some(cap) = self.caps.ftds
+            && self.today.ftds.load(Ordering::Relaxed) >= cap
+        {
+            return false;
+        }
+        if let Some(cap) = self.caps.clicks
+            && self.today.clicks.fetch_add(1, Ordering::Relaxed) >= cap
+        {
+            self.today.clicks.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot taken for a click that was then refused.
+    pub fn give_back_slot(&self) {
+        if self.caps.clicks.is_some() {
+            self.today.clicks.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What the table needs to know of a visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// Where the visitor is.
+    pub country: Country,
+    /// What they use.
+    pub device: DeviceClass,
+    /// The click's `source`.
+    pub source: Option<&'a str>,
+    /// The click's `campaign`.
+    pub campaign: Option<&'a str>,
+}
+
+impl Segment<'static> {
+    /// A visitor no rule singles out: unknown country, desktop, no source, no campaign.
+    pub const ANYONE: Segment<'static> =
+        Segment { country: Country::UNKNOWN, device: DeviceClass::Desktop, source: None, campaign: None };
+}
+
+/// An offer picked for a click.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'t> {
+    /// The offer.
+    pub offer: &'t RoutedOffer,
+    /// The probability with which it was picked for this visitor.
+    pub propensity: f64,
+}
+
+/// An immutable snapshot of the offers in rotation and how visitors are shared among them.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     offers: Box<[RoutedOffer]>,
-    /// `None` when there is no active offer.
-    alias: Option<WeightedAliasIndex<f64>>,
+    pools: Box<[Pool]>,
+    /// `[country * 3 + device]` -> place class.
+    places: Box<[u32]>,
+    sources: ValueClasses,
+    campaigns: ValueClasses,
+    /// `[(place * n_sources + source) * n_campaigns + campaign]` -> pool index, or `NO_POOL`.
+    pool_of: Box<[u32]>,
+}
+
+const NO_POOL: u32 = u32::MAX;
+
+/// The offers eligible for one kind of visitor, ready to draw from.
+#[derive(Debug)]
+struct Pool {
+    alias: WeightedAliasIndex<f64>,
+    /// Indices into the table's offers.
+    members: Box<[u16]>,
+    /// Each member's probability in this pool.
+    propensities: Box<[f64]>,
+}
+
+/// A set of offers, by their index in the table.
+type OfferSet = [u64; MAX_ROUTED_OFFERS / 64];
+
+fn with_offer(mut set: OfferSet, index: usize) -> OfferSet {
+    set[index / 64] |= 1 << (index % 64);
+    set
+}
+
+fn intersection(a: &OfferSet, b: &OfferSet) -> OfferSet {
+    std::array::from_fn(|i| a[i] & b[i])
+}
+
+fn members(set: &OfferSet) -> Vec<usize> {
+    (0..MAX_ROUTED_OFFERS).filter(|&i| set[i / 64] & (1 << (i % 64)) != 0).collect()
+}
+
+/// The classes of one free-text dimension (source or campaign): values that make the same offers
+/// eligible share a class.
+#[derive(Debug, Default)]
+struct ValueClasses {
+    exact: HashMap<Box<str>, u32>,
+    /// Prefix entries, longest first, with the class of a value whose longest matching prefix they
+    /// are (and that no exact entry names).
+    prefixes: Box<[(Box<str>, u32)]>,
+    /// The class of a click without the value.
+    absent: u32,
+    /// The class of a value no entry names.
+    other: u32,
+    /// How many classes.
+    count: u32,
+}
+
+impl ValueClasses {
+    /// Classes for the entries of `rules`, where `accepts(offer, value)` says whether an offer takes a
+    /// value; `eligible` is the set every class starts from.
+    fn build(
+        n_offers: usize,
+        entries: impl Iterator<Item = ValuePattern>,
+        accepts: impl Fn(usize, Option<&str>) -> bool,
+    ) -> (ValueClasses, Vec<OfferSet>) {
+        let mut sets: Vec<OfferSet> = Vec::new();
+        let mut class_of = |value: Option<&str>| -> u32 {
+            let set = (0..n_offers).filter(|&i| accepts(i, value)).fold([0; MAX_ROUTED_OFFERS / 64], with_offer);
+            match sets.iter().position(|known| *known == set) {
+                Some(class) => class as u32,
+                None => {
+                    sets.push(set);
+                    (sets.len() - 1) as u32
+                }
+            }
+        };
+        let mut classes =
+            ValueClasses { absent: class_of(None), other: class_of(Some(NO_ENTRY)), ..Default::default() };
+        let mut prefixes = Vec::new();
+        for entry in entries {
+            match entry {
+                ValuePattern::Exact(value) => {
+                    if let Entry::Vacant(slot) = classes.exact.entry(value) {
+                        let class = class_of(Some(slot.key()));
+                        slot.insert(class);
+                    }
+                }
+                ValuePattern::Prefix(stem) => {
+                    if !prefixes.iter().any(|(known, _)| *known == stem) {
+                        // A value starting with `stem` (and no longer prefix), that no exact entry names.
+                        let class = class_of(Some(&format!("{stem}{NO_ENTRY}")));
+                        prefixes.push((stem, class));
+                    }
+                }
+            }
+        }
+        prefixes.sort_by_key(|(stem, _)| std::cmp::Reverse(stem.len()));
+        classes.prefixes = prefixes.into_boxed_slice();
+        classes.count = sets.len() as u32;
+        (classes, sets)
+    }
+
+    #[inline]
+    fn class(&self, value: Option<&str>) -> u32 {
+        let Some(value) = value else { return self.absent };
+        if self.count == 1 {
+            return 0;
+        }
+        if let Some(&class) = self.exact.get(value) {
+            return class;
+        }
+        self.prefixes.iter().find(|(stem, _)| value.starts_with(&**stem)).map_or(self.other, |&(_, class)| class)
+    }
 }
 
 impl RoutingTable {
-    /// Builds the table for `offers` with exploration rate `exploration` (in `[0, 1]`).
-    pub fn build(offers: Vec<RouteInput>, exploration: f64) -> RoutingTable {
-        let probabilities = pick_probabilities(offers.iter().map(|offer| offer.weight), exploration);
-        let alias = WeightedAliasIndex::new(probabilities.clone()).ok();
-        let offers = offers
+    /// Builds the table for `inputs`. `probabilities(members)` gives the pick probabilities of a set
+    /// of offers (indices into `inputs`, ascending), summing to 1: the strategy's say. Offers at a
+    /// daily cap are left out of rotation, and offers past [`MAX_ROUTED_OFFERS`] too (logged).
+    pub fn build(inputs: Vec<RouteInput>, probabilities: impl Fn(&[usize]) -> Vec<f64>) -> RoutingTable {
+        if inputs.len() > MAX_ROUTED_OFFERS {
+            tracing::error!(
+                offers = inputs.len(),
+                routed = MAX_ROUTED_OFFERS,
+                "more active offers than a table routes: the offers with the highest ids get no traffic"
+            );
+        }
+        let n_offers = inputs.len().min(MAX_ROUTED_OFFERS);
+        let in_rotation: OfferSet =
+            (0..n_offers).filter(|&i| !inputs[i].is_capped()).fold([0; MAX_ROUTED_OFFERS / 64], with_offer);
+        let all = members(&in_rotation);
+        let shares = probabilities(&all);
+
+        // Country x device.
+        let mut place_sets: Vec<OfferSet> = Vec::new();
+        let places: Box<[u32]> = Country::all()
+            .flat_map(|country| DeviceClass::ALL.map(move |device| (country, device)))
+            .map(|(country, device)| {
+                let set = all
+                    .iter()
+                    .filter(|&&i| inputs[i].rules.accepts_place(country, device))
+                    .fold([0; MAX_ROUTED_OFFERS / 64], |set, &i| with_offer(set, i));
+                let class = place_sets.iter().position(|known| *known == set).unwrap_or_else(|| {
+                    place_sets.push(set);
+                    place_sets.len() - 1
+                });
+                class as u32
+            })
+            .collect();
+        let entries = |patterns: fn(&OfferRules) -> &[ValuePattern]| {
+            inputs[..n_offers].iter().flat_map(move |input| patterns(&input.rules).iter().cloned())
+        };
+        let (sources, source_sets) = ValueClasses::build(n_offers, entries(OfferRules::source_patterns), |i, value| {
+            inputs[i].rules.accepts_source(value)
+        });
+        let (campaigns, campaign_sets) =
+            ValueClasses::build(n_offers, entries(OfferRules::campaign_patterns), |i, value| {
+                inputs[i].rules.accepts_campaign(value)
+            });
+
+        let mut pools: Vec<Pool> = Vec::new();
+        let mut pool_index: HashMap<OfferSet, u32> = HashMap::new();
+        let mut pool_of = Vec::with_capacity(place_sets.len() * source_sets.len() * campaign_sets.len());
+        for place in &place_sets {
+            for source in &source_sets {
+                let narrowed = intersection(place, source);
+                for campaign in &campaign_sets {
+                    let eligible = intersection(&narrowed, campaign);
+                    if eligible == [0; MAX_ROUTED_OFFERS / 64] {
+                        pool_of.push(NO_POOL);
+                        continue;
+                    }
+                    let index = *pool_index.entry(eligible).or_insert_with(|| {
+                        let members = members(&eligible);
+                        pools.push(Pool::new(&members, probabilities(&members)));
+                        (pools.len() - 1) as u32
+                    });
+                    pool_of.push(index);
+                }
+            }
+        }
+
+        let mut share_of = vec![0.0; n_offers];
+        for (&i, share) in all.iter().zip(shares) {
+            share_of[i] = share;
+        }
+        let offers = inputs
             .into_iter()
-            .zip(probabilities)
-            .map(|(input, propensity)| RoutedOffer {
+            .take(n_offers)
+            .zip(share_of)
+            .enumerate()
+            .map(|(i, (input, propensity))| RoutedOffer {
+                in_rotation: in_rotation[i / 64] & (1 << (i % 64)) != 0,
                 offer_id: input.offer_id,
                 propensity,
                 weight: input.weight,
                 redirect: input.redirect,
                 clicks: input.clicks,
+                caps: input.caps,
+                today: input.today,
             })
             .collect();
-        RoutingTable { offers, alias }
+        RoutingTable { offers, pools: pools.into(), places, sources, campaigns, pool_of: pool_of.into() }
     }
 
-    /// Picks an offer, or `None` if no offer is active.
+    /// Picks an offer for a visitor, or `None` if no offer in rotation accepts them.
     #[inline]
-    pub fn pick<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<&RoutedOffer> {
-        let index = self.alias.as_ref()?.sample(rng);
-        self.offers.get(index)
+    pub fn pick<R: Rng + ?Sized>(&self, segment: &Segment<'_>, rng: &mut R) -> Option<Pick<'_>> {
+        let place = *self.places.get(segment.country.index() * DeviceClass::ALL.len() + segment.device.index())?;
+        let source = self.sources.class(segment.source);
+        let campaign = self.campaigns.class(segment.campaign);
+        let slot = (place * self.sources.count + source) * self.campaigns.count + campaign;
+        let pool = self.pools.get(*self.pool_of.get(slot as usize)? as usize)?;
+        let candidate = |member: usize| {
+            let offer = &self.offers[usize::from(pool.members[member])];
+            offer.take_slot().then_some(Pick { offer, propensity: pool.propensities[member] })
+        };
+        for _ in 0..MAX_REDRAWS {
+            if let Some(pick) = candidate(pool.alias.sample(rng)) {
+                return Some(pick);
+            }
+        }
+        // The offers drawn reached their caps since the table was built: any member still below.
+        (0..pool.members.len()).find_map(candidate)
     }
 
-    /// The offers in the table, with their probabilities.
+    /// The offers in the table, with their shares of traffic.
     pub fn offers(&self) -> &[RoutedOffer] {
         &self.offers
+    }
+
+    /// Whether no offer is in rotation.
+    pub fn is_empty(&self) -> bool {
+        self.pools.is_empty()
+    }
+
+    /// How many distinct sets of eligible offers the table holds.
+    pub fn pool_count(&self) -> usize {
+        self.pools.len()
+    }
+}
+
+impl Pool {
+    fn new(members: &[usize], probabilities: Vec<f64>) -> Pool {
+        // Probabilities that are all zero (or not finite) fall back to equal shares.
+        let usable =
+            probabilities.iter().all(|p| p.is_finite() && *p >= 0.0) && probabilities.iter().sum::<f64>() > 0.0;
+        let propensities = if usable { probabilities } else { vec![1.0 / members.len() as f64; members.len()] };
+        let alias = WeightedAliasIndex::new(propensities.clone())
+            .unwrap_or_else(|_| WeightedAliasIndex::new(vec![1.0; members.len()]).expect("one member or more"));
+        Pool {
+            alias,
+            members: members.iter().map(|&i| i as u16).collect(),
+            propensities: propensities.into_boxed_slice(),
+        }
     }
 }
 
@@ -104,20 +441,42 @@ pub fn pick_probabilities(weights: impl ExactSizeIterator<Item = f64> + Clone, e
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::rules::Targeting;
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 
+    fn input(i: usize, weight: f64, targeting: &str) -> RouteInput {
+        RouteInput {
+            offer_id: i as i64 + 1,
+            weight,
+            redirect: RedirectTemplate::parse(&format!("https://o{i}.example/")).unwrap(),
+            clicks: Arc::default(),
+            rules: OfferRules::compile(&serde_json::from_str::<Targeting>(targeting).unwrap()),
+            caps: DailyCaps::default(),
+            today: Arc::default(),
+        }
+    }
+
     fn inputs(weights: &[f64]) -> Vec<RouteInput> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &weight)| RouteInput {
-                offer_id: i as i64 + 1,
-                weight,
-                redirect: RedirectTemplate::parse(&format!("https://o{i}.example/")).unwrap(),
-                clicks: Arc::default(),
-            })
-            .collect()
+        weights.iter().enumerate().map(|(i, &weight)| input(i, weight, "{}")).collect()
+    }
+
+    fn ev(inputs: &[RouteInput], exploration: f64) -> impl Fn(&[usize]) -> Vec<f64> + use<> {
+        let weights: Vec<f64> = inputs.iter().map(|i| i.weight).collect();
+        move |members: &[usize]| pick_probabilities(members.iter().map(|&i| weights[i]), exploration)
+    }
+
+    fn table(inputs: Vec<RouteInput>, exploration: f64) -> RoutingTable {
+        let probabilities = ev(&inputs, exploration);
+        RoutingTable::build(inputs, probabilities)
+    }
+
+    fn anyone() -> Segment<'static> {
+        Segment::ANYONE
+    }
+
+    fn country(code: &str) -> Country {
+        Country::from_code(code).unwrap()
     }
 
     #[test]
@@ -131,13 +490,14 @@ mod tests {
 
     #[test]
     fn an_empty_table_picks_nothing() {
-        let table = RoutingTable::build(Vec::new(), 0.2);
-        assert!(table.pick(&mut SmallRng::seed_from_u64(1)).is_none());
+        let table = table(Vec::new(), 0.2);
+        assert!(table.is_empty());
+        assert!(table.pick(&anyone(), &mut SmallRng::seed_from_u64(1)).is_none());
     }
 
     #[test]
     fn propensities_sum_to_one() {
-        let table = RoutingTable::build(inputs(&[0.1, 1.0, 0.5, 0.0]), 0.2);
+        let table = table(inputs(&[0.1, 1.0, 0.5, 0.0]), 0.2);
         let total: f64 = table.offers().iter().map(|o| o.propensity).sum();
         assert!((total - 1.0).abs() < 1e-12);
         assert!(table.offers()[3].propensity > 0.0, "exploration keeps a zero-weight offer alive");
@@ -145,13 +505,14 @@ mod tests {
 
     #[test]
     fn pick_frequencies_match_probabilities_chi_square() {
-        let table = RoutingTable::build(inputs(&[1.0, 0.5, 0.1, 2.0, 0.0]), 0.2);
+        let table = table(inputs(&[1.0, 0.5, 0.1, 2.0, 0.0]), 0.2);
         let mut rng = SmallRng::seed_from_u64(42);
         let n = 200_000;
         let mut counts = [0u64; 5];
         for _ in 0..n {
-            let offer = table.pick(&mut rng).unwrap();
-            counts[(offer.offer_id - 1) as usize] += 1;
+            let pick = table.pick(&anyone(), &mut rng).unwrap();
+            assert_eq!(pick.propensity, pick.offer.propensity, "one pool: the overall shares");
+            counts[(pick.offer.offer_id - 1) as usize] += 1;
         }
         let chi_square: f64 = table
             .offers()
@@ -164,5 +525,96 @@ mod tests {
             .sum();
         // 4 degrees of freedom: the 99.9th percentile is 18.47.
         assert!(chi_square < 18.47, "chi-square {chi_square}, counts {counts:?}");
+    }
+
+    #[test]
+    fn each_visitor_gets_only_offers_whose_rules_accept_them() {
+        let offers = vec![
+            input(0, 1.0, r#"{"countries": ["DE", "AT"]}"#),
+            input(1, 1.0, r#"{"countries": ["GB"], "devices": ["mobile"]}"#),
+            input(2, 1.0, r#"{"blocked_countries": ["DE"], "sources": ["fb_*", "google"]}"#),
+            input(3, 1.0, r#"{"campaigns": ["spring"], "sources": ["fb_ads"]}"#),
+        ];
+        let rules: Vec<OfferRules> = offers.iter().map(|o| o.rules.clone()).collect();
+        let table = table(offers, 0.0);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let sources = [None, Some("fb_ads"), Some("fb_x"), Some("fb"), Some("google"), Some("other")];
+        let campaigns = [None, Some("spring"), Some("autumn")];
+        for code in ["DE", "AT", "GB", "FR", "XX"] {
+            for device in DeviceClass::ALL {
+                for source in sources {
+                    for campaign in campaigns {
+                        let segment = Segment { country: country(code), device, source, campaign };
+                        let eligible: Vec<i64> = (0..4)
+                            .filter(|&i| {
+                                let r = &rules[i];
+                                r.accepts_place(segment.country, device)
+                                    && r.accepts_source(source)
+                                    && r.accepts_campaign(campaign)
+                            })
+                            .map(|i| i as i64 + 1)
+                            .collect();
+                        let mut seen = Vec::new();
+                        for _ in 0..200 {
+                            match table.pick(&segment, &mut rng) {
+                                Some(pick) => seen.push(pick.offer.offer_id),
+                                None => break,
+                            }
+                        }
+                        seen.sort_unstable();
+                        seen.dedup();
+                        assert_eq!(seen, eligible, "{segment:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn probabilities_are_those_of_the_eligible_set() {
+        // Weights 3 and 1; only offer 2 takes GB visitors with no source.
+        let offers = vec![input(0, 3.0, r#"{"countries": ["DE"]}"#), input(1, 1.0, "{}")];
+        let table = table(offers, 0.0);
+        let mut rng = SmallRng::seed_from_u64(9);
+        let de = Segment { country: country("DE"), ..anyone() };
+        let pick = table.pick(&Segment { country: country("GB"), ..anyone() }, &mut rng).unwrap();
+        assert_eq!((pick.offer.offer_id, pick.propensity), (2, 1.0));
+        let counts = (0..10_000).fold([0u32; 2], |mut counts, _| {
+            let pick = table.pick(&de, &mut rng).unwrap();
+            counts[(pick.offer.offer_id - 1) as usize] += 1;
+            assert_eq!(pick.propensity, [0.75, 0.25][(pick.offer.offer_id - 1) as usize]);
+            counts
+        });
+        assert!((7_200..7_800).contains(&counts[0]), "{counts:?}");
+        assert_eq!(table.pool_count(), 2);
+    }
+
+    #[test]
+    fn an_offer_at_its_click_cap_is_skipped_and_the_cap_is_exact() {
+        let mut capped = input(0, 100.0, "{}");
+        capped.caps.clicks = Some(10);
+        let table = table(vec![capped, input(1, 1.0, "{}")], 0.0);
+        let mut rng = SmallRng::seed_from_u64(5);
+        let to_capped = (0..1_000).filter(|_| table.pick(&anyone(), &mut rng).unwrap().offer.offer_id == 1).count();
+        assert_eq!(to_capped, 10);
+        assert_eq!(table.offers()[0].today.clicks.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn offers_at_a_cap_when_built_are_out_of_rotation() {
+        let mut capped = input(0, 1.0, "{}");
+        capped.caps.ftds = Some(2);
+        capped.today.ftds.store(2, Ordering::Relaxed);
+        let only_capped = table(vec![capped.clone()], 0.0);
+        assert!(only_capped.is_empty() && only_capped.offers()[0].propensity == 0.0);
+        let mut other = input(1, 1.0, "{}");
+        other.caps.ftds = Some(1);
+        let table = table(vec![capped, other], 0.0);
+        assert_eq!(table.offers()[1].propensity, 1.0);
+        let mut rng = SmallRng::seed_from_u64(1);
+        assert_eq!(table.pick(&anyone(), &mut rng).unwrap().offer.offer_id, 2);
+        // Its FTD cap reached after the build: no offer left for anyone.
+        table.offers()[1].today.ftds.store(1, Ordering::Relaxed);
+        assert!(table.pick(&anyone(), &mut rng).is_none());
     }
 }

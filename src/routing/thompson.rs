@@ -406,6 +406,34 @@ pub struct ThompsonResult {
     pub probability_best: Vec<f64>,
     /// 5th and 95th percentiles of each offer's EPC, in input order.
     pub epc_interval: Vec<(f64, f64)>,
+    /// The routing draws behind `probability_best`: per draw, each offer's sampled EPC (draw-major),
+    /// so that the probability of being best among any subset of the offers can be read off them.
+    pub route_draws: Vec<f64>,
+}
+
+impl ThompsonResult {
+    /// The probability of each of `members` (indices in input order) being best among them alone,
+    /// from the same draws as `probability_best`: what routing a visitor whom only those offers accept
+    /// needs. Sums to 1.
+    pub fn probability_best_among(&self, members: &[usize]) -> Vec<f64> {
+        let k = self.posteriors.len();
+        let mut wins = vec![0u64; members.len()];
+        if k == 0 || members.is_empty() {
+            return Vec::new();
+        }
+        let draws = self.route_draws.chunks_exact(k);
+        let n_draws = draws.len().max(1);
+        for draw in draws {
+            let mut best = (f64::NEG_INFINITY, 0);
+            for (slot, &index) in members.iter().enumerate() {
+                if draw[index] > best.0 {
+                    best = (draw[index], slot);
+                }
+            }
+            wins[best.1] += 1;
+        }
+        wins.iter().map(|&w| w as f64 / n_draws as f64).collect()
+    }
 }
 
 /// Computes posteriors and routing probabilities with `draws` Monte Carlo draws.
@@ -465,8 +493,8 @@ pub fn evaluate(offers: &[OfferHistory], draws: usize, seed: u64) -> ThompsonRes
             }
         })
         .collect();
-    let (probability_best, epc_interval) = monte_carlo(&posteriors, draws, seed);
-    ThompsonResult { posteriors, probability_best, epc_interval }
+    let (probability_best, epc_interval, route_draws) = monte_carlo(&posteriors, draws, seed);
+    ThompsonResult { posteriors, probability_best, epc_interval, route_draws }
 }
 
 /// Hours of an offer's history to use: all of it, or the most significant recent window whose FTD
@@ -503,10 +531,10 @@ pub fn change_window(ftds: &[u64], exposure: &[f64]) -> usize {
     })
 }
 
-fn monte_carlo(posteriors: &[OfferPosterior], draws: usize, seed: u64) -> (Vec<f64>, Vec<(f64, f64)>) {
+fn monte_carlo(posteriors: &[OfferPosterior], draws: usize, seed: u64) -> (Vec<f64>, Vec<(f64, f64)>, Vec<f64>) {
     let k = posteriors.len();
     if k == 0 {
-        return (Vec::new(), Vec::new());
+        return (Vec::new(), Vec::new(), Vec::new());
     }
     let mut rng = SmallRng::seed_from_u64(seed);
     // Per offer: the rate's posterior sharpened (the same mean, the spread divided by
@@ -524,11 +552,13 @@ fn monte_carlo(posteriors: &[OfferPosterior], draws: usize, seed: u64) -> (Vec<f
     let draws = draws.max(1);
     let mut wins = vec![0u64; k];
     let mut samples = vec![Vec::with_capacity(draws); k];
+    let mut route_draws = Vec::with_capacity(draws * k);
     for _ in 0..draws {
         let mut best = (f64::NEG_INFINITY, 0);
         for (index, (sharpened, rate, payout)) in samplers.iter().enumerate() {
             let payout = payout.sample(&mut rng).max(0.0);
             let epc = sharpened.sample(&mut rng) * payout;
+            route_draws.push(epc);
             samples[index].push(rate.sample(&mut rng) * payout);
             if epc > best.0 {
                 best = (epc, index);
@@ -548,7 +578,7 @@ fn monte_carlo(posteriors: &[OfferPosterior], draws: usize, seed: u64) -> (Vec<f
             (at(0.05), at(0.95))
         })
         .collect();
-    (probabilities, intervals)
+    (probabilities, intervals, route_draws)
 }
 
 #[cfg(test)]
@@ -765,6 +795,22 @@ mod tests {
         let naive_rate = 1.0 / (1.0 / 0.04 + 2_000.0); // the same prior, every click a failure
         assert!(young_rate > 0.01 && young_rate > 20.0 * naive_rate, "posterior mean rate {young_rate}");
         assert!(result.posteriors[1].exposure < 50.0, "2000 young clicks weigh {}", result.posteriors[1].exposure);
+    }
+
+    #[test]
+    fn the_best_among_a_subset_is_read_off_the_same_draws() {
+        // Offer 1 converts at 4%, offers 2 and 3 at 2% and 1%: among 2 and 3 alone, 2 is nearly
+        // always best, though it is nearly never best of all three.
+        let offers: Vec<OfferHistory> = [(1, 0.04), (2, 0.02), (3, 0.01)]
+            .iter()
+            .map(|&(id, rate)| history(id, 40, move |_| rate, 6.0, id as u64).0)
+            .collect();
+        let result = evaluate(&offers, 2_000, 7);
+        assert_eq!(result.probability_best_among(&[0, 1, 2]), result.probability_best, "the full set");
+        assert!(result.probability_best[1] < 0.05, "{:?}", result.probability_best);
+        let among = result.probability_best_among(&[1, 2]);
+        assert!(among[0] > 0.9 && (among.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{among:?}");
+        assert_eq!(result.probability_best_among(&[2]), [1.0]);
     }
 
     #[test]

@@ -34,7 +34,8 @@ use uuid::Uuid;
 use crate::config::{Config, DatabaseConfig};
 use crate::conversion::EventKind;
 use crate::routing::thompson::{HORIZON_HOURS, OfferHistory};
-use crate::routing::{WeightPolicy, WeightedOffer};
+use crate::routing::{DailyCaps, Targeting, WeightPolicy, WeightedOffer};
+use crate::visitor::{Country, DeviceClass};
 
 /// An offer as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,10 @@ pub struct Offer {
     pub active: bool,
     /// The platform's own status words mapped to our events (`first_dep` -> `ftd`).
     pub event_aliases: BTreeMap<String, EventKind>,
+    /// Who it accepts.
+    pub targeting: Targeting,
+    /// Its daily caps.
+    pub daily_caps: DailyCaps,
     /// Creation time.
     pub created_at: OffsetDateTime,
 }
@@ -72,6 +77,10 @@ pub struct NewOffer {
     pub active: bool,
     /// Status-word mapping.
     pub event_aliases: BTreeMap<String, EventKind>,
+    /// Who it accepts.
+    pub targeting: Targeting,
+    /// Its daily caps.
+    pub daily_caps: DailyCaps,
 }
 
 /// A validated partial update: `None` fields are left as they are.
@@ -89,6 +98,12 @@ pub struct OfferPatch {
     pub active: Option<bool>,
     /// Replace the status-word mapping.
     pub event_aliases: Option<BTreeMap<String, EventKind>>,
+    /// Replace the targeting rules.
+    pub targeting: Option<Targeting>,
+    /// Set (`Some(Some)`) or remove (`Some(None)`) the daily click cap.
+    pub daily_click_cap: Option<Option<u64>>,
+    /// Set or remove the daily FTD cap.
+    pub daily_ftd_cap: Option<Option<u64>>,
 }
 
 /// What became of a delete request.
@@ -102,12 +117,15 @@ pub enum DeleteOutcome {
     HasClicks,
 }
 
+/// The `offer_id` of a click sent to the fallback URL: no offer has it (ids start at 1).
+pub const FALLBACK_OFFER_ID: i64 = 0;
+
 /// One click, as recorded (and as the journal keeps it, in JSON).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClickRecord {
     /// The id handed to the casino in the redirect (UUID v7).
     pub click_id: Uuid,
-    /// The offer picked.
+    /// The offer picked, or [`FALLBACK_OFFER_ID`].
     pub offer_id: i64,
     /// When the click was routed.
     #[serde(with = "time::serde::rfc3339")]
@@ -124,6 +142,43 @@ pub struct ClickRecord {
     pub campaign: Option<Box<str>>,
     /// Probability with which the offer was picked.
     pub propensity: f64,
+    /// The visitor's country (`None` only in journals written before targeting).
+    #[serde(default, with = "visitor_serde::country")]
+    pub country: Option<Country>,
+    /// The visitor's device class.
+    #[serde(default, with = "visitor_serde::device")]
+    pub device: Option<DeviceClass>,
+    /// Whether the visitor was taken for a bot or a link preview.
+    #[serde(default)]
+    pub is_bot: bool,
+    /// Whether the click went to the fallback URL (no offer accepted the visitor).
+    #[serde(default)]
+    pub is_fallback: bool,
+}
+
+/// The journal's JSON of the visitor fields: their codes.
+mod visitor_serde {
+    macro_rules! as_code {
+        ($name:ident, $ty:ty, $parse:expr) => {
+            pub mod $name {
+                use serde::{Deserialize, Deserializer, Serializer};
+
+                pub fn serialize<S: Serializer>(value: &Option<$ty>, serializer: S) -> Result<S::Ok, S::Error> {
+                    match value {
+                        Some(value) => serializer.serialize_some(value.as_str()),
+                        None => serializer.serialize_none(),
+                    }
+                }
+
+                pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<$ty>, D::Error> {
+                    let code: Option<String> = Option::deserialize(deserializer)?;
+                    Ok(code.as_deref().and_then($parse))
+                }
+            }
+        };
+    }
+    as_code!(country, crate::visitor::Country, crate::visitor::Country::from_code);
+    as_code!(device, crate::visitor::DeviceClass, crate::visitor::DeviceClass::parse);
 }
 
 /// The offer a click belongs to, as a postback needs it for authentication and event mapping.
@@ -312,7 +367,7 @@ pub struct OfferStats {
     pub weight: f64,
     /// Whether it is active.
     pub active: bool,
-    /// Clicks in the range.
+    /// Clicks of people in the range (bots are reported apart).
     pub clicks: u64,
     /// Registrations of those clicks.
     pub registrations: u64,
@@ -320,6 +375,87 @@ pub struct OfferStats {
     pub ftds: u64,
     /// FTD payouts of those FTDs plus further deposits of those clicks.
     pub revenue: f64,
+}
+
+/// A visitor dimension reports can group clicks by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dimension {
+    /// The visitor's country.
+    Country,
+    /// The visitor's device class.
+    Device,
+    /// The click's `source`.
+    Source,
+    /// The click's `campaign`.
+    Campaign,
+}
+
+impl Dimension {
+    /// Every dimension, in declaration order.
+    pub const ALL: [Dimension; 4] = [Dimension::Country, Dimension::Device, Dimension::Source, Dimension::Campaign];
+
+    /// Its name in the API and the column of `clicks` that holds it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Country => "country",
+            Dimension::Device => "device",
+            Dimension::Source => "source",
+            Dimension::Campaign => "campaign",
+        }
+    }
+
+    /// Parses a dimension's name.
+    pub fn parse(name: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|dimension| dimension.as_str() == name)
+    }
+
+    /// A click's value of this dimension, as the rollup keys it (`""` when the click has none).
+    pub fn value_of(self, click: &ClickRecord) -> &str {
+        match self {
+            Dimension::Country => click.country.map_or("", Country::as_str),
+            Dimension::Device => click.device.map_or("", DeviceClass::as_str),
+            Dimension::Source => click.source.as_deref().unwrap_or(""),
+            Dimension::Campaign => click.campaign.as_deref().unwrap_or(""),
+        }
+    }
+}
+
+/// How a report groups: by offer, by one dimension, or by both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// One row per offer (the fallback is an offer of its own here).
+    pub by_offer: bool,
+    /// One row per value of this dimension.
+    pub dimension: Option<Dimension>,
+}
+
+/// One row of a grouped report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SegmentStats {
+    /// The offer, when grouped by offer ([`FALLBACK_OFFER_ID`] for the fallback).
+    pub offer_id: Option<i64>,
+    /// The dimension's value, when grouped by one (`None`: the click had none, or was recorded
+    /// before the router knew it).
+    pub value: Option<String>,
+    /// Clicks of people (bots excluded).
+    pub clicks: u64,
+    /// Clicks of bots and link previews.
+    pub bots: u64,
+    /// Non-rejected FTDs of those clicks.
+    pub ftds: u64,
+    /// What those clicks earned: FTD payouts plus further deposits.
+    pub revenue: f64,
+}
+
+/// An offer's totals for the current UTC day, over all instances, as stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DailyTotal {
+    /// The offer.
+    pub offer_id: i64,
+    /// Clicks routed to it (bots included).
+    pub clicks: u64,
+    /// Non-rejected FTDs that arrived.
+    pub ftds: u64,
 }
 
 /// Why a store call failed.
@@ -489,6 +625,44 @@ pub async fn insert_clicks_isolating(store: &dyn Store, clicks: &[ClickRecord]) 
     outcome
 }
 
+/// What a batch of new clicks adds to the rollups: per offer and hour (start, in Unix seconds),
+/// `(clicks, bots)`; and the same per dimension value. Both stores write it in the batch's
+/// transaction, from the clicks actually inserted.
+#[derive(Debug, Default)]
+pub(crate) struct Rollup<'a> {
+    pub hourly: BTreeMap<(i64, i64), (i64, i64)>,
+    pub dims: BTreeMap<(i64, i64, Dimension, &'a str), (i64, i64)>,
+}
+
+impl<'a> Rollup<'a> {
+    /// Counts `click`.
+    pub fn add(&mut self, click: &'a ClickRecord) {
+        let timestamp = click.created_at.unix_timestamp();
+        let hour = timestamp - timestamp.rem_euclid(3600);
+        let bot = i64::from(click.is_bot);
+        let count = |entry: &mut (i64, i64)| {
+            entry.0 += 1;
+            entry.1 += bot;
+        };
+        count(self.hourly.entry((click.offer_id, hour)).or_default());
+        for dimension in Dimension::ALL {
+            count(self.dims.entry((click.offer_id, hour, dimension, dimension.value_of(click))).or_default());
+        }
+    }
+
+    /// The rollup of `clicks`.
+    pub fn of(clicks: impl IntoIterator<Item = &'a ClickRecord>) -> Rollup<'a> {
+        let mut rollup = Rollup::default();
+        clicks.into_iter().for_each(|click| rollup.add(click));
+        rollup
+    }
+
+    /// How many clicks it counts.
+    pub fn clicks(&self) -> u64 {
+        self.hourly.values().map(|(clicks, _)| *clicks as u64).sum()
+    }
+}
+
 /// The storage interface. Implementations apply their migrations when they are opened.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -514,7 +688,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome>;
 
     /// Writes a batch of clicks in one transaction, skipping ids already stored; returns how many
-    /// were new.
+    /// were new. A click's id is a UUID v7 minted at its `created_at` (reports find clicks of a
+    /// time range through the primary key).
     async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64>;
 
     /// The offer of a stored click.
@@ -532,6 +707,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Per-offer figures over a range of click times.
     async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>>;
+
+    /// Figures over a range of click times, grouped by offer, a visitor dimension, or both (in no
+    /// particular order).
+    async fn segment_stats(&self, range: TimeRange, grouping: Grouping) -> StoreResult<Vec<SegmentStats>>;
+
+    /// Each offer's clicks and FTDs since `day_start` (the start of the current UTC day), for the
+    /// daily caps; offers with neither are left out.
+    async fn daily_totals(&self, day_start: OffsetDateTime) -> StoreResult<Vec<DailyTotal>>;
 
     /// Clicks and FTDs of the last `horizon_hours` before `now`, by offer and hour, for the
     /// Thompson engine.

@@ -35,12 +35,12 @@ use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
-    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, RoutingVersion, Store, StoreError,
-    StoreResult, TimeRange, rollup_bounds,
+    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket, Grouping, NewOffer,
+    Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, Rollup, RoutingEvidence,
+    RoutingVersion, SegmentStats, Store, StoreError, StoreResult, TimeRange, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
-use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
+use crate::routing::{OfferWindow, Targeting, WeightPolicy, WeightedOffer};
 
 /// The shared statements, in PostgreSQL's dialect.
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(&sql::POSTGRES));
@@ -236,6 +236,10 @@ impl Columns for PgRow<'_> {
     fn opt_ip(&self, index: usize) -> StoreResult<Option<IpAddr>> {
         self.get(index)
     }
+    fn targeting(&self, index: usize) -> StoreResult<Targeting> {
+        let Json(targeting) = self.get(index)?;
+        Ok(targeting)
+    }
 }
 
 /// Maps every row with `map`.
@@ -298,13 +302,24 @@ impl RoutingVersion for Tx<'_, '_> {
 impl OfferTransaction for Tx<'_, '_> {
     async fn insert_offer(&mut self, offer: &NewOffer) -> StoreResult<Offer> {
         let sql = format!(
-            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {}",
+            "INSERT INTO offers ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {}",
+            sql::NEW_OFFER_COLUMNS,
             sql::OFFER_COLUMNS
         );
         let aliases = aliases_json(&offer.event_aliases);
-        let params: [&(dyn ToSql + Sync); 6] =
-            [&offer.name, &offer.casino_url, &offer.weight, &offer.postback_secret, &offer.active, &aliases];
+        let targeting = Json(&offer.targeting);
+        let (click_cap, ftd_cap) = (offer.daily_caps.clicks.map(cap_value), offer.daily_caps.ftds.map(cap_value));
+        let params: [&(dyn ToSql + Sync); 9] = [
+            &offer.name,
+            &offer.casino_url,
+            &offer.weight,
+            &offer.postback_secret,
+            &offer.active,
+            &aliases,
+            &targeting,
+            &click_cap,
+            &ftd_cap,
+        ];
         let row = self.0.query_one(&sql, &params).await.map_err(db_error)?;
         sql::offer(&PgRow(&row))
     }
@@ -312,8 +327,25 @@ impl OfferTransaction for Tx<'_, '_> {
     async fn patch_offer(&mut self, id: i64, patch: &OfferPatch) -> StoreResult<Option<Offer>> {
         let aliases = patch.event_aliases.as_ref().map(aliases_json);
         let now = OffsetDateTime::now_utc();
-        let params: [&(dyn ToSql + Sync); 8] =
-            [&id, &patch.name, &patch.casino_url, &patch.weight, &patch.postback_secret, &patch.active, &aliases, &now];
+        let targeting = patch.targeting.as_ref().map(Json);
+        let (set_click_cap, click_cap) =
+            (patch.daily_click_cap.is_some(), patch.daily_click_cap.flatten().map(cap_value));
+        let (set_ftd_cap, ftd_cap) = (patch.daily_ftd_cap.is_some(), patch.daily_ftd_cap.flatten().map(cap_value));
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &id,
+            &patch.name,
+            &patch.casino_url,
+            &patch.weight,
+            &patch.postback_secret,
+            &patch.active,
+            &aliases,
+            &now,
+            &targeting,
+            &set_click_cap,
+            &click_cap,
+            &set_ftd_cap,
+            &ftd_cap,
+        ];
         let row = self.0.query_opt(&SQL.update_offer, &params).await.map_err(db_error)?;
         map_row(row.as_ref(), sql::offer)
     }
@@ -381,9 +413,10 @@ impl ConversionTransaction for Tx<'_, '_> {
     }
 }
 
-/// Column order of every click COPY.
-const CLICK_COLUMNS: &str =
-    "click_id, offer_id, created_at, user_agent, ip_address, referrer, source, campaign, propensity";
+/// A cap as a `BIGINT` (caps are validated far below `i64::MAX`).
+fn cap_value(cap: u64) -> i64 {
+    i64::try_from(cap).unwrap_or(i64::MAX)
+}
 
 /// Why a COPY of clicks failed.
 #[derive(Debug)]
@@ -409,8 +442,8 @@ const COPY_CHUNK: usize = 256 * 1024;
 /// `BinaryCopyInWriter` sends every 4 KiB, a channel message (and often a wake-up of the connection
 /// task) per 35 clicks.
 async fn copy_clicks(tx: &Transaction<'_>, table: &str, clicks: &[ClickRecord]) -> Result<(), CopyError> {
-    const FIELDS: i16 = 9;
-    let mut sink = pin!(tx.copy_in(&format!("COPY {table} ({CLICK_COLUMNS}) FROM STDIN BINARY")).await?);
+    const FIELDS: i16 = 13;
+    let mut sink = pin!(tx.copy_in(&format!("COPY {table} ({}) FROM STDIN BINARY", sql::CLICK_COLUMNS)).await?);
     let mut buf = BytesMut::with_capacity(COPY_CHUNK.min(19 + 128 * clicks.len()) + 128);
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");
     buf.put_i32(0); // flags
@@ -426,6 +459,10 @@ async fn copy_clicks(tx: &Transaction<'_>, table: &str, clicks: &[ClickRecord]) 
         put_field(&mut buf, &click.source.as_deref(), &Type::TEXT)?;
         put_field(&mut buf, &click.campaign.as_deref(), &Type::TEXT)?;
         put_field(&mut buf, &click.propensity, &Type::FLOAT8)?;
+        put_field(&mut buf, &click.country.map(|country| country.as_str()), &Type::TEXT)?;
+        put_field(&mut buf, &click.device.map(|device| device.as_str()), &Type::TEXT)?;
+        put_field(&mut buf, &click.is_bot, &Type::BOOL)?;
+        put_field(&mut buf, &click.is_fallback, &Type::BOOL)?;
         if buf.len() >= COPY_CHUNK {
             sink.as_mut().send(buf.split().freeze()).await?;
         }
@@ -449,31 +486,58 @@ fn put_field(buf: &mut BytesMut, value: &(dyn ToSql + Sync), ty: &Type) -> Resul
     Ok(())
 }
 
-/// The fast path: every click of the batch is new. COPY into `clicks`, then the hourly rollup from
-/// counts made here, in one transaction; a click stored before fails the whole batch.
+/// The fast path: every click of the batch is new. COPY into `clicks`, then the rollups from counts
+/// made here, in one transaction; a click stored before fails the whole batch.
 async fn copy_new_clicks(client: &mut Object, clicks: &[ClickRecord]) -> Result<u64, CopyError> {
-    let mut per_hour: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-    for click in clicks {
-        let timestamp = click.created_at.unix_timestamp();
-        *per_hour.entry((click.offer_id, timestamp - timestamp.rem_euclid(3600))).or_default() += 1;
-    }
-    let (mut offers, mut hours, mut counts) = (Vec::new(), Vec::new(), Vec::new());
-    for ((offer, hour), count) in per_hour {
-        offers.push(offer);
-        hours.push(hour as f64);
-        counts.push(count);
-    }
     let tx = client.transaction().await?;
     copy_clicks(&tx, "clicks", clicks).await?;
-    tx.execute(
-        "INSERT INTO click_rollup_hourly (offer_id, hour, clicks)
-         SELECT offer_id, to_timestamp(hour), clicks FROM unnest($1::int8[], $2::float8[], $3::int8[]) AS t (offer_id, hour, clicks)
-         ON CONFLICT (offer_id, hour) DO UPDATE SET clicks = click_rollup_hourly.clicks + EXCLUDED.clicks",
-        &[&offers, &hours, &counts],
-    )
-    .await?;
+    add_rollup(&tx, &Rollup::of(clicks)).await?;
     tx.commit().await?;
     Ok(clicks.len() as u64)
+}
+
+/// Adds `rollup` to both rollup tables, one statement each.
+async fn add_rollup(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(), tokio_postgres::Error> {
+    if rollup.hourly.is_empty() {
+        return Ok(());
+    }
+    let (mut offers, mut hours, mut clicks, mut bots) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (&(offer, hour), &(n, n_bots)) in &rollup.hourly {
+        offers.push(offer);
+        hours.push(hour as f64);
+        clicks.push(n);
+        bots.push(n_bots);
+    }
+    tx.execute(
+        "INSERT INTO click_rollup_hourly (offer_id, hour, clicks, bots)
+         SELECT offer_id, to_timestamp(hour), clicks, bots
+         FROM unnest($1::int8[], $2::float8[], $3::int8[], $4::int8[]) AS t (offer_id, hour, clicks, bots)
+         ON CONFLICT (offer_id, hour) DO UPDATE
+         SET clicks = click_rollup_hourly.clicks + EXCLUDED.clicks, bots = click_rollup_hourly.bots + EXCLUDED.bots",
+        &[&offers, &hours, &clicks, &bots],
+    )
+    .await?;
+    let (mut offers, mut hours, mut dimensions, mut values, mut clicks, mut bots) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (&(offer, hour, dimension, value), &(n, n_bots)) in &rollup.dims {
+        offers.push(offer);
+        hours.push(hour as f64);
+        dimensions.push(dimension.as_str());
+        values.push(value);
+        clicks.push(n);
+        bots.push(n_bots);
+    }
+    tx.execute(
+        "INSERT INTO click_rollup_dims (offer_id, hour, dimension, value, clicks, bots)
+         SELECT offer_id, to_timestamp(hour), dimension, value, clicks, bots
+         FROM unnest($1::int8[], $2::float8[], $3::text[], $4::text[], $5::int8[], $6::int8[])
+              AS t (offer_id, hour, dimension, value, clicks, bots)
+         ON CONFLICT (dimension, hour, offer_id, value) DO UPDATE
+         SET clicks = click_rollup_dims.clicks + EXCLUDED.clicks, bots = click_rollup_dims.bots + EXCLUDED.bots",
+        &[&offers, &hours, &dimensions, &values, &clicks, &bots],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The path for a batch that may hold clicks stored before: COPY into a staging table, insert what
@@ -486,23 +550,19 @@ async fn copy_via_staging(client: &mut Object, clicks: &[ClickRecord]) -> Result
     )
     .await?;
     copy_clicks(&tx, "clicks_staging", clicks).await?;
-    let row = tx
-        .query_one(
-            "WITH inserted AS (
-                INSERT INTO clicks SELECT * FROM clicks_staging
-                ON CONFLICT (click_id) DO NOTHING
-                RETURNING offer_id, created_at
-             ), rolled AS (
-                INSERT INTO click_rollup_hourly (offer_id, hour, clicks)
-                SELECT offer_id, date_trunc('hour', created_at, 'UTC'), count(*) FROM inserted GROUP BY 1, 2
-                ON CONFLICT (offer_id, hour) DO UPDATE SET clicks = click_rollup_hourly.clicks + EXCLUDED.clicks
-             )
-             SELECT count(*) FROM inserted",
+    let inserted: std::collections::HashSet<Uuid> = tx
+        .query(
+            "INSERT INTO clicks SELECT * FROM clicks_staging ON CONFLICT (click_id) DO NOTHING RETURNING click_id",
             &[],
         )
-        .await?;
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let rollup = Rollup::of(clicks.iter().filter(|click| inserted.contains(&click.click_id)));
+    add_rollup(&tx, &rollup).await?;
     tx.commit().await?;
-    Ok(row.get::<_, i64>(0) as u64)
+    Ok(rollup.clicks())
 }
 
 impl WeightTransaction for Tx<'_, '_> {
@@ -641,7 +701,8 @@ impl Store for PostgresStore {
         // A rollup hour's clicks are, on average, half an hour younger than its start.
         let clicks = client
             .query(
-                "SELECT offer_id, greatest(floor(extract(epoch FROM $1::timestamptz - hour) / 3600 - 0.5), 0)::int8, clicks
+                "SELECT offer_id, greatest(floor(extract(epoch FROM $1::timestamptz - hour) / 3600 - 0.5), 0)::int8,
+                        clicks - bots
                  FROM click_rollup_hourly
                  WHERE hour > $1::timestamptz - make_interval(hours => $2::float8::int4) AND hour <= $1::timestamptz",
                 &[&now, &horizon],
@@ -681,6 +742,35 @@ impl Store for PostgresStore {
                 })
                 .collect(),
         })
+    }
+
+    async fn segment_stats(&self, range: TimeRange, grouping: Grouping) -> StoreResult<Vec<SegmentStats>> {
+        let (from, to, from_hour, to_hour) = rollup_bounds(range);
+        let (id_from, id_to) = sql::click_id_bounds(from, to);
+        let queries = sql::SegmentQueries::new(&sql::POSTGRES, grouping);
+        let client = self.client().await?;
+        let mut tally = sql::SegmentTally::default();
+        let rollup = client.query(&queries.rollup_clicks, &[&from_hour, &to_hour]).await.map_err(db_error)?;
+        let edges = client
+            .query(&queries.edge_clicks, &[&from, &to, &from_hour, &to_hour, &id_from, &id_to])
+            .await
+            .map_err(db_error)?;
+        for row in rollup.iter().chain(&edges) {
+            tally.add_clicks(grouping, &PgRow(row))?;
+        }
+        for sql in [&queries.ftds, &queries.deposits] {
+            for row in client.query(sql, &[&from, &to]).await.map_err(db_error)? {
+                tally.add_events(grouping, &PgRow(&row))?;
+            }
+        }
+        Ok(tally.into_rows())
+    }
+
+    async fn daily_totals(&self, day_start: OffsetDateTime) -> StoreResult<Vec<DailyTotal>> {
+        let client = self.client().await?;
+        let clicks = client.query(&SQL.daily_clicks, &[&day_start]).await.map_err(db_error)?;
+        let ftds = client.query(&SQL.daily_ftds, &[&day_start]).await.map_err(db_error)?;
+        Ok(sql::daily_totals(map_rows(&clicks, sql::offer_count)?, map_rows(&ftds, sql::offer_count)?))
     }
 
     async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {

@@ -16,10 +16,11 @@ use std::net::IpAddr;
 use time::OffsetDateTime;
 
 use super::{
-    ClickOwner, Offer, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome, StoreResult,
+    ClickOwner, DailyTotal, Grouping, Offer, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow,
+    PostbackOutcome, SegmentStats, StoreResult,
 };
 use crate::conversion::EventKind;
-use crate::routing::OfferWindow;
+use crate::routing::{DailyCaps, OfferWindow, Targeting};
 
 /// How a dialect spells what the shared statements leave open.
 #[derive(Debug)]
@@ -92,6 +93,8 @@ pub(crate) struct Statements {
     pub set_weight: String,
     pub insert_weight_history: String,
     pub insert_migration: String,
+    pub daily_clicks: String,
+    pub daily_ftds: String,
 }
 
 impl Statements {
@@ -111,7 +114,10 @@ impl Statements {
                     postback_secret = COALESCE($5, postback_secret),
                     active = COALESCE($6, active),
                     event_aliases = COALESCE($7, event_aliases),
-                    updated_at = $8
+                    updated_at = $8,
+                    targeting = COALESCE($9, targeting),
+                    daily_click_cap = CASE WHEN $10 THEN $11 ELSE daily_click_cap END,
+                    daily_ftd_cap = CASE WHEN $12 THEN $13 ELSE daily_ftd_cap END
                  WHERE id = $1 RETURNING {OFFER_COLUMNS}"
             )),
             offer_exists: r("SELECT 1 FROM offers WHERE id = $1{lock}"),
@@ -131,19 +137,33 @@ impl Statements {
             insert_weight_history: r("INSERT INTO weight_history (run_at, offer_id, clicks, ftds, payout, ev, weight)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)"),
             insert_migration: r("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)"),
+            daily_clicks: r("SELECT offer_id, CAST(sum(clicks) AS BIGINT) FROM click_rollup_hourly
+                 WHERE hour >= $1 GROUP BY offer_id"),
+            daily_ftds: r("SELECT offer_id, count(*) FROM ftd_events
+                 WHERE voided_at IS NULL AND ftd_timestamp >= $1 GROUP BY offer_id"),
         }
     }
 }
 
 /// An offer's columns, in the order [`offer`] reads them.
 pub(crate) const OFFER_COLUMNS: &str =
-    "id, name, casino_url, weight, postback_secret, active, event_aliases, created_at";
+    "id, name, casino_url, weight, postback_secret, active, event_aliases, created_at,
+    targeting, daily_click_cap, daily_ftd_cap";
+
+/// The columns an offer is inserted with, in the order of each store's values.
+pub(crate) const NEW_OFFER_COLUMNS: &str =
+    "name, casino_url, weight, postback_secret, active, event_aliases, targeting, daily_click_cap, daily_ftd_cap";
+
+/// The columns of every click insert, in the order of each store's values.
+pub(crate) const CLICK_COLUMNS: &str = "click_id, offer_id, created_at, user_agent, ip_address, referrer, source, \
+    campaign, propensity, country, device, is_bot, is_fallback";
 
 /// The postback log's columns, in the order of [`insert_log_params`]' values.
 pub(crate) const POSTBACK_LOG_COLUMNS: &str =
     "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip, ignored_fields";
 
-/// Per-offer figures over `[$1, $2)` of click time. Clicks: whole hours `[$3, $4)` from the rollup,
+/// Per-offer figures over `[$1, $2)` of click time. Clicks (of people: bots are reported apart, in
+/// grouped reports): whole hours `[$3, $4)` from the rollup,
 /// the partial edge hours from raw clicks (see `rollup_bounds`). Events: one grouped pass each,
 /// joined to the offers (not one correlated scan per offer). Money is summed exactly, then
 /// converted once.
@@ -160,12 +180,12 @@ const OFFER_STATS: &str = "WITH ftd_totals AS (
         WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
      )
      SELECT o.id, o.name, o.weight, o.active,
-        CAST(COALESCE((SELECT sum(r.clicks) FROM click_rollup_hourly r
+        CAST(COALESCE((SELECT sum(r.clicks - r.bots) FROM click_rollup_hourly r
                        WHERE r.offer_id = o.id AND r.hour >= $3 AND r.hour < $4), 0) AS BIGINT)
       + (SELECT count(*) FROM clicks c
-         WHERE c.offer_id = o.id AND c.created_at >= $1 AND c.created_at < {least}($3, $2))
+         WHERE c.offer_id = o.id AND NOT c.is_bot AND c.created_at >= $1 AND c.created_at < {least}($3, $2))
       + (SELECT count(*) FROM clicks c
-         WHERE c.offer_id = o.id AND c.created_at >= {greatest}($4, $1) AND c.created_at < $2),
+         WHERE c.offer_id = o.id AND NOT c.is_bot AND c.created_at >= {greatest}($4, $1) AND c.created_at < $2),
         COALESCE(g.registrations, 0),
         COALESCE(f.ftds, 0),
         CAST(COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0) AS DOUBLE PRECISION){units}
@@ -175,10 +195,11 @@ const OFFER_STATS: &str = "WITH ftd_totals AS (
      LEFT JOIN registration_totals g ON g.offer_id = o.id
      ORDER BY o.id";
 
-/// The EV window of offer `$1`: its last `$2` clicks, their non-rejected FTDs, and what they
-/// earned (FTD payouts plus further deposits, summed exactly, then converted once).
+/// The EV window of offer `$1`: its last `$2` clicks of people (bots are not exposure), their
+/// non-rejected FTDs, and what they earned (FTD payouts plus further deposits, summed exactly, then
+/// converted once).
 const OFFER_WINDOW: &str = "WITH recent AS (
-        SELECT click_id FROM clicks WHERE offer_id = $1 ORDER BY created_at DESC LIMIT $2
+        SELECT click_id FROM clicks WHERE offer_id = $1 AND NOT is_bot ORDER BY created_at DESC LIMIT $2
      )
      SELECT
         (SELECT count(*) FROM recent),
@@ -188,6 +209,148 @@ const OFFER_WINDOW: &str = "WITH recent AS (
               WHERE f.voided_at IS NULL)
            + (SELECT COALESCE(sum(d.{amount}), 0) FROM deposits d JOIN recent r USING (click_id))
              AS DOUBLE PRECISION){units}";
+
+/// The four statements of a grouped report, each giving rows of `(offer_id, value, count, figure)`:
+/// - `rollup_clicks` over whole hours `[$1, $2)`: clicks of people and bots;
+/// - `edge_clicks` from raw clicks in `[$1, $2)` outside the whole hours `[$3, $4)` (the partial
+///   hours, see `rollup_bounds`), found through the primary key: click ids are UUID v7, so
+///   `[$5, $6)` bounds them by time;
+/// - `ftds` and `deposits` by click time in `[$1, $2)`: FTDs and their payouts, and deposits (count
+///   0), joined to their clicks only when a dimension is asked for.
+#[derive(Debug)]
+pub(crate) struct SegmentQueries {
+    pub rollup_clicks: String,
+    pub edge_clicks: String,
+    pub ftds: String,
+    pub deposits: String,
+}
+
+impl SegmentQueries {
+    /// The statements for `grouping`, in `dialect`.
+    pub(crate) fn new(dialect: &Dialect, grouping: Grouping) -> SegmentQueries {
+        // The dimension's column (a fixed name from the enum, never user input).
+        let (column, event_column, join) = match grouping.dimension {
+            Some(dimension) => {
+                let name = dimension.as_str();
+                (
+                    format!("COALESCE({name}, '')"),
+                    format!("COALESCE(c.{name}, '')"),
+                    " JOIN clicks c ON c.click_id = {event}.click_id".to_owned(),
+                )
+            }
+            None => ("CAST('' AS TEXT)".to_owned(), "CAST('' AS TEXT)".to_owned(), String::new()),
+        };
+        let rollup_clicks = match grouping.dimension {
+            Some(dimension) => format!(
+                "SELECT offer_id, value, CAST(sum(clicks - bots) AS BIGINT), CAST(sum(bots) AS BIGINT)
+                 FROM click_rollup_dims WHERE dimension = '{}' AND hour >= $1 AND hour < $2
+                 GROUP BY offer_id, value",
+                dimension.as_str()
+            ),
+            None => "SELECT offer_id, CAST('' AS TEXT), CAST(sum(clicks - bots) AS BIGINT), CAST(sum(bots) AS BIGINT)
+                 FROM click_rollup_hourly WHERE hour >= $1 AND hour < $2 GROUP BY offer_id"
+                .to_owned(),
+        };
+        let edge_clicks = format!(
+            "SELECT offer_id, {column}, CAST(sum(CASE WHEN is_bot THEN 0 ELSE 1 END) AS BIGINT),
+                CAST(sum(CASE WHEN is_bot THEN 1 ELSE 0 END) AS BIGINT)
+             FROM clicks
+             WHERE click_id >= $5 AND click_id < $6 AND created_at >= $1 AND created_at < $2
+               AND (created_at < $3 OR created_at >= $4)
+             GROUP BY 1, 2"
+        );
+        let ftds = format!(
+            "SELECT f.offer_id, {event_column}, count(*), CAST(COALESCE(sum(p.{{amount}}), 0) AS DOUBLE PRECISION){{units}}
+             FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id{}
+             WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2
+             GROUP BY 1, 2",
+            join.replace("{event}", "f")
+        );
+        let deposits = format!(
+            "SELECT d.offer_id, {event_column}, CAST(0 AS BIGINT), CAST(sum(d.{{amount}}) AS DOUBLE PRECISION){{units}}
+             FROM deposits d{}
+             WHERE d.click_at >= $1 AND d.click_at < $2
+             GROUP BY 1, 2",
+            join.replace("{event}", "d")
+        );
+        let r = |sql: String| dialect.render(&sql);
+        SegmentQueries {
+            rollup_clicks: r(rollup_clicks),
+            edge_clicks: r(edge_clicks),
+            ftds: r(ftds),
+            deposits: r(deposits),
+        }
+    }
+}
+
+/// Adds up the rows of [`SegmentQueries`] into report rows, under `grouping`: clicks rows (from
+/// `rollup_clicks` and `edge_clicks`) and event rows (`ftds`, `deposits`).
+#[derive(Debug, Default)]
+pub(crate) struct SegmentTally {
+    rows: BTreeMap<(Option<i64>, Option<String>), SegmentStats>,
+}
+
+impl SegmentTally {
+    fn row(&mut self, grouping: Grouping, offer_id: i64, value: String) -> &mut SegmentStats {
+        let key = (
+            grouping.by_offer.then_some(offer_id),
+            grouping.dimension.map(|_| value).filter(|value| !value.is_empty()),
+        );
+        self.rows.entry(key.clone()).or_insert_with(|| SegmentStats {
+            offer_id: key.0,
+            value: key.1,
+            ..Default::default()
+        })
+    }
+
+    /// Adds a row of `rollup_clicks` or `edge_clicks`.
+    pub(crate) fn add_clicks(&mut self, grouping: Grouping, row: &dyn Columns) -> StoreResult<()> {
+        let (people, bots) = (row.count(2)?, row.count(3)?);
+        let stats = self.row(grouping, row.int(0)?, row.text(1)?);
+        stats.clicks += people;
+        stats.bots += bots;
+        Ok(())
+    }
+
+    /// Adds a row of `ftds` or `deposits`.
+    pub(crate) fn add_events(&mut self, grouping: Grouping, row: &dyn Columns) -> StoreResult<()> {
+        let (ftds, revenue) = (row.count(2)?, row.real(3)?);
+        let stats = self.row(grouping, row.int(0)?, row.text(1)?);
+        stats.ftds += ftds;
+        stats.revenue += revenue;
+        Ok(())
+    }
+
+    /// The report rows.
+    pub(crate) fn into_rows(self) -> Vec<SegmentStats> {
+        self.rows.into_values().collect()
+    }
+}
+
+/// The daily totals from the rows of `daily_clicks` and `daily_ftds`, as `(offer_id, count)`.
+pub(crate) fn daily_totals(clicks: Vec<(i64, u64)>, ftds: Vec<(i64, u64)>) -> Vec<DailyTotal> {
+    let mut totals: BTreeMap<i64, DailyTotal> = BTreeMap::new();
+    for (offer_id, n) in clicks {
+        totals.entry(offer_id).or_insert(DailyTotal { offer_id, ..Default::default() }).clicks = n;
+    }
+    for (offer_id, n) in ftds {
+        totals.entry(offer_id).or_insert(DailyTotal { offer_id, ..Default::default() }).ftds = n;
+    }
+    totals.into_values().collect()
+}
+
+/// An `(offer_id, count)` row of `daily_clicks` or `daily_ftds`.
+pub(crate) fn offer_count(row: &dyn Columns) -> StoreResult<(i64, u64)> {
+    Ok((row.int(0)?, row.count(1)?))
+}
+
+/// The UUID v7 bounds of click ids minted in `[from, to)`: the first id of `from`'s millisecond and
+/// the first id after `to`'s.
+pub(crate) fn click_id_bounds(from: OffsetDateTime, to: OffsetDateTime) -> (uuid::Uuid, uuid::Uuid) {
+    let millis = |t: OffsetDateTime| (t.unix_timestamp_nanos().div_euclid(1_000_000)).clamp(0, (1 << 48) - 1) as u64;
+    let bound = |ms: u64| uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10]).into_uuid();
+    (bound(millis(from)), bound((millis(to) + 1).min((1 << 48) - 1)))
+}
 
 /// A value of a parameter whose statement is built at run time; each store binds it its own way.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -241,6 +404,8 @@ pub(crate) trait Columns {
     fn time(&self, index: usize) -> StoreResult<OffsetDateTime>;
     /// An offer's status-word mapping, stored as a JSON object of event names.
     fn aliases(&self, index: usize) -> StoreResult<BTreeMap<String, EventKind>>;
+    /// An offer's targeting rules, stored as a JSON object.
+    fn targeting(&self, index: usize) -> StoreResult<Targeting>;
     /// A nullable IP address.
     fn opt_ip(&self, index: usize) -> StoreResult<Option<IpAddr>>;
 
@@ -290,6 +455,11 @@ pub(crate) fn offer(row: &dyn Columns) -> StoreResult<Offer> {
         active: row.boolean(5)?,
         event_aliases: row.aliases(6)?,
         created_at: row.time(7)?,
+        targeting: row.targeting(8)?,
+        daily_caps: DailyCaps {
+            clicks: row.opt_int(9)?.map(|cap| cap.max(0) as u64),
+            ftds: row.opt_int(10)?.map(|cap| cap.max(0) as u64),
+        },
     })
 }
 

@@ -6,7 +6,7 @@
 //! PostgreSQL's (same keys and unique constraints), with times in microseconds and money in exact
 //! integer micro-units. There is no cross-instance coordination: a SQLite router is a single instance.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -24,17 +24,15 @@ use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DeleteOutcome, FtdBucket, NewOffer, Offer, OfferPatch,
-    OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, RoutingVersion, Store, StoreError,
-    StoreResult, TimeRange, rollup_bounds,
+    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket, Grouping, NewOffer,
+    Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, Rollup, RoutingEvidence,
+    RoutingVersion, SegmentStats, Store, StoreError, StoreResult, TimeRange, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
-use crate::routing::{OfferWindow, WeightPolicy, WeightedOffer};
+use crate::routing::{OfferWindow, Targeting, WeightPolicy, WeightedOffer};
 
 /// The shared statements, in SQLite's dialect.
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(&sql::SQLITE));
-
-const MICROS_PER_HOUR: i64 = 3_600_000_000;
 
 /// An embedded database file.
 #[derive(Clone)]
@@ -181,6 +179,20 @@ impl Columns for SqliteRow<'_, '_> {
     fn opt_ip(&self, index: usize) -> StoreResult<Option<IpAddr>> {
         Ok(self.get::<Option<String>>(index)?.and_then(|ip| ip.parse().ok()))
     }
+    fn targeting(&self, index: usize) -> StoreResult<Targeting> {
+        serde_json::from_str(&self.get::<String>(index)?)
+            .map_err(|error| StoreError::Query(format!("stored targeting unreadable: {error}")))
+    }
+}
+
+/// An offer's rules as stored: a JSON object.
+fn targeting_json(targeting: &Targeting) -> String {
+    serde_json::to_string(targeting).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// A cap as an `INTEGER` (caps are validated far below `i64::MAX`).
+fn cap_value(cap: u64) -> i64 {
+    i64::try_from(cap).unwrap_or(i64::MAX)
 }
 
 /// Runs `sql` (a cached statement) with `params` and hands its rows to `read`.
@@ -270,8 +282,9 @@ impl RoutingVersion for Tx<'_, '_> {
 impl OfferTransaction for Tx<'_, '_> {
     async fn insert_offer(&mut self, offer: &NewOffer) -> StoreResult<Offer> {
         let sql = format!(
-            "INSERT INTO offers (name, casino_url, weight, postback_secret, active, event_aliases, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING {}",
+            "INSERT INTO offers ({}, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) RETURNING {}",
+            sql::NEW_OFFER_COLUMNS,
             sql::OFFER_COLUMNS
         );
         let params = params![
@@ -281,6 +294,9 @@ impl OfferTransaction for Tx<'_, '_> {
             offer.postback_secret,
             offer.active,
             aliases_json(&offer.event_aliases),
+            targeting_json(&offer.targeting),
+            offer.daily_caps.clicks.map(cap_value),
+            offer.daily_caps.ftds.map(cap_value),
             now_micros()
         ];
         let created = query_opt(self.0, &sql, params, sql::offer)?;
@@ -296,7 +312,12 @@ impl OfferTransaction for Tx<'_, '_> {
             patch.postback_secret,
             patch.active,
             patch.event_aliases.as_ref().map(aliases_json),
-            now_micros()
+            now_micros(),
+            patch.targeting.as_ref().map(targeting_json),
+            patch.daily_click_cap.is_some(),
+            patch.daily_click_cap.flatten().map(cap_value),
+            patch.daily_ftd_cap.is_some(),
+            patch.daily_ftd_cap.flatten().map(cap_value)
         ];
         query_opt(self.0, &SQL.update_offer, params, sql::offer)
     }
@@ -459,13 +480,13 @@ impl Store for SqliteStore {
         let clicks = clicks.to_vec();
         self.in_transaction(move |tx| {
             let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO clicks (click_id, offer_id, created_at, user_agent, ip_address, referrer, source,
-                        campaign, propensity)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (click_id) DO NOTHING",
-                )
+                .prepare_cached(&format!(
+                    "INSERT INTO clicks ({})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT (click_id) DO NOTHING",
+                    sql::CLICK_COLUMNS
+                ))
                 .map_err(query_error)?;
-            let mut per_hour: HashMap<(i64, i64), i64> = HashMap::new();
+            let mut rollup = Rollup::default();
             let mut id_buf = Uuid::encode_buffer();
             for click in &clicks {
                 let created_at = micros(click.created_at);
@@ -480,23 +501,39 @@ impl Store for SqliteStore {
                         click.source.as_deref(),
                         click.campaign.as_deref(),
                         click.propensity,
+                        click.country.map(|country| country.as_str()),
+                        click.device.map(|device| device.as_str()),
+                        click.is_bot,
+                        click.is_fallback,
                     ])
                     .map_err(query_error)?;
                 if changed > 0 {
-                    let hour = created_at.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
-                    *per_hour.entry((click.offer_id, hour)).or_default() += 1;
+                    rollup.add(click);
                 }
             }
-            let mut rollup = tx
+            let mut hourly = tx
                 .prepare_cached(
-                    "INSERT INTO click_rollup_hourly (offer_id, hour, clicks) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (offer_id, hour) DO UPDATE SET clicks = clicks + excluded.clicks",
+                    "INSERT INTO click_rollup_hourly (offer_id, hour, clicks, bots) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (offer_id, hour) DO UPDATE
+                     SET clicks = clicks + excluded.clicks, bots = bots + excluded.bots",
                 )
                 .map_err(query_error)?;
-            for ((offer_id, hour), count) in &per_hour {
-                rollup.execute(params![offer_id, hour, count]).map_err(query_error)?;
+            for (&(offer_id, hour), &(n, bots)) in &rollup.hourly {
+                hourly.execute(params![offer_id, hour * 1_000_000, n, bots]).map_err(query_error)?;
             }
-            Ok(per_hour.values().sum::<i64>() as u64)
+            let mut dims = tx
+                .prepare_cached(
+                    "INSERT INTO click_rollup_dims (offer_id, hour, dimension, value, clicks, bots)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (dimension, hour, offer_id, value) DO UPDATE
+                     SET clicks = clicks + excluded.clicks, bots = bots + excluded.bots",
+                )
+                .map_err(query_error)?;
+            for (&(offer_id, hour, dimension, value), &(n, bots)) in &rollup.dims {
+                dims.execute(params![offer_id, hour * 1_000_000, dimension.as_str(), value, n, bots])
+                    .map_err(query_error)?;
+            }
+            Ok(rollup.clicks())
         })
         .await
     }
@@ -543,7 +580,7 @@ impl Store for SqliteStore {
             // A rollup hour's clicks are, on average, half an hour younger than its start.
             let mut clicks = conn
                 .prepare_cached(
-                    "SELECT offer_id, max((?1 - hour - 1800000000) / 3600000000, 0), clicks
+                    "SELECT offer_id, max((?1 - hour - 1800000000) / 3600000000, 0), clicks - bots
                      FROM click_rollup_hourly WHERE hour > ?2 AND hour <= ?1",
                 )
                 .map_err(query_error)?;
@@ -582,6 +619,47 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(query_error)?;
             Ok(RoutingEvidence { clicks, ftds })
+        })
+        .await
+    }
+
+    async fn segment_stats(&self, range: TimeRange, grouping: Grouping) -> StoreResult<Vec<SegmentStats>> {
+        let (from, to, from_hour, to_hour) = rollup_bounds(range);
+        let (id_from, id_to) = sql::click_id_bounds(from, to);
+        let (from, to, from_hour, to_hour) = (micros(from), micros(to), micros(from_hour), micros(to_hour));
+        let queries = sql::SegmentQueries::new(&sql::SQLITE, grouping);
+        self.with_conn(move |conn| {
+            let mut tally = sql::SegmentTally::default();
+            let mut each =
+                |sql: &str,
+                 params: &[&dyn rusqlite::ToSql],
+                 add: fn(&mut sql::SegmentTally, Grouping, &dyn Columns) -> StoreResult<()>| {
+                    with_rows(conn, sql, params, |mut rows| {
+                        while let Some(row) = rows.next().map_err(query_error)? {
+                            add(&mut tally, grouping, &SqliteRow(row))?;
+                        }
+                        Ok(())
+                    })
+                };
+            each(&queries.rollup_clicks, &[&from_hour, &to_hour], sql::SegmentTally::add_clicks)?;
+            let (id_from, id_to) = (id_from.to_string(), id_to.to_string());
+            each(
+                &queries.edge_clicks,
+                &[&from, &to, &from_hour, &to_hour, &id_from, &id_to],
+                sql::SegmentTally::add_clicks,
+            )?;
+            each(&queries.ftds, &[&from, &to], sql::SegmentTally::add_events)?;
+            each(&queries.deposits, &[&from, &to], sql::SegmentTally::add_events)?;
+            Ok(tally.into_rows())
+        })
+        .await
+    }
+
+    async fn daily_totals(&self, day_start: OffsetDateTime) -> StoreResult<Vec<DailyTotal>> {
+        let day_start = micros(day_start);
+        self.with_conn(move |conn| {
+            let totals = |sql: &str| query_all(conn, sql, [day_start], sql::offer_count);
+            Ok(sql::daily_totals(totals(&SQL.daily_clicks)?, totals(&SQL.daily_ftds)?))
         })
         .await
     }

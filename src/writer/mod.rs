@@ -469,6 +469,7 @@ mod tests {
         ClickOwner, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
         PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, StoreError, StoreResult, TimeRange,
     };
+    use crate::store::{DailyTotal, Grouping, SegmentStats};
 
     /// The embedded store, whose click inserts find the database unreachable while `down` is set.
     struct FailingStore {
@@ -527,6 +528,12 @@ mod tests {
         async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {
             self.inner.offer_stats(range).await
         }
+        async fn segment_stats(&self, range: TimeRange, grouping: Grouping) -> StoreResult<Vec<SegmentStats>> {
+            self.inner.segment_stats(range, grouping).await
+        }
+        async fn daily_totals(&self, day_start: OffsetDateTime) -> StoreResult<Vec<DailyTotal>> {
+            self.inner.daily_totals(day_start).await
+        }
         async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence> {
             self.inner.routing_evidence(now, horizon_hours).await
         }
@@ -568,6 +575,8 @@ mod tests {
                 postback_secret: "secret".into(),
                 active: true,
                 event_aliases: Default::default(),
+                targeting: Default::default(),
+                daily_caps: Default::default(),
             };
             let offer_id = inner.create_offer(&offer).await.unwrap().id;
             let store =
@@ -596,6 +605,14 @@ mod tests {
                 source: None,
                 campaign: None,
                 propensity: 1.0,
+
+                country: None,
+
+                device: None,
+
+                is_bot: false,
+
+                is_fallback: false,
             }
         }
 

@@ -498,8 +498,9 @@ impl Conformance<'_> {
                 &format!("{statuses} naming {}", mutation.field),
                 exchange.summary(),
             );
-        } else if status != 404 {
-            // A 404 says the resource does not exist; a refusal must say which field is wrong.
+        } else if status != 404 && operation.method != Method::HEAD {
+            // A 404 says the resource does not exist; a refusal must say which field is wrong (in its
+            // body: an answer to a HEAD has none, its status is all it says).
             let message = serde_json::from_slice::<Value>(&exchange.body)
                 .ok()
                 .and_then(|body| body["error"].as_str().map(str::to_owned));
