@@ -7,8 +7,8 @@
 # router/bare ratios, resident memory, and finally checks that the click rows equal the 302s wrk
 # counted (zero loss) after a graceful stop. Loopback only; bounded; cleans up after itself.
 #
-# Usage: benches/load.sh            (ROUNDS=3 DURATION=10 CONNECTIONS=64 THREADS=1 to change;
-#                                    ROUTER_BIN and BARE_BIN for prebuilt binaries)
+# Usage: benches/load.sh            (ROUNDS=3 DURATION=10 CONNECTIONS=64 THREADS=1 USER_AGENT=... to
+#                                    change; ROUTER_BIN and BARE_BIN for prebuilt binaries)
 # Needs: wrk and nginx (installed from Debian's packages if missing), PostgreSQL on 127.0.0.1:5432
 # with trust auth (BENCH_DATABASE_URL names its maintenance database).
 set -euo pipefail
@@ -18,6 +18,9 @@ rounds="${ROUNDS:-3}"
 duration="${DURATION:-10}"
 connections="${CONNECTIONS:-64}"
 threads="${THREADS:-1}"
+# A phone browser's user agent, so that the router classifies the visitor (device, bot check) as it
+# does for real traffic; the visitor's address, 127.0.0.1, is looked up in the IP database.
+user_agent="${USER_AGENT:-Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1}"
 router_port=5088
 nginx_port=5089
 bare_port=5087
@@ -75,7 +78,8 @@ round() {
     local url="$1"; shift
     local before after out
     before=$(ticks "$@")
-    out=$(taskset -c "$client_core" wrk -t"$threads" -c"$connections" -d"${duration}s" --latency "$url")
+    out=$(taskset -c "$client_core" wrk -t"$threads" -c"$connections" -d"${duration}s" --latency \
+        -H "User-Agent: $user_agent" "$url")
     after=$(ticks "$@")
     echo "$out" >> "$work/wrk.log"
     local requests bad rps p50 p99
