@@ -201,9 +201,17 @@ async fn bots_and_previews_are_flagged_kept_apart_in_stats_and_sent_where_bot_ac
     let head = server.http.head(server.url("/click")).header("User-Agent", WINDOWS).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::FOUND, "a HEAD gets the redirect, so the link works for the checker");
     assert_eq!(host(head.headers()[LOCATION].to_str().unwrap()), "fallback");
-    let prefetch =
-        server.http.get(server.url("/click")).header("User-Agent", IPHONE).header("Sec-Purpose", "prefetch").send();
-    assert_eq!(host(prefetch.await.unwrap().headers()[LOCATION].to_str().unwrap()), "fallback");
+    // A prefetch is refused and not recorded: the person's real navigation will be the click.
+    for (name, value) in [("Sec-Purpose", "prefetch"), ("Purpose", "prefetch"), ("Sec-Purpose", "prefetch;prerender")] {
+        let prefetch = server.http.get(server.url("/click")).header("User-Agent", IPHONE).header(name, value);
+        let response = prefetch.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{name}: {value}");
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        assert!(response.headers().get(LOCATION).is_none());
+    }
+    // A crafted agent that repeats a bot's word costs a bounded check, and is a bot.
+    let crafted = "ContextualBot ".repeat(2_000);
+    assert_eq!(host(&visit(&server, Visit { agent: Some(&crafted), ..Visit::default() }).await.1.unwrap()), "fallback");
 
     wait_until("the clicks to be stored", Duration::from_secs(5), async || {
         server.db.count("SELECT count(*) FROM clicks").await == 6
@@ -224,6 +232,11 @@ async fn bots_and_previews_are_flagged_kept_apart_in_stats_and_sent_where_bot_ac
     );
     let (_, plain) = server.admin_json(Method::GET, "/admin/stats", None).await;
     assert_eq!(plain[0]["total_clicks"], 3, "bots are no clicks of people");
+    assert_eq!(
+        server.db.count("SELECT count(*) FROM clicks WHERE is_bot").await,
+        3,
+        "the preview, the HEAD, the crafted agent"
+    );
     let metrics = server.admin(Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
     for line in ["casino_router_bot_clicks_total 3", "casino_router_fallback_clicks_total 3"] {
         assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");

@@ -26,5 +26,20 @@ CREATE TABLE click_rollup_dims (
     PRIMARY KEY (dimension, hour, offer_id, value)
 ) WITHOUT ROWID;
 
+-- The clicks stored before this migration, by source and campaign, and with an unknown ('') country
+-- and device, so that grouped reports count them too. (A long history makes this migration scan
+-- every click once.)
+INSERT INTO click_rollup_dims (offer_id, hour, dimension, value, clicks, bots)
+SELECT offer_id, (created_at / 3600000000) * 3600000000, 'source', COALESCE(source, ''), count(*), 0 FROM clicks GROUP BY 1, 2, 4
+UNION ALL
+SELECT offer_id, (created_at / 3600000000) * 3600000000, 'campaign', COALESCE(campaign, ''), count(*), 0 FROM clicks GROUP BY 1, 2, 4
+UNION ALL
+SELECT offer_id, hour, 'country', '', clicks, 0 FROM click_rollup_hourly
+UNION ALL
+SELECT offer_id, hour, 'device', '', clicks, 0 FROM click_rollup_hourly;
+
+-- The day's click totals of every offer, for the daily caps: read by hour at each refresh.
+CREATE INDEX click_rollup_hourly_hour ON click_rollup_hourly (hour);
+
 -- FTDs of the current UTC day, for the daily FTD caps.
 CREATE INDEX ftd_events_time ON ftd_events (ftd_timestamp);

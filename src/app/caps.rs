@@ -63,6 +63,10 @@ impl App {
             OffsetDateTime::from_unix_timestamp(day * SECONDS_PER_DAY).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let totals = self.store.daily_totals(day_start).await?;
         let mut counts = self.daily_counts();
+        if day < counts.day {
+            // A sync begun before midnight, finishing after one begun after it: stale.
+            return Ok(());
+        }
         if counts.day != day {
             counts.day = day;
             for offer in counts.by_offer.values() {

@@ -9,7 +9,7 @@
 //! Knowing the visitor costs nanoseconds (`crate::visitor`): the country from a trusted proxy's
 //! header, else from the IP database, else `XX`; the device class from the user agent and the
 //! `Sec-CH-UA-Mobile` hint; bots and link previews from the vendored list and from requests that say
-//! they are no person's click (HEAD, prefetch). Anything heavier is left to reports.
+//! they are no person's click (HEAD). Anything heavier is left to reports.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -27,6 +27,9 @@ use crate::visitor::{BotList, Country, GeoIp, device_class};
 
 /// Longest stored `User-Agent` or `Referer`, in bytes; longer values are cut.
 const MAX_HEADER_BYTES: usize = 1024;
+/// How much of a `User-Agent` is classified (device, bot): every real agent fits, and the cost of a
+/// crafted one stays bounded.
+const MAX_CLASSIFIED_BYTES: usize = 512;
 
 /// What the click path knows of a visitor, as the request carried it (headers as raw bytes).
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +46,7 @@ pub struct Visitor<'a> {
     pub mobile_hint: Option<&'a [u8]>,
     /// `Referer`.
     pub referrer: Option<&'a [u8]>,
-    /// The request says it is no person's click: a `HEAD`, or a prefetch (`Sec-Purpose`/`Purpose`).
+    /// The request says it is no person's click: a `HEAD` (a link checker's).
     pub is_preview_request: bool,
     /// Traffic source, validated by the caller.
     pub source: Option<&'a str>,
@@ -93,9 +96,9 @@ impl App {
         let trusted_peer = is_trusted(visitor.peer, &self.config.trusted_proxies);
         let client = client_ip(visitor.peer, visitor.forwarded_for, &self.config.trusted_proxies);
         let country = self.country_of(trusted_peer.then_some(visitor.country).flatten(), client);
-        let device = device_class(visitor.user_agent, visitor.mobile_hint);
-        let is_bot =
-            visitor.is_preview_request || visitor.user_agent.is_some_and(|agent| self.lookup.bots.is_bot(agent));
+        let agent = visitor.user_agent.map(|agent| &agent[..agent.len().min(MAX_CLASSIFIED_BYTES)]);
+        let device = device_class(agent, visitor.mobile_hint);
+        let is_bot = visitor.is_preview_request || agent.is_some_and(|agent| self.lookup.bots.is_bot(agent));
         // A guard, not a lock: the table stays alive until this click is answered, whatever swaps
         // meanwhile.
         let table = self.table.load();

@@ -23,7 +23,7 @@ use crate::routing::thompson::{self, HORIZON_HOURS, ThompsonResult};
 use crate::routing::{
     DailyCaps, OfferRules, OfferWindow, RedirectTemplate, RouteInput, RoutingTable, WeightPolicy, WeightedOffer,
 };
-use crate::store::StoreResult;
+use crate::store::{StoreError, StoreResult};
 
 /// Monte Carlo draws per Thompson refresh: probabilities within about 1.6 points (one standard
 /// error at worst), and 100 offers refreshed in a few milliseconds (BENCHMARKS.md).
@@ -75,18 +75,22 @@ impl App {
                 today: self.day_counts(offer.id),
             })
             .collect();
-        let table = match thompson {
+        let exploration = self.config.exploration_rate;
+        // Many offers with many rules make many pools: built on a blocking thread, not a worker.
+        let build = move || match thompson {
             // Thompson sampling explores by itself: each pool's shares are its offers' probabilities
             // of being best among them.
             Some(result) => RoutingTable::build(inputs, |members| result.probability_best_among(members)),
             None => {
                 let weights: Vec<f64> = inputs.iter().map(|input| input.weight).collect();
-                let exploration = self.config.exploration_rate;
                 RoutingTable::build(inputs, |members| {
                     pick_probabilities(members.iter().map(|&i| weights[i]), exploration)
                 })
             }
         };
+        let table = tokio::task::spawn_blocking(build)
+            .await
+            .map_err(|error| StoreError::Query(format!("routing table build failed: {error}")))?;
         self.table.store(Arc::new(table));
         self.loaded_version.store(version, Ordering::Release);
         Ok(())

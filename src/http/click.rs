@@ -24,6 +24,9 @@ const SEC_CH_UA_MOBILE: HeaderName = HeaderName::from_static("sec-ch-ua-mobile")
 const SEC_PURPOSE: HeaderName = HeaderName::from_static("sec-purpose");
 const PURPOSE: HeaderName = HeaderName::from_static("purpose");
 
+/// The answer to a prefetch of a click link.
+pub const PREFETCH_REFUSED: &str = "a prefetch is not a click: the visitor's navigation is routed when it comes";
+
 /// Whether `haystack` contains `needle` (ASCII, any case). Header values are short.
 fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window.eq_ignore_ascii_case(needle))
@@ -86,12 +89,20 @@ impl<'a> ClickParams<'a> {
 /// why not).
 pub fn handle_click(app: &App, uri: &Uri, headers: &HeaderMap, peer: SocketAddr, is_head: bool) -> HttpResponse {
     let started = Instant::now();
+    let header = |name: &HeaderName| headers.get(name).map(HeaderValue::as_bytes);
+    let is_prefetch = |name: &HeaderName| header(name).is_some_and(|value| contains_ignore_case(value, b"prefetch"));
+    if is_prefetch(&SEC_PURPOSE) || is_prefetch(&PURPOSE) {
+        // A browser's speculative load: were it answered, the visitor's real navigation would reuse
+        // this 302, and the click would be counted before anyone clicked. Refused (a non-2xx/3xx
+        // answer cancels the prefetch), nothing is recorded, and the navigation asks again.
+        let mut response = error(StatusCode::SERVICE_UNAVAILABLE, PREFETCH_REFUSED);
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    }
     let params = match ClickParams::parse(uri.query().unwrap_or("")) {
         Ok(params) => params,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let header = |name: &HeaderName| headers.get(name).map(HeaderValue::as_bytes);
-    let is_prefetch = |name: &HeaderName| header(name).is_some_and(|value| contains_ignore_case(value, b"prefetch"));
     let visitor = Visitor {
         peer: peer.ip(),
         forwarded_for: header(&X_FORWARDED_FOR),
@@ -99,7 +110,7 @@ pub fn handle_click(app: &App, uri: &Uri, headers: &HeaderMap, peer: SocketAddr,
         user_agent: header(&USER_AGENT),
         mobile_hint: header(&SEC_CH_UA_MOBILE),
         referrer: header(&REFERER),
-        is_preview_request: is_head || is_prefetch(&SEC_PURPOSE) || is_prefetch(&PURPOSE),
+        is_preview_request: is_head,
         source: params.source.as_deref(),
         campaign: params.campaign.as_deref(),
     };

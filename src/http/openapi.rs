@@ -129,8 +129,9 @@ fn operation(endpoint: Endpoint, config: &Config) -> Operation {
                  the click, and redirects to the offer URL carrying the click id; with no such offer, to \
                  `FALLBACK_URL` if it is set. The country comes from the trusted proxy's country header \
                  (`COUNTRY_HEADER`, default `CF-IPCountry`), else from the IP database, else `XX`. Bots, link \
-                 previews, `HEAD` requests and prefetches (`Sec-Purpose: prefetch`) are recorded as bots and go \
-                 where `BOT_ACTION` says.",
+                 previews and `HEAD` requests are recorded as bots and go where `BOT_ACTION` says; a prefetch \
+                 (`Sec-Purpose: prefetch`, `Purpose: prefetch`) is refused with 503 and not recorded, so that \
+                 the visitor's real navigation is the click.",
             ))
             .parameter(query(
                 "source",
@@ -155,8 +156,8 @@ fn operation(endpoint: Endpoint, config: &Config) -> Operation {
             .response(
                 "503",
                 error(
-                    "No active offer, or none that accepts this visitor, and no `FALLBACK_URL`; or the click queue \
-                     is full (then with `Retry-After: 1`).",
+                    "No active offer, or none that accepts this visitor, and no `FALLBACK_URL`; a prefetch; or the \
+                     click queue is full (then with `Retry-After: 1`).",
                 ),
             ),
         Endpoint::ClickHead => op("clickHead", "traffic", "A link checker's or preview's request of a click link")

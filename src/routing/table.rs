@@ -13,8 +13,8 @@
 //!
 //! Daily caps: an offer capped when the table is built is in no pool. One that reaches its cap
 //! afterwards is refused by [`RoutedOffer::take_slot`] at the pick (a compare or an atomic add, so the
-//! cap is exact on this instance under any concurrency) and the pool draws again; the next rebuild
-//! takes it out. Each entry also carries its prepared redirect and the propensity of the pick, which is
+//! cap is exact on this instance under any concurrency); from then until the next rebuild takes it
+//! out, picks draw among the members still below their caps. Each entry also carries its prepared redirect and the propensity of the pick, which is
 //! recorded with the click so that any other policy can later be scored offline.
 //!
 //! Invariant: a table is immutable once built (its cap counters aside). Changes build a new table that
@@ -24,11 +24,11 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rand::Rng;
-use rand_distr::Distribution;
 use rand_distr::weighted::WeightedAliasIndex;
+use rand_distr::{Distribution, StandardUniform};
 
 use super::redirect::RedirectTemplate;
 use super::rules::{DailyCaps, OfferRules, ValuePattern};
@@ -36,8 +36,6 @@ use crate::visitor::{Country, DeviceClass};
 
 /// Most offers a table routes to: an eligible set is a bitset of this many bits.
 pub const MAX_ROUTED_OFFERS: usize = 256;
-/// Draws from a pool before its members are scanned for one below its cap.
-const MAX_REDRAWS: usize = 4;
 /// Stands for "a value no entry names" when classes are built: visitor values and entries hold no
 /// control characters.
 const NO_ENTRY: &str = "\0";
@@ -176,6 +174,9 @@ pub struct RoutingTable {
     campaigns: ValueClasses,
     /// `[(place * n_sources + source) * n_campaigns + campaign]` -> pool index, or `NO_POOL`.
     pool_of: Box<[u32]>,
+    /// Set when a pick met an offer that reached a cap after the build: picks then skip capped
+    /// offers explicitly (O(members)), so that each click's propensity stays exact.
+    capped_since_built: AtomicBool,
 }
 
 const NO_POOL: u32 = u32::MAX;
@@ -367,7 +368,15 @@ impl RoutingTable {
                 today: input.today,
             })
             .collect();
-        RoutingTable { offers, pools: pools.into(), places, sources, campaigns, pool_of: pool_of.into() }
+        RoutingTable {
+            offers,
+            pools: pools.into(),
+            places,
+            sources,
+            campaigns,
+            pool_of: pool_of.into(),
+            capped_since_built: AtomicBool::new(false),
+        }
     }
 
     /// Picks an offer for a visitor, or `None` if no offer in rotation accepts them.
@@ -378,17 +387,18 @@ impl RoutingTable {
         let campaign = self.campaigns.class(segment.campaign);
         let slot = (place * self.sources.count + source) * self.campaigns.count + campaign;
         let pool = self.pools.get(*self.pool_of.get(slot as usize)? as usize)?;
-        let candidate = |member: usize| {
+        if !self.capped_since_built.load(Ordering::Relaxed) {
+            let member = pool.alias.sample(rng);
             let offer = &self.offers[usize::from(pool.members[member])];
-            offer.take_slot().then_some(Pick { offer, propensity: pool.propensities[member] })
-        };
-        for _ in 0..MAX_REDRAWS {
-            if let Some(pick) = candidate(pool.alias.sample(rng)) {
-                return Some(pick);
+            if offer.take_slot() {
+                return Some(Pick { offer, propensity: pool.propensities[member] });
             }
+            self.capped_since_built.store(true, Ordering::Relaxed);
         }
-        // The offers drawn reached their caps since the table was built: any member still below.
-        (0..pool.members.len()).find_map(candidate)
+        // An offer reached a cap since the table was built (the next refresh rebuilds the table
+        // without it): until then, draw among the members still below their caps, in proportion to
+        // their shares, and record the share renormalised over them.
+        pool.draw_uncapped(&self.offers, rng)
     }
 
     /// The offers in the table, with their shares of traffic.
@@ -408,6 +418,29 @@ impl RoutingTable {
 }
 
 impl Pool {
+    /// A pick among the members below their caps, by their shares; O(members), for the rare click
+    /// that meets offers capped since the table was built.
+    fn draw_uncapped<'t, R: Rng + ?Sized>(&self, offers: &'t [RoutedOffer], rng: &mut R) -> Option<Pick<'t>> {
+        let open = || {
+            self.members
+                .iter()
+                .zip(&self.propensities)
+                .map(|(&i, &p)| (&offers[usize::from(i)], p))
+                .filter(|(o, _)| !o.is_capped())
+        };
+        let total: f64 = open().map(|(_, p)| p).sum();
+        let unit: f64 = StandardUniform.sample(rng);
+        let mut point = unit * total;
+        for (offer, share) in open() {
+            point -= share;
+            if point < 0.0 && offer.take_slot() {
+                return Some(Pick { offer, propensity: share / total });
+            }
+        }
+        // Rounding, or a cap reached meanwhile: the first member still below its cap, if any.
+        open().find(|(offer, _)| offer.take_slot()).map(|(offer, share)| Pick { offer, propensity: share / total })
+    }
+
     fn new(members: &[usize], probabilities: Vec<f64>) -> Pool {
         // Probabilities that are all zero (or not finite) fall back to equal shares.
         let usable =
@@ -598,6 +631,29 @@ mod tests {
         let to_capped = (0..1_000).filter(|_| table.pick(&anyone(), &mut rng).unwrap().offer.offer_id == 1).count();
         assert_eq!(to_capped, 10);
         assert_eq!(table.offers()[0].today.clicks.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn when_the_drawn_offers_are_capped_the_rest_share_by_weight_with_renormalised_propensities() {
+        // Offer 1 takes 90% and reaches its cap after the build; 2 and 3 (weights 3:1) share the rest.
+        let mut capped = input(0, 90.0, "{}");
+        capped.caps.clicks = Some(1);
+        let table = table(vec![capped, input(1, 7.5, "{}"), input(2, 2.5, "{}")], 0.0);
+        let mut rng = SmallRng::seed_from_u64(11);
+        while table.pick(&anyone(), &mut rng).unwrap().offer.offer_id != 1 {}
+        // The next draws of offer 1 are refused, and the table notices.
+        for _ in 0..50 {
+            table.pick(&anyone(), &mut rng);
+        }
+        let mut counts = [0u32; 3];
+        for _ in 0..20_000 {
+            let pick = table.pick(&anyone(), &mut rng).unwrap();
+            let index = (pick.offer.offer_id - 1) as usize;
+            counts[index] += 1;
+            assert!((pick.propensity - [0.0, 0.75, 0.25][index]).abs() < 1e-12, "{pick:?}");
+        }
+        assert_eq!(counts[0], 0);
+        assert!((14_500..15_500).contains(&counts[1]), "{counts:?}");
     }
 
     #[test]

@@ -550,7 +550,7 @@ async fn copy_via_staging(client: &mut Object, clicks: &[ClickRecord]) -> Result
     )
     .await?;
     copy_clicks(&tx, "clicks_staging", clicks).await?;
-    let inserted: std::collections::HashSet<Uuid> = tx
+    let mut inserted: std::collections::HashSet<Uuid> = tx
         .query(
             "INSERT INTO clicks SELECT * FROM clicks_staging ON CONFLICT (click_id) DO NOTHING RETURNING click_id",
             &[],
@@ -559,7 +559,8 @@ async fn copy_via_staging(client: &mut Object, clicks: &[ClickRecord]) -> Result
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let rollup = Rollup::of(clicks.iter().filter(|click| inserted.contains(&click.click_id)));
+    // Each inserted id counts once, even if the batch held it twice.
+    let rollup = Rollup::of(clicks.iter().filter(|click| inserted.remove(&click.click_id)));
     add_rollup(&tx, &rollup).await?;
     tx.commit().await?;
     Ok(rollup.clicks())
@@ -745,14 +746,18 @@ impl Store for PostgresStore {
     }
 
     async fn segment_stats(&self, range: TimeRange, grouping: Grouping) -> StoreResult<Vec<SegmentStats>> {
-        let (from, to, from_hour, to_hour) = rollup_bounds(range);
-        let (id_from, id_to) = sql::click_id_bounds(from, to);
+        let bounds = rollup_bounds(range);
+        let (from, to, from_hour, to_hour) = bounds;
+        let [first_from, first_to, last_from, last_to] = sql::edge_id_bounds(bounds);
         let queries = sql::SegmentQueries::new(&sql::POSTGRES, grouping);
         let client = self.client().await?;
         let mut tally = sql::SegmentTally::default();
         let rollup = client.query(&queries.rollup_clicks, &[&from_hour, &to_hour]).await.map_err(db_error)?;
         let edges = client
-            .query(&queries.edge_clicks, &[&from, &to, &from_hour, &to_hour, &id_from, &id_to])
+            .query(
+                &queries.edge_clicks,
+                &[&from, &to, &from_hour, &to_hour, &first_from, &first_to, &last_from, &last_to],
+            )
             .await
             .map_err(db_error)?;
         for row in rollup.iter().chain(&edges) {

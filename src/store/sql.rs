@@ -213,8 +213,8 @@ const OFFER_WINDOW: &str = "WITH recent AS (
 /// The four statements of a grouped report, each giving rows of `(offer_id, value, count, figure)`:
 /// - `rollup_clicks` over whole hours `[$1, $2)`: clicks of people and bots;
 /// - `edge_clicks` from raw clicks in `[$1, $2)` outside the whole hours `[$3, $4)` (the partial
-///   hours, see `rollup_bounds`), found through the primary key: click ids are UUID v7, so
-///   `[$5, $6)` bounds them by time;
+///   hours, see `rollup_bounds`), found through the primary key: click ids are UUID v7, so the id
+///   ranges `[$5, $6)` and `[$7, $8)` hold the two edges (see [`edge_id_bounds`]);
 /// - `ftds` and `deposits` by click time in `[$1, $2)`: FTDs and their payouts, and deposits (count
 ///   0), joined to their clicks only when a dimension is asked for.
 #[derive(Debug)]
@@ -255,8 +255,8 @@ impl SegmentQueries {
             "SELECT offer_id, {column}, CAST(sum(CASE WHEN is_bot THEN 0 ELSE 1 END) AS BIGINT),
                 CAST(sum(CASE WHEN is_bot THEN 1 ELSE 0 END) AS BIGINT)
              FROM clicks
-             WHERE click_id >= $5 AND click_id < $6 AND created_at >= $1 AND created_at < $2
-               AND (created_at < $3 OR created_at >= $4)
+             WHERE ((click_id >= $5 AND click_id < $6) OR (click_id >= $7 AND click_id < $8))
+               AND created_at >= $1 AND created_at < $2 AND (created_at < $3 OR created_at >= $4)
              GROUP BY 1, 2"
         );
         let ftds = format!(
@@ -350,6 +350,17 @@ pub(crate) fn click_id_bounds(from: OffsetDateTime, to: OffsetDateTime) -> (uuid
     let millis = |t: OffsetDateTime| (t.unix_timestamp_nanos().div_euclid(1_000_000)).clamp(0, (1 << 48) - 1) as u64;
     let bound = |ms: u64| uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10]).into_uuid();
     (bound(millis(from)), bound((millis(to) + 1).min((1 << 48) - 1)))
+}
+
+/// The id ranges `[$5, $6)` and `[$7, $8)` of `edge_clicks`, for the bounds `rollup_bounds` gives:
+/// the edges `[from, from_hour)` and `[to_hour, to)` only, so that a long range reads its whole hours
+/// from the rollups and never scans their clicks.
+pub(crate) fn edge_id_bounds(
+    (from, to, from_hour, to_hour): (OffsetDateTime, OffsetDateTime, OffsetDateTime, OffsetDateTime),
+) -> [uuid::Uuid; 4] {
+    let (first_from, first_to) = click_id_bounds(from, from_hour.min(to));
+    let (last_from, last_to) = click_id_bounds(to_hour.max(from), to);
+    [first_from, first_to, last_from, last_to]
 }
 
 /// A value of a parameter whose statement is built at run time; each store binds it its own way.

@@ -624,8 +624,9 @@ impl Store for SqliteStore {
     }
 
     async fn segment_stats(&self, range: TimeRange, grouping: Grouping) -> StoreResult<Vec<SegmentStats>> {
-        let (from, to, from_hour, to_hour) = rollup_bounds(range);
-        let (id_from, id_to) = sql::click_id_bounds(from, to);
+        let bounds = rollup_bounds(range);
+        let ids = sql::edge_id_bounds(bounds).map(|id| id.to_string());
+        let (from, to, from_hour, to_hour) = bounds;
         let (from, to, from_hour, to_hour) = (micros(from), micros(to), micros(from_hour), micros(to_hour));
         let queries = sql::SegmentQueries::new(&sql::SQLITE, grouping);
         self.with_conn(move |conn| {
@@ -642,10 +643,10 @@ impl Store for SqliteStore {
                     })
                 };
             each(&queries.rollup_clicks, &[&from_hour, &to_hour], sql::SegmentTally::add_clicks)?;
-            let (id_from, id_to) = (id_from.to_string(), id_to.to_string());
+            let [first_from, first_to, last_from, last_to] = &ids;
             each(
                 &queries.edge_clicks,
-                &[&from, &to, &from_hour, &to_hour, &id_from, &id_to],
+                &[&from, &to, &from_hour, &to_hour, first_from, first_to, last_from, last_to],
                 sql::SegmentTally::add_clicks,
             )?;
             each(&queries.ftds, &[&from, &to], sql::SegmentTally::add_events)?;

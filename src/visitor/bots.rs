@@ -45,6 +45,9 @@ pub const EXTRA_PATTERNS: &[&str] = &[
     "Bluesky Cardyb",
 ];
 
+/// Most confirm DFAs run for one agent; past them the agent is taken for a bot.
+pub const MAX_CONFIRMS: u32 = 16;
+
 /// A compiled list of bot patterns.
 pub struct BotList {
     /// One bit per hash bucket: whether some literal's anchor window hashes there. 8 KiB, so the
@@ -218,24 +221,33 @@ impl BotList {
     /// Every position of the agent is a window of 4 bytes; a window whose bucket bit is set is
     /// compared with the anchors in that bucket, and a matching anchor with its whole literal. Each
     /// occurrence of a literal contains its anchor, so no literal is missed.
+    ///
+    /// Cost is bounded whatever the agent: each confirm DFA scans the agent from its start, so an
+    /// agent that repeats a literal could make the confirms quadratic; after [`MAX_CONFIRMS`] runs
+    /// the agent is taken for a bot (no browser's agent holds that many bots' words).
     pub fn is_bot(&self, user_agent: &[u8]) -> bool {
+        let mut budget = MAX_CONFIRMS;
+        self.scan(user_agent, &mut budget)
+    }
+
+    fn scan(&self, user_agent: &[u8], budget: &mut u32) -> bool {
         for (pos, window) in user_agent.windows(WINDOW).enumerate() {
             let window = window_of(window);
             let bucket = bucket_of(window);
             let short_bit = short_bit_of(window & 0x00ff_ffff);
             let hit = self.filter[bucket / 64] & (1 << (bucket % 64)) != 0
                 || self.short_filter[short_bit / 64] & (1 << (short_bit % 64)) != 0;
-            if hit && self.hit_at(pos, window, user_agent) {
+            if hit && self.hit_at(pos, window, user_agent, budget) {
                 return true;
             }
         }
         // The last three bytes are no window's first three.
         if let [.., a, b, c] = *user_agent
-            && self.short_hit(u32::from_le_bytes([a, b, c, 0]), user_agent)
+            && self.short_hit(u32::from_le_bytes([a, b, c, 0]), user_agent, budget)
         {
             return true;
         }
-        self.always.iter().any(|&idx| self.confirm(idx, user_agent))
+        self.always.iter().any(|&idx| self.confirm(idx, user_agent, budget))
     }
 
     /// The number of patterns with no literal, run on every agent (0 for the bundled list).
@@ -246,8 +258,8 @@ impl BotList {
     /// Whether a literal found at `pos`, whose window's filter bit is set, makes the agent a bot's.
     /// Kept out of line so the scan loop stays small.
     #[inline(never)]
-    fn hit_at(&self, pos: usize, window: u32, user_agent: &[u8]) -> bool {
-        if self.short_hit(window & 0x00ff_ffff, user_agent) {
+    fn hit_at(&self, pos: usize, window: u32, user_agent: &[u8], budget: &mut u32) -> bool {
+        if self.short_hit(window & 0x00ff_ffff, user_agent, budget) {
             return true;
         }
         let bucket = bucket_of(window);
@@ -255,30 +267,34 @@ impl BotList {
         entries.iter().filter(|entry| entry.window == window).any(|entry| {
             let literal = &self.literals[entry.literal as usize];
             pos.checked_sub(literal.anchor).is_some_and(|start| {
-                user_agent[start..].starts_with(&literal.bytes) && self.means_bot(literal, user_agent)
+                user_agent[start..].starts_with(&literal.bytes) && self.means_bot(literal, user_agent, budget)
             })
         })
     }
 
     /// Whether three bytes of the agent are a short literal that makes it a bot's.
     #[inline]
-    fn short_hit(&self, tri: u32, user_agent: &[u8]) -> bool {
+    fn short_hit(&self, tri: u32, user_agent: &[u8], budget: &mut u32) -> bool {
         let bit = short_bit_of(tri);
         if self.short_filter[bit / 64] & (1 << (bit % 64)) == 0 {
             return false;
         }
-        self.short.iter().any(|&(short, id)| short == tri && self.means_bot(&self.literals[id], user_agent))
+        self.short.iter().any(|&(short, id)| short == tri && self.means_bot(&self.literals[id], user_agent, budget))
     }
 
     /// Whether finding `literal` in the agent makes it a bot's.
-    fn means_bot(&self, literal: &Literal, user_agent: &[u8]) -> bool {
+    fn means_bot(&self, literal: &Literal, user_agent: &[u8], budget: &mut u32) -> bool {
         match &literal.meaning {
             Meaning::Bot => true,
-            Meaning::Confirm(idxs) => idxs.iter().any(|&idx| self.confirm(idx, user_agent)),
+            Meaning::Confirm(idxs) => idxs.iter().any(|&idx| self.confirm(idx, user_agent, budget)),
         }
     }
 
-    fn confirm(&self, idx: usize, user_agent: &[u8]) -> bool {
+    fn confirm(&self, idx: usize, user_agent: &[u8], budget: &mut u32) -> bool {
+        if *budget == 0 {
+            return true;
+        }
+        *budget -= 1;
         // No quit bytes are configured, so the search cannot fail.
         matches!(self.confirms[idx].try_search_fwd(&Input::new(user_agent).earliest(true)), Ok(Some(_)))
     }
@@ -496,5 +512,19 @@ mod tests {
         assert!(list.is_bot(b"yz"));
         assert!(list.is_bot(b"Gooogle"));
         assert!(!list.is_bot(b"Ggle"));
+    }
+
+    #[test]
+    fn an_agent_that_repeats_a_literal_needing_confirmation_is_a_bot_after_the_budget() {
+        // `ContextualBot[\s\S]*outcomes\.net` needs its DFA for each `ContextualBot`; without a
+        // budget, each occurrence would scan the whole agent again.
+        let crafted = "ContextualBot ".repeat(200);
+        assert!(list().is_bot(crafted.as_bytes()), "the budget of confirm runs is spent: a bot");
+        let once = format!("Mozilla/5.0 ContextualBot {}", "x".repeat(300));
+        assert_eq!(
+            list().is_bot(once.as_bytes()),
+            reference().is_match(once.as_bytes()),
+            "one run: the pattern decides"
+        );
     }
 }

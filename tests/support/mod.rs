@@ -184,6 +184,25 @@ impl TestDb {
         }
     }
 
+    /// Runs statements, separated by semicolons (to set a database up as an older release left it).
+    pub async fn execute_batch(&self, sql: &str) {
+        match self.database_config() {
+            DatabaseConfig::Postgres(url) => {
+                connect(&url).await.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            }
+            DatabaseConfig::Sqlite(path) => {
+                let sql = sql.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    let conn = rusqlite::Connection::open(path).unwrap();
+                    conn.execute_batch(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+                })
+                .await
+                .unwrap();
+            }
+        }
+    }
+
     /// Runs a query (portable SQL) and returns every row's columns as text.
     pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
         match self.database_config() {

@@ -1,0 +1,92 @@
+//! Upgrades: a database as an older release left it, with clicks, is migrated by opening the store,
+//! and what the new migrations derive from the old data is right (on both stores).
+
+mod support;
+
+use casino_router::config::Config;
+use casino_router::store::{self, Dimension, Grouping, SegmentStats, Store, TimeRange};
+use support::{Backend, TestDb};
+
+/// The schema before targeting (migrations 0001 and 0002, recorded as applied), one offer, and
+/// clicks of two hours with two sources: three `fb` (two in the first hour), one without a source.
+fn before_targeting(backend: Backend) -> String {
+    let (dialect, migrations_table, times, hours, ids) = match backend {
+        Backend::Postgres => (
+            "postgres",
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO schema_migrations (version) VALUES (1), (2);",
+            ["'2026-03-01 10:05:00+00'", "'2026-03-01 10:45:00+00'", "'2026-03-01 11:15:00+00'", "'2026-03-01 11:20:00+00'"],
+            ["'2026-03-01 10:00:00+00'", "'2026-03-01 11:00:00+00'"],
+            ["'0195f8a0-0000-7000-8000-000000000001'", "'0195f8a0-0000-7000-8000-000000000002'",
+             "'0195f8a0-0000-7000-8000-000000000003'", "'0195f8a0-0000-7000-8000-000000000004'"],
+        ),
+        Backend::Sqlite => (
+            "sqlite",
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
+             INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0), (2, 0);",
+            ["1772359500000000", "1772361900000000", "1772363700000000", "1772364000000000"],
+            ["1772359200000000", "1772362800000000"],
+            ["'0195f8a0-0000-7000-8000-000000000001'", "'0195f8a0-0000-7000-8000-000000000002'",
+             "'0195f8a0-0000-7000-8000-000000000003'", "'0195f8a0-0000-7000-8000-000000000004'"],
+        ),
+    };
+    let read =
+        |file: &str| std::fs::read_to_string(format!("{}/sql/{dialect}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let (created, active) = match backend {
+        Backend::Postgres => ("now()", "TRUE"),
+        Backend::Sqlite => ("0", "1"),
+    };
+    let offer = match backend {
+        Backend::Postgres => format!(
+            "INSERT INTO offers (id, name, casino_url, postback_secret, active) VALUES (1, 'A', 'https://a.example/', 'secret-a', {active});"
+        ),
+        Backend::Sqlite => format!(
+            "INSERT INTO offers (id, name, casino_url, postback_secret, active, created_at, updated_at)
+             VALUES (1, 'A', 'https://a.example/', 'secret-a', {active}, {created}, {created});"
+        ),
+    };
+    let sources = ["'fb'", "'fb'", "'fb'", "NULL"];
+    let clicks: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                "INSERT INTO clicks (click_id, offer_id, created_at, source, propensity) VALUES ({}, 1, {}, {}, 1.0);",
+                ids[i], times[i], sources[i]
+            )
+        })
+        .collect();
+    format!(
+        "{}\n{}\n{}\n{offer}\n{}\nINSERT INTO click_rollup_hourly (offer_id, hour, clicks) VALUES (1, {}, 2), (1, {}, 2);",
+        migrations_table,
+        read("0001_initial.sql"),
+        read("0002_postback_ignored_fields.sql"),
+        clicks.join("\n"),
+        hours[0],
+        hours[1],
+    )
+}
+
+async fn grouped(store: &dyn Store, dimension: Dimension) -> Vec<SegmentStats> {
+    let grouping = Grouping { by_offer: false, dimension: Some(dimension) };
+    let mut rows = store.segment_stats(TimeRange::default(), grouping).await.unwrap();
+    rows.sort_by(|a, b| a.value.cmp(&b.value));
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_targeting_migration_rolls_up_the_clicks_stored_before_it() {
+    let mut dbs = vec![(Backend::Sqlite, TestDb::create_on(Backend::Sqlite).await)];
+    dbs.extend(TestDb::create_postgres().await.map(|db| (Backend::Postgres, db)));
+    for (backend, db) in dbs {
+        db.execute_batch(&before_targeting(backend)).await;
+        let config = Config { database: db.database_config(), db_pool_size: 2, ..Config::default() };
+        let store = store::open(&config).await.unwrap();
+        let row = |value: Option<&str>, clicks| SegmentStats {
+            value: value.map(str::to_owned),
+            clicks,
+            ..Default::default()
+        };
+        assert_eq!(grouped(store.as_ref(), Dimension::Source).await, [row(None, 1), row(Some("fb"), 3)], "{backend:?}");
+        assert_eq!(grouped(store.as_ref(), Dimension::Country).await, [row(None, 4)], "{backend:?}: unknown country");
+        assert_eq!(db.count("SELECT count(*) FROM clicks WHERE is_bot").await, 0, "{backend:?}");
+    }
+}
