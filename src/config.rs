@@ -83,8 +83,15 @@ pub const DEFAULT_COUNTRY_HEADER: &str = "cf-ipcountry";
 /// `off` for none.
 pub const GEOIP_DB: &str = "GEOIP_DB";
 /// The database shipped with the router (DB-IP Lite, CC BY 4.0; see `data/geoip/README.md`),
-/// relative to the working directory like the embedded store.
+/// relative to the working directory like the embedded store. When it is not there, the router
+/// looks in [`GEOIP_DB_FALLBACKS`].
 pub const DEFAULT_GEOIP_DB: &str = "./data/geoip/dbip-country.mmdb";
+/// Where else the shipped database is looked for, in order: the source tree the binary was built
+/// from (a binary run from another directory), and the Docker image's copy.
+pub const GEOIP_DB_FALLBACKS: [&str; 2] = [
+    concat!(env!("CARGO_MANIFEST_DIR"), "/data/geoip/dbip-country.mmdb"),
+    "/usr/share/casino-router/geoip/dbip-country.mmdb",
+];
 /// Where a visitor goes when no offer accepts them (macros allowed, as in offer URLs); unset: 503.
 pub const FALLBACK_URL: &str = "FALLBACK_URL";
 /// What bots and link previews get: `route` (an offer, like anyone) or `fallback`.
@@ -190,7 +197,8 @@ impl std::str::FromStr for RoutingStrategy {
 /// Which IP-to-country database to open at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GeoIpSource {
-    /// The shipped database, if it is there (a start-up warning if not).
+    /// The shipped database, if it is there or at one of [`GEOIP_DB_FALLBACKS`] (a start-up
+    /// warning if not).
     Default(PathBuf),
     /// A database the operator named: it must open.
     Required(PathBuf),

@@ -196,19 +196,31 @@ pub async fn run(
     Ok(())
 }
 
-/// Opens the IP-to-country database `source` names. The shipped one may be missing (a binary copied
+/// Opens the IP-to-country database `source` names. The shipped one is looked for in the working
+/// directory, then at [`config::GEOIP_DB_FALLBACKS`]; it may be missing everywhere (a binary copied
 /// without `data/`): the router then runs on the proxy's country header alone, and says so.
 fn open_geoip(source: &GeoIpSource) -> Result<Option<GeoIp>, GeoIpError> {
     let geoip = match source {
         GeoIpSource::Off => None,
         GeoIpSource::Required(path) => Some(GeoIp::open(path)?),
-        GeoIpSource::Default(path) => match GeoIp::open(path) {
-            Ok(geoip) => Some(geoip),
-            Err(error) => {
-                tracing::warn!(%error, "no IP-to-country database: countries come from the proxy header only (set GEOIP_DB)");
-                None
+        GeoIpSource::Default(path) => {
+            let fallbacks = config::GEOIP_DB_FALLBACKS.map(std::path::Path::new);
+            let found = std::iter::once(path.as_path()).chain(fallbacks).find(|candidate| candidate.is_file());
+            match found.map(GeoIp::open) {
+                Some(Ok(geoip)) => Some(geoip),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "no IP-to-country database: countries come from the proxy header only (set GEOIP_DB)");
+                    None
+                }
+                None => {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "no IP-to-country database found: countries come from the proxy header only (set GEOIP_DB)"
+                    );
+                    None
+                }
             }
-        },
+        }
     };
     if let Some(geoip) = &geoip {
         tracing::info!(database = %geoip.describe(), "IP-to-country database open");

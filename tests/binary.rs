@@ -374,3 +374,34 @@ async fn sigkill_under_load_loses_only_clicks_of_the_last_moments() {
     // Only clicks still in the queue or the open batch are lost: none answered well before the kill.
     assert!(oldest_lost < Duration::from_millis(1000), "a click answered {oldest_lost:?} before the kill was lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_ip_database_is_found_from_any_working_directory() {
+    // Run from a temporary directory (see `router`), where ./data/geoip does not exist: the binary
+    // finds the database in the tree it was built from.
+    let db = TestDb::create().await;
+    let mut command = router(&db);
+    command.env("TRUSTED_PROXIES", "127.0.0.1").env("TABLE_REFRESH_SECONDS", "0.1");
+    let Served { child, addr, startup_log, drain } = serve(command);
+    assert!(startup_log.iter().any(|line| line.contains("IP-to-country database open")), "{startup_log:#?}");
+    let http = http();
+    // Only a DE offer in rotation (the embedded store seeds example offers: switched off).
+    for offer in admin_get(&http, addr, ADMIN_TOKEN, "/admin/offers").await.as_array().unwrap() {
+        let id = offer["id"].as_i64().unwrap();
+        let switched_off = http.put(format!("http://{addr}/admin/offers/{id}")).bearer_auth(ADMIN_TOKEN);
+        assert!(switched_off.json(&json!({"active": false})).send().await.unwrap().status().is_success());
+    }
+    let de = json!({"name": "DE only", "casino_url": "https://de.example/", "countries": ["DE"]});
+    create_offer_at(&http, addr, de).await;
+    // Deutsche Telekom's resolver and the BBC, as a trusted proxy forwards them.
+    let click =
+        |address: &'static str| http.get(format!("http://{addr}/click")).header("X-Forwarded-For", address).send();
+    for _ in 0..5 {
+        let response = click("194.25.2.129").await.unwrap();
+        assert_eq!(response.status(), StatusCode::FOUND);
+        assert!(response.headers()["location"].to_str().unwrap().starts_with("https://de.example/"));
+    }
+    assert_eq!(click("212.58.244.20").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE, "GB: no offer");
+    signal(&child, "TERM");
+    drain.join().unwrap();
+}
