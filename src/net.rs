@@ -1,4 +1,5 @@
-//! Client addresses: which IP a click came from, believing `X-Forwarded-For` only from trusted proxies.
+//! Client addresses: which IP a click came from, and whether it came through a trusted proxy, whose
+//! headers (`X-Forwarded-For`, the country header) alone are believed.
 //!
 //! A visitor can put anything in `X-Forwarded-For`; only the hops added by our own proxies are true.
 //! So the header is read from the right, skipping trusted proxies, and the first untrusted address is
@@ -58,31 +59,35 @@ impl IpNetwork {
     }
 }
 
-/// The client's address: `peer` itself unless `peer` is a trusted proxy, in which case the rightmost
-/// untrusted address of `forwarded_for` (a comma-separated `X-Forwarded-For` value).
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpNetwork]) -> IpAddr {
+/// Who sent a request, as far as it can be believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The client's address.
+    pub ip: IpAddr,
+    /// Whether the request came through a trusted proxy, whose headers (`X-Forwarded-For`, the
+    /// country header) are believed.
+    pub via_trusted_proxy: bool,
+}
+
+/// The client: `peer` itself unless `peer` is a trusted proxy, in which case the rightmost untrusted
+/// address of `forwarded_for` (a comma-separated `X-Forwarded-For` value).
+pub fn client(peer: IpAddr, forwarded_for: Option<&[u8]>, trusted: &[IpNetwork]) -> Client {
     let peer = canonical(peer);
-    let is_trusted = |addr: IpAddr| is_trusted(addr, trusted);
+    let is_trusted = |addr: IpAddr| trusted.iter().any(|network| network.contains(addr));
     // The header is read only from a trusted peer: anyone else's is not even parsed.
     if !is_trusted(peer) {
-        return peer;
+        return Client { ip: peer, via_trusted_proxy: false };
     }
-    let Some(header) = forwarded_for.and_then(|h| std::str::from_utf8(h).ok()) else { return peer };
-    let mut client = peer;
+    let mut client = Client { ip: peer, via_trusted_proxy: true };
+    let Some(header) = forwarded_for.and_then(|h| std::str::from_utf8(h).ok()) else { return client };
     for hop in header.rsplit(',') {
         let Ok(addr) = hop.trim().parse::<IpAddr>() else { break };
-        client = canonical(addr);
-        if !is_trusted(client) {
+        client.ip = canonical(addr);
+        if !is_trusted(client.ip) {
             break;
         }
     }
     client
-}
-
-/// Whether `addr` is one of the `trusted` proxies, whose headers (`X-Forwarded-For`, the country
-/// header) are believed.
-pub fn is_trusted(addr: IpAddr, trusted: &[IpNetwork]) -> bool {
-    trusted.iter().any(|network| network.contains(addr))
 }
 
 fn canonical(addr: IpAddr) -> IpAddr {
@@ -117,15 +122,18 @@ mod tests {
     #[test]
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let trusted = ["127.0.0.1".parse().unwrap()];
-        assert_eq!(client_ip(ip("203.0.113.9"), Some(b"1.2.3.4"), &trusted), ip("203.0.113.9"));
+        assert_eq!(
+            client(ip("203.0.113.9"), Some(b"1.2.3.4"), &trusted),
+            Client { ip: ip("203.0.113.9"), via_trusted_proxy: false }
+        );
     }
 
     #[test]
     fn forwarded_for_is_read_from_the_right_past_trusted_hops() {
         let trusted = ["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
         let header: &[u8] = b"6.6.6.6, 198.51.100.7, 10.0.0.2";
-        assert_eq!(client_ip(ip("127.0.0.1"), Some(header), &trusted), ip("198.51.100.7"));
-        assert_eq!(client_ip(ip("127.0.0.1"), Some(b"garbage"), &trusted), ip("127.0.0.1"));
-        assert_eq!(client_ip(ip("127.0.0.1"), None, &trusted), ip("127.0.0.1"));
+        assert_eq!(client(ip("127.0.0.1"), Some(header), &trusted).ip, ip("198.51.100.7"));
+        assert_eq!(client(ip("127.0.0.1"), Some(b"garbage"), &trusted).ip, ip("127.0.0.1"));
+        assert_eq!(client(ip("127.0.0.1"), None, &trusted), Client { ip: ip("127.0.0.1"), via_trusted_proxy: true });
     }
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::App;
 use crate::config::BotAction;
-use crate::net::{client_ip, is_trusted};
+use crate::net::client;
 use crate::routing::Segment;
 use crate::store::{ClickRecord, FALLBACK_OFFER_ID};
 use crate::visitor::{BotList, Country, GeoIp, device_class};
@@ -93,9 +93,8 @@ impl App {
     pub fn route_click(&self, visitor: &Visitor<'_>) -> Result<RoutedClick, ClickRefused> {
         let now = OffsetDateTime::now_utc();
         let mut rng = rand::rng();
-        let trusted_peer = is_trusted(visitor.peer, &self.config.trusted_proxies);
-        let client = client_ip(visitor.peer, visitor.forwarded_for, &self.config.trusted_proxies);
-        let country = self.country_of(trusted_peer.then_some(visitor.country).flatten(), client);
+        let client = client(visitor.peer, visitor.forwarded_for, &self.config.trusted_proxies);
+        let country = self.country_of(client.via_trusted_proxy.then_some(visitor.country).flatten(), client.ip);
         let agent = visitor.user_agent.map(|agent| &agent[..agent.len().min(MAX_CLASSIFIED_BYTES)]);
         let device = device_class(agent, visitor.mobile_hint);
         let is_bot = visitor.is_preview_request || agent.is_some_and(|agent| self.lookup.bots.is_bot(agent));
@@ -120,7 +119,7 @@ impl App {
             offer_id,
             created_at: now,
             user_agent: visitor.user_agent.and_then(sanitized_header),
-            ip_address: Some(client),
+            ip_address: Some(client.ip),
             referrer: visitor.referrer.and_then(sanitized_header),
             source: visitor.source.map(Box::from),
             campaign: visitor.campaign.map(Box::from),
