@@ -370,8 +370,13 @@ async fn a_click_cap_reached_across_two_instances_stops_both_within_the_refresh(
         let (_, shown) = server.admin_json(Method::GET, &format!("/admin/offers/{capped}"), None).await;
         shown["clicks_today"].as_u64()
     };
-    // B learns of the offer by its version poll; then A takes 6 of the day's 10 clicks.
-    wait_until("B to route to the new offer", Duration::from_secs(5), async || today(&b).await == Some(0)).await;
+    // B learns of the offer by its version poll (its table routes to it); then A takes 6 of the
+    // day's 10 clicks.
+    wait_until("B to route to the new offer", Duration::from_secs(5), async || {
+        let (_, stats) = b.admin_json(Method::GET, "/admin/stats", None).await;
+        stats.as_array().unwrap().iter().any(|row| row["id"] == capped && row["traffic_share"] == 1.0)
+    })
+    .await;
     for _ in 0..6 {
         assert_eq!(host(&visit(&a, Visit::default()).await.1.unwrap()), "capped");
     }
