@@ -13,7 +13,9 @@ use casino_router::http::handle_click;
 use casino_router::journal::Journal;
 use casino_router::metrics::Metrics;
 use casino_router::routing::table::pick_probabilities;
-use casino_router::routing::{DailyCaps, OfferRules, RedirectTemplate, RouteInput, RoutingTable, Segment, Targeting};
+use casino_router::routing::{
+    DailyCaps, OfferRules, RedirectTemplate, RouteInput, RoutingTable, Segment, Segmentation, Targeting,
+};
 use casino_router::store::{self, NewOffer};
 use casino_router::visitor::{BotList, Country, DeviceClass, GeoIp};
 use casino_router::writer::{ClickWriter, WriterConfig};
@@ -53,7 +55,9 @@ fn table(n_offers: usize, targeted: bool) -> RoutingTable {
         })
         .collect();
     let weights: Vec<f64> = inputs.iter().map(|input| input.weight).collect();
-    RoutingTable::build(inputs, |members| pick_probabilities(members.iter().map(|&i| weights[i]), 0.2))
+    RoutingTable::build(inputs, &Segmentation::default(), |_, members| {
+        pick_probabilities(members.iter().map(|&i| weights[i]), 0.2)
+    })
 }
 
 fn pick(c: &mut Criterion) {

@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use casino_router::routing::thompson::{HORIZON_HOURS, OfferHistory, evaluate};
+use casino_router::routing::thompson::{Evidence, HORIZON_HOURS, OfferHistory, evaluate};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn histories(offers: usize) -> Vec<OfferHistory> {
@@ -32,7 +32,7 @@ fn refresh(c: &mut Criterion) {
     for (offers, draws) in [(10, 1_000), (100, 1_000), (100, 2_000)] {
         let histories = histories(offers);
         group.bench_function(format!("{offers}_offers_{draws}_draws"), |b| {
-            b.iter(|| black_box(evaluate(black_box(&histories), draws, 7)))
+            b.iter(|| black_box(evaluate(black_box(&Evidence::offers(&histories)), draws, 7)))
         });
     }
     group.finish();

@@ -303,7 +303,7 @@ fn build_table(active: &[usize], weights: &[f64], exploration: f64) -> RoutingTa
             today: Arc::default(),
         })
         .collect();
-    RoutingTable::build(inputs, |members: &[usize]| {
+    RoutingTable::build(inputs, &crate::routing::Segmentation::default(), |_, members: &[usize]| {
         pick_probabilities(members.iter().map(|&i| weights[i]), exploration)
     })
 }
@@ -359,7 +359,7 @@ fn thompson_weights(
             }
         })
         .collect();
-    thompson::evaluate(&histories, DRAWS, seed ^ hour as u64).probability_best
+    thompson::evaluate(&thompson::Evidence::offers(&histories), DRAWS, seed ^ hour as u64).probability_best
 }
 
 /// Summary over seeds.

@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 
 use super::App;
 use crate::config::RoutingStrategy;
+use crate::routing::segments::Segmentation;
 use crate::routing::table::pick_probabilities;
 use crate::routing::thompson::{self, HORIZON_HOURS, ThompsonResult};
 use crate::routing::{
@@ -80,10 +81,10 @@ impl App {
         let build = move || match thompson {
             // Thompson sampling explores by itself: each pool's shares are its offers' probabilities
             // of being best among them.
-            Some(result) => RoutingTable::build(inputs, |members| result.probability_best_among(members)),
+            Some(result) => RoutingTable::build(inputs, &Segmentation::default(), result.probabilities()),
             None => {
                 let weights: Vec<f64> = inputs.iter().map(|input| input.weight).collect();
-                RoutingTable::build(inputs, |members| {
+                RoutingTable::build(inputs, &Segmentation::default(), |_, members| {
                     pick_probabilities(members.iter().map(|&i| weights[i]), exploration)
                 })
             }
@@ -116,7 +117,11 @@ impl App {
     pub async fn thompson(&self, offer_ids: &[i64]) -> StoreResult<ThompsonResult> {
         let evidence = self.store.routing_evidence(OffsetDateTime::now_utc(), HORIZON_HOURS).await?;
         // A fixed seed: instances that read the same evidence compute the same table.
-        Ok(thompson::evaluate(&evidence.histories(offer_ids), THOMPSON_DRAWS, THOMPSON_SEED))
+        Ok(thompson::evaluate(
+            &thompson::Evidence::offers(&evidence.histories(offer_ids)),
+            THOMPSON_DRAWS,
+            THOMPSON_SEED,
+        ))
     }
 
     /// The posterior behind the current table, under the `thompson` strategy.
@@ -195,7 +200,7 @@ mod tests {
                 ..thompson::OfferHistory::default()
             })
             .collect();
-        let mut result = thompson::evaluate(&histories, 10, 1);
+        let mut result = thompson::evaluate(&thompson::Evidence::offers(&histories), 10, 1);
         result.probability_best = offers.iter().map(|&(_, p)| p).collect();
         result
     }

@@ -5,10 +5,12 @@
 pub mod policy;
 pub mod redirect;
 pub mod rules;
+pub mod segments;
 pub mod table;
 pub mod thompson;
 
 pub use policy::{OfferWindow, WeightPolicy, WeightedOffer};
 pub use redirect::{InvalidOfferUrl, RedirectTemplate};
 pub use rules::{DailyCaps, OfferRules, Targeting};
+pub use segments::{SegmentDims, SegmentKey, Segmentation};
 pub use table::{DayCounts, Pick, RouteInput, RoutedOffer, RoutingTable, Segment};

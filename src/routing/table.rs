@@ -21,8 +21,8 @@
 //! is swapped in whole (`arc-swap`), so a click sees either the old or the new table, never a mixture,
 //! and takes no lock. The pick allocates nothing.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -32,6 +32,7 @@ use rand_distr::{Distribution, StandardUniform};
 
 use super::redirect::RedirectTemplate;
 use super::rules::{DailyCaps, OfferRules, ValuePattern};
+use super::segments::{SegmentKey, Segmentation};
 use crate::visitor::{Country, DeviceClass};
 
 /// Most offers a table routes to: an eligible set is a bitset of this many bits.
@@ -208,7 +209,8 @@ fn members(set: &OfferSet) -> Vec<usize> {
 }
 
 /// The classes of one free-text dimension (source or campaign): values that make the same offers
-/// eligible share a class.
+/// eligible share a class, but a value that is a learning segment of its own (a *learned* value) has
+/// a class of its own.
 #[derive(Debug, Default)]
 struct ValueClasses {
     exact: HashMap<Box<str>, u32>,
@@ -223,27 +225,41 @@ struct ValueClasses {
     count: u32,
 }
 
+/// The country and device parts of a segment.
+type PlaceKey = (Option<Country>, Option<DeviceClass>);
+
+/// A class of [`ValueClasses`]: the offers its values make eligible, and the learned value it is
+/// (`""` for clicks without the value), if any.
+type ValueClass = (OfferSet, Option<Box<str>>);
+
 impl ValueClasses {
-    /// Classes for the entries of `rules`, where `accepts(offer, value)` says whether an offer takes a
-    /// value; `eligible` is the set every class starts from.
+    /// Classes for the rule entries `entries` and the `learned` values, where `accepts(offer, value)`
+    /// says whether an offer takes a value.
     fn build(
         n_offers: usize,
         entries: impl Iterator<Item = ValuePattern>,
+        learned: &[&str],
         accepts: impl Fn(usize, Option<&str>) -> bool,
-    ) -> (ValueClasses, Vec<OfferSet>) {
-        let mut sets: Vec<OfferSet> = Vec::new();
+    ) -> (ValueClasses, Vec<ValueClass>) {
+        let mut classes_found: Vec<ValueClass> = Vec::new();
         let mut class_of = |value: Option<&str>| -> u32 {
             let set = (0..n_offers).filter(|&i| accepts(i, value)).fold([0; MAX_ROUTED_OFFERS / 64], with_offer);
-            match sets.iter().position(|known| *known == set) {
-                Some(class) => class as u32,
+            let learned = learned.iter().find(|&&v| v == value.unwrap_or_default()).map(|&v| Box::from(v));
+            let class = (set, learned);
+            match classes_found.iter().position(|known| *known == class) {
+                Some(index) => index as u32,
                 None => {
-                    sets.push(set);
-                    (sets.len() - 1) as u32
+                    classes_found.push(class);
+                    (classes_found.len() - 1) as u32
                 }
             }
         };
         let mut classes =
             ValueClasses { absent: class_of(None), other: class_of(Some(NO_ENTRY)), ..Default::default() };
+        for value in learned.iter().filter(|v| !v.is_empty()) {
+            let class = class_of(Some(value));
+            classes.exact.insert((*value).into(), class);
+        }
         let mut prefixes = Vec::new();
         for entry in entries {
             match entry {
@@ -264,8 +280,8 @@ impl ValueClasses {
         }
         prefixes.sort_by_key(|(stem, _)| std::cmp::Reverse(stem.len()));
         classes.prefixes = prefixes.into_boxed_slice();
-        classes.count = sets.len() as u32;
-        (classes, sets)
+        classes.count = classes_found.len() as u32;
+        (classes, classes_found)
     }
 
     #[inline]
@@ -282,10 +298,16 @@ impl ValueClasses {
 }
 
 impl RoutingTable {
-    /// Builds the table for `inputs`. `probabilities(members)` gives the pick probabilities of a set
-    /// of offers (indices into `inputs`, ascending), summing to 1: the strategy's say. Offers at a
-    /// daily cap are left out of rotation, and offers past [`MAX_ROUTED_OFFERS`] too (logged).
-    pub fn build(inputs: Vec<RouteInput>, probabilities: impl Fn(&[usize]) -> Vec<f64>) -> RoutingTable {
+    /// Builds the table for `inputs`, with pools of their own for the segments of `segmentation`.
+    /// `probabilities(segment, members)` gives the pick probabilities of a set of offers (indices into
+    /// `inputs`, ascending) for a visitor of a segment (`None`: a visitor of no segment, or over all
+    /// traffic), summing to 1: the strategy's say. Calls come grouped by segment. Offers at a daily
+    /// cap are left out of rotation, and offers past [`MAX_ROUTED_OFFERS`] too (logged).
+    pub fn build(
+        inputs: Vec<RouteInput>,
+        segmentation: &Segmentation,
+        mut probabilities: impl FnMut(Option<usize>, &[usize]) -> Vec<f64>,
+    ) -> RoutingTable {
         if inputs.len() > MAX_ROUTED_OFFERS {
             tracing::error!(
                 offers = inputs.len(),
@@ -297,10 +319,14 @@ impl RoutingTable {
         let in_rotation: OfferSet =
             (0..n_offers).filter(|&i| !inputs[i].is_capped()).fold([0; MAX_ROUTED_OFFERS / 64], with_offer);
         let all = members(&in_rotation);
-        let shares = probabilities(&all);
+        let shares = probabilities(None, &all);
+        let dims = segmentation.dims();
 
-        // Country x device.
-        let mut place_sets: Vec<OfferSet> = Vec::new();
+        // Country x device: a class per eligible set and learned place (the country and device parts
+        // of a segment that has its own pools).
+        let learned_places: HashSet<PlaceKey> =
+            segmentation.keys().iter().map(|key| (key.country, key.device)).collect();
+        let mut place_classes: Vec<(OfferSet, Option<PlaceKey>)> = Vec::new();
         let places: Box<[u32]> = Country::all()
             .flat_map(|country| DeviceClass::ALL.map(move |device| (country, device)))
             .map(|(country, device)| {
@@ -308,45 +334,69 @@ impl RoutingTable {
                     .iter()
                     .filter(|&&i| inputs[i].rules.accepts_place(country, device))
                     .fold([0; MAX_ROUTED_OFFERS / 64], |set, &i| with_offer(set, i));
-                let class = place_sets.iter().position(|known| *known == set).unwrap_or_else(|| {
-                    place_sets.push(set);
-                    place_sets.len() - 1
+                let place = (dims.country.then_some(country), dims.device.then_some(device));
+                let class = (set, learned_places.contains(&place).then_some(place));
+                let index = place_classes.iter().position(|known| *known == class).unwrap_or_else(|| {
+                    place_classes.push(class);
+                    place_classes.len() - 1
                 });
-                class as u32
+                index as u32
             })
             .collect();
         let entries = |patterns: fn(&OfferRules) -> &[ValuePattern]| {
             inputs[..n_offers].iter().flat_map(move |input| patterns(&input.rules).iter().cloned())
         };
-        let (sources, source_sets) = ValueClasses::build(n_offers, entries(OfferRules::source_patterns), |i, value| {
-            inputs[i].rules.accepts_source(value)
-        });
-        let (campaigns, campaign_sets) =
-            ValueClasses::build(n_offers, entries(OfferRules::campaign_patterns), |i, value| {
+        let learned_sources: Vec<&str> = if dims.source {
+            let mut values: Vec<&str> = segmentation.keys().iter().filter_map(|key| key.source.as_deref()).collect();
+            values.sort_unstable();
+            values.dedup();
+            values
+        } else {
+            Vec::new()
+        };
+        let (sources, source_classes) =
+            ValueClasses::build(n_offers, entries(OfferRules::source_patterns), &learned_sources, |i, value| {
+                inputs[i].rules.accepts_source(value)
+            });
+        let (campaigns, campaign_classes) =
+            ValueClasses::build(n_offers, entries(OfferRules::campaign_patterns), &[], |i, value| {
                 inputs[i].rules.accepts_campaign(value)
             });
 
-        let mut pools: Vec<Pool> = Vec::new();
-        let mut pool_index: HashMap<OfferSet, u32> = HashMap::new();
-        let mut pool_of = Vec::with_capacity(place_sets.len() * source_sets.len() * campaign_sets.len());
-        for place in &place_sets {
-            for source in &source_sets {
-                let narrowed = intersection(place, source);
-                for campaign in &campaign_sets {
-                    let eligible = intersection(&narrowed, campaign);
-                    if eligible == [0; MAX_ROUTED_OFFERS / 64] {
-                        pool_of.push(NO_POOL);
-                        continue;
+        // Each slot's eligible set and segment; then one pool per distinct pair, made segment by
+        // segment (so that the strategy can keep a segment's draws while it is asked about it).
+        let mut slots: Vec<Option<(OfferSet, Option<usize>)>> =
+            Vec::with_capacity(place_classes.len() * source_classes.len() * campaign_classes.len());
+        for (place_set, place) in &place_classes {
+            for (source_set, source) in &source_classes {
+                let narrowed = intersection(place_set, source_set);
+                let segment = match (place, dims.source) {
+                    (Some((country, device)), true) => source.clone().and_then(|source| {
+                        segmentation.index_of(&SegmentKey { country: *country, device: *device, source: Some(source) })
+                    }),
+                    (Some((country, device)), false) => {
+                        segmentation.index_of(&SegmentKey { country: *country, device: *device, source: None })
                     }
-                    let index = *pool_index.entry(eligible).or_insert_with(|| {
-                        let members = members(&eligible);
-                        pools.push(Pool::new(&members, probabilities(&members)));
-                        (pools.len() - 1) as u32
-                    });
-                    pool_of.push(index);
+                    (None, _) => None,
+                };
+                for (campaign_set, _) in &campaign_classes {
+                    let eligible = intersection(&narrowed, campaign_set);
+                    slots.push((eligible != [0; MAX_ROUTED_OFFERS / 64]).then_some((eligible, segment)));
                 }
             }
         }
+        let mut distinct: Vec<(Option<usize>, OfferSet)> =
+            slots.iter().flatten().map(|&(set, segment)| (segment, set)).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut pools: Vec<Pool> = Vec::with_capacity(distinct.len());
+        let mut pool_index: HashMap<(OfferSet, Option<usize>), u32> = HashMap::with_capacity(distinct.len());
+        for (segment, set) in distinct {
+            let members = members(&set);
+            pool_index.insert((set, segment), pools.len() as u32);
+            pools.push(Pool::new(&members, probabilities(segment, &members)));
+        }
+        let pool_of: Vec<u32> = slots.iter().map(|slot| slot.map_or(NO_POOL, |key| pool_index[&key])).collect();
 
         let mut share_of = vec![0.0; n_offers];
         for (&i, share) in all.iter().zip(shares) {
@@ -475,6 +525,7 @@ pub fn pick_probabilities(weights: impl ExactSizeIterator<Item = f64> + Clone, e
 mod tests {
     use super::*;
     use crate::routing::rules::Targeting;
+    use crate::routing::segments::SegmentDims;
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 
@@ -494,14 +545,14 @@ mod tests {
         weights.iter().enumerate().map(|(i, &weight)| input(i, weight, "{}")).collect()
     }
 
-    fn ev(inputs: &[RouteInput], exploration: f64) -> impl Fn(&[usize]) -> Vec<f64> + use<> {
+    fn ev(inputs: &[RouteInput], exploration: f64) -> impl Fn(Option<usize>, &[usize]) -> Vec<f64> + use<> {
         let weights: Vec<f64> = inputs.iter().map(|i| i.weight).collect();
-        move |members: &[usize]| pick_probabilities(members.iter().map(|&i| weights[i]), exploration)
+        move |_, members: &[usize]| pick_probabilities(members.iter().map(|&i| weights[i]), exploration)
     }
 
     fn table(inputs: Vec<RouteInput>, exploration: f64) -> RoutingTable {
         let probabilities = ev(&inputs, exploration);
-        RoutingTable::build(inputs, probabilities)
+        RoutingTable::build(inputs, &Segmentation::default(), probabilities)
     }
 
     fn anyone() -> Segment<'static> {
@@ -672,5 +723,72 @@ mod tests {
         // Its FTD cap reached after the build: no offer left for anyone.
         table.offers()[1].today.ftds.store(1, Ordering::Relaxed);
         assert!(table.pick(&anyone(), &mut rng).is_none());
+    }
+
+    /// A segment's pool of two routes 90/10, any other pool evenly; the calls the table made, in order.
+    fn by_segment(
+        calls: &std::cell::RefCell<Vec<Option<usize>>>,
+    ) -> impl FnMut(Option<usize>, &[usize]) -> Vec<f64> + '_ {
+        move |segment, members| {
+            calls.borrow_mut().push(segment);
+            match (segment, members.len()) {
+                (Some(_), 2) => vec![0.9, 0.1],
+                (_, n) => vec![1.0 / n as f64; n],
+            }
+        }
+    }
+
+    fn propensity_of_first(table: &RoutingTable, segment: &Segment<'_>) -> f64 {
+        let mut rng = SmallRng::seed_from_u64(3);
+        (0..200)
+            .map(|_| table.pick(segment, &mut rng).unwrap())
+            .find(|pick| pick.offer.offer_id == 1)
+            .map(|pick| pick.propensity)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_learned_segment_is_routed_on_its_own_probabilities() {
+        let de = country("DE");
+        let dims = SegmentDims::DEFAULT;
+        let segmentation = Segmentation::new(dims, vec![dims.key(de, DeviceClass::Mobile, None)]);
+        let calls = std::cell::RefCell::new(Vec::new());
+        let table = RoutingTable::build(inputs(&[1.0, 1.0]), &segmentation, by_segment(&calls));
+        let visitor = |country, device| Segment { country, device, ..Segment::ANYONE };
+        assert_eq!(propensity_of_first(&table, &visitor(de, DeviceClass::Mobile)), 0.9);
+        assert_eq!(propensity_of_first(&table, &visitor(de, DeviceClass::Desktop)), 0.5, "another device");
+        assert_eq!(propensity_of_first(&table, &visitor(country("FR"), DeviceClass::Mobile)), 0.5, "another country");
+        // The offer-level shares, then one pool per segment: each asked for once.
+        assert_eq!(*calls.borrow(), [None, None, Some(0)]);
+        assert_eq!(table.pool_count(), 2);
+    }
+
+    #[test]
+    fn a_learned_source_is_routed_on_its_own_probabilities_beside_source_rules() {
+        let dims = SegmentDims { source: true, ..SegmentDims::NONE };
+        let anywhere = |source| dims.key(Country::UNKNOWN, DeviceClass::Desktop, source);
+        // Segment 0 is the source "fb-1"; segment 1, clicks without a source.
+        let segmentation = Segmentation::new(dims, vec![anywhere(Some("fb-1")), anywhere(None)]);
+        // Offer 3 takes only sources starting with "fb": it is eligible for "fb-1" and "fb-2".
+        let offers = vec![input(0, 1.0, "{}"), input(1, 1.0, "{}"), input(2, 1.0, r#"{"sources": ["fb*"]}"#)];
+        let calls = std::cell::RefCell::new(Vec::new());
+        let table = RoutingTable::build(offers, &segmentation, by_segment(&calls));
+        let from = |source| Segment { source, ..Segment::ANYONE };
+        let third = |table: &RoutingTable, segment: &Segment<'_>| {
+            let mut rng = SmallRng::seed_from_u64(5);
+            (0..300).any(|_| table.pick(segment, &mut rng).unwrap().offer.offer_id == 3)
+        };
+        assert_eq!(
+            propensity_of_first(&table, &from(Some("fb-1"))),
+            1.0 / 3.0,
+            "three eligible: not the 2-member rule"
+        );
+        assert!(third(&table, &from(Some("fb-1"))) && third(&table, &from(Some("fb-2"))));
+        assert!(!third(&table, &from(Some("google"))) && !third(&table, &from(None)));
+        assert_eq!(propensity_of_first(&table, &from(None)), 0.9, "the empty source's segment");
+        assert_eq!(propensity_of_first(&table, &from(Some("google"))), 0.5, "a source without a segment");
+        let asked: Vec<Option<usize>> = calls.borrow().clone();
+        assert!(asked.contains(&Some(0)) && asked.contains(&Some(1)), "{asked:?}");
+        assert!(asked.windows(2).all(|w| w[0] <= w[1]), "calls grouped by segment: {asked:?}");
     }
 }
