@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::net::IpNetwork;
-use crate::routing::RedirectTemplate;
+use crate::routing::{RedirectTemplate, SegmentDims};
 
 /// Where the router keeps its data: `postgres://` or `postgresql://` URLs select PostgreSQL, unset or
 /// `sqlite://PATH` select the embedded SQLite store.
@@ -96,6 +96,9 @@ pub const GEOIP_DB_FALLBACKS: [&str; 2] = [
 pub const FALLBACK_URL: &str = "FALLBACK_URL";
 /// What bots and link previews get: `route` (an offer, like anyone) or `fallback`.
 pub const BOT_ACTION: &str = "BOT_ACTION";
+/// Which visitor traits make a segment that `thompson` learns about apart: a list of `country`,
+/// `device` and `source`, or `none`.
+pub const SEGMENT_BY: &str = "SEGMENT_BY";
 
 /// The router's whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -160,6 +163,8 @@ pub struct Config {
     pub fallback: Option<RedirectTemplate>,
     /// What bots get.
     pub bot_action: BotAction,
+    /// The traits that make a learning segment.
+    pub segment_by: SegmentDims,
     /// Create the example offers when the store has none. Not an environment variable: the binary
     /// sets it for the embedded store, so a first run routes clicks at once.
     pub seed_if_empty: bool,
@@ -302,6 +307,7 @@ impl Default for Config {
             geoip: GeoIpSource::Default(PathBuf::from(DEFAULT_GEOIP_DB)),
             fallback: None,
             bot_action: BotAction::Route,
+            segment_by: SegmentDims::DEFAULT,
             seed_if_empty: false,
         }
     }
@@ -410,6 +416,7 @@ impl Config {
             },
             fallback: vars.fallback(),
             bot_action: vars.parsed(BOT_ACTION, defaults.bot_action, "route or fallback"),
+            segment_by: vars.parsed(SEGMENT_BY, defaults.segment_by, "a list of country, device, source (or none)"),
             seed_if_empty: defaults.seed_if_empty,
         };
         if config.bot_action == BotAction::Fallback && config.fallback.is_none() {

@@ -10,11 +10,11 @@ use std::fmt::Debug;
 
 use casino_router::app::new_click_id;
 use casino_router::conversion::EventKind;
-use casino_router::routing::{DailyCaps, OfferWindow, Targeting, WeightPolicy};
+use casino_router::routing::{DailyCaps, OfferWindow, SegmentDims, Targeting, WeightPolicy};
 use casino_router::store::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, Dimension, FALLBACK_OFFER_ID,
     FtdBucket, Grouping, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackOutcome,
-    SegmentStats, Store, TimeRange,
+    RoutingEvidence, SegmentFtds, SegmentStats, Store, TimeRange,
 };
 use casino_router::visitor::{Country, DeviceClass};
 use support::stores::{self, StoreUnderTest};
@@ -109,6 +109,12 @@ async fn apply(store: &dyn Store, conversion: &Conversion) -> ConversionOutcome 
 /// Every offer's figures over all time.
 async fn stats(store: &dyn Store) -> Vec<OfferStats> {
     store.offer_stats(TimeRange::default()).await.unwrap()
+}
+
+/// How many hours back from `now`'s UTC hour `at`'s hour is.
+fn hours_back(now: OffsetDateTime, at: OffsetDateTime) -> usize {
+    let hour = |t: OffsetDateTime| t.unix_timestamp().div_euclid(3600);
+    (hour(now) - hour(at)) as usize
 }
 
 /// A time with microseconds (both stores keep them) and no nanoseconds (neither does).
@@ -490,7 +496,11 @@ async fn routing_evidence_buckets_clicks_and_ftds_by_offer_age_and_delay() {
         let mut evidence = store.routing_evidence(now, 48).await.unwrap();
         evidence.clicks.sort_by_key(|&(offer_id, age, _)| (offer_id, age));
         evidence.ftds.sort_by_key(|bucket| (bucket.offer_id, bucket.age_hours, bucket.delay_hours));
-        assert_eq!(evidence.clicks, [(a.id, 5, 3), (b.id, 2, 2)], "{name}: clicks, without the one too old");
+        // Clicks by hour counted back from the current one; FTDs by whole hours of age.
+        let (a_hour, b_hour) = (hours_back(now, a_clicks[0].created_at), hours_back(now, b_clicks[0].created_at));
+        assert_eq!(evidence.clicks, [(a.id, a_hour, 3), (b.id, b_hour, 2)], "{name}: clicks, without the one too old");
+        let into_hour = (now.minute() as f64 * 60.0 + now.second() as f64) / 3600.0;
+        assert!((evidence.hour_elapsed - into_hour).abs() < 1e-3, "{name}: {} of the hour", evidence.hour_elapsed);
         let bucket = |offer_id, age_hours, payouts, payout_sum, payout_sum_sq| FtdBucket {
             offer_id,
             age_hours,
@@ -505,7 +515,8 @@ async fn routing_evidence_buckets_clicks_and_ftds_by_offer_age_and_delay() {
             [bucket(a.id, 5, 1, 10.0, 100.0), bucket(b.id, 2, 0, 0.0, 0.0)],
             "{name}: FTDs, without the rejected one or the one too old"
         );
-        evidence
+        // Each store's run has its own `now`.
+        RoutingEvidence { hour_elapsed: 0.0, ..evidence }
     })
     .await;
 }
@@ -712,6 +723,54 @@ async fn bots_are_no_exposure_for_either_weight_engine() {
             "{name}: nor EV"
         );
         (exposure, weighted[0].window.clicks)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn segment_evidence_counts_people_and_ftds_per_segment_since_the_segment_rollup_began() {
+    use DeviceClass::{Desktop, Mobile};
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let a = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap().id;
+        let at = recent(0);
+        let de_mobile: Vec<ClickRecord> = (0..3).map(|_| visit(a, at, "DE", Mobile, None, false)).collect();
+        let fr_desktop: Vec<ClickRecord> = (0..2).map(|_| visit(a, at, "FR", Desktop, Some("fb"), false)).collect();
+        let others = [visit(a, at, "DE", Mobile, None, true), visit(FALLBACK_OFFER_ID, at, "DE", Mobile, None, false)];
+        // A click from before the store was first opened (a replayed journal, an upgrade): it and its
+        // FTD count over all traffic, but in no segment, which has no clicks of that time to weigh.
+        let before = visit(a, recent(3 * 60), "DE", Mobile, None, false);
+        store
+            .insert_clicks(&[de_mobile.clone(), fr_desktop, others.to_vec(), vec![before.clone()]].concat())
+            .await
+            .unwrap();
+        apply(store, &conversion(&de_mobile[0], EventKind::Ftd, Some(50.0), None)).await;
+        apply(store, &conversion(&before, EventKind::Ftd, Some(80.0), None)).await;
+
+        let now = OffsetDateTime::now_utc();
+        let mut evidence = store.routing_evidence(now, 24).await.unwrap();
+        let key = |country: &str, device| SegmentDims::DEFAULT.key(Country::from_code(country).unwrap(), device, None);
+        evidence.segments.clicks.sort();
+        let hour = hours_back(now, at);
+        assert_eq!(
+            evidence.segments.clicks,
+            [(a, hour, key("DE", Mobile), 3), (a, hour, key("FR", Desktop), 2)],
+            "{name}: people's clicks per segment, not bots, the fallback or clicks from before"
+        );
+        assert_eq!(
+            evidence.segments.ftds,
+            [SegmentFtds {
+                offer_id: a,
+                age_hours: ((now - at).whole_hours()) as usize,
+                segment: key("DE", Mobile),
+                ftds: 1,
+                payouts: 1,
+                payout_sum: 50.0
+            }],
+            "{name}: the FTD of a click from before is not a segment's"
+        );
+        assert_eq!(evidence.ftds.iter().map(|b| b.ftds).sum::<u64>(), 2, "{name}: both count over all traffic");
+        evidence.segments
     })
     .await;
 }

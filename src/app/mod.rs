@@ -32,7 +32,6 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::routing::RoutingTable;
-use crate::routing::thompson::ThompsonResult;
 use crate::secret::secrets_match;
 use crate::store::{Store, StoreError};
 use crate::writer::ClickQueue;
@@ -43,7 +42,11 @@ pub use offers::{
     OfferChanges, OfferDraft, RuleChanges, SECRET_BYTES,
 };
 pub use postback::{CLICK_ID_CHARS, MAX_ID_CHARS, PayoutValue, PostbackAccepted, PostbackInput, PostbackRefused};
-pub use reports::{Health, HealthStatus, OfferReport, PostbackLogPage, SegmentReport, SegmentRow, ThompsonFigures};
+pub use reports::{
+    Health, HealthStatus, OfferReport, PostbackLogPage, SegmentOffer, SegmentReport, SegmentRouting, SegmentRow,
+    ThompsonFigures,
+};
+pub use routing::Learned;
 
 /// Shared state of a running router, and the operations on it.
 pub struct App {
@@ -67,11 +70,11 @@ pub struct App {
     loaded_version: AtomicI64,
     /// Serialises rebuilds, so an older snapshot never replaces a newer one.
     rebuild: tokio::sync::Mutex<()>,
-    /// Under `thompson`: the posterior the current table was built from.
-    thompson: ArcSwapOption<ThompsonResult>,
+    /// Under `thompson`: what the current table was built from.
+    thompson: ArcSwapOption<Learned>,
     /// Under `thompson`: the last probabilities logged, so that a slow drift is logged once it adds
     /// up, not lost between two refreshes that each moved too little.
-    logged_thompson: ArcSwapOption<ThompsonResult>,
+    logged_thompson: ArcSwapOption<Learned>,
 }
 
 /// Why an operation failed, in terms the HTTP edge maps to a status.

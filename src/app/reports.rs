@@ -2,18 +2,21 @@
 //! weight recalculation on request, and health.
 //!
 //! Stats are read by click time from the store; the routing figures (traffic share, Thompson
-//! posterior) come from the table in use, so that an offer's `probability_best` is the share it gets.
+//! posterior) come from the table in use, so that an offer's `probability_best` is the share it gets;
+//! grouped by a trait of the learning segments, each row shows its segments' posteriors and shares.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{App, AppError};
+use super::{App, AppError, Learned};
 use crate::config::RoutingStrategy;
 use crate::metrics::WriterSnapshot;
-use crate::routing::WeightedOffer;
+use crate::routing::thompson::OfferPosterior;
+use crate::routing::{RoutingTable, Segment, SegmentKey, WeightedOffer};
 use crate::store::{
-    FALLBACK_OFFER_ID, Grouping, OfferStats, PostbackLogQuery, PostbackLogRow, SegmentStats, TimeRange,
+    Dimension, FALLBACK_OFFER_ID, Grouping, OfferStats, PostbackLogQuery, PostbackLogRow, SegmentStats, TimeRange,
 };
+use crate::visitor::{Country, DeviceClass};
 
 /// One offer's figures over a range, with how it is routed now.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +59,29 @@ pub struct SegmentRow {
     pub offer_name: Option<String>,
     /// Whether the row is the clicks sent to the fallback URL.
     pub is_fallback: bool,
+    /// Under `thompson`, grouped by a trait that makes learning segments: the learned segments of
+    /// that value (say, each device class of a country), with how they route now.
+    pub segments: Vec<SegmentRouting>,
+}
+
+/// How one learned segment routes now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentRouting {
+    /// The segment.
+    pub segment: SegmentKey,
+    /// Each offer that accepts its visitors (only the row's, when grouped by offer).
+    pub offers: Vec<SegmentOffer>,
+}
+
+/// One offer in a learned segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentOffer {
+    /// The offer.
+    pub offer_id: i64,
+    /// Its share of the segment's visitors now (without a source or campaign rule narrowing them).
+    pub traffic_share: f64,
+    /// Its posterior in the segment.
+    pub posterior: OfferPosterior,
 }
 
 /// A page of the postback log, newest first.
@@ -112,11 +138,17 @@ impl App {
         let mut stats = self.store.segment_stats(range, grouping).await?;
         stats.sort_by(|a, b| (b.clicks + b.bots).cmp(&(a.clicks + a.bots)).then_with(|| a.offer_id.cmp(&b.offer_id)));
         let names = if grouping.by_offer { self.store.list_offers(false).await? } else { Vec::new() };
+        let learned = self.current_thompson().filter(|_| self.config.routing_strategy == RoutingStrategy::Thompson);
+        let table = self.table.load();
         let rows = stats
             .into_iter()
             .map(|stats| SegmentRow {
                 offer_name: names.iter().find(|offer| Some(offer.id) == stats.offer_id).map(|offer| offer.name.clone()),
                 is_fallback: stats.offer_id == Some(FALLBACK_OFFER_ID),
+                segments: match (&learned, grouping.dimension) {
+                    (Some(learned), Some(dimension)) => segments_of(learned, &table, dimension, &stats),
+                    _ => Vec::new(),
+                },
                 stats,
             })
             .collect();
@@ -132,11 +164,12 @@ impl App {
         // otherwise a fresh one.
         let current = self
             .current_thompson()
-            .filter(|current| current.posteriors.iter().map(|posterior| posterior.offer_id).eq(active.iter().copied()));
-        let posterior = match current {
+            .filter(|current| current.result.posteriors.iter().map(|p| p.offer_id).eq(active.iter().copied()));
+        let learned = match current {
             Some(current) => current,
             None => Arc::new(self.thompson(&active).await?),
         };
+        let posterior = &learned.result;
         let table = self.table.load();
         let thompson_routes = self.config.routing_strategy == RoutingStrategy::Thompson;
         Ok(rows
@@ -208,4 +241,47 @@ impl App {
             rejected: stats.rejected.load(Relaxed),
         }
     }
+}
+
+/// The learned segments whose `dimension` has the row's value, each with how it routes (only the
+/// row's offer, when grouped by offer).
+fn segments_of(
+    learned: &Learned,
+    table: &RoutingTable,
+    dimension: Dimension,
+    row: &SegmentStats,
+) -> Vec<SegmentRouting> {
+    let value = row.value.as_deref().unwrap_or("");
+    let in_row = |key: &SegmentKey| match dimension {
+        Dimension::Country => key.country.is_some_and(|country| country.as_str() == value),
+        Dimension::Device => key.device.is_some_and(|device| device.as_str() == value),
+        Dimension::Source => key.source.as_deref() == Some(value),
+        Dimension::Campaign => false,
+    };
+    learned
+        .segmentation
+        .keys()
+        .iter()
+        .enumerate()
+        .filter(|(_, key)| in_row(key))
+        .filter_map(|(index, key)| {
+            let posterior = learned.result.segment(index)?;
+            let visitor = Segment {
+                country: key.country.unwrap_or(Country::UNKNOWN),
+                device: key.device.unwrap_or(DeviceClass::Desktop),
+                source: key.source.as_deref().filter(|source| !source.is_empty()),
+                campaign: None,
+            };
+            let offers = table
+                .shares(&visitor)
+                .into_iter()
+                .filter(|&(offer_id, _)| row.offer_id.is_none_or(|row_offer| row_offer == offer_id))
+                .filter_map(|(offer_id, traffic_share)| {
+                    let posterior = posterior.offers.iter().find(|p| p.offer_id == offer_id)?.clone();
+                    Some(SegmentOffer { offer_id, traffic_share, posterior })
+                })
+                .collect();
+            Some(SegmentRouting { segment: key.clone(), offers })
+        })
+        .collect()
 }

@@ -32,6 +32,16 @@ const THOMPSON_DRAWS: usize = 1_000;
 /// Seed of those draws.
 const THOMPSON_SEED: u64 = 0x5eed;
 
+/// What the Thompson engine learned at one refresh: its posteriors, and the segments they cover
+/// (segment `i` of the result is `segmentation.keys()[i]`).
+#[derive(Debug)]
+pub struct Learned {
+    /// Posteriors and probabilities, over all traffic and per segment.
+    pub result: ThompsonResult,
+    /// The segments with evidence.
+    pub segmentation: Segmentation,
+}
+
 impl App {
     /// Rebuilds the routing table from the active offers in the store and swaps it in. Under the
     /// `thompson` strategy the weights are recomputed from the store's evidence first.
@@ -57,9 +67,9 @@ impl App {
         }
         let thompson = match self.config.routing_strategy {
             RoutingStrategy::Thompson => {
-                let result = Arc::new(self.thompson(&offers.iter().map(|offer| offer.id).collect::<Vec<_>>()).await?);
-                self.thompson.store(Some(result.clone()));
-                Some(result)
+                let learned = Arc::new(self.thompson(&offers.iter().map(|offer| offer.id).collect::<Vec<_>>()).await?);
+                self.thompson.store(Some(learned.clone()));
+                Some(learned)
             }
             RoutingStrategy::Ev => None,
         };
@@ -68,7 +78,7 @@ impl App {
             .zip(0..)
             .map(|(offer, index)| RouteInput {
                 offer_id: offer.id,
-                weight: thompson.as_ref().map_or(offer.weight, |result| result.probability_best[index]),
+                weight: thompson.as_ref().map_or(offer.weight, |learned| learned.result.probability_best[index]),
                 redirect: RedirectTemplate::parse(&offer.casino_url).expect("checked above"),
                 clicks: self.metrics.offer_click_counter(offer.id),
                 rules: OfferRules::compile(&offer.targeting),
@@ -80,8 +90,8 @@ impl App {
         // Many offers with many rules make many pools: built on a blocking thread, not a worker.
         let build = move || match thompson {
             // Thompson sampling explores by itself: each pool's shares are its offers' probabilities
-            // of being best among them.
-            Some(result) => RoutingTable::build(inputs, &Segmentation::default(), result.probabilities()),
+            // of being best among them, for the pool's segment.
+            Some(learned) => RoutingTable::build(inputs, &learned.segmentation, learned.result.probabilities()),
             None => {
                 let weights: Vec<f64> = inputs.iter().map(|input| input.weight).collect();
                 RoutingTable::build(inputs, &Segmentation::default(), |_, members| {
@@ -113,19 +123,22 @@ impl App {
         Ok(changed)
     }
 
-    /// The Thompson posterior of `offer_ids`, from the store's hourly evidence.
-    pub async fn thompson(&self, offer_ids: &[i64]) -> StoreResult<ThompsonResult> {
+    /// The Thompson posteriors of `offer_ids`, over all traffic and per segment, from the store's
+    /// hourly evidence.
+    pub async fn thompson(&self, offer_ids: &[i64]) -> StoreResult<Learned> {
         let evidence = self.store.routing_evidence(OffsetDateTime::now_utc(), HORIZON_HOURS).await?;
+        let offers = evidence.histories(offer_ids);
+        let (keys, segments) = evidence.segments.histories(offer_ids);
+        let input = thompson::Evidence { offers: &offers, segments: &segments, hour_elapsed: evidence.hour_elapsed };
         // A fixed seed: instances that read the same evidence compute the same table.
-        Ok(thompson::evaluate(
-            &thompson::Evidence::offers(&evidence.histories(offer_ids)),
-            THOMPSON_DRAWS,
-            THOMPSON_SEED,
-        ))
+        Ok(Learned {
+            result: thompson::evaluate(&input, THOMPSON_DRAWS, THOMPSON_SEED),
+            segmentation: Segmentation::new(self.config.segment_by, keys),
+        })
     }
 
-    /// The posterior behind the current table, under the `thompson` strategy.
-    pub fn current_thompson(&self) -> Option<Arc<ThompsonResult>> {
+    /// What the current table was built from, under the `thompson` strategy.
+    pub fn current_thompson(&self) -> Option<Arc<Learned>> {
         self.thompson.load_full()
     }
 
@@ -135,7 +148,8 @@ impl App {
         if self.config.routing_strategy == RoutingStrategy::Thompson {
             self.reload_routing().await?;
             self.metrics.recalculated(OffsetDateTime::now_utc().unix_timestamp());
-            let Some(result) = self.current_thompson() else { return Ok(Some(Vec::new())) };
+            let Some(learned) = self.current_thompson() else { return Ok(Some(Vec::new())) };
+            let result = &learned.result;
             let weights = result
                 .posteriors
                 .iter()
@@ -152,9 +166,9 @@ impl App {
                 })
                 .collect::<Vec<_>>();
             // Refreshed every minute: only a change since the last line is worth one at INFO.
-            if self.logged_thompson.load().as_deref().is_none_or(|logged| !same_table(logged, &result)) {
+            if self.logged_thompson.load().as_deref().is_none_or(|logged| !same_table(&logged.result, result)) {
                 log_weights(&weights, "thompson probabilities changed");
-                self.logged_thompson.store(Some(result.clone()));
+                self.logged_thompson.store(Some(learned.clone()));
             }
             return Ok(Some(weights));
         }

@@ -17,10 +17,11 @@ use utoipa::ToSchema;
 use super::query::pairs;
 use super::routes::Endpoint;
 use super::{ApiError, HttpResponse, error, json, parse_json, read_body, respond};
-use crate::app::{App, OfferChanges, OfferDraft, OfferReport, RuleChanges, SegmentReport};
+use crate::app::{App, OfferChanges, OfferDraft, OfferReport, RuleChanges, SegmentReport, SegmentRouting};
 use crate::conversion::alias_names;
 use crate::routing::Targeting;
 use crate::store::{Dimension, Grouping, Offer, PostbackLogQuery, PostbackLogRow, PostbackOutcome, TimeRange};
+use crate::visitor::{Country, DeviceClass};
 
 /// Most postback-log lines per page.
 pub(super) const MAX_PAGE: u32 = 1000;
@@ -468,6 +469,47 @@ pub(super) struct GroupView<'a> {
     conversion_rate: f64,
     /// Earnings per click of people: `revenue / clicks`.
     epc: f64,
+    /// Under `thompson`, grouped by a trait that makes learning segments (`SEGMENT_BY`): the learned
+    /// segments with that value, and how each routes now. Absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    segments: Vec<SegmentRoutingView<'a>>,
+}
+
+/// A learned segment: who it is, and each offer's posterior and share of its visitors now.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SegmentRouting)]
+pub(super) struct SegmentRoutingView<'a> {
+    /// The segment's country (when countries make segments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<&'static str>,
+    /// Its device class (when devices make segments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<&'static str>,
+    /// Its source (when sources make segments; empty: clicks without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
+    /// The offers that accept its visitors (only the row's offer, when grouped by offer).
+    offers: Vec<SegmentOfferView>,
+}
+
+/// One offer in a learned segment.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SegmentOffer)]
+pub(super) struct SegmentOfferView {
+    offer_id: i64,
+    /// Its share of the segment's visitors now: its probability of being the best of the offers
+    /// that accept them.
+    traffic_share: f64,
+    /// Posterior mean earnings per click in the segment.
+    epc_mean: f64,
+    /// Posterior mean FTDs per click in the segment, in percent.
+    conversion_rate_mean: f64,
+    /// Clicks of people in the segment the posterior counts (its window).
+    clicks: u64,
+    /// FTDs of those clicks that have arrived.
+    ftds: u64,
+    /// Those clicks weighted by how likely their FTD would have arrived by now.
+    exposure: f64,
 }
 
 impl<'a> GroupedStatsView<'a> {
@@ -498,10 +540,34 @@ impl<'a> GroupedStatsView<'a> {
                     revenue: stats.revenue,
                     conversion_rate: 100.0 * per_click(stats.ftds as f64),
                     epc: per_click(stats.revenue),
+                    segments: row.segments.iter().map(SegmentRoutingView::from).collect(),
                 }
             })
             .collect();
         GroupedStatsView { group_by, rows }
+    }
+}
+
+impl<'a> From<&'a SegmentRouting> for SegmentRoutingView<'a> {
+    fn from(routing: &'a SegmentRouting) -> Self {
+        SegmentRoutingView {
+            country: routing.segment.country.map(Country::as_str),
+            device: routing.segment.device.map(DeviceClass::as_str),
+            source: routing.segment.source.as_deref(),
+            offers: routing
+                .offers
+                .iter()
+                .map(|offer| SegmentOfferView {
+                    offer_id: offer.offer_id,
+                    traffic_share: offer.traffic_share,
+                    epc_mean: offer.posterior.mean_epc(),
+                    conversion_rate_mean: 100.0 * offer.posterior.mean_rate(),
+                    clicks: offer.posterior.clicks,
+                    ftds: offer.posterior.ftds,
+                    exposure: offer.posterior.exposure,
+                })
+                .collect(),
+        }
     }
 }
 

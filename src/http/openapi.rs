@@ -23,7 +23,7 @@ use utoipa::{OpenApi, PartialSchema};
 
 use super::admin::{
     DEFAULT_WEIGHT, Deleted, GroupView, GroupedStatsView, MAX_PAGE, OfferInput, OfferPatchInput, OfferView, PageView,
-    StatsView, WeightsUpdated,
+    SegmentOfferView, SegmentRoutingView, StatsView, WeightsUpdated,
 };
 use super::click::MAX_PARAM_CHARS;
 use super::postback::{Accepted, FIELDS};
@@ -72,6 +72,8 @@ const NOT_BLANK: &str = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\
         StatsView,
         GroupedStatsView,
         GroupView,
+        SegmentRoutingView,
+        SegmentOfferView,
         WeightsUpdated,
         PageView
     ))

@@ -28,9 +28,13 @@ impl SegmentDims {
     pub const NONE: SegmentDims = SegmentDims { country: false, device: false, source: false };
     /// The default: country x device class.
     pub const DEFAULT: SegmentDims = SegmentDims { country: true, device: true, source: false };
+}
+
+impl std::str::FromStr for SegmentDims {
+    type Err = String;
 
     /// Parses a comma-separated list of `country`, `device` and `source`, or `none`.
-    pub fn parse(value: &str) -> Result<SegmentDims, String> {
+    fn from_str(value: &str) -> Result<SegmentDims, String> {
         let mut dims = SegmentDims::NONE;
         if value.trim().eq_ignore_ascii_case("none") {
             return Ok(dims);
@@ -49,7 +53,9 @@ impl SegmentDims {
         }
         Ok(dims)
     }
+}
 
+impl SegmentDims {
     /// Whether visitors are segmented at all.
     pub fn is_none(self) -> bool {
         self == SegmentDims::NONE
@@ -126,20 +132,21 @@ impl Segmentation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
 
     #[test]
     fn the_setting_parses_and_prints_back() {
-        assert_eq!(SegmentDims::parse("country,device"), Ok(SegmentDims::DEFAULT));
+        assert_eq!(SegmentDims::from_str("country,device"), Ok(SegmentDims::DEFAULT));
         assert_eq!(
-            SegmentDims::parse(" Device , source "),
+            SegmentDims::from_str(" Device , source "),
             Ok(SegmentDims { device: true, source: true, ..SegmentDims::NONE })
         );
-        assert_eq!(SegmentDims::parse("none"), Ok(SegmentDims::NONE));
+        assert_eq!(SegmentDims::from_str("none"), Ok(SegmentDims::NONE));
         assert_eq!(SegmentDims::DEFAULT.to_string(), "country,device");
         assert_eq!(SegmentDims::NONE.to_string(), "none");
-        assert!(SegmentDims::parse("country,country").unwrap_err().contains("twice"));
-        assert!(SegmentDims::parse("city").unwrap_err().contains("\"city\""));
-        assert!(SegmentDims::parse("").is_err(), "an empty value is not `none`");
+        assert!(SegmentDims::from_str("country,country").unwrap_err().contains("twice"));
+        assert!(SegmentDims::from_str("city").unwrap_err().contains("\"city\""));
+        assert!(SegmentDims::from_str("").is_err(), "an empty value is not `none`");
     }
 
     #[test]

@@ -432,11 +432,7 @@ impl RoutingTable {
     /// Picks an offer for a visitor, or `None` if no offer in rotation accepts them.
     #[inline]
     pub fn pick<R: Rng + ?Sized>(&self, segment: &Segment<'_>, rng: &mut R) -> Option<Pick<'_>> {
-        let place = *self.places.get(segment.country.index() * DeviceClass::ALL.len() + segment.device.index())?;
-        let source = self.sources.class(segment.source);
-        let campaign = self.campaigns.class(segment.campaign);
-        let slot = (place * self.sources.count + source) * self.campaigns.count + campaign;
-        let pool = self.pools.get(*self.pool_of.get(slot as usize)? as usize)?;
+        let pool = self.pool(segment)?;
         if !self.capped_since_built.load(Ordering::Relaxed) {
             let member = pool.alias.sample(rng);
             let offer = &self.offers[usize::from(pool.members[member])];
@@ -449,6 +445,27 @@ impl RoutingTable {
         // without it): until then, draw among the members still below their caps, in proportion to
         // their shares, and record the share renormalised over them.
         pool.draw_uncapped(&self.offers, rng)
+    }
+
+    /// The pool a visitor draws from.
+    #[inline]
+    fn pool(&self, segment: &Segment<'_>) -> Option<&Pool> {
+        let place = *self.places.get(segment.country.index() * DeviceClass::ALL.len() + segment.device.index())?;
+        let source = self.sources.class(segment.source);
+        let campaign = self.campaigns.class(segment.campaign);
+        let slot = (place * self.sources.count + source) * self.campaigns.count + campaign;
+        self.pools.get(*self.pool_of.get(slot as usize)? as usize)
+    }
+
+    /// The offers a visitor would be sent to, each with its probability (nothing: the fallback).
+    pub fn shares(&self, segment: &Segment<'_>) -> Vec<(i64, f64)> {
+        self.pool(segment).map_or_else(Vec::new, |pool| {
+            pool.members
+                .iter()
+                .zip(&pool.propensities)
+                .map(|(&i, &p)| (self.offers[usize::from(i)].offer_id, p))
+                .collect()
+        })
     }
 
     /// The offers in the table, with their shares of traffic.
@@ -756,6 +773,7 @@ mod tests {
         let table = RoutingTable::build(inputs(&[1.0, 1.0]), &segmentation, by_segment(&calls));
         let visitor = |country, device| Segment { country, device, ..Segment::ANYONE };
         assert_eq!(propensity_of_first(&table, &visitor(de, DeviceClass::Mobile)), 0.9);
+        assert_eq!(table.shares(&visitor(de, DeviceClass::Mobile)), [(1, 0.9), (2, 0.1)]);
         assert_eq!(propensity_of_first(&table, &visitor(de, DeviceClass::Desktop)), 0.5, "another device");
         assert_eq!(propensity_of_first(&table, &visitor(country("FR"), DeviceClass::Mobile)), 0.5, "another country");
         // The offer-level shares, then one pool per segment: each asked for once.

@@ -19,10 +19,12 @@ mod conversions;
 mod migrate;
 mod offers;
 pub mod postgres;
+pub mod segments;
 mod sql;
 pub mod sqlite;
 mod weights;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ use crate::conversion::EventKind;
 use crate::routing::thompson::{HORIZON_HOURS, OfferHistory};
 use crate::routing::{DailyCaps, Targeting, WeightPolicy, WeightedOffer};
 use crate::visitor::{Country, DeviceClass};
+pub use segments::{SegmentEvidence, SegmentFtds, SegmentRollup};
 
 /// An offer as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -495,13 +498,19 @@ fn unavailable_reason(reason: &str) -> String {
 }
 
 /// The hourly evidence the Thompson engine reads: clicks and arrived FTDs by offer and click age,
-/// over the engine's horizon. Cheap: clicks come from the hourly rollup, FTDs grouped by hour.
+/// over the engine's horizon, over all traffic and per learning segment. Cheap: clicks come from the
+/// rollups, FTDs grouped by hour.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoutingEvidence {
-    /// `(offer_id, click age in hours, clicks)`.
+    /// `(offer_id, click hour, clicks)`, bots left out; the click hour counts back from the current
+    /// hour (0), as [`OfferHistory::clicks`] does.
     pub clicks: Vec<(i64, usize, u64)>,
     /// FTDs (not rejected) grouped by offer, click age and delay.
     pub ftds: Vec<FtdBucket>,
+    /// The same per segment, from the first whole hour the segment rollup covers.
+    pub segments: SegmentEvidence,
+    /// Share of the current hour elapsed.
+    pub hour_elapsed: f64,
 }
 
 impl RoutingEvidence {
@@ -565,8 +574,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Opens (and migrates) the store `config` selects.
 pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
     match &config.database {
-        DatabaseConfig::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::open(url, config.db_pool_size).await?)),
-        DatabaseConfig::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        DatabaseConfig::Postgres(url) => {
+            Ok(Arc::new(postgres::PostgresStore::open(url, config.db_pool_size, config.segment_by).await?))
+        }
+        DatabaseConfig::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path, config.segment_by).await?)),
     }
 }
 
@@ -625,16 +636,25 @@ pub async fn insert_clicks_isolating(store: &dyn Store, clicks: &[ClickRecord]) 
     outcome
 }
 
+/// `(offer, hour, dimension, value)`, as `click_rollup_dims` keys its rows.
+pub(crate) type DimsKey<'a> = (i64, i64, &'a str, Cow<'a, str>);
+
 /// What a batch of new clicks adds to the rollups: per offer and hour (start, in Unix seconds),
-/// `(clicks, bots)`; and the same per dimension value. Both stores write it in the batch's
-/// transaction, from the clicks actually inserted.
-#[derive(Debug, Default)]
+/// `(clicks, bots)`; and the same per dimension value, and per learning segment (see `segments`).
+/// Both stores write it in the batch's transaction, from the clicks actually inserted.
+#[derive(Debug)]
 pub(crate) struct Rollup<'a> {
     pub hourly: BTreeMap<(i64, i64), (i64, i64)>,
-    pub dims: BTreeMap<(i64, i64, Dimension, &'a str), (i64, i64)>,
+    pub dims: BTreeMap<DimsKey<'a>, (i64, i64)>,
+    segments: &'a SegmentRollup,
 }
 
 impl<'a> Rollup<'a> {
+    /// An empty rollup that also counts the segments of `segments`.
+    pub fn new(segments: &'a SegmentRollup) -> Rollup<'a> {
+        Rollup { hourly: BTreeMap::new(), dims: BTreeMap::new(), segments }
+    }
+
     /// Counts `click`.
     pub fn add(&mut self, click: &'a ClickRecord) {
         let timestamp = click.created_at.unix_timestamp();
@@ -646,13 +666,18 @@ impl<'a> Rollup<'a> {
         };
         count(self.hourly.entry((click.offer_id, hour)).or_default());
         for dimension in Dimension::ALL {
-            count(self.dims.entry((click.offer_id, hour, dimension, dimension.value_of(click))).or_default());
+            let key = (click.offer_id, hour, dimension.as_str(), Cow::Borrowed(dimension.value_of(click)));
+            count(self.dims.entry(key).or_default());
+        }
+        if let Some(segment) = self.segments.value_of(click) {
+            let key = (click.offer_id, hour, self.segments.dimension(), Cow::Owned(segment));
+            count(self.dims.entry(key).or_default());
         }
     }
 
     /// The rollup of `clicks`.
-    pub fn of(clicks: impl IntoIterator<Item = &'a ClickRecord>) -> Rollup<'a> {
-        let mut rollup = Rollup::default();
+    pub fn of(clicks: impl IntoIterator<Item = &'a ClickRecord>, segments: &'a SegmentRollup) -> Rollup<'a> {
+        let mut rollup = Rollup::new(segments);
         clicks.into_iter().for_each(|click| rollup.add(click));
         rollup
     }
@@ -735,6 +760,13 @@ pub trait Store: Send + Sync + 'static {
 pub(crate) trait RoutingVersion {
     /// Bumps the routing version, so that every instance rebuilds its table.
     async fn bump_routing_version(&mut self) -> StoreResult<()>;
+}
+
+/// The start of `now`'s UTC hour, and the share of the hour elapsed since.
+pub(crate) fn current_hour(now: OffsetDateTime) -> (OffsetDateTime, f64) {
+    let into_hour = now.unix_timestamp().rem_euclid(3600);
+    let start = now - time::Duration::seconds(into_hour) - time::Duration::nanoseconds(i64::from(now.nanosecond()));
+    (start, (now - start).as_seconds_f64() / 3600.0)
 }
 
 /// Rounds a range to whole hours for the rollup: `[from_hour, to_hour)` lies within `[from, to)`,

@@ -37,10 +37,11 @@ use super::weights::{self, WeightTransaction};
 use super::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket, Grouping, NewOffer,
     Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, Rollup, RoutingEvidence,
-    RoutingVersion, SegmentStats, Store, StoreError, StoreResult, TimeRange, rollup_bounds,
+    RoutingVersion, SegmentEvidence, SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult,
+    TimeRange, current_hour, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
-use crate::routing::{OfferWindow, Targeting, WeightPolicy, WeightedOffer};
+use crate::routing::{OfferWindow, SegmentDims, Targeting, WeightPolicy, WeightedOffer};
 
 /// The shared statements, in PostgreSQL's dialect.
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(&sql::POSTGRES));
@@ -54,6 +55,7 @@ const RECALC_LOCK: i64 = 0x6361_7369_6e6f_0002;
 pub struct PostgresStore {
     connections: Connections,
     ftds: FtdBatcher,
+    segments: SegmentRollup,
 }
 
 /// The pool, and the server it connects to: every "unavailable" error of getting a connection
@@ -117,7 +119,7 @@ fn lowercase_first(text: &str) -> String {
 
 impl PostgresStore {
     /// Connects to `url` with a pool of `pool_size` and applies pending migrations.
-    pub async fn open(url: &str, pool_size: usize) -> StoreResult<PostgresStore> {
+    pub async fn open(url: &str, pool_size: usize, segment_by: SegmentDims) -> StoreResult<PostgresStore> {
         let mut pg_config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
         pg_config.connect_timeout(Duration::from_secs(5));
@@ -137,9 +139,29 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let connections = Connections { pool, server: servers(&pg_config).into() };
-        let store = PostgresStore { ftds: FtdBatcher::start(connections.clone()), connections };
+        let store = PostgresStore {
+            ftds: FtdBatcher::start(connections.clone()),
+            connections,
+            segments: SegmentRollup::new(segment_by),
+        };
         store.migrate().await?;
+        store.start_segment_rollup().await?;
         Ok(store)
+    }
+
+    /// Records when the rollup of this kind of segment began, if it had not begun before.
+    async fn start_segment_rollup(&self) -> StoreResult<()> {
+        if !self.segments.dims().is_none() {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO segment_rollups (dimension, since) VALUES ($1, now()) ON CONFLICT (dimension) DO NOTHING",
+                    &[&self.segments.dimension()],
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
     }
 
     async fn client(&self) -> StoreResult<Object> {
@@ -488,10 +510,14 @@ fn put_field(buf: &mut BytesMut, value: &(dyn ToSql + Sync), ty: &Type) -> Resul
 
 /// The fast path: every click of the batch is new. COPY into `clicks`, then the rollups from counts
 /// made here, in one transaction; a click stored before fails the whole batch.
-async fn copy_new_clicks(client: &mut Object, clicks: &[ClickRecord]) -> Result<u64, CopyError> {
+async fn copy_new_clicks(
+    client: &mut Object,
+    clicks: &[ClickRecord],
+    segments: &SegmentRollup,
+) -> Result<u64, CopyError> {
     let tx = client.transaction().await?;
     copy_clicks(&tx, "clicks", clicks).await?;
-    add_rollup(&tx, &Rollup::of(clicks)).await?;
+    add_rollup(&tx, &Rollup::of(clicks, segments)).await?;
     tx.commit().await?;
     Ok(clicks.len() as u64)
 }
@@ -519,11 +545,11 @@ async fn add_rollup(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(), tok
     .await?;
     let (mut offers, mut hours, mut dimensions, mut values, mut clicks, mut bots) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (&(offer, hour, dimension, value), &(n, n_bots)) in &rollup.dims {
-        offers.push(offer);
-        hours.push(hour as f64);
-        dimensions.push(dimension.as_str());
-        values.push(value);
+    for ((offer, hour, dimension, value), &(n, n_bots)) in &rollup.dims {
+        offers.push(*offer);
+        hours.push(*hour as f64);
+        dimensions.push(*dimension);
+        values.push(value.as_ref());
         clicks.push(n);
         bots.push(n_bots);
     }
@@ -542,7 +568,11 @@ async fn add_rollup(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(), tok
 
 /// The path for a batch that may hold clicks stored before: COPY into a staging table, insert what
 /// is new, roll up only that.
-async fn copy_via_staging(client: &mut Object, clicks: &[ClickRecord]) -> Result<u64, CopyError> {
+async fn copy_via_staging(
+    client: &mut Object,
+    clicks: &[ClickRecord],
+    segments: &SegmentRollup,
+) -> Result<u64, CopyError> {
     let tx = client.transaction().await?;
     tx.batch_execute(
         "SET LOCAL client_min_messages = warning;
@@ -560,7 +590,7 @@ async fn copy_via_staging(client: &mut Object, clicks: &[ClickRecord]) -> Result
         .map(|row| row.get(0))
         .collect();
     // Each inserted id counts once, even if the batch held it twice.
-    let rollup = Rollup::of(clicks.iter().filter(|click| inserted.remove(&click.click_id)));
+    let rollup = Rollup::of(clicks.iter().filter(|click| inserted.remove(&click.click_id)), segments);
     add_rollup(&tx, &rollup).await?;
     tx.commit().await?;
     Ok(rollup.clicks())
@@ -643,9 +673,9 @@ impl Store for PostgresStore {
         // Almost every batch is new: COPY it straight into `clicks`. A batch written before (a
         // retry after a lost commit acknowledgement, a journal replay) breaks the primary key, the
         // whole transaction rolls back, and the staging path skips the ids already stored.
-        let copied = match copy_new_clicks(&mut client, clicks).await {
+        let copied = match copy_new_clicks(&mut client, clicks, &self.segments).await {
             Err(CopyError::Db(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                copy_via_staging(&mut client, clicks).await
+                copy_via_staging(&mut client, clicks, &self.segments).await
             }
             result => result,
         };
@@ -699,14 +729,14 @@ impl Store for PostgresStore {
     async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence> {
         let client = self.client().await?;
         let horizon = horizon_hours as f64;
-        // A rollup hour's clicks are, on average, half an hour younger than its start.
+        let (hour, hour_elapsed) = current_hour(now);
+        // Clicks by hour, counted back from the current one.
         let clicks = client
             .query(
-                "SELECT offer_id, greatest(floor(extract(epoch FROM $1::timestamptz - hour) / 3600 - 0.5), 0)::int8,
-                        clicks - bots
+                "SELECT offer_id, round(extract(epoch FROM $1::timestamptz - hour) / 3600)::int8, clicks - bots
                  FROM click_rollup_hourly
                  WHERE hour > $1::timestamptz - make_interval(hours => $2::float8::int4) AND hour <= $1::timestamptz",
-                &[&now, &horizon],
+                &[&hour, &horizon],
             )
             .await
             .map_err(db_error)?;
@@ -725,7 +755,14 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db_error)?;
+        let segments = if self.segments.dims().is_none() {
+            SegmentEvidence::default()
+        } else {
+            segment_evidence(&client, &self.segments, now, hour, horizon).await?
+        };
         Ok(RoutingEvidence {
+            hour_elapsed,
+            segments,
             clicks: clicks
                 .iter()
                 .map(|row| (row.get(0), row.get::<_, i64>(1) as usize, row.get::<_, i64>(2) as u64))
@@ -807,6 +844,66 @@ impl Store for PostgresStore {
     }
 }
 
+/// The segment part of the routing evidence (see `store::segments`): clicks from the segment
+/// rollup, FTDs joined to their clicks' traits, both from the rollup's start.
+async fn segment_evidence(
+    client: &Object,
+    segments: &SegmentRollup,
+    now: OffsetDateTime,
+    hour: OffsetDateTime,
+    horizon: f64,
+) -> StoreResult<SegmentEvidence> {
+    let dimension = segments.dimension();
+    let clicks = client
+        .query(
+            "SELECT offer_id, round(extract(epoch FROM $1::timestamptz - hour) / 3600)::int8, value, clicks - bots
+             FROM click_rollup_dims
+             WHERE dimension = $3 AND hour > $1::timestamptz - make_interval(hours => $2::float8::int4)
+               AND hour <= $1::timestamptz
+               AND hour > (SELECT since FROM segment_rollups WHERE dimension = $3) - interval '1 hour'",
+            &[&hour, &horizon, &dimension],
+        )
+        .await
+        .map_err(db_error)?;
+    let ftds = client
+        .query(
+            "SELECT f.offer_id, floor(extract(epoch FROM $1::timestamptz - f.click_at) / 3600)::int8,
+                    COALESCE(c.country, ''), COALESCE(c.device, ''), CASE WHEN $4 THEN COALESCE(c.source, '') ELSE '' END,
+                    count(*), count(p.id), COALESCE(sum(p.amount), 0)::float8
+             FROM ftd_events f JOIN clicks c ON c.click_id = f.click_id
+                  LEFT JOIN payouts p ON p.ftd_event_id = f.id
+             WHERE f.voided_at IS NULL AND f.click_at > $1::timestamptz - make_interval(hours => $2::float8::int4)
+               AND f.click_at <= $1::timestamptz
+               AND f.click_at >= (SELECT since FROM segment_rollups WHERE dimension = $3)
+             GROUP BY 1, 2, 3, 4, 5",
+            &[&now, &horizon, &dimension, &segments.dims().source],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(SegmentEvidence {
+        clicks: clicks
+            .iter()
+            .filter_map(|row| {
+                let segment = segments.decode(row.get(2))?;
+                Some((row.get(0), row.get::<_, i64>(1) as usize, segment, row.get::<_, i64>(3) as u64))
+            })
+            .collect(),
+        ftds: ftds
+            .iter()
+            .filter_map(|row| {
+                Some(SegmentFtds {
+                    offer_id: row.get(0),
+                    age_hours: row.get::<_, i64>(1) as usize,
+                    segment: segments.key(row.get(2), row.get(3), row.get(4))?,
+                    ftds: row.get::<_, i64>(5) as u64,
+                    payouts: row.get::<_, i64>(6) as u64,
+                    payout_sum: row.get(7),
+                })
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,7 +913,9 @@ mod tests {
         // A port just released by this process: nothing listens there.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("postgres://postgres@127.0.0.1:{port}/casino");
-        let Err(error) = PostgresStore::open(&url, 2).await else { panic!("nothing listens on {port}") };
+        let Err(error) = PostgresStore::open(&url, 2, SegmentDims::DEFAULT).await else {
+            panic!("nothing listens on {port}")
+        };
         assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
         let expected = format!("database unavailable at 127.0.0.1:{port}: connection refused");
         assert!(error.to_string().starts_with(&expected), "{error} does not start with {expected}");

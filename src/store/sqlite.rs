@@ -26,10 +26,11 @@ use super::weights::{self, WeightTransaction};
 use super::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket, Grouping, NewOffer,
     Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, Rollup, RoutingEvidence,
-    RoutingVersion, SegmentStats, Store, StoreError, StoreResult, TimeRange, rollup_bounds,
+    RoutingVersion, SegmentEvidence, SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult,
+    TimeRange, current_hour, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
-use crate::routing::{OfferWindow, Targeting, WeightPolicy, WeightedOffer};
+use crate::routing::{OfferWindow, SegmentDims, Targeting, WeightPolicy, WeightedOffer};
 
 /// The shared statements, in SQLite's dialect.
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(&sql::SQLITE));
@@ -38,12 +39,15 @@ static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(&sql::SQLITE
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    segments: Arc<SegmentRollup>,
 }
 
 impl SqliteStore {
     /// Opens (creating it and its folder if needed) the database at `path` and applies migrations.
-    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+    pub async fn open(path: &Path, segment_by: SegmentDims) -> StoreResult<SqliteStore> {
         let path = path.to_owned();
+        let segments = Arc::new(SegmentRollup::new(segment_by));
+        let rollup = segments.clone();
         let conn = tokio::task::spawn_blocking(move || -> StoreResult<Connection> {
             if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
@@ -55,11 +59,19 @@ impl SqliteStore {
             conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
                 .map_err(query_error)?;
             now_or_never(migrate::run(&mut Migrations(&mut conn), migrate::SQLITE))?;
+            // When the rollup of this kind of segment began, if it had not begun before.
+            if !rollup.dims().is_none() {
+                conn.execute(
+                    "INSERT INTO segment_rollups (dimension, since) VALUES (?1, ?2) ON CONFLICT (dimension) DO NOTHING",
+                    params![rollup.dimension(), micros(OffsetDateTime::now_utc())],
+                )
+                .map_err(query_error)?;
+            }
             Ok(conn)
         })
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
+        Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)), segments })
     }
 
     /// Runs `work` on the connection, on the blocking pool.
@@ -478,6 +490,7 @@ impl Store for SqliteStore {
 
     async fn insert_clicks(&self, clicks: &[ClickRecord]) -> StoreResult<u64> {
         let clicks = clicks.to_vec();
+        let segments = self.segments.clone();
         self.in_transaction(move |tx| {
             let mut insert = tx
                 .prepare_cached(&format!(
@@ -486,7 +499,7 @@ impl Store for SqliteStore {
                     sql::CLICK_COLUMNS
                 ))
                 .map_err(query_error)?;
-            let mut rollup = Rollup::default();
+            let mut rollup = Rollup::new(&segments);
             let mut id_buf = Uuid::encode_buffer();
             for click in &clicks {
                 let created_at = micros(click.created_at);
@@ -529,9 +542,8 @@ impl Store for SqliteStore {
                      SET clicks = clicks + excluded.clicks, bots = bots + excluded.bots",
                 )
                 .map_err(query_error)?;
-            for (&(offer_id, hour, dimension, value), &(n, bots)) in &rollup.dims {
-                dims.execute(params![offer_id, hour * 1_000_000, dimension.as_str(), value, n, bots])
-                    .map_err(query_error)?;
+            for ((offer_id, hour, dimension, value), &(n, bots)) in &rollup.dims {
+                dims.execute(params![offer_id, hour * 1_000_000, dimension, value, n, bots]).map_err(query_error)?;
             }
             Ok(rollup.clicks())
         })
@@ -575,17 +587,19 @@ impl Store for SqliteStore {
 
     async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence> {
         const HOUR: i64 = 3_600_000_000;
-        let (now, since) = (micros(now), micros(now) - horizon_hours as i64 * HOUR);
+        let (hour, hour_elapsed) = current_hour(now);
+        let (now, since, hour) = (micros(now), micros(now) - horizon_hours as i64 * HOUR, micros(hour));
+        let segments = self.segments.clone();
         self.with_conn(move |conn| {
-            // A rollup hour's clicks are, on average, half an hour younger than its start.
+            // Clicks by hour, counted back from the current one.
             let mut clicks = conn
                 .prepare_cached(
-                    "SELECT offer_id, max((?1 - hour - 1800000000) / 3600000000, 0), clicks - bots
+                    "SELECT offer_id, (?1 - hour) / 3600000000, clicks - bots
                      FROM click_rollup_hourly WHERE hour > ?2 AND hour <= ?1",
                 )
                 .map_err(query_error)?;
             let clicks = clicks
-                .query_map([now, since], |row| {
+                .query_map([hour, hour - horizon_hours as i64 * HOUR], |row| {
                     Ok((row.get(0)?, row.get::<_, i64>(1)? as usize, row.get::<_, i64>(2)? as u64))
                 })
                 .map_err(query_error)?
@@ -618,7 +632,12 @@ impl Store for SqliteStore {
                 .map_err(query_error)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(query_error)?;
-            Ok(RoutingEvidence { clicks, ftds })
+            let segments = if segments.dims().is_none() {
+                SegmentEvidence::default()
+            } else {
+                segment_evidence(conn, &segments, now, hour, horizon_hours as i64 * HOUR)?
+            };
+            Ok(RoutingEvidence { clicks, ftds, segments, hour_elapsed })
         })
         .await
     }
@@ -681,6 +700,73 @@ impl Store for SqliteStore {
         self.in_transaction(move |tx| now_or_never(weights::recalculate(&mut Tx(tx), last_n_clicks, &policy)).map(Some))
             .await
     }
+}
+
+/// The segment part of the routing evidence (see `store::segments`): clicks from the segment
+/// rollup, FTDs joined to their clicks' traits, both from the rollup's start. Times in microseconds.
+fn segment_evidence(
+    conn: &Connection,
+    segments: &SegmentRollup,
+    now: i64,
+    hour: i64,
+    horizon: i64,
+) -> StoreResult<SegmentEvidence> {
+    let dimension = segments.dimension();
+    let mut clicks = conn
+        .prepare_cached(
+            "SELECT offer_id, (?1 - hour) / 3600000000, value, clicks - bots
+             FROM click_rollup_dims
+             WHERE dimension = ?3 AND hour > ?1 - ?2 AND hour <= ?1
+               AND hour > (SELECT since FROM segment_rollups WHERE dimension = ?3) - 3600000000",
+        )
+        .map_err(query_error)?;
+    let clicks = clicks
+        .query_map(params![hour, horizon, dimension], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as usize, row.get::<_, String>(2)?, row.get::<_, i64>(3)?))
+        })
+        .map_err(query_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(query_error)?
+        .into_iter()
+        .filter_map(|(offer_id, age, value, clicks)| Some((offer_id, age, segments.decode(&value)?, clicks as u64)))
+        .collect();
+    let mut ftds = conn
+        .prepare_cached(
+            "SELECT f.offer_id, (?1 - f.click_at) / 3600000000,
+                    COALESCE(c.country, ''), COALESCE(c.device, ''), CASE WHEN ?4 THEN COALESCE(c.source, '') ELSE '' END,
+                    count(*), count(p.id), COALESCE(sum(p.amount_micros), 0)
+             FROM ftd_events f JOIN clicks c ON c.click_id = f.click_id
+                  LEFT JOIN payouts p ON p.ftd_event_id = f.id
+             WHERE f.voided_at IS NULL AND f.click_at > ?1 - ?2 AND f.click_at <= ?1
+               AND f.click_at >= (SELECT since FROM segment_rollups WHERE dimension = ?3)
+             GROUP BY 1, 2, 3, 4, 5",
+        )
+        .map_err(query_error)?;
+    let ftds = ftds
+        .query_map(params![now, horizon, dimension, segments.dims().source], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)? as usize,
+                [row.get::<_, String>(2)?, row.get::<_, String>(3)?, row.get::<_, String>(4)?],
+                [row.get::<_, i64>(5)?, row.get::<_, i64>(6)?, row.get::<_, i64>(7)?],
+            ))
+        })
+        .map_err(query_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(query_error)?
+        .into_iter()
+        .filter_map(|(offer_id, age_hours, [country, device, source], [ftds, payouts, payout_micros])| {
+            Some(SegmentFtds {
+                offer_id,
+                age_hours,
+                segment: segments.key(&country, &device, &source)?,
+                ftds: ftds as u64,
+                payouts: payouts as u64,
+                payout_sum: from_micro_units(payout_micros),
+            })
+        })
+        .collect();
+    Ok(SegmentEvidence { clicks, ftds })
 }
 
 #[cfg(test)]

@@ -567,7 +567,8 @@ mod tests {
     impl Fixture {
         async fn new() -> Fixture {
             let dir = TempDir(std::env::temp_dir().join(format!("casino-writer-{}", Uuid::now_v7().simple())));
-            let inner = SqliteStore::open(&dir.0.join("clicks.sqlite")).await.unwrap();
+            let inner =
+                SqliteStore::open(&dir.0.join("clicks.sqlite"), crate::routing::SegmentDims::DEFAULT).await.unwrap();
             let offer = NewOffer {
                 name: "A".into(),
                 casino_url: "https://a.example/".into(),
