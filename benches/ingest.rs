@@ -1,13 +1,15 @@
 //! Writer ingest: how many clicks per second `Store::insert_clicks` commits in batches of the default
 //! size, into the embedded SQLite store and, when `BENCH_DATABASE_URL` names a PostgreSQL server's
 //! maintenance database, into PostgreSQL (binary COPY straight into `clicks`), beside the
-//! alternative the router does not use: one multi-row `INSERT .. VALUES` per batch.
+//! alternative the router does not use: one multi-row `INSERT .. VALUES` per batch. `SEGMENT_BY` sets
+//! the segment rollup as it does for the router.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use casino_router::config::{Config, DatabaseConfig};
+use casino_router::routing::SegmentDims;
 use casino_router::store::{self, ClickRecord, Store};
 use casino_router::visitor::{Country, DeviceClass};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
@@ -87,7 +89,9 @@ async fn insert_multirow(client: &mut tokio_postgres::Client, clicks: &[ClickRec
 fn ingest(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = std::env::temp_dir().join(format!("casino-ingest-{}", Uuid::now_v7().simple()));
-    let sqlite = Config { database: DatabaseConfig::Sqlite(dir.join("ingest.db")), ..Config::default() };
+    // `SEGMENT_BY` as the router reads it (default: country,device): what the segment rollup costs.
+    let segment_by = std::env::var("SEGMENT_BY").map_or(SegmentDims::DEFAULT, |value| value.parse().unwrap());
+    let sqlite = Config { database: DatabaseConfig::Sqlite(dir.join("ingest.db")), segment_by, ..Config::default() };
     let store = runtime.block_on(store::open(&sqlite)).unwrap();
     bench_store(c, "sqlite", store, &runtime);
     let _ = std::fs::remove_dir_all(&dir);
@@ -104,7 +108,8 @@ fn ingest(c: &mut Criterion) {
         client
     });
     let base = &maintenance_url[..maintenance_url.rfind('/').unwrap()];
-    let postgres = Config { database: DatabaseConfig::Postgres(format!("{base}/{name}")), ..Config::default() };
+    let postgres =
+        Config { database: DatabaseConfig::Postgres(format!("{base}/{name}")), segment_by, ..Config::default() };
     let store = runtime.block_on(store::open(&postgres)).unwrap();
     bench_store(c, "postgres_copy", store.clone(), &runtime);
     drop(store);

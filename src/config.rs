@@ -556,6 +556,17 @@ mod tests {
     }
 
     #[test]
+    fn segments_are_country_by_device_unless_set() {
+        assert_eq!(parse(&[]).unwrap().segment_by, SegmentDims::DEFAULT);
+        let by_source = parse(&[(SEGMENT_BY, "source")]).unwrap().segment_by;
+        assert_eq!(by_source, SegmentDims { source: true, ..SegmentDims::NONE });
+        assert_eq!(parse(&[(SEGMENT_BY, "none")]).unwrap().segment_by, SegmentDims::NONE);
+        let err = parse(&[(SEGMENT_BY, "country,city")]).unwrap_err();
+        assert_eq!(err.0[0].name, SEGMENT_BY);
+        assert!(err.0[0].reason.contains("country, device, source"), "{err}");
+    }
+
+    #[test]
     fn database_url_selects_the_store() {
         let pg = parse(&[(DATABASE_URL, "postgresql://u@h/db")]).unwrap();
         assert_eq!(pg.database, DatabaseConfig::Postgres("postgresql://u@h/db".into()));

@@ -3,6 +3,6 @@
 -- FTDs of clicks from before that moment have no segment clicks to weigh against, so the engine
 -- reads the segment evidence from then on. Times in microseconds since the Unix epoch.
 CREATE TABLE segment_rollups (
-    dimension TEXT PRIMARY KEY,
+    dimension TEXT NOT NULL PRIMARY KEY,
     since     INTEGER NOT NULL
 );

@@ -496,6 +496,7 @@ pub(super) struct SegmentRoutingView<'a> {
 #[derive(Serialize, ToSchema)]
 #[schema(as = SegmentOffer)]
 pub(super) struct SegmentOfferView {
+    /// The offer.
     offer_id: i64,
     /// Its share of the segment's visitors now: its probability of being the best of the offers
     /// that accept them.
