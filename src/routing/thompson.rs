@@ -220,6 +220,22 @@ fn at_mean_age(cdf: &[f64], age: usize, hour_elapsed: f64) -> f64 {
     at(k) + (t - whole) * (at(k + 1) - at(k))
 }
 
+/// Each delay shape's click-bucket weights ([`at_mean_age`] along its CDF) for one share of the
+/// current hour elapsed: the same for every offer, so computed once per evaluation.
+#[derive(Debug)]
+struct ShapeExposure(Vec<Vec<f64>>);
+
+impl ShapeExposure {
+    fn new(hour_elapsed: f64) -> ShapeExposure {
+        ShapeExposure(
+            DelayShape::all()
+                .iter()
+                .map(|shape| (0..HORIZON_HOURS).map(|age| at_mean_age(&shape.cdf, age, hour_elapsed)).collect())
+                .collect(),
+        )
+    }
+}
+
 /// One offer's delay evidence, per shape: the log likelihood of its FTDs' delays, and its clicks'
 /// exposure (each click weighted by the shape's `F(age)`).
 #[derive(Debug, Clone, PartialEq)]
@@ -230,8 +246,8 @@ struct DelayEvidence {
 
 impl DelayEvidence {
     /// The evidence of `delays` (`(click age, delay, FTDs)`, whole hours) and `clicks` (by age), with
-    /// `hour_elapsed` of the current hour gone (see [`Evidence::hour_elapsed`]).
-    fn new(delays: &DelayCounts, clicks: &[u64], hour_elapsed: f64) -> DelayEvidence {
+    /// each shape's click buckets weighed by `weights` (see [`ShapeExposure`]).
+    fn new(delays: &DelayCounts, clicks: &[u64], weights: &ShapeExposure) -> DelayEvidence {
         let shapes = DelayShape::all();
         let mut log_likelihood = [0.0; DELAY_SHAPES];
         for &(_, delay, n) in delays.iter().filter(|&&(age, delay, _)| delay <= age && age < HORIZON_HOURS) {
@@ -240,9 +256,8 @@ impl DelayEvidence {
             }
         }
         let mut exposure = [0.0; DELAY_SHAPES];
-        for (total, shape) in exposure.iter_mut().zip(shapes) {
-            *total =
-                clicks.iter().enumerate().map(|(age, &n)| n as f64 * at_mean_age(&shape.cdf, age, hour_elapsed)).sum();
+        for (total, weights) in exposure.iter_mut().zip(&weights.0) {
+            *total = clicks.iter().zip(weights).map(|(&n, w)| n as f64 * w).sum();
         }
         DelayEvidence { log_likelihood, exposure }
     }
@@ -580,8 +595,9 @@ fn routing_samplers(posterior: &OfferPosterior) -> (Gamma<f64>, Normal<f64>) {
 pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonResult {
     let offers = evidence.offers;
     let hour_elapsed = evidence.hour_elapsed.clamp(0.0, 1.0);
+    let shape_exposure = ShapeExposure::new(hour_elapsed);
     let delay_evidence: Vec<DelayEvidence> =
-        offers.iter().map(|o| DelayEvidence::new(&o.delays, &o.clicks, hour_elapsed)).collect();
+        offers.iter().map(|o| DelayEvidence::new(&o.delays, &o.clicks, &shape_exposure)).collect();
     let offer_ftds: Vec<u64> = offers.iter().map(|o| o.ftds.iter().sum()).collect();
     // Each offer's delay shapes as its delays alone weigh them: for the pooled rate, and for the
     // other offers' delay priors.
@@ -910,7 +926,7 @@ mod tests {
 
     /// `F(age)` as `offer`'s delays alone weigh the shapes.
     fn estimated_delay(offer: &OfferHistory) -> impl Fn(usize) -> f64 + use<> {
-        let evidence = DelayEvidence::new(&offer.delays, &offer.clicks, 1.0);
+        let evidence = DelayEvidence::new(&offer.delays, &offer.clicks, &ShapeExposure::new(1.0));
         let fit = DelayModel::parametric(&evidence.shape_weights(offer.ftds.iter().sum(), None, &EVEN_SHAPE_PRIOR));
         let delay = DelayModel::estimate(&offer.delays, &fit);
         move |age| delay.arrived_by(age)
@@ -977,7 +993,7 @@ mod tests {
     #[test]
     fn without_ftds_an_offer_is_given_every_shape_including_slow_ones() {
         let silent = OfferHistory { clicks: vec![10; HORIZON_HOURS], ..Default::default() };
-        let evidence = DelayEvidence::new(&[], &silent.clicks, 1.0);
+        let evidence = DelayEvidence::new(&[], &silent.clicks, &ShapeExposure::new(1.0));
         let weights = evidence.shape_weights(0, None, &EVEN_SHAPE_PRIOR);
         let plausible = DelayShape::all().iter().filter(|s| s.log_prior == 0.0).count();
         assert!(plausible > DELAY_SHAPES * 9 / 10, "{plausible} of {DELAY_SHAPES} shapes are plausible");
