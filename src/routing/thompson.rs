@@ -208,31 +208,35 @@ fn erfc(x: f64) -> f64 {
     if x >= 0.0 { value } else { 2.0 - value }
 }
 
-/// `F` at the mean age of the clicks in bucket `age`, given a CDF on whole hours (`cdf[k]` =
+/// Each click bucket's `F` at the mean age of its clicks, given a CDF on whole hours (`cdf[k]` =
 /// `F(k + 1)`) and the share of the current hour elapsed. Bucket 0 is the current hour: its clicks are
 /// `hour_elapsed / 2` hours old on average; bucket `a` is the hour that began `a` hours before it, its
-/// clicks `a - 1/2 + hour_elapsed` hours old. Between whole hours `F` is linear, from `F(0) = 0`.
-fn at_mean_age(cdf: &[f64], age: usize, hour_elapsed: f64) -> f64 {
-    let t = if age == 0 { hour_elapsed / 2.0 } else { age as f64 - 0.5 + hour_elapsed };
-    let whole = t.floor();
-    let at = |k: usize| if k == 0 { 0.0 } else { cdf[(k - 1).min(cdf.len() - 1)] };
-    let k = whole as usize;
-    at(k) + (t - whole) * (at(k + 1) - at(k))
+/// clicks `a - 1/2 + hour_elapsed` hours old. Between whole hours `F` is linear, from `F(0) = 0`; past
+/// the last, flat. Every bucket but the first lies the same fraction past a whole hour, so this is
+/// one pass of multiply-adds.
+fn mean_age_weights(cdf: &[f64], hour_elapsed: f64) -> Vec<f64> {
+    let h = cdf.len();
+    // F at whole hours 0..=h+1.
+    let at_whole = |k: usize| if k == 0 { 0.0 } else { cdf[(k - 1).min(h - 1)] };
+    let mut weights = Vec::with_capacity(h);
+    weights.push(hour_elapsed / 2.0 * at_whole(1));
+    let past = hour_elapsed + 0.5;
+    let (shift, fraction) = (past.floor() as usize, past.fract());
+    weights.extend((1..h).map(|age| {
+        let whole = age - 1 + shift;
+        (1.0 - fraction) * at_whole(whole) + fraction * at_whole(whole + 1)
+    }));
+    weights
 }
 
-/// Each delay shape's click-bucket weights ([`at_mean_age`] along its CDF) for one share of the
+/// Each delay shape's click-bucket weights ([`mean_age_weights`] along its CDF) for one share of the
 /// current hour elapsed: the same for every offer, so computed once per evaluation.
 #[derive(Debug)]
 struct ShapeExposure(Vec<Vec<f64>>);
 
 impl ShapeExposure {
     fn new(hour_elapsed: f64) -> ShapeExposure {
-        ShapeExposure(
-            DelayShape::all()
-                .iter()
-                .map(|shape| (0..HORIZON_HOURS).map(|age| at_mean_age(&shape.cdf, age, hour_elapsed)).collect())
-                .collect(),
-        )
+        ShapeExposure(DelayShape::all().iter().map(|shape| mean_age_weights(&shape.cdf, hour_elapsed)).collect())
     }
 }
 
@@ -404,9 +408,9 @@ impl DelayModel {
     }
 
     /// Each click bucket's weight: the probability that the FTD of one of its clicks (if it converts)
-    /// has arrived, at the bucket's mean age (see [`at_mean_age`]).
+    /// has arrived, at the bucket's mean age (see [`mean_age_weights`]).
     fn exposure_weights(&self, hour_elapsed: f64) -> Vec<f64> {
-        (0..HORIZON_HOURS).map(|age| at_mean_age(&self.cdf, age, hour_elapsed)).collect()
+        mean_age_weights(&self.cdf, hour_elapsed)
     }
 }
 
@@ -1299,5 +1303,21 @@ mod tests {
         };
         let (early, late) = (exposure(0.05), exposure(1.0));
         assert!(early > 0.0 && early < late / 5.0, "3 minutes in: {early:.2}, an hour in: {late:.2}");
+    }
+
+    #[test]
+    fn click_buckets_weigh_at_their_mean_age() {
+        // F(t) = t / 10 over whole hours: linear, so the weight is the mean age over 10.
+        let cdf: Vec<f64> = (1..=20).map(|k| (k as f64 / 10.0).min(1.0)).collect();
+        for hour_elapsed in [0.0, 0.25, 0.5, 0.9, 1.0] {
+            let weights = mean_age_weights(&cdf, hour_elapsed);
+            assert_eq!(weights.len(), cdf.len());
+            assert!((weights[0] - hour_elapsed / 20.0).abs() < 1e-12, "{hour_elapsed}: {weights:?}");
+            for age in 1..8 {
+                let mean_age = age as f64 - 0.5 + hour_elapsed;
+                assert!((weights[age] - mean_age / 10.0).abs() < 1e-12, "{hour_elapsed}, {age}: {weights:?}");
+            }
+            assert_eq!(weights[19], 1.0, "flat past the horizon");
+        }
     }
 }
