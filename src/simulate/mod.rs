@@ -428,3 +428,67 @@ pub fn report(scenarios: &[Scenario], seeds: u64, mut progress: impl FnMut(&str)
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(json: &str) -> Scenario {
+        ScenarioSpec::from_json(json).unwrap()
+    }
+
+    #[test]
+    fn the_oracle_is_the_best_eligible_active_offer_of_each_segment() {
+        // DE: A (DE only, EPC 5) beats B (4); GB: only B (8 there), then C from day 1 (EPC 1 anywhere).
+        let scenario = scenario(
+            r#"{"name": "t", "days": 2, "segments": [{"country": "DE"}, {"country": "GB"}], "offers": [
+                {"name": "A", "ftd_rate": 0.05, "payout": 100, "countries": ["DE"]},
+                {"name": "B", "ftd_rate": 0.04, "payout": 100, "rate_by_country": {"GB": 2}},
+                {"name": "C", "ftd_rate": 0.01, "payout": 100, "from_day": 1}]}"#,
+        );
+        let day0 = Truth::on(&scenario, 0);
+        assert_eq!(day0.active, [0, 1]);
+        assert_eq!(day0.best, [Some((0, 5.0)), Some((1, 8.0))]);
+        assert_eq!(day0.worst, [Some(4.0), None], "GB has one offer to choose from: no worst");
+        let day1 = Truth::on(&scenario, 1);
+        assert_eq!(day1.active, [0, 1, 2]);
+        assert_eq!(day1.best, [Some((0, 5.0)), Some((1, 8.0))]);
+        assert_eq!(day1.worst, [Some(1.0), Some(1.0)]);
+    }
+
+    #[test]
+    fn a_run_where_each_segment_has_one_offer_earns_the_oracle_under_both_strategies() {
+        // The table offers each visitor only what accepts them: nothing to learn, nothing lost,
+        // though B's EPC is far below A's.
+        let scenario = scenario(
+            r#"{"name": "t", "days": 1, "clicks_per_day": 2000,
+                "segments": [{"country": "DE"}, {"country": "GB", "device": "mobile"}], "offers": [
+                {"name": "A", "ftd_rate": 0.05, "payout": 100, "countries": ["DE"]},
+                {"name": "B", "ftd_rate": 0.01, "payout": 100, "countries": ["GB"]}]}"#,
+        );
+        for strategy in [RoutingStrategy::Ev, RoutingStrategy::Thompson] {
+            let result = run(&scenario, strategy, 1);
+            assert_eq!(result.revenue_share, 1.0, "{strategy:?}");
+            assert_eq!(result.worst_offer_share, 0.0, "{strategy:?}");
+        }
+    }
+
+    #[test]
+    fn evidence_ages_by_the_hour_and_forgets_what_passes_the_horizon() {
+        let mut evidence = OfferEvidence::new(1);
+        evidence.history.clicks[0] = 10;
+        evidence.add_ftd(0, 0, 100.0);
+        evidence.add_ftd(HORIZON_HOURS - 1, 5, 50.0);
+        evidence.add_ftd(HORIZON_HOURS, 5, 50.0); // beyond the horizon already: not counted
+        assert_eq!((evidence.history.payouts, evidence.history.payout_sum), (2, 150.0));
+        evidence.next_hour();
+        let history = &evidence.history;
+        assert_eq!((history.clicks[0], history.clicks[1], history.ftds[1]), (0, 10, 1));
+        assert_eq!(history.delays, [(1, 0, 1)], "the FTD aged 719 hours is forgotten");
+        assert_eq!((history.payouts, history.payout_sum, history.payout_sum_sq), (1, 100.0, 10_000.0));
+        evidence.add_ftd(1, 1, 100.0);
+        evidence.add_ftd(1, 1, 100.0);
+        evidence.next_hour();
+        assert_eq!(evidence.history.delays, [(2, 0, 1), (2, 1, 2)], "one entry per age and delay");
+    }
+}

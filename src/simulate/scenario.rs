@@ -724,3 +724,208 @@ fn generated_offers(count: usize, seed: u64) -> Vec<OfferSpec> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The field a refused scenario names, and the whole message.
+    fn refused(json: &str) -> (String, String) {
+        match ScenarioSpec::from_json(json) {
+            Err(error @ ScenarioError::Field { .. }) => {
+                let ScenarioError::Field { field, .. } = &error else { unreachable!() };
+                (field.clone(), error.to_string())
+            }
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    /// A valid scenario with `offer` as its only offer's fields and `extra` at the top level.
+    fn with(extra: &str, offer: &str) -> String {
+        format!(r#"{{"name": "t", {extra} "offers": [{{"name": "A", "ftd_rate": 0.03, "payout": 100 {offer}}}]}}"#)
+    }
+
+    #[test]
+    fn the_example_file_parses_with_its_segments_offers_and_changes() {
+        let scenario = ScenarioSpec::from_json(include_str!("../../examples/my-mix.json")).unwrap();
+        assert_eq!((scenario.name.as_str(), scenario.days, scenario.clicks_per_day), ("my-mix", 30, 20_000));
+        assert_eq!(scenario.segments.len(), 2);
+        assert!((scenario.segments[0].share - 0.3).abs() < 1e-12);
+        assert_eq!(scenario.offers.len(), 3);
+        let a = &scenario.offers[0];
+        // DE mobile: 0.03 x 1.5 x 0.8; GB is not A's.
+        assert!((a.ftd_rate(0, 0) - 0.036).abs() < 1e-12 && (a.ftd_rate(0, 15) - 0.018).abs() < 1e-12);
+        assert!(a.accepts(0) && !a.accepts(1));
+        let c = &scenario.offers[2];
+        assert!(!c.active_on(4) && c.active_on(5));
+        assert_eq!((c.payout(19), c.payout(20)), (90.0, 70.0));
+        assert_eq!(scenario.change_day, Some(5), "C joining is the first change");
+    }
+
+    #[test]
+    fn only_name_ftd_rate_and_payout_are_needed() {
+        let scenario = ScenarioSpec::from_json(&with("", "")).unwrap();
+        assert_eq!((scenario.days, scenario.clicks_per_day), (DEFAULT_DAYS, DEFAULT_CLICKS_PER_DAY));
+        assert_eq!(
+            scenario.segments,
+            [Segment { country: Country::UNKNOWN, device: DeviceClass::Desktop, share: 1.0 }],
+            "one segment"
+        );
+        let offer = &scenario.offers[0];
+        assert_eq!((offer.delay_median_hours, offer.delay_sigma), (DEFAULT_DELAY_MEDIAN_HOURS, DEFAULT_DELAY_SIGMA));
+        assert_eq!((offer.from_day, offer.rules.clone(), offer.epc(0, 29)), (0, OfferRules::default(), 3.0));
+        assert_eq!(scenario.change_day, None);
+    }
+
+    #[test]
+    fn shares_are_normalised_and_rates_capped_at_one() {
+        let json = with(
+            r#""segments": [{"country": "DE", "share": 3}, {"country": "DE", "device": "mobile"}],"#,
+            r#", "ftd_rate": 0.5, "rate_by_country": {"DE": 3}"#,
+        )
+        .replace(r#""ftd_rate": 0.03, "payout": 100 ,"#, r#""payout": 100,"#);
+        let scenario = ScenarioSpec::from_json(&json).unwrap();
+        let shares: Vec<f64> = scenario.segments.iter().map(|s| s.share).collect();
+        assert_eq!(shares, [0.75, 0.25]);
+        assert_eq!(scenario.offers[0].ftd_rate(0, 0), 1.0);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_their_path() {
+        assert_eq!(refused(&with(r#""seeds": 3,"#, "")).0, "seeds");
+        assert_eq!(refused(&with("", r#", "delay": {"medain_hours": 3}"#)).0, "offers[0].delay.medain_hours");
+        let (field, message) = refused(&with("", r#", "changes": [{"day": 3, "rate": 0.1}]"#));
+        assert_eq!(field, "offers[0].changes[0].rate");
+        assert!(message.contains("unknown field `rate`"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_required_field_is_named_with_where_it_is_missing() {
+        let (field, message) = refused(r#"{"name": "t", "offers": [{"name": "A", "ftd_rate": 0.03}]}"#);
+        assert_eq!(field, "offers[0]");
+        assert_eq!(message, "offers[0]: missing field `payout`");
+        assert_eq!(refused(r#"{"name": "t"}"#).1, "scenario: missing field `offers`");
+        assert_eq!(refused(&with(r#""days": -1,"#, "")).0, "days");
+        let wrong_type = r#"{"name": "t", "offers": [{"name": "A", "ftd_rate": 0.03, "payout": "100"}]}"#;
+        assert_eq!(refused(wrong_type).0, "offers[0].payout");
+    }
+
+    #[test]
+    fn bad_countries_and_devices_are_refused_by_their_path() {
+        for (extra, offer, field) in [
+            (r#""segments": [{"country": "de"}],"#, "", "segments[0].country"),
+            (r#""segments": [{"country": "UK"}],"#, "", "segments[0].country"),
+            (r#""segments": [{"device": "phone"}],"#, "", "segments[0].device"),
+            ("", r#", "countries": ["DE", "XY"]"#, "offers[0].countries[1]"),
+            ("", r#", "countries": []"#, "offers[0].countries"),
+            ("", r#", "rate_by_country": {"Germany": 1.2}"#, "offers[0].rate_by_country.Germany"),
+            ("", r#", "rate_by_device": {"Mobile": 1.2}"#, "offers[0].rate_by_device.Mobile"),
+        ] {
+            assert_eq!(refused(&with(extra, offer)).0, field, "{extra} {offer}");
+        }
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_by_their_path() {
+        let offer = |fields: &str| format!(r#"{{"name": "t", "offers": [{{"name": "A", {fields}}}]}}"#);
+        for (json, field) in [
+            (offer(r#""ftd_rate": 1.5, "payout": 100"#), "offers[0].ftd_rate"),
+            (offer(r#""ftd_rate": -0.1, "payout": 100"#), "offers[0].ftd_rate"),
+            (offer(r#""ftd_rate": 0.1, "payout": -1"#), "offers[0].payout"),
+            (with(r#""days": 0,"#, ""), "days"),
+            (with(r#""clicks_per_day": 0,"#, ""), "clicks_per_day"),
+            (with(r#""segments": [],"#, ""), "segments"),
+            (with(r#""segments": [{"share": 0}],"#, ""), "segments[0].share"),
+            (with(r#""segments": [{"country": "DE"}, {"country": "DE"}],"#, ""), "segments[1]"),
+            (with("", r#", "delay": {"median_hours": 0}"#), "offers[0].delay.median_hours"),
+            (with("", r#", "delay": {"sigma": -1}"#), "offers[0].delay.sigma"),
+            (with("", r#", "rate_by_device": {"tablet": -2}"#), "offers[0].rate_by_device.tablet"),
+            (with(r#""days": 10,"#, r#", "from_day": 10"#), "offers[0].from_day"),
+            (with(r#""days": 10,"#, r#", "changes": [{"day": 10, "payout": 5}]"#), "offers[0].changes[0].day"),
+            (with("", r#", "changes": [{"day": 0, "payout": 5}]"#), "offers[0].changes[0].day"),
+            (
+                with("", r#", "changes": [{"day": 5, "payout": 5}, {"day": 4, "payout": 6}]"#),
+                "offers[0].changes[1].day",
+            ),
+            (with("", r#", "changes": [{"day": 5}]"#), "offers[0].changes[0]"),
+            (with("", r#", "changes": [{"day": 5, "ftd_rate": 2}]"#), "offers[0].changes[0].ftd_rate"),
+            (with(r#""name": "a|b","#, "").replacen(r#""name": "t", "#, "", 1), "name"),
+        ] {
+            assert_eq!(refused(&json).0, field, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_segment_no_offer_accepts_is_refused() {
+        let (field, message) = refused(&with(
+            r#""segments": [{"country": "DE"}, {"country": "GB", "device": "mobile"}],"#,
+            r#", "countries": ["DE"]"#,
+        ));
+        assert_eq!(field, "segments[1]");
+        assert!(message.contains("no offer accepts GB/mobile"), "{message}");
+    }
+
+    #[test]
+    fn two_offers_may_not_share_a_name() {
+        let json = r#"{"name": "t", "offers": [{"name": "A", "ftd_rate": 0.1, "payout": 1},
+                                               {"name": "A", "ftd_rate": 0.1, "payout": 2}]}"#;
+        assert_eq!(refused(json).0, "offers[1].name");
+    }
+
+    #[test]
+    fn a_file_that_is_not_json_or_not_there_is_refused() {
+        assert!(matches!(ScenarioSpec::from_json("{\"name\": "), Err(ScenarioError::Syntax(_))));
+        let missing = load(Path::new("/nonexistent/scenario.json")).unwrap_err();
+        assert!(matches!(missing, ScenarioError::Read { .. }), "{missing}");
+    }
+
+    #[test]
+    fn the_built_in_scenarios_are_valid_and_keep_their_numbers() {
+        let scenarios: Vec<Scenario> = builtin().iter().map(|spec| spec.validate().unwrap()).collect();
+        let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "stationary-3",
+                "stationary-10",
+                "stationary-30",
+                "best-halves",
+                "new-offer",
+                "slow-postbacks",
+                "close-values",
+                "geo-split",
+                "geo-restricted",
+                "long-tail",
+                "device-split"
+            ]
+        );
+        let epcs = |s: &Scenario, day: usize| -> Vec<f64> {
+            s.offers.iter().map(|o| (100.0 * o.epc(0, day)).round() / 100.0).collect()
+        };
+        assert_eq!(epcs(&scenarios[0], 0), [3.0, 4.4, 2.0]);
+        assert_eq!(epcs(&scenarios[3], 14), [4.5, 3.6, 3.0, 2.0, 1.2]);
+        assert_eq!(epcs(&scenarios[3], 15), [2.25, 3.6, 3.0, 2.0, 1.2], "best-halves: A halves on day 15");
+        assert_eq!((scenarios[3].change_day, scenarios[4].change_day), (Some(15), Some(10)));
+        assert!(!scenarios[4].offers[5].active_on(9) && scenarios[4].offers[5].active_on(10));
+        // The generated offers are drawn as before: the first of stationary-10.
+        let first = &scenarios[1].offers[0];
+        assert!((0.005..0.06).contains(&first.ftd_rate(0, 0)) && (4.0..72.0).contains(&first.delay_median_hours));
+        assert_eq!(scenarios[9].segments.len(), 60);
+    }
+
+    #[test]
+    fn in_geo_split_each_offer_is_best_in_one_country_and_worst_in_another() {
+        let scenario = geo_split().validate().unwrap();
+        let mut worst_in = Vec::new();
+        for s in 0..4 {
+            let epcs: Vec<f64> = scenario.offers.iter().map(|o| o.epc(s, 0)).collect();
+            let best = (0..4).max_by(|&a, &b| epcs[a].total_cmp(&epcs[b])).unwrap();
+            let worst = (0..4).min_by(|&a, &b| epcs[a].total_cmp(&epcs[b])).unwrap();
+            assert_eq!(best, s, "country {s}: {epcs:?}");
+            assert_ne!(worst, s);
+            worst_in.push(worst);
+        }
+        worst_in.sort_unstable();
+        assert_eq!(worst_in, [0, 1, 2, 3], "each offer is the worst somewhere");
+    }
+}
