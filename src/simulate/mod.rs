@@ -7,7 +7,9 @@
 //! the strategy under test, so an offer only gets the visitors its targeting accepts. `ev` is the
 //! original formula ([`WeightPolicy`] on each offer's last 1,000 clicks, 20% exploration, every 6
 //! hours); `thompson` is [`thompson::evaluate`] every minute, as the router refreshes it, on what the
-//! router's store would hand it: hourly rollups by click age, the current hour's clicks as age 0. A
+//! router's store would hand it: hourly rollups by click age, the current hour's clicks as age 0 with
+//! the share of the hour elapsed, per offer and per segment (the scenario's segments are the learning
+//! segments, country x device, each with its own pools in the table). A
 //! click converts with its offer's true FTD rate in its segment; the FTD postback arrives after a
 //! log-normal delay (minutes to days), and only arrived postbacks are visible to the strategies.
 //!
@@ -17,7 +19,8 @@
 //!
 //! The engine's evidence is kept by click age and aged at each hour's edge: within an hour only the
 //! current hour's clicks and arriving FTDs change it, so a refresh costs the engine's time, not a
-//! rebuild of 30 days of history.
+//! rebuild of 30 days of history. Over a run that is 43,200 evaluations, and they are most of its
+//! time.
 
 pub mod scenario;
 
@@ -33,10 +36,12 @@ use rand_distr::{Distribution, LogNormal};
 pub use scenario::{Scenario, ScenarioError, ScenarioSpec};
 
 use crate::config::RoutingStrategy;
-use crate::routing::segments::Segmentation;
 use crate::routing::table::pick_probabilities;
-use crate::routing::thompson::{self, Evidence, HORIZON_HOURS, OfferHistory};
-use crate::routing::{DailyCaps, OfferWindow, RedirectTemplate, RouteInput, RoutingTable, Segment, WeightPolicy};
+use crate::routing::thompson::{self, Evidence, HORIZON_HOURS, OfferHistory, SegmentHistory};
+use crate::routing::{
+    DailyCaps, OfferWindow, RedirectTemplate, RouteInput, RoutingTable, Segment, SegmentDims, Segmentation,
+    WeightPolicy,
+};
 
 /// Monte Carlo draws per Thompson refresh, as the router uses.
 const DRAWS: usize = 1_000;
@@ -74,6 +79,8 @@ pub struct RunResult {
 struct PendingFtd {
     arrives_at: usize,
     offer: usize,
+    /// The click's segment.
+    segment: usize,
     clicked_at: usize,
     /// Its click's place in the offer's `ev` window (kept for `ev` only).
     recent_index: Option<usize>,
@@ -176,6 +183,84 @@ impl OfferEvidence {
     }
 }
 
+/// One segment's part of every offer's evidence, sparse and by click age (ascending), aged at each
+/// hour's edge like [`OfferEvidence`]: `histories[i]` is the pair `pairs[i]`.
+#[derive(Debug, Default)]
+struct SegmentEvidence {
+    histories: Vec<SegmentHistory>,
+    /// Per history, aligned with its `ftds`: the sum of those FTDs' payouts.
+    ftd_payouts: Vec<Vec<f64>>,
+    /// `[offer * segments + segment]`: the pair's place in `histories`, once it has a click.
+    index: Vec<Option<usize>>,
+    segments: usize,
+}
+
+impl SegmentEvidence {
+    fn new(offers: usize, segments: usize) -> SegmentEvidence {
+        SegmentEvidence { index: vec![None; offers * segments], segments, ..SegmentEvidence::default() }
+    }
+
+    fn add_click(&mut self, offer: usize, segment: usize) {
+        let slot = &mut self.index[offer * self.segments + segment];
+        let i = *slot.get_or_insert_with(|| {
+            self.histories.push(SegmentHistory { segment, offer, ..SegmentHistory::default() });
+            self.ftd_payouts.push(Vec::new());
+            self.histories.len() - 1
+        });
+        match self.histories[i].clicks.first_mut() {
+            Some((0, n)) => *n += 1,
+            _ => self.histories[i].clicks.insert(0, (0, 1)),
+        }
+    }
+
+    fn add_ftd(&mut self, offer: usize, segment: usize, age: usize, payout: f64) {
+        let Some(i) = self.index[offer * self.segments + segment] else { return };
+        if age >= HORIZON_HOURS {
+            return;
+        }
+        let history = &mut self.histories[i];
+        let at = match history.ftds.binary_search_by_key(&age, |&(a, _)| a) {
+            Ok(at) => at,
+            Err(at) => {
+                history.ftds.insert(at, (age, 0));
+                self.ftd_payouts[i].insert(at, 0.0);
+                at
+            }
+        };
+        history.ftds[at].1 += 1;
+        self.ftd_payouts[i][at] += payout;
+        history.payouts += 1;
+        history.payout_sum += payout;
+    }
+
+    /// A new hour began: see [`OfferEvidence::next_hour`].
+    fn next_hour(&mut self) {
+        for (history, payouts) in self.histories.iter_mut().zip(&mut self.ftd_payouts) {
+            history.clicks.retain_mut(|(age, _)| {
+                *age += 1;
+                *age < HORIZON_HOURS
+            });
+            history.ftds.iter_mut().for_each(|(age, _)| *age += 1);
+            let kept = history.ftds.partition_point(|&(age, _)| age < HORIZON_HOURS);
+            history.ftds.truncate(kept);
+            payouts.truncate(kept);
+            history.payouts = history.ftds.iter().map(|&(_, n)| n).sum();
+            history.payout_sum = payouts.iter().sum();
+        }
+    }
+
+    /// The histories of the `active` offers, with their places in that list as offer indices.
+    fn of(&self, active: &[usize]) -> Vec<SegmentHistory> {
+        self.histories
+            .iter()
+            .filter_map(|h| {
+                let offer = active.iter().position(|&i| i == h.offer)?;
+                Some(SegmentHistory { offer, ..h.clone() })
+            })
+            .collect()
+    }
+}
+
 /// One run of `scenario` under `strategy` with `seed`.
 pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResult {
     let minutes = scenario.days * MINUTES_PER_DAY;
@@ -194,6 +279,11 @@ pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResu
         .map(|s| Segment { country: s.country, device: s.device, source: None, campaign: None })
         .collect();
     let mut evidence: Vec<OfferEvidence> = (0..k).map(|i| OfferEvidence::new(i as i64)).collect();
+    let mut segment_evidence = SegmentEvidence::new(k, visitors.len());
+    let segmentation = Segmentation::new(
+        SegmentDims::DEFAULT,
+        visitors.iter().map(|v| SegmentDims::DEFAULT.key(v.country, v.device, None)).collect(),
+    );
     // For `ev`: each offer's clicks in order, with the payout of their FTD once it has arrived.
     let mut recent: Vec<Vec<Option<f64>>> = vec![Vec::new(); k];
     let mut pending = BinaryHeap::new();
@@ -210,6 +300,7 @@ pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResu
         let (hour, day) = (minute / MINUTES_PER_HOUR, minute / MINUTES_PER_DAY);
         if minute > 0 && minute % MINUTES_PER_HOUR == 0 {
             evidence.iter_mut().for_each(OfferEvidence::next_hour);
+            segment_evidence.next_hour();
             if let Some(at) = change_minute
                 && minute > at
                 && hours_to_shift.is_none()
@@ -228,6 +319,7 @@ pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResu
             let age = hour - ftd.clicked_at / MINUTES_PER_HOUR;
             let delay = (ftd.arrives_at - ftd.clicked_at) / MINUTES_PER_HOUR;
             evidence[ftd.offer].add_ftd(age, delay, payout);
+            segment_evidence.add_ftd(ftd.offer, ftd.segment, age, payout);
             if let Some(index) = ftd.recent_index {
                 recent[ftd.offer][index] = Some(payout);
             }
@@ -241,7 +333,9 @@ pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResu
                 RoutingStrategy::Ev => ev_table(scenario, &truth.active, &recent),
                 RoutingStrategy::Thompson => {
                     let hour_elapsed = (minute % MINUTES_PER_HOUR) as f64 / MINUTES_PER_HOUR as f64;
-                    thompson_table(scenario, &truth.active, &evidence, hour_elapsed, seed ^ minute as u64)
+                    let learned =
+                        Learned { offers: &evidence, segments: &segment_evidence, segmentation: &segmentation };
+                    thompson_table(scenario, &truth.active, &learned, hour_elapsed, seed ^ minute as u64)
                 }
             };
             routed = Some(truth.active.clone());
@@ -255,6 +349,7 @@ pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResu
             let Some((best_offer, best_epc)) = truth.best[s] else { continue };
             let offer = picked.offer.offer_id as usize;
             evidence[offer].history.clicks[0] += 1;
+            segment_evidence.add_click(offer, s);
             let epc = truth.epc[s][offer];
             revenue += epc;
             oracle += best_epc;
@@ -275,6 +370,7 @@ pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResu
                 pending.push(Reverse(PendingFtd {
                     arrives_at: minute + delay_minutes,
                     offer,
+                    segment: s,
                     clicked_at: minute,
                     recent_index,
                 }));
@@ -338,19 +434,33 @@ fn ev_table(scenario: &Scenario, active: &[usize], recent: &[Vec<Option<f64>>]) 
     })
 }
 
-/// `thompson`: each pool's offers by their probability of being best among them, from the
-/// engine's evaluation of the active offers' evidence.
+/// What `thompson` has learned by now.
+struct Learned<'a> {
+    offers: &'a [OfferEvidence],
+    segments: &'a SegmentEvidence,
+    segmentation: &'a Segmentation,
+}
+
+/// `thompson`: each pool's offers by their probability of being best among them for the pool's
+/// segment, from the engine's evaluation of the active offers' evidence.
 fn thompson_table(
     scenario: &Scenario,
     active: &[usize],
-    evidence: &[OfferEvidence],
+    learned: &Learned<'_>,
     hour_elapsed: f64,
     seed: u64,
 ) -> RoutingTable {
-    let histories: Vec<OfferHistory> = active.iter().map(|&i| evidence[i].history.clone()).collect();
-    let result = thompson::evaluate(&Evidence { offers: &histories, segments: &[], hour_elapsed }, DRAWS, seed);
+    let result = if active.len() == scenario.offers.len() {
+        let offers: Vec<OfferHistory> = learned.offers.iter().map(|e| e.history.clone()).collect();
+        let evidence = Evidence { offers: &offers, segments: &learned.segments.histories, hour_elapsed };
+        thompson::evaluate(&evidence, DRAWS, seed)
+    } else {
+        let offers: Vec<OfferHistory> = active.iter().map(|&i| learned.offers[i].history.clone()).collect();
+        let segments = learned.segments.of(active);
+        thompson::evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed }, DRAWS, seed)
+    };
     let inputs = route_inputs(scenario, active, &result.probability_best);
-    RoutingTable::build(inputs, &Segmentation::default(), result.probabilities())
+    RoutingTable::build(inputs, learned.segmentation, result.probabilities())
 }
 
 /// Summary over seeds.
@@ -471,6 +581,38 @@ mod tests {
             assert_eq!(result.revenue_share, 1.0, "{strategy:?}");
             assert_eq!(result.worst_offer_share, 0.0, "{strategy:?}");
         }
+    }
+
+    #[test]
+    fn segment_evidence_is_sparse_by_age_and_ages_like_the_offers() {
+        let mut evidence = SegmentEvidence::new(2, 3);
+        evidence.add_click(1, 2);
+        evidence.add_click(1, 2);
+        evidence.add_ftd(0, 0, 0, 50.0); // offer 0 has no click in segment 0: no history to add to
+        evidence.next_hour();
+        evidence.add_click(1, 2);
+        evidence.add_ftd(1, 2, 1, 100.0);
+        evidence.add_ftd(1, 2, 0, 80.0);
+        assert_eq!(evidence.histories.len(), 1, "one history per pair with clicks");
+        let history = &evidence.histories[0];
+        assert_eq!((history.segment, history.offer), (2, 1));
+        assert_eq!(history.clicks, [(0, 1), (1, 2)]);
+        assert_eq!(history.ftds, [(0, 1), (1, 1)]);
+        assert_eq!((history.payouts, history.payout_sum), (2, 180.0));
+        for _ in 0..HORIZON_HOURS - 2 {
+            evidence.next_hour();
+        }
+        let history = &evidence.histories[0];
+        assert_eq!(history.clicks, [(HORIZON_HOURS - 2, 1), (HORIZON_HOURS - 1, 2)]);
+        evidence.next_hour();
+        let history = &evidence.histories[0];
+        assert_eq!(
+            (history.clicks.as_slice(), history.ftds.as_slice()),
+            (&[(HORIZON_HOURS - 1, 1)][..], &[(HORIZON_HOURS - 1, 1)][..])
+        );
+        assert_eq!((history.payouts, history.payout_sum), (1, 80.0), "the older FTD's payout is forgotten");
+        let only_offer_1 = evidence.of(&[1]);
+        assert_eq!((only_offer_1[0].offer, evidence.of(&[0]).len()), (0, 0), "offer indices into the active list");
     }
 
     #[test]
