@@ -162,13 +162,8 @@ fn default_share() -> f64 {
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The file could not be read.
-    #[error("could not read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// What the system said.
-        source: std::io::Error,
-    },
+    #[error("could not be read: {0}")]
+    Read(std::io::Error),
     /// Not JSON at all.
     #[error("not a JSON scenario: {0}")]
     Syntax(serde_json::Error),
@@ -501,10 +496,9 @@ fn check_factor(field: &str, factor: f64) -> Result<(), ScenarioError> {
     Err(ScenarioError::field(field, format!("must be 0 or more, not {factor}")))
 }
 
-/// Reads, parses and validates a scenario file.
+/// Reads, parses and validates a scenario file (errors do not repeat its path).
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ScenarioError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(ScenarioError::Read)?;
     ScenarioSpec::from_json(&text)
 }
 
@@ -876,7 +870,7 @@ mod tests {
     fn a_file_that_is_not_json_or_not_there_is_refused() {
         assert!(matches!(ScenarioSpec::from_json("{\"name\": "), Err(ScenarioError::Syntax(_))));
         let missing = load(Path::new("/nonexistent/scenario.json")).unwrap_err();
-        assert!(matches!(missing, ScenarioError::Read { .. }), "{missing}");
+        assert!(matches!(missing, ScenarioError::Read(_)), "{missing}");
     }
 
     #[test]
