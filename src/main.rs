@@ -80,9 +80,13 @@ fn simulate(args: &[String]) -> ExitCode {
         println!("- {}: {}", scenario.name, scenario.description);
     }
     println!();
-    let table = simulate::report(&scenarios, seeds, |step| eprintln!("simulating {step} ({seeds} seeds)"));
-    println!("{table}");
-    ExitCode::SUCCESS
+    match simulate::report(&scenarios, seeds, &mut std::io::stdout().lock(), |step| eprintln!("{step}")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("could not write the report: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -510,22 +510,34 @@ pub fn summarize(scenario: &Scenario, strategy: RoutingStrategy, seeds: u64) -> 
     }
 }
 
-/// The report `casino-router simulate` prints: one Markdown row per scenario and strategy.
-pub fn report(scenarios: &[Scenario], seeds: u64, mut progress: impl FnMut(&str)) -> String {
-    let mut out = String::from(
+/// The report `casino-router simulate` prints: one Markdown row per scenario and strategy, each
+/// written to `out` as soon as it is known (a full report takes long); `progress` hears what is being
+/// simulated and how long each step took.
+pub fn report(
+    scenarios: &[Scenario],
+    seeds: u64,
+    out: &mut impl std::io::Write,
+    mut progress: impl FnMut(&str),
+) -> std::io::Result<()> {
+    writeln!(
+        out,
         "| scenario | strategy | revenue, % of oracle | after the change | clicks to the worst offer | hours to shift (median) |\n\
-         | --- | --- | --- | --- | --- | --- |\n",
-    );
+         | --- | --- | --- | --- | --- | --- |"
+    )?;
     for scenario in scenarios {
         for strategy in [RoutingStrategy::Thompson, RoutingStrategy::Ev] {
-            progress(&format!("{} / {}", scenario.name, strategy.name()));
+            let step = format!("{} / {}", scenario.name, strategy.name());
+            progress(&format!("simulating {step} ({seeds} seeds)"));
+            let started = std::time::Instant::now();
             let summary = summarize(scenario, strategy, seeds);
+            progress(&format!("{step}: {:.0} s", started.elapsed().as_secs_f64()));
             let percent = |(mean, half): (f64, f64)| format!("{:.1} ± {:.1}", 100.0 * mean, 100.0 * half);
             let after = if scenario.change_day.is_some() { percent(summary.revenue_after_change) } else { "-".into() };
             let shift = summary.median_hours_to_shift.map_or("-".into(), |h| format!("{h:.0}"));
             let (worst, worst_half) = summary.worst_offer_share;
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} ± {:.2}% | {} |\n",
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.2} ± {:.2}% | {} |",
                 scenario.name,
                 strategy.name(),
                 percent(summary.revenue),
@@ -533,10 +545,10 @@ pub fn report(scenarios: &[Scenario], seeds: u64, mut progress: impl FnMut(&str)
                 100.0 * worst,
                 100.0 * worst_half,
                 shift
-            ));
+            )?;
         }
     }
-    out
+    Ok(())
 }
 
 #[cfg(test)]
