@@ -10,13 +10,15 @@ use tokio::net::TcpListener;
 /// Exit code for a bad configuration or command line (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
-const USAGE: &str = "usage: casino-router [serve|migrate|seed|simulate [--seeds N] [--scenario NAME]]
+const USAGE: &str =
+    "usage: casino-router [serve|migrate|seed|simulate [--seeds N] [--scenario NAME | --scenario-file FILE]]
 
   serve     run the router (the default)
   migrate   apply pending database migrations and exit
   seed      create 3 example offers if there are none, print their secrets, and exit
   simulate  run the routing strategies against synthetic traffic (30 days, 20,000 clicks a day) and
-            print revenue as % of an oracle, per scenario; --seeds (default 20), --scenario NAME
+            print revenue as % of an oracle, per scenario; --seeds (default 20), --scenario NAME (one
+            built-in scenario), --scenario-file FILE (your own offer mix, JSON: see the README)
 
 Configuration comes from environment variables and a .env file; see .env.example.";
 
@@ -41,31 +43,50 @@ enum Command {
     Seed,
 }
 
-/// `simulate [--seeds N] [--scenario NAME]`: needs no configuration, prints a Markdown table.
+/// `simulate [--seeds N] [--scenario NAME | --scenario-file FILE]`: needs no configuration, prints
+/// a Markdown table; a bad argument or scenario file exits with 64.
 fn simulate(args: &[String]) -> ExitCode {
     let mut seeds = 20;
-    let mut scenario = None;
+    let builtin = simulate::scenarios();
+    let mut chosen: Option<simulate::Scenario> = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--seeds", Some(n)) if n.parse::<u64>().is_ok_and(|n| n >= 2) => seeds = n.parse().unwrap_or(20),
-            ("--scenario", Some(name)) if simulate::scenarios().iter().any(|s| s.name == name) => {
-                scenario = Some(name.clone())
+            ("--scenario", Some(name)) if chosen.is_none() && builtin.iter().any(|s| s.name == *name) => {
+                chosen = builtin.iter().find(|s| s.name == *name).cloned();
+            }
+            ("--scenario-file", Some(path)) if chosen.is_none() => {
+                match simulate::scenario::load(std::path::Path::new(path)) {
+                    Ok(scenario) => chosen = Some(scenario),
+                    Err(error) => {
+                        eprintln!("{path}: {error}");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                }
             }
             _ => {
-                let names: Vec<&str> = simulate::scenarios().iter().map(|s| s.name).collect();
-                eprintln!("bad simulate arguments; --seeds takes a number >= 2, --scenario one of {names:?}");
+                let names: Vec<&str> = builtin.iter().map(|s| s.name.as_str()).collect();
+                eprintln!(
+                    "bad simulate arguments; --seeds takes a number >= 2, --scenario one of {names:?}, \
+                     --scenario-file a JSON file (one of --scenario and --scenario-file)"
+                );
                 return ExitCode::from(EXIT_USAGE);
             }
         }
     }
-    for scenario in simulate::scenarios() {
+    let scenarios = chosen.map_or(builtin, |scenario| vec![scenario]);
+    for scenario in &scenarios {
         println!("- {}: {}", scenario.name, scenario.description);
     }
     println!();
-    let table = simulate::report(seeds, scenario.as_deref(), |step| eprintln!("simulating {step} ({seeds} seeds)"));
-    println!("{table}");
-    ExitCode::SUCCESS
+    match simulate::report(&scenarios, seeds, &mut std::io::stdout().lock(), |step| eprintln!("{step}")) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("could not write the report: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
