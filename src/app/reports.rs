@@ -170,13 +170,14 @@ impl App {
             None => Arc::new(self.thompson(&active).await?),
         };
         let posterior = &learned.result;
+        let epc_intervals = posterior.epc_intervals();
         let table = self.table.load();
         let thompson_routes = self.config.routing_strategy == RoutingStrategy::Thompson;
         Ok(rows
             .into_iter()
             .map(|stats| {
                 let thompson = active.iter().position(|&id| id == stats.offer_id).map(|index| {
-                    let (low, high) = posterior.epc_interval[index];
+                    let (low, high) = epc_intervals[index];
                     ThompsonFigures {
                         epc_mean: posterior.posteriors[index].mean_epc(),
                         epc_interval_90: [low, high],

@@ -95,12 +95,15 @@ const DELAY_PRIOR_FTDS: f64 = 20.0;
 /// What the spread of FTD rates between segments is taken to be before the data say (a squared
 /// coefficient of variation: segments' rates typically within about 20% of their offer's) ...
 const SEGMENT_SPREAD_PRIOR: f64 = 0.05;
-/// ... and what that belief weighs against the data, in squared expected FTDs (a segment expecting
-/// 10 FTDs weighs as much).
-const SEGMENT_SPREAD_PRIOR_WEIGHT: f64 = 100.0;
+/// ... and what that belief weighs against the data: as much as two segments whose rates are known
+/// exactly.
+const SEGMENT_SPREAD_PRIOR_WEIGHT: f64 = 2.0;
 /// The spread's bounds: segments are never taken for identical, and a segment's prior is always
 /// worth a fraction of an FTD at least.
 const SEGMENT_SPREAD_RANGE: (f64, f64) = (0.002, 4.0);
+/// At most this many rounds of estimating the spread and the pools it discounts (see [`OfferPool`]),
+/// from the prior, until it changes by less than 0.1%.
+const SEGMENT_SPREAD_ROUNDS: usize = 10;
 /// Payouts a segment's mean payout is pooled toward its offer's with.
 const SEGMENT_PAYOUT_PRIOR: f64 = 10.0;
 
@@ -230,14 +233,37 @@ fn mean_age_weights(cdf: &[f64], hour_elapsed: f64) -> Vec<f64> {
 }
 
 /// Each delay shape's click-bucket weights ([`mean_age_weights`] along its CDF) for one share of the
-/// current hour elapsed: the same for every offer, so computed once per evaluation.
+/// current hour elapsed: the same for every offer, so computed once per evaluation. Stored by age
+/// (`[age][shape]`), so that an offer's exposure under every shape is one pass over its click
+/// buckets, each adding its clicks times a row: the shapes side by side in vector registers, and the
+/// hours without clicks skipped.
 #[derive(Debug)]
-struct ShapeExposure(Vec<Vec<f64>>);
+struct ShapeExposure(Vec<[f64; DELAY_SHAPES]>);
 
 impl ShapeExposure {
     fn new(hour_elapsed: f64) -> ShapeExposure {
-        ShapeExposure(DelayShape::all().iter().map(|shape| mean_age_weights(&shape.cdf, hour_elapsed)).collect())
+        let mut by_age = vec![[0.0; DELAY_SHAPES]; HORIZON_HOURS];
+        for (shape, delay) in DelayShape::all().iter().enumerate() {
+            for (row, weight) in by_age.iter_mut().zip(mean_age_weights(&delay.cdf, hour_elapsed)) {
+                row[shape] = weight;
+            }
+        }
+        ShapeExposure(by_age)
     }
+}
+
+/// Every shape's `log_pmf` by delay (`[delay][shape]`), built once: see [`ShapeExposure`] for why.
+fn log_pmf_by_delay() -> &'static [[f64; DELAY_SHAPES]] {
+    static BY_DELAY: OnceLock<Vec<[f64; DELAY_SHAPES]>> = OnceLock::new();
+    BY_DELAY.get_or_init(|| {
+        let shapes = DelayShape::all();
+        (0..HORIZON_HOURS).map(|delay| std::array::from_fn(|shape| shapes[shape].log_pmf[delay])).collect()
+    })
+}
+
+/// `total += n * row`, shape by shape.
+fn add_row(total: &mut [f64; DELAY_SHAPES], n: f64, row: &[f64; DELAY_SHAPES]) {
+    total.iter_mut().zip(row).for_each(|(total, x)| *total += n * x);
 }
 
 /// One offer's delay evidence, per shape: the log likelihood of its FTDs' delays, and its clicks'
@@ -252,16 +278,18 @@ impl DelayEvidence {
     /// The evidence of `delays` (`(click age, delay, FTDs)`, whole hours) and `clicks` (by age), with
     /// each shape's click buckets weighed by `weights` (see [`ShapeExposure`]).
     fn new(delays: &DelayCounts, clicks: &[u64], weights: &ShapeExposure) -> DelayEvidence {
-        let shapes = DelayShape::all();
-        let mut log_likelihood = [0.0; DELAY_SHAPES];
+        // The likelihood depends on the delay alone: FTDs of one delay (at any age) are one row.
+        let mut by_delay = vec![0u64; HORIZON_HOURS];
         for &(_, delay, n) in delays.iter().filter(|&&(age, delay, _)| delay <= age && age < HORIZON_HOURS) {
-            for (sum, shape) in log_likelihood.iter_mut().zip(shapes) {
-                *sum += n as f64 * shape.log_pmf[delay];
-            }
+            by_delay[delay] += n;
+        }
+        let mut log_likelihood = [0.0; DELAY_SHAPES];
+        for (&n, row) in by_delay.iter().zip(log_pmf_by_delay()).filter(|&(&n, _)| n > 0) {
+            add_row(&mut log_likelihood, n as f64, row);
         }
         let mut exposure = [0.0; DELAY_SHAPES];
-        for (total, weights) in exposure.iter_mut().zip(&weights.0) {
-            *total = clicks.iter().zip(weights).map(|(&n, w)| n as f64 * w).sum();
+        for (&n, row) in clicks.iter().zip(&weights.0).filter(|&(&n, _)| n > 0) {
+            add_row(&mut exposure, n as f64, row);
         }
         DelayEvidence { log_likelihood, exposure }
     }
@@ -503,8 +531,6 @@ pub struct ThompsonResult {
     pub posteriors: Vec<OfferPosterior>,
     /// Probability of being best, in input order; sums to 1.
     pub probability_best: Vec<f64>,
-    /// 5th and 95th percentiles of each offer's EPC, in input order.
-    pub epc_interval: Vec<(f64, f64)>,
     /// The routing draws behind `probability_best`: per draw, each offer's sampled EPC (draw-major),
     /// so that the probability of being best among any subset of the offers can be read off them.
     pub route_draws: Vec<f64>,
@@ -522,6 +548,27 @@ impl ThompsonResult {
     /// The posterior of `segment`, if it has evidence.
     pub fn segment(&self, segment: usize) -> Option<&SegmentPosterior> {
         self.segments.binary_search_by_key(&segment, |s| s.segment).ok().map(|i| &self.segments[i])
+    }
+
+    /// 5th and 95th percentiles of each offer's EPC (its posterior as it is, not sharpened), in input
+    /// order: drawn on request, for reports, so that a refresh does not pay for them.
+    pub fn epc_intervals(&self) -> Vec<(f64, f64)> {
+        let mut rng = SmallRng::seed_from_u64(self.seed ^ 0x5eed_1e7e_0f90_0005);
+        self.posteriors
+            .iter()
+            .map(|posterior| {
+                let rate = Gamma::new(posterior.rate_shape, 1.0 / posterior.rate_rate).expect("positive shape and scale");
+                let (_, payout) = routing_samplers(posterior);
+                let mut samples: Vec<f64> =
+                    (0..self.draws).map(|_| rate.sample(&mut rng) * payout.sample(&mut rng).max(0.0)).collect();
+                // Two selections, not a sort: O(draws) per offer.
+                let mut at = |q: f64| {
+                    let index = ((samples.len() - 1) as f64 * q).round() as usize;
+                    *samples.select_nth_unstable_by(index, f64::total_cmp).1
+                };
+                (at(0.05), at(0.95))
+            })
+            .collect()
     }
 
     /// The probability of each of `members` (indices in input order) being best among them alone for
@@ -661,11 +708,10 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
         })
         .unzip();
     let (segments, segment_spread) = segment_posteriors(evidence, &posteriors, &bucket_weights, pooled_var);
-    let (probability_best, epc_interval, route_draws) = monte_carlo(&posteriors, draws, seed);
+    let (probability_best, route_draws) = monte_carlo(&posteriors, draws, seed);
     ThompsonResult {
         posteriors,
         probability_best,
-        epc_interval,
         route_draws,
         segments,
         segment_spread,
@@ -696,25 +742,83 @@ impl SegmentTally {
         }
     }
 
-    /// The offer's FTD rate from its other segments' evidence (and its prior): mean and Gamma shape.
-    /// Leaving the segment's own data out keeps it from being counted twice, in the prior and again
-    /// as evidence.
-    fn rate_elsewhere(&self, offer: &OfferPosterior) -> (f64, f64) {
-        // `rate_rate` is at least 1 / prior rate >= 1 without any exposure.
-        let shape = (offer.rate_shape - self.ftds as f64).max(1.0);
-        let rate = (offer.rate_rate - self.exposure).max(1.0);
+}
+
+/// One offer's evidence over its segments, each segment's counts discounted by how much it can tell
+/// of the others: the offer's rate in a segment it has not seen is that of a typical segment, not of
+/// the segments it was routed to most.
+///
+/// Pooling FTDs and exposure as they are would let the segments where an offer wins (and so gets
+/// most of its traffic) set its rate everywhere: an offer three times as good in Germany, with all
+/// of Germany's traffic, would be presumed as good in every small country. Segments' rates differ
+/// by `spread` (a squared coefficient of variation) around the offer's typical rate, so a segment
+/// that expects `m` FTDs knows that typical rate only as well as `m / (1 + spread * m)` FTDs would:
+/// its counts are scaled by `1 / (1 + spread * m)` (the weights of a random-effects mean). With no
+/// spread this is the plain pool; the part of the offer's traffic that no segment holds counts as one
+/// more segment.
+#[derive(Debug, Clone, Copy)]
+struct OfferPool {
+    /// The offer's prior FTDs and exposure plus every segment's, discounted.
+    shape: f64,
+    rate: f64,
+    /// The offer's mean rate over all its traffic, which sets each segment's expected FTDs.
+    typical_rate: f64,
+}
+
+impl OfferPool {
+    /// Every offer's pool, from the segments' `tallies` (`(segment, offer, tally)`).
+    fn all(offers: &[OfferPosterior], tallies: &[(usize, usize, SegmentTally)], spread: f64) -> Vec<OfferPool> {
+        let mut pools: Vec<OfferPool> = offers
+            .iter()
+            .map(|offer| OfferPool {
+                shape: offer.rate_shape - offer.ftds as f64,
+                rate: offer.rate_rate - offer.exposure,
+                typical_rate: offer.mean_rate(),
+            })
+            .collect();
+        let mut held = vec![(0u64, 0.0); offers.len()];
+        for &(_, offer, tally) in tallies {
+            pools[offer].add(tally.ftds as f64, tally.exposure, spread);
+            held[offer].0 += tally.ftds;
+            held[offer].1 += tally.exposure;
+        }
+        for ((pool, offer), (ftds, exposure)) in pools.iter_mut().zip(offers).zip(held) {
+            pool.add(offer.ftds.saturating_sub(ftds) as f64, (offer.exposure - exposure).max(0.0), spread);
+        }
+        pools
+    }
+
+    fn discount(&self, exposure: f64, spread: f64) -> f64 {
+        1.0 / (1.0 + spread * self.typical_rate * exposure)
+    }
+
+    fn add(&mut self, ftds: f64, exposure: f64, spread: f64) {
+        let discount = self.discount(exposure, spread);
+        self.shape += discount * ftds;
+        self.rate += discount * exposure;
+    }
+
+    /// The offer's typical rate from its other segments' evidence (and its prior): mean and Gamma
+    /// shape. Leaving the segment's own data out keeps it from being counted twice, in the prior
+    /// and again as evidence.
+    fn rate_without(&self, tally: &SegmentTally, spread: f64) -> (f64, f64) {
+        let discount = self.discount(tally.exposure, spread);
+        // At least one prior FTD at the prior rate (>= 1 per unit of exposure); rounding aside.
+        let shape = (self.shape - discount * tally.ftds as f64).max(1.0);
+        let rate = (self.rate - discount * tally.exposure).max(1.0);
         (shape / rate, shape)
     }
 }
 
-/// Per segment with evidence, every offer's posterior there, pooled toward the offer's posterior
-/// over the rest of its traffic; and the spread between segments the pooling used.
+/// Per segment with evidence, every offer's posterior there, pooled toward the offer's typical rate
+/// in its other segments; and the spread between segments the pooling used.
 ///
 /// Empirical Bayes: a segment's FTD rate for an offer is a priori Gamma-distributed around the
-/// offer's rate elsewhere, with a squared coefficient of variation of `spread + 1 / shape` (how far
-/// segments differ, plus how little is known of the offer elsewhere). `spread` is estimated by the
+/// offer's typical rate elsewhere ([`OfferPool`]), with a squared coefficient of variation of
+/// `spread + 1 / shape` (how far segments differ, plus how little is known of the offer elsewhere). `spread` is estimated by the
 /// method of moments over every segment and offer (each segment's FTDs against the count its
-/// exposure predicts, less the Poisson and the estimate's own variance), shrunk toward
+/// exposure predicts, less the Poisson and the estimate's own variance, weighted by precision),
+/// shrunk toward
 /// [`SEGMENT_SPREAD_PRIOR`]. A segment with a few dozen clicks is routed nearly as its offers are
 /// overall; one with thousands of FTDs, on its own.
 fn segment_posteriors(
@@ -731,16 +835,38 @@ fn segment_posteriors(
         .collect();
     tallies.sort_unstable_by_key(|&(segment, offer, _)| (segment, offer));
 
-    let (mut excess, mut scale) = (0.0, 0.0);
-    for (_, offer, tally) in &tallies {
-        let (rate, shape) = tally.rate_elsewhere(&offers[*offer]);
-        let expected = rate * tally.exposure;
-        excess += (tally.ftds as f64 - expected).powi(2) - expected - expected * expected / shape;
-        scale += expected * expected;
+    // The spread sets the pools' discounts and the estimate's weights, and the pools the estimate:
+    // rounds from the prior settle both.
+    let mut spread = SEGMENT_SPREAD_PRIOR;
+    let mut pools = OfferPool::all(offers, &tallies, spread);
+    for _ in 0..SEGMENT_SPREAD_ROUNDS {
+        // Each pair's squared deviation from what its offer's other segments predict, less what
+        // Poisson noise and the uncertain rate elsewhere explain, relative to the offer's typical
+        // rate, estimates the spread. Weighted by precision (the inverse of the estimate's
+        // variance, about `2 (spread + 1 / typical FTDs + 1 / shape)^2`): one segment with thousands
+        // of FTDs counts as one well-measured segment, not as thousands.
+        let (mut excess, mut precision) = (0.0, 0.0);
+        for (_, offer, tally) in &tallies {
+            let pool = &pools[*offer];
+            let (rate, shape) = pool.rate_without(tally, spread);
+            let expected = rate * tally.exposure;
+            let typical = pool.shape / pool.rate * tally.exposure;
+            let deviation = (tally.ftds as f64 - expected).powi(2) - expected - expected * expected / shape;
+            let discount = 1.0 / (1.0 + typical * (spread + 1.0 / shape)).powi(2);
+            excess += discount * deviation;
+            precision += discount * typical * typical;
+        }
+        // The prior counts as SEGMENT_SPREAD_PRIOR_WEIGHT segments measured without noise.
+        let prior_precision = SEGMENT_SPREAD_PRIOR_WEIGHT / (spread * spread);
+        let estimate = ((excess + SEGMENT_SPREAD_PRIOR * prior_precision) / (precision + prior_precision))
+            .clamp(SEGMENT_SPREAD_RANGE.0, SEGMENT_SPREAD_RANGE.1);
+        let settled = (estimate / spread - 1.0).abs() < 1e-3;
+        spread = estimate;
+        pools = OfferPool::all(offers, &tallies, spread);
+        if settled {
+            break;
+        }
     }
-    let spread = ((excess + SEGMENT_SPREAD_PRIOR * SEGMENT_SPREAD_PRIOR_WEIGHT)
-        / (scale + SEGMENT_SPREAD_PRIOR_WEIGHT))
-        .clamp(SEGMENT_SPREAD_RANGE.0, SEGMENT_SPREAD_RANGE.1);
 
     let segments = tallies
         .chunk_by(|a, b| a.0 == b.0)
@@ -750,7 +876,7 @@ fn segment_posteriors(
                 .enumerate()
                 .map(|(index, offer)| {
                     let tally = group.iter().find(|(_, i, _)| *i == index).map_or_else(SegmentTally::default, |t| t.2);
-                    let (rate, shape) = tally.rate_elsewhere(offer);
+                    let (rate, shape) = pools[index].rate_without(&tally, spread);
                     let prior_shape = 1.0 / (spread + 1.0 / shape);
                     let history = &evidence.offers[index];
                     // The mean payout, pooled toward the offer's elsewhere by up to
@@ -813,52 +939,30 @@ pub fn change_window(ftds: &[u64], exposure: &[f64]) -> usize {
     })
 }
 
-fn monte_carlo(posteriors: &[OfferPosterior], draws: usize, seed: u64) -> (Vec<f64>, Vec<(f64, f64)>, Vec<f64>) {
+/// The routing draws (sharpened rates, see [`routing_samplers`]): each offer's probability of being
+/// best, and every draw's EPCs, draw-major.
+fn monte_carlo(posteriors: &[OfferPosterior], draws: usize, seed: u64) -> (Vec<f64>, Vec<f64>) {
     let k = posteriors.len();
     if k == 0 {
-        return (Vec::new(), Vec::new(), Vec::new());
+        return (Vec::new(), Vec::new());
     }
     let mut rng = SmallRng::seed_from_u64(seed);
-    // Per offer: the rate's posterior sharpened and as it is, and the mean payout's posterior.
-    // Routing uses the sharpened rate; the EPC interval reports the posterior as it is.
-    let gamma = |shape: f64, rate: f64| Gamma::new(shape, 1.0 / rate).expect("positive shape and scale");
-    let samplers: Vec<(Gamma<f64>, Gamma<f64>, Normal<f64>)> = posteriors
-        .iter()
-        .map(|p| {
-            let (sharpened, payout) = routing_samplers(p);
-            (sharpened, gamma(p.rate_shape, p.rate_rate), payout)
-        })
-        .collect();
+    let samplers: Vec<(Gamma<f64>, Normal<f64>)> = posteriors.iter().map(routing_samplers).collect();
     let draws = draws.max(1);
     let mut wins = vec![0u64; k];
-    let mut samples = vec![Vec::with_capacity(draws); k];
     let mut route_draws = Vec::with_capacity(draws * k);
     for _ in 0..draws {
         let mut best = (f64::NEG_INFINITY, 0);
-        for (index, (sharpened, rate, payout)) in samplers.iter().enumerate() {
-            let payout = payout.sample(&mut rng).max(0.0);
-            let epc = sharpened.sample(&mut rng) * payout;
+        for (index, (rate, payout)) in samplers.iter().enumerate() {
+            let epc = rate.sample(&mut rng) * payout.sample(&mut rng).max(0.0);
             route_draws.push(epc);
-            samples[index].push(rate.sample(&mut rng) * payout);
             if epc > best.0 {
                 best = (epc, index);
             }
         }
         wins[best.1] += 1;
     }
-    let probabilities = wins.iter().map(|&w| w as f64 / draws as f64).collect();
-    let intervals = samples
-        .into_iter()
-        .map(|mut s| {
-            // Two selections, not a sort: O(draws) per offer.
-            let mut at = |q: f64| {
-                let index = ((s.len() - 1) as f64 * q).round() as usize;
-                *s.select_nth_unstable_by(index, f64::total_cmp).1
-            };
-            (at(0.05), at(0.95))
-        })
-        .collect();
-    (probabilities, intervals, route_draws)
+    (wins.iter().map(|&w| w as f64 / draws as f64).collect(), route_draws)
 }
 
 #[cfg(test)]
@@ -1134,7 +1238,7 @@ mod tests {
         assert!((rate(1) - 0.02).abs() < 0.004, "poor offer rate {}", rate(1));
         assert!(result.probability_best[0] > 0.99, "{:?}", result.probability_best);
         assert!((result.probability_best.iter().sum::<f64>() - 1.0).abs() < 1e-9);
-        let (low, high) = result.epc_interval[0];
+        let (low, high) = result.epc_intervals()[0];
         assert!(low < result.posteriors[0].mean_epc() && result.posteriors[0].mean_epc() < high);
     }
 
@@ -1257,6 +1361,38 @@ mod tests {
         assert!((small.offers[0].mean_rate() - 0.05).abs() < 0.01, "{:?}", small.offers[0]);
         let shares = result.probability_best_among(Some(1), &[0, 1]);
         assert!(shares[0] > 0.8, "one lucky FTD does not turn the small segment: {shares:?}");
+    }
+
+    #[test]
+    fn an_offer_best_in_its_busiest_segment_is_not_presumed_best_in_the_others() {
+        // Offer 1 converts at 6% in segment 0, where it gets most of its traffic, and at 2% in the
+        // four others; offer 0 at 3% in segment 0 and 4% elsewhere. Over all their traffic offer 1
+        // looks better, but a new segment is more like the typical one: offer 0 is its favourite.
+        let typical = |rate| (1..=4).map(move |segment| (segment, 3, rate));
+        let offer_0 = [(0, 5, 0.03)].into_iter().chain(typical(0.04)).collect();
+        let offer_1 = [(0, 60, 0.06)].into_iter().chain(typical(0.02)).collect();
+        let (offers, mut segments): (Vec<OfferHistory>, Vec<Vec<SegmentHistory>>) = [offer_0, offer_1]
+            .iter()
+            .enumerate()
+            .map(|(i, parts): (usize, &Vec<(usize, u64, f64)>)| segmented(i as i64 + 1, i, parts, 11 + i as u64))
+            .unzip();
+        for (offer, parts) in segments.iter_mut().enumerate() {
+            parts.push(SegmentHistory { segment: 5, offer, clicks: vec![(50, 2)], ..Default::default() });
+        }
+        let segments: Vec<SegmentHistory> = segments.into_iter().flatten().collect();
+        let result = evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed: 1.0 }, 2_000, 5);
+        assert!(
+            result.posteriors[1].mean_rate() > 1.2 * result.posteriors[0].mean_rate(),
+            "over all traffic offer 1 looks better: {:?}",
+            result.posteriors
+        );
+        let new_segment = result.segment(5).unwrap();
+        assert!(new_segment.offers[0].mean_rate() > 0.034, "{:?}", new_segment.offers[0]);
+        assert!(new_segment.offers[1].mean_rate() < 0.034, "{:?}", new_segment.offers[1]);
+        let shares = result.probability_best_among(Some(5), &[0, 1]);
+        assert!(shares[0] > 0.7, "the new segment favours the typical segments' best: {shares:?}");
+        let busiest = result.probability_best_among(Some(0), &[0, 1]);
+        assert!(busiest[1] > 0.99, "segment 0 keeps its own best: {busiest:?}");
     }
 
     #[test]
