@@ -233,8 +233,8 @@ type PlaceKey = (Option<Country>, Option<DeviceClass>);
 type ValueClass = (OfferSet, Option<Box<str>>);
 
 impl ValueClasses {
-    /// Classes for the rule entries `entries` and the `learned` values, where `accepts(offer, value)`
-    /// says whether an offer takes a value.
+    /// Classes for the rule entries `entries` and the `learned` values (sorted), where
+    /// `accepts(offer, value)` says whether an offer takes a value.
     fn build(
         n_offers: usize,
         entries: impl Iterator<Item = ValuePattern>,
@@ -242,17 +242,15 @@ impl ValueClasses {
         accepts: impl Fn(usize, Option<&str>) -> bool,
     ) -> (ValueClasses, Vec<ValueClass>) {
         let mut classes_found: Vec<ValueClass> = Vec::new();
+        let mut numbers: HashMap<ValueClass, u32> = HashMap::new();
         let mut class_of = |value: Option<&str>| -> u32 {
             let set = (0..n_offers).filter(|&i| accepts(i, value)).fold([0; MAX_ROUTED_OFFERS / 64], with_offer);
-            let learned = learned.iter().find(|&&v| v == value.unwrap_or_default()).map(|&v| Box::from(v));
-            let class = (set, learned);
-            match classes_found.iter().position(|known| *known == class) {
-                Some(index) => index as u32,
-                None => {
-                    classes_found.push(class);
-                    (classes_found.len() - 1) as u32
-                }
-            }
+            let value = value.unwrap_or_default();
+            let learned = learned.binary_search(&value).is_ok().then(|| Box::from(value));
+            *numbers.entry((set, learned)).or_insert_with_key(|class| {
+                classes_found.push(class.clone());
+                (classes_found.len() - 1) as u32
+            })
         };
         let mut classes =
             ValueClasses { absent: class_of(None), other: class_of(Some(NO_ENTRY)), ..Default::default() };

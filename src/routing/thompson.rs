@@ -557,7 +557,8 @@ impl ThompsonResult {
         self.posteriors
             .iter()
             .map(|posterior| {
-                let rate = Gamma::new(posterior.rate_shape, 1.0 / posterior.rate_rate).expect("positive shape and scale");
+                let rate =
+                    Gamma::new(posterior.rate_shape, 1.0 / posterior.rate_rate).expect("positive shape and scale");
                 let (_, payout) = routing_samplers(posterior);
                 let mut samples: Vec<f64> =
                     (0..self.draws).map(|_| rate.sample(&mut rng) * payout.sample(&mut rng).max(0.0)).collect();
@@ -709,15 +710,7 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
         .unzip();
     let (segments, segment_spread) = segment_posteriors(evidence, &posteriors, &bucket_weights, pooled_var);
     let (probability_best, route_draws) = monte_carlo(&posteriors, draws, seed);
-    ThompsonResult {
-        posteriors,
-        probability_best,
-        route_draws,
-        segments,
-        segment_spread,
-        draws: draws.max(1),
-        seed,
-    }
+    ThompsonResult { posteriors, probability_best, route_draws, segments, segment_spread, draws: draws.max(1), seed }
 }
 
 /// One segment's evidence on one offer, within the offer's window.
@@ -741,7 +734,6 @@ impl SegmentTally {
             payouts: history.payouts,
         }
     }
-
 }
 
 /// One offer's evidence over its segments, each segment's counts discounted by how much it can tell

@@ -38,7 +38,7 @@ use crate::conversion::EventKind;
 use crate::routing::thompson::{HORIZON_HOURS, OfferHistory};
 use crate::routing::{DailyCaps, Targeting, WeightPolicy, WeightedOffer};
 use crate::visitor::{Country, DeviceClass};
-pub use segments::{SegmentEvidence, SegmentFtds, SegmentRollup};
+pub use segments::{SegmentEvidence, SegmentFtds, SegmentRollup, SegmentTraits};
 
 /// An offer as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -645,14 +645,17 @@ pub(crate) type DimsKey<'a> = (i64, i64, &'a str, Cow<'a, str>);
 #[derive(Debug)]
 pub(crate) struct Rollup<'a> {
     pub hourly: BTreeMap<(i64, i64), (i64, i64)>,
-    pub dims: BTreeMap<DimsKey<'a>, (i64, i64)>,
+    dims: BTreeMap<(i64, i64, &'a str, &'a str), (i64, i64)>,
+    /// Per offer, hour and segment, keyed by the clicks' traits: their stored value is made once
+    /// per row, not once per click.
+    by_segment: BTreeMap<(i64, i64, SegmentTraits<'a>), (i64, i64)>,
     segments: &'a SegmentRollup,
 }
 
 impl<'a> Rollup<'a> {
     /// An empty rollup that also counts the segments of `segments`.
     pub fn new(segments: &'a SegmentRollup) -> Rollup<'a> {
-        Rollup { hourly: BTreeMap::new(), dims: BTreeMap::new(), segments }
+        Rollup { hourly: BTreeMap::new(), dims: BTreeMap::new(), by_segment: BTreeMap::new(), segments }
     }
 
     /// Counts `click`.
@@ -666,13 +669,23 @@ impl<'a> Rollup<'a> {
         };
         count(self.hourly.entry((click.offer_id, hour)).or_default());
         for dimension in Dimension::ALL {
-            let key = (click.offer_id, hour, dimension.as_str(), Cow::Borrowed(dimension.value_of(click)));
+            let key = (click.offer_id, hour, dimension.as_str(), dimension.value_of(click));
             count(self.dims.entry(key).or_default());
         }
-        if let Some(segment) = self.segments.value_of(click) {
-            let key = (click.offer_id, hour, self.segments.dimension(), Cow::Owned(segment));
-            count(self.dims.entry(key).or_default());
+        if let Some(traits) = self.segments.traits_of(click) {
+            count(self.by_segment.entry((click.offer_id, hour, traits)).or_default());
         }
+    }
+
+    /// The rows for `click_rollup_dims`: `((offer, hour, dimension, value), (clicks, bots))`.
+    pub fn dim_rows(&self) -> impl Iterator<Item = (DimsKey<'_>, (i64, i64))> {
+        let dims = self.dims.iter().map(|(&(offer, hour, dimension, value), &counts)| {
+            ((offer, hour, dimension, Cow::Borrowed(value)), counts)
+        });
+        let segments = self.by_segment.iter().map(|((offer, hour, traits), &counts)| {
+            ((*offer, *hour, self.segments.dimension(), Cow::Owned(SegmentRollup::value(traits))), counts)
+        });
+        dims.chain(segments)
     }
 
     /// The rollup of `clicks`.

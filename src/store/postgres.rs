@@ -545,13 +545,14 @@ async fn add_rollup(tx: &Transaction<'_>, rollup: &Rollup<'_>) -> Result<(), tok
     .await?;
     let (mut offers, mut hours, mut dimensions, mut values, mut clicks, mut bots) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((offer, hour, dimension, value), &(n, n_bots)) in &rollup.dims {
+    let rows: Vec<_> = rollup.dim_rows().collect();
+    for ((offer, hour, dimension, value), (n, n_bots)) in &rows {
         offers.push(*offer);
         hours.push(*hour as f64);
         dimensions.push(*dimension);
         values.push(value.as_ref());
-        clicks.push(n);
-        bots.push(n_bots);
+        clicks.push(*n);
+        bots.push(*n_bots);
     }
     tx.execute(
         "INSERT INTO click_rollup_dims (offer_id, hour, dimension, value, clicks, bots)

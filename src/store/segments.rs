@@ -23,6 +23,9 @@ use crate::visitor::{Country, DeviceClass};
 /// probabilities (BENCHMARKS.md: 30 offers and 200 segments).
 pub const MAX_SEGMENTS: usize = 500;
 
+/// A click's segment traits, as [`SegmentRollup::traits_of`] reads them.
+pub type SegmentTraits<'a> = (Option<Country>, Option<DeviceClass>, Option<&'a str>);
+
 /// Which segments the rollup keeps, and the name their rows go by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentRollup {
@@ -46,24 +49,27 @@ impl SegmentRollup {
         &self.dimension
     }
 
-    /// A click's segment as the rollup stores it: its traits joined by `|`, the source last (it is
-    /// free text); `None` when segments are off, or for a click without a country or device (only in
-    /// journals written before targeting) or sent to the fallback.
-    pub fn value_of(&self, click: &ClickRecord) -> Option<String> {
+    /// A click's segment: the traits the rollup keeps (`None` for those it leaves out; a click
+    /// without a source has `""`), borrowed from the click so that counting it allocates nothing.
+    /// `None` when segments are off, or for a click without a country or device (only in journals
+    /// written before targeting) or sent to the fallback.
+    pub fn traits_of<'a>(&self, click: &'a ClickRecord) -> Option<SegmentTraits<'a>> {
         if self.dims.is_none() || click.is_fallback {
             return None;
         }
-        let mut parts: Vec<&str> = Vec::with_capacity(3);
-        if self.dims.country {
-            parts.push(click.country?.as_str());
-        }
-        if self.dims.device {
-            parts.push(click.device?.as_str());
-        }
-        if self.dims.source {
-            parts.push(click.source.as_deref().unwrap_or(""));
-        }
-        Some(parts.join("|"))
+        Some((
+            if self.dims.country { Some(click.country?) } else { None },
+            if self.dims.device { Some(click.device?) } else { None },
+            self.dims.source.then(|| click.source.as_deref().unwrap_or("")),
+        ))
+    }
+
+    /// A segment as the rollup stores it: its traits joined by `|`, the source last (it is free
+    /// text).
+    pub fn value(traits: &SegmentTraits<'_>) -> String {
+        let (country, device, source) = traits;
+        let parts = [country.map(Country::as_str), device.map(DeviceClass::as_str), *source];
+        parts.into_iter().flatten().collect::<Vec<_>>().join("|")
     }
 
     /// The segment of a stored value, if it is one of these segments.
@@ -185,17 +191,19 @@ mod tests {
     fn a_clicks_segment_is_stored_and_read_back() {
         let all = SegmentRollup::new(SegmentDims { country: true, device: true, source: true });
         assert_eq!(all.dimension(), "segment:country,device,source");
-        let value = all.value_of(&click(Some("fb|ads"))).unwrap();
+        let value_of =
+            |rollup: &SegmentRollup, click: &ClickRecord| rollup.traits_of(click).map(|t| SegmentRollup::value(&t));
+        let value = value_of(&all, &click(Some("fb|ads"))).unwrap();
         assert_eq!(value, "DE|mobile|fb|ads");
         let de = Country::from_code("DE").unwrap();
         assert_eq!(all.decode(&value), Some(all.dims().key(de, DeviceClass::Mobile, Some("fb|ads"))));
         let by_device = SegmentRollup::new(SegmentDims { device: true, ..SegmentDims::NONE });
-        assert_eq!(by_device.value_of(&click(None)).as_deref(), Some("mobile"));
+        assert_eq!(value_of(&by_device, &click(None)).as_deref(), Some("mobile"));
         assert_eq!(by_device.decode("mobile").and_then(|key| key.device), Some(DeviceClass::Mobile));
         assert_eq!(by_device.decode("phone"), None, "not a device class");
-        assert_eq!(SegmentRollup::new(SegmentDims::NONE).value_of(&click(None)), None);
+        assert_eq!(value_of(&SegmentRollup::new(SegmentDims::NONE), &click(None)), None);
         let fallback = ClickRecord { is_fallback: true, ..click(None) };
-        assert_eq!(all.value_of(&fallback), None, "a fallback click has no offer to learn about");
+        assert_eq!(value_of(&all, &fallback), None, "a fallback click has no offer to learn about");
     }
 
     #[test]

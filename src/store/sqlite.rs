@@ -542,7 +542,7 @@ impl Store for SqliteStore {
                      SET clicks = clicks + excluded.clicks, bots = bots + excluded.bots",
                 )
                 .map_err(query_error)?;
-            for ((offer_id, hour, dimension, value), &(n, bots)) in &rollup.dims {
+            for ((offer_id, hour, dimension, value), (n, bots)) in rollup.dim_rows() {
                 dims.execute(params![offer_id, hour * 1_000_000, dimension, value, n, bots]).map_err(query_error)?;
             }
             Ok(rollup.clicks())
