@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::net::IpNetwork;
 use crate::routing::{RedirectTemplate, SegmentDims};
+use crate::store::HoldLimits;
 
 /// Where the router keeps its data: `postgres://` or `postgresql://` URLs select PostgreSQL, unset or
 /// `sqlite://PATH` select the embedded SQLite store.
@@ -51,6 +52,13 @@ pub const WRITER_BATCH_SIZE: &str = "WRITER_BATCH_SIZE";
 pub const WRITER_FLUSH_MS: &str = "WRITER_FLUSH_MS";
 /// Largest payout a postback may report; larger is taken for a typo or an attack.
 pub const MAX_PAYOUT: &str = "MAX_PAYOUT";
+/// An authenticated postback for a click not stored yet (it may wait in another instance's writer)
+/// is held when the click id was minted within this many seconds, and is given up after as long.
+pub const POSTBACK_HOLD_SECONDS: &str = "POSTBACK_HOLD_SECONDS";
+/// Most postbacks held at once for one offer ...
+pub const POSTBACK_HOLD_PER_OFFER: &str = "POSTBACK_HOLD_PER_OFFER";
+/// ... and in all.
+pub const POSTBACK_HOLD_MAX: &str = "POSTBACK_HOLD_MAX";
 /// Connections in the PostgreSQL pool used by postbacks, admin and the writer.
 pub const DB_POOL_SIZE: &str = "DB_POOL_SIZE";
 /// How long in-flight requests may take to finish after SIGTERM before they are cut.
@@ -133,6 +141,10 @@ pub struct Config {
     pub click_queue_capacity: usize,
     /// Clicks per writer transaction at most.
     pub writer_batch_size: usize,
+    /// How recent a click id must be for a postback to be held for it, and how long it is held.
+    pub postback_hold: Duration,
+    /// How many postbacks may be held at once.
+    pub postback_hold_limits: HoldLimits,
     /// Deadline of a partial batch, started by its first click.
     pub writer_flush_interval: Duration,
     /// Largest accepted postback payout.
@@ -292,6 +304,8 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             click_queue_capacity: 65_536,
             writer_batch_size: 4096,
+            postback_hold: Duration::from_secs(600),
+            postback_hold_limits: HoldLimits { per_offer: 1_000, total: 10_000 },
             writer_flush_interval: Duration::from_millis(50),
             max_payout: 100_000.0,
             db_pool_size: 16,
@@ -382,6 +396,21 @@ impl Config {
             trusted_proxies: vars.trusted_proxies(),
             click_queue_capacity: vars.ranged(CLICK_QUEUE_CAPACITY, defaults.click_queue_capacity, 1, 100_000_000),
             writer_batch_size: vars.ranged(WRITER_BATCH_SIZE, defaults.writer_batch_size, 1, 1_000_000),
+            postback_hold: Duration::from_secs(vars.ranged(
+                POSTBACK_HOLD_SECONDS,
+                defaults.postback_hold.as_secs(),
+                0,
+                7 * 86_400,
+            )),
+            postback_hold_limits: HoldLimits {
+                per_offer: vars.ranged(
+                    POSTBACK_HOLD_PER_OFFER,
+                    defaults.postback_hold_limits.per_offer,
+                    0,
+                    100_000_000,
+                ),
+                total: vars.ranged(POSTBACK_HOLD_MAX, defaults.postback_hold_limits.total, 0, 100_000_000),
+            },
             writer_flush_interval: Duration::from_millis(vars.ranged(
                 WRITER_FLUSH_MS,
                 defaults.writer_flush_interval.as_millis() as u64,

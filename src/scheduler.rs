@@ -1,6 +1,8 @@
 //! Background work on a timer: the weight recalculation every `CRON_INTERVAL_HOURS` (`ev`) or the
-//! Thompson refresh every `THOMPSON_REFRESH_SECONDS` (`thompson`), and the check for offer or weight
-//! changes made by other instances every `TABLE_REFRESH_SECONDS`.
+//! Thompson refresh every `THOMPSON_REFRESH_SECONDS` (`thompson`), the check for offer or weight
+//! changes made by other instances every `TABLE_REFRESH_SECONDS`, and every second the held
+//! postbacks: those whose clicks are stored now (by any instance) applied, those whose time ran
+//! out given up.
 //!
 //! A failed recalculation (database down) keeps the current table, is logged, and is retried after
 //! `RETRY_DELAY` (or the interval, if shorter); the click path is not affected either way.
@@ -16,6 +18,8 @@ use crate::config::RoutingStrategy;
 
 /// Pause before retrying a failed recalculation.
 const RETRY_DELAY: Duration = Duration::from_secs(60);
+/// How often held postbacks are looked at: how long one may wait after its click is stored.
+const HELD_POSTBACKS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until `stop` turns true.
 pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
@@ -28,6 +32,8 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut next_recalc = Instant::now() + interval;
     let mut refresh = tokio::time::interval(app.config().table_refresh_interval);
     refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut held = tokio::time::interval(HELD_POSTBACKS_INTERVAL);
+    held.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             changed = stop.changed() => {
@@ -51,6 +57,14 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
             _ = refresh.tick() => {
                 if let Err(error) = app.refresh_if_changed().await {
                     tracing::debug!(%error, "routing refresh failed");
+                }
+            }
+            _ = held.tick() => {
+                if let Err(error) = app.apply_held_postbacks().await {
+                    tracing::warn!(%error, "applying held postbacks failed; retrying");
+                }
+                if let Err(error) = app.expire_held_postbacks().await {
+                    tracing::warn!(%error, "expiring held postbacks failed; retrying");
                 }
             }
         }

@@ -115,8 +115,11 @@ async fn real_answers_match_the_document() {
     exchange(&mut spec, "/postback", postback(format!("click_id={first}&event=first_dep&payout=120&secret={secret}")))
         .await;
     exchange(&mut spec, "/postback", postback(format!("click_id={first}&event=ftd&secret=wrong-secret"))).await;
+    // A recent click id not stored yet: held (202); one from 2020: unknown (404).
     exchange(&mut spec, "/postback", postback(format!("click_id={}&event=ftd&secret={secret}", uuid::Uuid::now_v7())))
         .await;
+    let old = uuid::Builder::from_unix_timestamp_millis(1_600_000_000_000, &[7; 10]).into_uuid();
+    exchange(&mut spec, "/postback", postback(format!("click_id={old}&event=ftd&secret={secret}"))).await;
     exchange(&mut spec, "/postback", postback("event=ftd".into())).await;
     let second = click("?source=b").await;
     exchange(&mut spec, "/postback", postback(format!("click_id={second}&event=rejected&secret={secret}"))).await;

@@ -28,8 +28,11 @@ const TYPES: &[(&str, &str, &str)] = &[
 ];
 
 /// Columns whose SQLite name differs, because it carries its unit: (table, PostgreSQL, SQLite).
-const RENAMED: &[(&str, &str, &str)] =
-    &[("payouts", "amount", "amount_micros"), ("deposits", "amount", "amount_micros")];
+const RENAMED: &[(&str, &str, &str)] = &[
+    ("payouts", "amount", "amount_micros"),
+    ("deposits", "amount", "amount_micros"),
+    ("held_postbacks", "amount", "amount_micros"),
+];
 
 /// One column's type (as its database names it) and nullability.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use casino_router::conversion::EventKind;
 use casino_router::routing::{DailyCaps, OfferWindow, SegmentDims, Targeting, WeightPolicy};
 use casino_router::store::{
     ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, Dimension, FALLBACK_OFFER_ID,
-    FtdBucket, Grouping, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackOutcome,
-    RoutingEvidence, SegmentFtds, SegmentStats, Store, TimeRange,
+    FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, NewOffer, Offer, OfferPatch, OfferStats,
+    PostbackLogEntry, PostbackLogQuery, PostbackOutcome, RoutingEvidence, SegmentFtds, SegmentStats, Store, TimeRange,
 };
 use casino_router::visitor::{Country, DeviceClass};
 use support::stores::{self, StoreUnderTest};
@@ -771,6 +771,112 @@ async fn segment_evidence_counts_people_and_ftds_per_segment_since_the_segment_r
         );
         assert_eq!(evidence.ftds.iter().map(|b| b.ftds).sum::<u64>(), 2, "{name}: both count over all traffic");
         evidence.segments
+    })
+    .await;
+}
+
+/// The log lines' outcomes, oldest first.
+async fn log_outcomes(store: &dyn Store) -> Vec<PostbackOutcome> {
+    let query = PostbackLogQuery { limit: 100, ..PostbackLogQuery::default() };
+    let mut lines: Vec<_> =
+        store.postback_log(&query).await.unwrap().into_iter().map(|row| row.entry.outcome).collect();
+    lines.reverse();
+    lines
+}
+
+#[tokio::test]
+async fn held_postbacks_wait_for_their_clicks_once_each_within_limits_and_expire() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let offer = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let other = store.create_offer(&new_offer("beta", 1.0, true)).await.unwrap();
+        let (early, lost) = (click(offer.id, recent(1)), click(offer.id, recent(1)));
+        let now = recent(0);
+        let held = |click: &ClickRecord, kind: EventKind, tid: Option<&str>| HeldPostback {
+            click_id: click.click_id,
+            offer_id: click.offer_id,
+            kind,
+            payout: Some(120.5),
+            currency: "EUR".to_owned(),
+            tid: tid.map(str::to_owned),
+            external_player_id: Some("p-1".to_owned()),
+            expires_at: now + Duration::minutes(10),
+        };
+        let log = |held: &HeldPostback| log_for(&conversion(&early, held.kind, held.payout, held.tid.as_deref()));
+        let limits = HoldLimits { per_offer: 3, total: 4 };
+        let ftd = held(&early, EventKind::Ftd, None);
+        let deposits = [held(&early, EventKind::Deposit, Some("d-1")), held(&early, EventKind::Deposit, Some("d-2"))];
+        let mut outcomes = vec![store.hold_postback(&ftd, &log(&ftd), limits).await.unwrap()];
+        outcomes.push(store.hold_postback(&ftd, &log(&ftd), limits).await.unwrap());
+        for deposit in &deposits {
+            outcomes.push(store.hold_postback(deposit, &log(deposit), limits).await.unwrap());
+        }
+        let fourth = held(&lost, EventKind::Reg, None);
+        outcomes.push(store.hold_postback(&fourth, &log(&fourth), limits).await.unwrap());
+        let elsewhere = HeldPostback { offer_id: other.id, ..held(&lost, EventKind::Ftd, None) };
+        outcomes.push(store.hold_postback(&elsewhere, &log(&elsewhere), limits).await.unwrap());
+        let full = HeldPostback { offer_id: other.id, ..held(&lost, EventKind::Reg, None) };
+        outcomes.push(store.hold_postback(&full, &log(&full), limits).await.unwrap());
+        use HoldOutcome::*;
+        assert_eq!(
+            outcomes,
+            [Held, Duplicate, Held, Held, Full, Held, Full],
+            "{name}: a repeat is a duplicate (two tids are two events), and the limits hold per offer and in all"
+        );
+        assert_eq!(s.db.count("SELECT count(*) FROM held_postbacks").await, 4, "{name}");
+        use PostbackOutcome::{Accepted, Duplicate as Dup, Expired, Pending};
+        assert_eq!(log_outcomes(store).await, [Pending, Dup, Pending, Pending, Pending], "{name}");
+
+        let lease = std::time::Duration::from_secs(60);
+        assert!(store.claim_held_postbacks(now, lease, 10).await.unwrap().is_empty(), "{name}: no click stored yet");
+        store.insert_clicks(std::slice::from_ref(&early)).await.unwrap();
+        assert_eq!(
+            store.hold_postback(&held(&early, EventKind::Reg, None), &log(&ftd), limits).await.unwrap(),
+            ClickStored,
+            "{name}: nothing is held for a stored click"
+        );
+        let claimed = store.claim_held_postbacks(now, lease, 10).await.unwrap();
+        assert_eq!(
+            claimed.iter().map(|c| c.held.clone()).collect::<Vec<_>>(),
+            [ftd.clone(), deposits[0].clone(), deposits[1].clone()],
+            "{name}"
+        );
+        assert!(claimed.iter().all(|c| c.click_offer_id == offer.id && c.clicked_at == early.created_at), "{name}");
+        assert_eq!(claimed[0].log.outcome, Pending, "{name}");
+        assert_eq!(claimed[0].log.ignored_fields.as_deref(), Some("sub1, aff_id"), "{name}: the line as it arrived");
+        assert!(
+            store.claim_held_postbacks(now, lease, 10).await.unwrap().is_empty(),
+            "{name}: claimed ones are not claimed again while their lease lasts"
+        );
+        let after_lease = now + Duration::seconds(61);
+        assert_eq!(store.claim_held_postbacks(after_lease, lease, 10).await.unwrap().len(), 3, "{name}: then they are");
+        for postback in &claimed {
+            let conversion = Conversion {
+                click_id: postback.held.click_id,
+                offer_id: postback.held.offer_id,
+                clicked_at: postback.clicked_at,
+                kind: postback.held.kind,
+                payout: postback.held.payout,
+                currency: postback.held.currency.clone(),
+                tid: postback.held.tid.clone(),
+                external_player_id: postback.held.external_player_id.clone(),
+            };
+            store.apply_conversion(&conversion, &postback.log).await.unwrap();
+            store.release_held_postback(postback).await.unwrap();
+        }
+        assert_eq!(s.db.count("SELECT count(*) FROM held_postbacks").await, 1, "{name}: the applied ones are gone");
+        assert_eq!(s.db.count("SELECT count(*) FROM ftd_events").await, 1, "{name}");
+        assert_eq!(s.db.count("SELECT count(*) FROM deposits").await, 2, "{name}");
+
+        assert_eq!(store.expire_held_postbacks(now).await.unwrap(), 0, "{name}: not yet");
+        assert_eq!(store.expire_held_postbacks(now + Duration::minutes(11)).await.unwrap(), 1, "{name}");
+        assert_eq!(s.db.count("SELECT count(*) FROM held_postbacks").await, 0, "{name}");
+        assert_eq!(
+            log_outcomes(store).await,
+            [Dup, Expired, Accepted, Accepted, Accepted],
+            "{name}: each pending line gave way to its outcome, or says expired"
+        );
+        outcomes
     })
     .await;
 }

@@ -5,6 +5,12 @@
 //! event word through the offer's aliases, apply. Every postback, accepted or not, is written to the
 //! postback log, and success is returned only once the event is committed.
 //!
+//! A postback for a recent click that no instance has stored yet (behind a load balancer, the click
+//! may wait in another instance's writer) is **held** if its secret is an offer's: stored as pending
+//! and answered 202, then applied by whichever instance finds its click stored
+//! ([`App::apply_held_postbacks`], every second), through the same rules as any postback, or given
+//! up after `POSTBACK_HOLD_SECONDS` ([`App::expire_held_postbacks`]).
+//!
 //! Invariant: the secret is never logged, stored, or echoed in an error.
 
 use std::net::IpAddr;
@@ -16,13 +22,17 @@ use uuid::Uuid;
 use super::App;
 use crate::conversion::{EventKind, parse_payout_text, validate_payout};
 use crate::secret::secrets_match;
-use crate::store::{ClickOwner, Conversion, ConversionOutcome, PostbackLogEntry, PostbackOutcome, StoreError};
+use crate::store::{
+    ClaimedPostback, ClickOwner, Conversion, ConversionOutcome, HeldPostback, HoldOutcome, PostbackLogEntry,
+    PostbackOutcome, StoreError,
+};
 
 /// How long a postback for a click not yet in the database waits for the writer to flush.
 const FLUSH_WAIT: Duration = Duration::from_secs(3);
-/// A click id younger than this may still wait in the writer's queue; older unknown ids are not
-/// worth a flush (which would let anyone break the writer's batching with random ids).
-const RECENT_CLICK: Duration = Duration::from_secs(600);
+/// How long an instance may take to apply the held postbacks it claimed before another may.
+const HOLD_LEASE: Duration = Duration::from_secs(60);
+/// Most held postbacks one pass applies.
+const HELD_BATCH: usize = 256;
 /// A click id as the router hands it out: a hyphenated UUID (other spellings are not ours).
 pub const CLICK_ID_CHARS: usize = 36;
 /// Longest accepted `tid` or `external_player_id`.
@@ -93,6 +103,11 @@ pub enum PostbackAccepted {
         /// The click.
         click_id: Uuid,
     },
+    /// The click is not stored yet: the postback is held until it is.
+    Held {
+        /// The click.
+        click_id: Uuid,
+    },
 }
 
 /// A postback not applied: refused (and logged as such), or the store failed.
@@ -106,6 +121,9 @@ pub enum PostbackRefused {
         /// Why, naming the field where one is at fault.
         reason: String,
     },
+    /// Too many postbacks are held already: the platform should retry later.
+    #[error("{0}")]
+    Busy(String),
     /// The store failed: the platform should retry.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -145,6 +163,7 @@ impl App {
             Ok(accepted) => self.metrics.postback(match accepted {
                 PostbackAccepted::Recorded { .. } => PostbackOutcome::Accepted,
                 PostbackAccepted::Duplicate { .. } => PostbackOutcome::Duplicate,
+                PostbackAccepted::Held { .. } => PostbackOutcome::Pending,
             }),
             // Applying logged it already, with the outcome.
             Err(PostbackRefused::Refused { outcome: PostbackOutcome::NoFtd, .. }) => {
@@ -158,6 +177,11 @@ impl App {
             }
             Err(PostbackRefused::Refused { outcome, reason }) => {
                 log.outcome = *outcome;
+                log.reason = Some(reason.clone());
+                return self.log_refusal(&log).await.and(result);
+            }
+            Err(PostbackRefused::Busy(reason)) => {
+                log.outcome = PostbackOutcome::UnknownClick;
                 log.reason = Some(reason.clone());
                 return self.log_refusal(&log).await.and(result);
             }
@@ -242,22 +266,19 @@ impl App {
             }
         }
 
-        let owner = self.click_owner(click_id).await?;
+        let owner = match self.click_owner(click_id).await? {
+            Some(owner) => owner,
+            None => match self.hold(click_id, event_word, payout, &currency, input, log).await? {
+                Held::Answered(accepted) => return Ok(accepted),
+                Held::ClickStored => self.click_owner(click_id).await?.ok_or_else(unknown_click)?,
+            },
+        };
         log.offer_id = Some(owner.offer_id);
         let secret = input.secret.as_deref().unwrap_or("");
         if !secrets_match(owner.postback_secret.as_bytes(), secret.as_bytes()) {
             return Err(refuse(PostbackOutcome::Forbidden, "invalid postback secret"));
         }
-        let kind = EventKind::resolve(event_word, &owner.event_aliases)
-            .ok_or_else(|| invalid(format!("unknown event {:?}", truncated(event_word, MAX_LOGGED_CHARS))))?;
-        let present = |field: &&str| match *field {
-            "payout" => payout.is_some(),
-            "tid" => input.tid.is_some(),
-            _ => true,
-        };
-        if !kind.required_fields().iter().all(present) {
-            return Err(invalid(format!("a {} event needs {}", kind.as_str(), kind.required_fields().join(" and "))));
-        }
+        let kind = event_kind(event_word, &owner.event_aliases, payout, input)?;
         let conversion = Conversion {
             click_id,
             offer_id: owner.offer_id,
@@ -282,32 +303,165 @@ impl App {
         }
     }
 
+    /// Holds a postback for a click not stored yet, if its secret is an offer's (the click's offer
+    /// is checked when the click comes).
+    async fn hold(
+        &self,
+        click_id: Uuid,
+        event_word: &str,
+        payout: Option<f64>,
+        currency: &str,
+        input: &PostbackInput,
+        log: &mut PostbackLogEntry,
+    ) -> Result<Held, PostbackRefused> {
+        let secret = input.secret.as_deref().unwrap_or("").as_bytes();
+        // Every offer's secret is compared (in constant time), whichever matches.
+        let offers = self.store.list_offers(false).await?;
+        let mut matched = None;
+        for offer in &offers {
+            if secrets_match(offer.postback_secret.as_bytes(), secret) {
+                matched = Some(offer);
+            }
+        }
+        let offer = matched.ok_or_else(|| refuse(PostbackOutcome::Forbidden, "invalid postback secret"))?;
+        log.offer_id = Some(offer.id);
+        let kind = event_kind(event_word, &offer.event_aliases, payout, input)?;
+        let held = HeldPostback {
+            click_id,
+            offer_id: offer.id,
+            kind,
+            payout,
+            currency: currency.to_owned(),
+            tid: input.tid.clone(),
+            external_player_id: input.external_player_id.clone(),
+            expires_at: log.received_at + self.config.postback_hold,
+        };
+        match self.store.hold_postback(&held, log, self.config.postback_hold_limits).await? {
+            HoldOutcome::Held => Ok(Held::Answered(PostbackAccepted::Held { click_id })),
+            HoldOutcome::Duplicate => Ok(Held::Answered(PostbackAccepted::Duplicate { click_id })),
+            HoldOutcome::ClickStored => Ok(Held::ClickStored),
+            HoldOutcome::Full => Err(PostbackRefused::Busy(
+                "unknown click_id, and too many postbacks are held for clicks not stored yet".to_owned(),
+            )),
+        }
+    }
+
+    /// Applies the held postbacks whose clicks are stored now (by any instance); returns how many.
+    pub async fn apply_held_postbacks(&self) -> Result<usize, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let claimed = self.store.claim_held_postbacks(now, HOLD_LEASE, HELD_BATCH).await?;
+        for postback in &claimed {
+            self.apply_held(postback, now).await?;
+            self.store.release_held_postback(postback).await?;
+        }
+        Ok(claimed.len())
+    }
+
+    /// Applies one claimed postback: its outcome on a log line of its own. A crash before the
+    /// release leaves it to be applied again, which the rules make a duplicate.
+    async fn apply_held(&self, postback: &ClaimedPostback, now: OffsetDateTime) -> Result<(), StoreError> {
+        let held = &postback.held;
+        let waited = (now - postback.log.received_at).as_seconds_f64().max(0.0);
+        let log = PostbackLogEntry {
+            offer_id: Some(postback.click_offer_id),
+            reason: Some(format!("held {waited:.1} s until its click was stored")),
+            ..postback.log.clone()
+        };
+        if postback.click_offer_id != held.offer_id {
+            let log = PostbackLogEntry {
+                outcome: PostbackOutcome::Forbidden,
+                reason: Some("invalid postback secret (held, and its click is another offer's)".to_owned()),
+                ..log
+            };
+            self.store.log_postback(&log).await?;
+            self.metrics.postback(PostbackOutcome::Forbidden);
+            return Ok(());
+        }
+        let conversion = Conversion {
+            click_id: held.click_id,
+            offer_id: held.offer_id,
+            clicked_at: postback.clicked_at,
+            kind: held.kind,
+            payout: held.payout,
+            currency: held.currency.clone(),
+            tid: held.tid.clone(),
+            external_player_id: held.external_player_id.clone(),
+        };
+        let outcome = self.store.apply_conversion(&conversion, &log).await?;
+        if outcome == ConversionOutcome::Recorded && held.kind == EventKind::Ftd {
+            self.count_ftd_today(held.offer_id);
+        }
+        self.metrics.postback(outcome.into());
+        Ok(())
+    }
+
+    /// Gives up the held postbacks whose time ran out; returns how many.
+    pub async fn expire_held_postbacks(&self) -> Result<u64, StoreError> {
+        let expired = self.store.expire_held_postbacks(OffsetDateTime::now_utc()).await?;
+        for _ in 0..expired {
+            self.metrics.postback(PostbackOutcome::Expired);
+        }
+        if expired > 0 {
+            tracing::warn!(expired, "held postbacks expired: their clicks were never stored");
+        }
+        Ok(expired)
+    }
+
     /// The click's offer. A click minted moments ago may still wait in the writer's queue: for a
     /// recent id the writer is flushed and the lookup repeated. A flush that fails leaves the click
-    /// possibly in memory or in the journal (an outage): the platform is told to retry.
-    async fn click_owner(&self, click_id: Uuid) -> Result<ClickOwner, PostbackRefused> {
+    /// possibly in memory or in the journal (an outage): the platform is told to retry. `None`: a
+    /// recent click that is not stored, which may wait in another instance's writer.
+    async fn click_owner(&self, click_id: Uuid) -> Result<Option<ClickOwner>, PostbackRefused> {
         if click_id.get_version_num() != 7 {
             return Err(unknown_click()); // the router only hands out UUID v7 ids
         }
         if let Some(owner) = self.store.click_owner(click_id).await? {
-            return Ok(owner);
+            return Ok(Some(owner));
         }
-        if !is_recent(click_id) {
+        if !is_recent(click_id, self.config.postback_hold) {
             return Err(unknown_click());
         }
         if self.queue.flush(FLUSH_WAIT).await.is_err() {
             return Err(StoreError::Unavailable("pending clicks not written yet".into()).into());
         }
-        self.store.click_owner(click_id).await?.ok_or_else(unknown_click)
+        Ok(self.store.click_owner(click_id).await?)
     }
 }
 
-/// Whether a v7 click id was minted within [`RECENT_CLICK`] (or claims to be from the future).
-fn is_recent(click_id: Uuid) -> bool {
+/// What holding a postback came to.
+enum Held {
+    /// Held, or a duplicate of one held: the answer.
+    Answered(PostbackAccepted),
+    /// The click was stored meanwhile: apply it as any other.
+    ClickStored,
+}
+
+/// The event a postback reports, through the offer's aliases, with the fields it needs.
+fn event_kind(
+    event_word: &str,
+    aliases: &std::collections::BTreeMap<String, EventKind>,
+    payout: Option<f64>,
+    input: &PostbackInput,
+) -> Result<EventKind, PostbackRefused> {
+    let kind = EventKind::resolve(event_word, aliases)
+        .ok_or_else(|| invalid(format!("unknown event {:?}", truncated(event_word, MAX_LOGGED_CHARS))))?;
+    let present = |field: &&str| match *field {
+        "payout" => payout.is_some(),
+        "tid" => input.tid.is_some(),
+        _ => true,
+    };
+    if !kind.required_fields().iter().all(present) {
+        return Err(invalid(format!("a {} event needs {}", kind.as_str(), kind.required_fields().join(" and "))));
+    }
+    Ok(kind)
+}
+
+/// Whether a v7 click id was minted within `window` (or claims to be from the future).
+fn is_recent(click_id: Uuid, window: Duration) -> bool {
     let Some(timestamp) = click_id.get_timestamp() else { return false };
     let (seconds, nanos) = timestamp.to_unix();
     let minted = std::time::UNIX_EPOCH + Duration::new(seconds, nanos);
-    std::time::SystemTime::now().duration_since(minted).map_or(true, |age| age < RECENT_CLICK)
+    std::time::SystemTime::now().duration_since(minted).map_or(true, |age| age < window)
 }
 
 /// `text` as the postback log keeps it: its first `max_chars` characters, control characters
@@ -328,9 +482,11 @@ mod tests {
 
     #[test]
     fn only_recent_v7_ids_count_as_recent() {
-        assert!(is_recent(Uuid::now_v7()));
+        let window = Duration::from_secs(600);
+        assert!(is_recent(Uuid::now_v7(), window));
         let old = uuid::Builder::from_unix_timestamp_millis(1_600_000_000_000, &[7; 10]).into_uuid();
-        assert!(!is_recent(old));
-        assert!(!is_recent(Uuid::from_u128(0x1234_5678_1234_4234_8234_1234_5678_9abc)), "v4 has no timestamp");
+        assert!(!is_recent(old, window));
+        let v4 = Uuid::from_u128(0x1234_5678_1234_4234_8234_1234_5678_9abc);
+        assert!(!is_recent(v4, window), "v4 has no timestamp");
     }
 }

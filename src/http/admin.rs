@@ -716,7 +716,8 @@ fn parse_log_query(query: &str) -> Result<PostbackLogQuery, ApiError> {
             "offer_id" => parsed.offer_id = Some(value.parse().map_err(|_| bad("offer_id must be an integer"))?),
             "outcome" => {
                 parsed.outcome = Some(PostbackOutcome::parse(&value).ok_or_else(|| {
-                    bad("outcome must be one of accepted, duplicate, invalid, forbidden, unknown_click, no_ftd")
+                    let names: Vec<&str> = PostbackOutcome::ALL.iter().map(|o| o.as_str()).collect();
+                    ApiError::bad_request(format!("outcome must be one of {}", names.join(", ")))
                 })?)
             }
             "from" => parsed.from = Some(parse_time("from", &value)?),

@@ -358,12 +358,30 @@ const POSTBACK_DESCRIPTION: &str = "Server to server, authenticated by the offer
 
 fn postback_responses(op: OperationBuilder) -> OperationBuilder {
     op.extensions(Some(field_rules()))
-        .response("200", json_response("Recorded, or a duplicate of an event recorded before.", "PostbackAccepted"))
+        .response(
+            "200",
+            json_response("Recorded, or a duplicate of an event recorded (or held) before.", "PostbackAccepted"),
+        )
+        .response(
+            "202",
+            json_response(
+                "`pending`: the click id is recent and the secret is an offer's, but no instance has stored the \
+                 click yet; the event is held and applied as soon as the click is stored, or shows as `expired` \
+                 in the postback log after `POSTBACK_HOLD_SECONDS`.",
+                "PostbackAccepted",
+            ),
+        )
         .response("400", error("A field is missing or invalid, or the event word is unknown; the message names it."))
         .response("403", error("Wrong or missing postback secret."))
-        .response("404", error("Unknown click id."))
+        .response("404", error("Unknown click id (and not recent enough to be held for)."))
         .response("409", error("A `payout` or `rejected` event for a click without an FTD."))
-        .response("503", retry_later("The database is unreachable, or the click is still being written; retry."))
+        .response(
+            "503",
+            retry_later(
+                "The database is unreachable, the click is still being written, or too many postbacks are held \
+                 for clicks not stored yet; retry.",
+            ),
+        )
 }
 
 /// Rules across fields that a schema cannot state, machine-readable: an event that needs other
@@ -720,7 +738,11 @@ pub(super) fn health_status() -> Schema {
 
 /// How a postback ended, in the postback log.
 pub(super) fn postback_outcome() -> Schema {
-    string_enum("How a postback ended.", PostbackOutcome::ALL.map(PostbackOutcome::as_str))
+    string_enum(
+        "How a postback ended (`pending`: held for its click, which no instance has stored yet; the line gives \
+         way to the outcome once the click is stored, or becomes `expired`).",
+        PostbackOutcome::ALL.map(PostbackOutcome::as_str),
+    )
 }
 
 /// A string that is one of the names of a Rust enum (each listed by the enum's own `ALL`).

@@ -112,12 +112,14 @@ impl RawPostback {
     }
 }
 
-/// A postback recorded, or a repeat of one recorded before.
+/// A postback recorded, a repeat of one recorded (or held) before, or one held for its click.
 #[derive(Serialize, ToSchema)]
 #[schema(as = PostbackAccepted)]
 pub(super) struct Accepted<'a> {
-    /// `success` when recorded now, `duplicate` when it was recorded before (nothing changed).
-    #[schema(pattern = "^(success|duplicate)$")]
+    /// `success` when recorded now, `duplicate` when it was recorded or held before (nothing
+    /// changed), `pending` (status 202) when its click is not stored yet: it is applied as soon as
+    /// the click is, or shows as expired in the postback log after `POSTBACK_HOLD_SECONDS`.
+    #[schema(pattern = "^(success|duplicate|pending)$")]
     status: &'static str,
     /// What was recorded.
     message: &'a str,
@@ -157,6 +159,10 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
             StatusCode::OK,
             &Accepted { status: "duplicate", message: "event already recorded; nothing changed", click_id },
         ),
+        Ok(PostbackAccepted::Held { click_id }) => json(
+            StatusCode::ACCEPTED,
+            &Accepted { status: "pending", message: "click not stored yet; held until it is", click_id },
+        ),
         Err(refused) => refusal(refused),
     }
 }
@@ -181,12 +187,15 @@ fn refusal(refused: PostbackRefused) -> HttpResponse {
                 PostbackOutcome::Forbidden => StatusCode::FORBIDDEN,
                 PostbackOutcome::UnknownClick => StatusCode::NOT_FOUND,
                 PostbackOutcome::NoFtd => StatusCode::CONFLICT,
-                PostbackOutcome::Invalid | PostbackOutcome::Accepted | PostbackOutcome::Duplicate => {
-                    StatusCode::BAD_REQUEST
-                }
+                PostbackOutcome::Invalid
+                | PostbackOutcome::Accepted
+                | PostbackOutcome::Duplicate
+                | PostbackOutcome::Pending
+                | PostbackOutcome::Expired => StatusCode::BAD_REQUEST,
             };
             error(status, &reason)
         }
+        PostbackRefused::Busy(reason) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
         PostbackRefused::Store(error) => ApiError::from(error).into_response(),
     }
 }

@@ -51,7 +51,13 @@ macro_rules! migrations {
     };
 }
 
-migrations!["0001_initial.sql", "0002_postback_ignored_fields.sql", "0003_targeting.sql", "0004_segment_rollups.sql"];
+migrations![
+    "0001_initial.sql",
+    "0002_postback_ignored_fields.sql",
+    "0003_targeting.sql",
+    "0004_segment_rollups.sql",
+    "0005_held_postbacks.sql"
+];
 
 /// What a store supplies to the runner. Its futures may complete at once (SQLite's do).
 pub(crate) trait MigrationTarget {

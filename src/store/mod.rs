@@ -16,6 +16,7 @@
 //! those need; `tests/store_contract.rs` runs every behaviour of [`Store`] on both stores.
 
 mod conversions;
+mod held;
 mod migrate;
 mod offers;
 pub mod postgres;
@@ -218,6 +219,77 @@ pub struct Conversion {
     pub external_player_id: Option<String>,
 }
 
+/// An authenticated postback for a click that no instance has stored yet, held until one does (see
+/// `sql/postgres/0005_held_postbacks.sql`). Never holds the secret: `offer_id` is the offer whose
+/// secret it carried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldPostback {
+    /// The click it concerns.
+    pub click_id: Uuid,
+    /// The offer whose secret it carried; the click must turn out to be that offer's.
+    pub offer_id: i64,
+    /// The event, after the offer's aliases.
+    pub kind: EventKind,
+    /// Amount, when the event carries one.
+    pub payout: Option<f64>,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// The platform's transaction id.
+    pub tid: Option<String>,
+    /// The platform's player id.
+    pub external_player_id: Option<String>,
+    /// When it is given up, if its click has not come.
+    pub expires_at: OffsetDateTime,
+}
+
+impl HeldPostback {
+    /// What tells two held postbacks of one click and kind apart: the transaction id (two deposits
+    /// of a player are two events); without one, a repeat is a duplicate.
+    pub fn repeat_key(&self) -> &str {
+        self.tid.as_deref().unwrap_or("")
+    }
+}
+
+/// How many postbacks may be held at once, per offer and in all: a flood of made-up click ids
+/// with a leaked secret fills them, and then is refused, rather than filling the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldLimits {
+    /// Per offer.
+    pub per_offer: u64,
+    /// In all.
+    pub total: u64,
+}
+
+/// What holding a postback did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Held, and logged as pending.
+    Held,
+    /// The same event is held already (logged as a duplicate).
+    Duplicate,
+    /// The click was stored meanwhile: apply the postback now (nothing was written).
+    ClickStored,
+    /// The limits are reached (nothing was written).
+    Full,
+}
+
+/// A held postback whose click is stored now, claimed by this instance for a while to apply it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedPostback {
+    /// The held row.
+    pub id: i64,
+    /// What was held.
+    pub held: HeldPostback,
+    /// Its pending line in the postback log, as written when it arrived.
+    pub log: PostbackLogEntry,
+    /// That line's id.
+    pub log_id: i64,
+    /// The click's offer and time.
+    pub click_offer_id: i64,
+    /// When the click happened.
+    pub clicked_at: OffsetDateTime,
+}
+
 /// What applying a conversion did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConversionOutcome {
@@ -244,17 +316,23 @@ pub enum PostbackOutcome {
     UnknownClick,
     /// `payout` or `rejected` with no FTD to apply it to.
     NoFtd,
+    /// Held for its click, which no instance has stored yet (see [`HeldPostback`]).
+    Pending,
+    /// Held until its time ran out, and its click never came.
+    Expired,
 }
 
 impl PostbackOutcome {
     /// Every outcome, in declaration order (`outcome as usize` indexes it).
-    pub const ALL: [PostbackOutcome; 6] = [
+    pub const ALL: [PostbackOutcome; 8] = [
         PostbackOutcome::Accepted,
         PostbackOutcome::Duplicate,
         PostbackOutcome::Invalid,
         PostbackOutcome::Forbidden,
         PostbackOutcome::UnknownClick,
         PostbackOutcome::NoFtd,
+        PostbackOutcome::Pending,
+        PostbackOutcome::Expired,
     ];
 
     /// The outcome's name in the log and the API.
@@ -266,6 +344,8 @@ impl PostbackOutcome {
             PostbackOutcome::Forbidden => "forbidden",
             PostbackOutcome::UnknownClick => "unknown_click",
             PostbackOutcome::NoFtd => "no_ftd",
+            PostbackOutcome::Pending => "pending",
+            PostbackOutcome::Expired => "expired",
         }
     }
 
@@ -739,6 +819,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// Logs a postback that was refused before it could be applied.
     async fn log_postback(&self, entry: &PostbackLogEntry) -> StoreResult<()>;
+
+    /// Holds an authenticated postback for a click not stored yet and logs it as pending (`log`
+    /// with that outcome), in one transaction; unless the click is stored by now, the same event is
+    /// held already, or `limits` are reached.
+    async fn hold_postback(
+        &self,
+        held: &HeldPostback,
+        log: &PostbackLogEntry,
+        limits: HoldLimits,
+    ) -> StoreResult<HoldOutcome>;
+
+    /// Claims up to `limit` held postbacks whose clicks are stored, oldest first, until
+    /// `now + lease` (another instance claims them after that, should this one fail to apply them).
+    async fn claim_held_postbacks(
+        &self,
+        now: OffsetDateTime,
+        lease: std::time::Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedPostback>>;
+
+    /// Forgets a claimed postback once it has been applied (its outcome logged on a line of its
+    /// own), with its pending line.
+    async fn release_held_postback(&self, claimed: &ClaimedPostback) -> StoreResult<()>;
+
+    /// Gives up the held postbacks that expired by `now` and are not being applied: their lines
+    /// say expired. Returns how many.
+    async fn expire_held_postbacks(&self, now: OffsetDateTime) -> StoreResult<u64>;
 
     /// Reads the postback log, newest first.
     async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>>;

@@ -30,15 +30,16 @@ use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
 use super::conversions::{self, ConversionTransaction};
+use super::held::{self, EXPIRED_REASON, HoldTransaction};
 use super::migrate::{self, Migration, MigrationTarget};
 use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket, Grouping, NewOffer,
-    Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, Rollup, RoutingEvidence,
-    RoutingVersion, SegmentEvidence, SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult,
-    TimeRange, current_hour, rollup_bounds,
+    ClaimedPostback, ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket,
+    Grouping, HeldPostback, HoldLimits, HoldOutcome, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry,
+    PostbackLogQuery, PostbackLogRow, PostbackOutcome, Rollup, RoutingEvidence, RoutingVersion, SegmentEvidence,
+    SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, SegmentDims, Targeting, WeightPolicy, WeightedOffer};
@@ -283,26 +284,27 @@ use ftd_batch::FtdBatcher;
 
 async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> StoreResult<()> {
     let statement = prepared(client, &SQL.insert_log).await?;
-    client
-        .execute(
-            &statement,
-            &[
-                &entry.received_at,
-                &entry.offer_id,
-                &entry.click_id,
-                &entry.event,
-                &entry.payout,
-                &entry.currency,
-                &entry.tid,
-                &entry.outcome.as_str(),
-                &entry.reason,
-                &entry.source_ip,
-                &entry.ignored_fields,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
+    let outcome = entry.outcome.as_str();
+    client.execute(&statement, &log_params(entry, &outcome)).await.map_err(db_error)?;
     Ok(())
+}
+
+/// A postback-log line's values, in [`sql::POSTBACK_LOG_COLUMNS`]' order (`outcome` is its outcome's
+/// name).
+fn log_params<'a>(entry: &'a PostbackLogEntry, outcome: &'a &'static str) -> [&'a (dyn ToSql + Sync); 11] {
+    [
+        &entry.received_at,
+        &entry.offer_id,
+        &entry.click_id,
+        &entry.event,
+        &entry.payout,
+        &entry.currency,
+        &entry.tid,
+        outcome,
+        &entry.reason,
+        &entry.source_ip,
+        &entry.ignored_fields,
+    ]
 }
 
 /// `sql` prepared once per connection (deadpool keeps the statement): the postback path's statements
@@ -597,6 +599,67 @@ async fn copy_via_staging(
     Ok(rollup.clicks())
 }
 
+impl HoldTransaction for Tx<'_, '_> {
+    async fn click_stored(&mut self, click_id: Uuid) -> StoreResult<bool> {
+        let row = self.0.query_opt("SELECT 1 FROM clicks WHERE click_id = $1", &[&click_id]).await.map_err(db_error)?;
+        Ok(row.is_some())
+    }
+
+    async fn held_counts(&mut self, offer_id: i64) -> StoreResult<(u64, u64)> {
+        let row = self
+            .0
+            .query_one("SELECT count(*) FILTER (WHERE offer_id = $1), count(*) FROM held_postbacks", &[&offer_id])
+            .await
+            .map_err(db_error)?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    async fn insert_log_line(&mut self, entry: &PostbackLogEntry) -> StoreResult<i64> {
+        let statement = prepared(self.0, &SQL.insert_log_returning_id).await?;
+        let outcome = entry.outcome.as_str();
+        let row = self.0.query_one(&statement, &log_params(entry, &outcome)).await.map_err(db_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn insert_held(&mut self, held: &HeldPostback, log: &PostbackLogEntry, log_id: i64) -> StoreResult<bool> {
+        let inserted = self
+            .0
+            .query_opt(
+                "INSERT INTO held_postbacks (click_id, offer_id, kind, repeat_key, amount, currency, tid,
+                                             external_player_id, received_at, expires_at, log_id)
+                 VALUES ($1, $2, $3, $4, $5::int8::numeric / 1000000, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (click_id, kind, repeat_key) DO NOTHING RETURNING id",
+                &[
+                    &held.click_id,
+                    &held.offer_id,
+                    &held.kind.as_str(),
+                    &held.repeat_key(),
+                    &held.payout.map(to_micro_units),
+                    &held.currency,
+                    &held.tid,
+                    &held.external_player_id,
+                    &log.received_at,
+                    &held.expires_at,
+                    &log_id,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(inserted.is_some())
+    }
+
+    async fn set_log_outcome(&mut self, log_id: i64, outcome: PostbackOutcome, reason: &str) -> StoreResult<()> {
+        self.0
+            .execute(
+                "UPDATE postback_log SET outcome = $2, reason = $3 WHERE id = $1",
+                &[&log_id, &outcome.as_str(), &reason],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
 impl WeightTransaction for Tx<'_, '_> {
     async fn active_offer_ids(&mut self) -> StoreResult<Vec<i64>> {
         let rows = self.0.query(&SQL.active_offer_ids, &[]).await.map_err(db_error)?;
@@ -711,6 +774,54 @@ impl Store for PostgresStore {
 
     async fn log_postback(&self, entry: &PostbackLogEntry) -> StoreResult<()> {
         insert_log(&self.client().await?, entry).await
+    }
+
+    async fn hold_postback(
+        &self,
+        held: &HeldPostback,
+        log: &PostbackLogEntry,
+        limits: HoldLimits,
+    ) -> StoreResult<HoldOutcome> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let outcome = held::hold(&mut Tx(&tx), held, log, limits).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(outcome)
+    }
+
+    async fn claim_held_postbacks(
+        &self,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedPostback>> {
+        let client = self.client().await?;
+        let until = now + lease;
+        let claimed = client.query(&SQL.claim_held, &[&now, &until, &(limit as i64)]).await.map_err(db_error)?;
+        let statement = prepared(&client, &SQL.claimed_held).await?;
+        let mut postbacks = Vec::with_capacity(claimed.len());
+        for id in claimed.iter().map(|row| row.get::<_, i64>(0)) {
+            let rows = client.query(&statement, &[&id]).await.map_err(db_error)?;
+            postbacks.extend(map_rows(&rows, sql::claimed_postback)?);
+        }
+        Ok(postbacks)
+    }
+
+    async fn release_held_postback(&self, claimed: &ClaimedPostback) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.execute(&SQL.delete_held, &[&claimed.id]).await.map_err(db_error)?;
+        tx.execute(&SQL.delete_log_line, &[&claimed.log_id]).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn expire_held_postbacks(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.execute(&SQL.expire_held_lines, &[&now, &EXPIRED_REASON]).await.map_err(db_error)?;
+        let expired = tx.execute(&SQL.expire_held, &[&now]).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(expired)
     }
 
     async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>> {

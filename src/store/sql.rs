@@ -15,9 +15,11 @@ use std::net::IpAddr;
 
 use time::OffsetDateTime;
 
+use uuid::Uuid;
+
 use super::{
-    ClickOwner, DailyTotal, Grouping, Offer, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow,
-    PostbackOutcome, SegmentStats, StoreResult,
+    ClaimedPostback, ClickOwner, DailyTotal, Grouping, HeldPostback, Offer, OfferStats, PostbackLogEntry,
+    PostbackLogQuery, PostbackLogRow, PostbackOutcome, SegmentStats, StoreError, StoreResult,
 };
 use crate::conversion::EventKind;
 use crate::routing::{DailyCaps, OfferWindow, Targeting};
@@ -87,6 +89,13 @@ pub(crate) struct Statements {
     pub ftd_of: String,
     pub void_ftd: String,
     pub insert_log: String,
+    pub insert_log_returning_id: String,
+    pub claim_held: String,
+    pub claimed_held: String,
+    pub delete_held: String,
+    pub delete_log_line: String,
+    pub expire_held_lines: String,
+    pub expire_held: String,
     pub offer_stats: String,
     pub active_offer_ids: String,
     pub offer_window: String,
@@ -130,6 +139,33 @@ impl Statements {
             insert_log: r(&format!(
                 "INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
             )),
+            insert_log_returning_id: r(&format!(
+                "INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 RETURNING id"
+            )),
+            // Held postbacks whose clicks are stored and that no instance is applying ($1 = now),
+            // claimed until $2; the lease is checked again outside the subquery, so that of two
+            // instances claiming at once, the one that waited for the other's row locks skips them.
+            claim_held: r("UPDATE held_postbacks SET claimed_until = $2
+                 WHERE id IN (SELECT h.id FROM held_postbacks h JOIN clicks c ON c.click_id = h.click_id
+                              WHERE h.claimed_until IS NULL OR h.claimed_until < $1 ORDER BY h.id LIMIT $3)
+                   AND (claimed_until IS NULL OR claimed_until < $1)
+                 RETURNING id"),
+            claimed_held: r(&format!(
+                "SELECT l.id, {log_columns}, h.id, CAST(h.click_id AS TEXT), h.offer_id, h.kind,
+                        CAST(h.{{amount}} AS DOUBLE PRECISION){{units}}, h.currency, h.tid, h.external_player_id,
+                        h.expires_at, c.offer_id, c.created_at
+                 FROM held_postbacks h JOIN postback_log l ON l.id = h.log_id JOIN clicks c ON c.click_id = h.click_id
+                 WHERE h.id = $1",
+                log_columns = POSTBACK_LOG_COLUMNS.split(", ").map(|c| format!("l.{c}")).collect::<Vec<_>>().join(", ")
+            )),
+            delete_held: r("DELETE FROM held_postbacks WHERE id = $1"),
+            delete_log_line: r("DELETE FROM postback_log WHERE id = $1"),
+            expire_held_lines: r("UPDATE postback_log SET outcome = 'expired', reason = $2
+                 WHERE id IN (SELECT log_id FROM held_postbacks
+                              WHERE expires_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1))"),
+            expire_held: r("DELETE FROM held_postbacks
+                 WHERE expires_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1)"),
             offer_stats: r(OFFER_STATS),
             active_offer_ids: r("SELECT id FROM offers WHERE active ORDER BY id"),
             offer_window: r(OFFER_WINDOW),
@@ -501,6 +537,29 @@ pub(crate) fn postback_log_row(row: &dyn Columns) -> StoreResult<PostbackLogRow>
             source_ip: row.opt_ip(10)?,
             ignored_fields: row.opt_text(11)?,
         },
+    })
+}
+
+/// A claimed held postback, from [`Statements::claimed_held`].
+pub(crate) fn claimed_postback(row: &dyn Columns) -> StoreResult<ClaimedPostback> {
+    let log = postback_log_row(row)?;
+    let click_id = row.text(13)?;
+    Ok(ClaimedPostback {
+        id: row.int(12)?,
+        held: HeldPostback {
+            click_id: Uuid::try_parse(&click_id).map_err(|e| StoreError::Query(format!("held click id: {e}")))?,
+            offer_id: row.int(14)?,
+            kind: EventKind::parse(&row.text(15)?).ok_or_else(|| StoreError::Query("held event kind".to_owned()))?,
+            payout: row.opt_real(16)?,
+            currency: row.text(17)?,
+            tid: row.opt_text(18)?,
+            external_player_id: row.opt_text(19)?,
+            expires_at: row.time(20)?,
+        },
+        log: log.entry,
+        log_id: log.id,
+        click_offer_id: row.int(21)?,
+        clicked_at: row.time(22)?,
     })
 }
 

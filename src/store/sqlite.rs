@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::FutureExt;
@@ -19,15 +20,16 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::conversions::{self, ConversionTransaction};
+use super::held::{self, EXPIRED_REASON, HoldTransaction};
 use super::migrate::{self, Migration, MigrationTarget};
 use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket, Grouping, NewOffer,
-    Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, Rollup, RoutingEvidence,
-    RoutingVersion, SegmentEvidence, SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult,
-    TimeRange, current_hour, rollup_bounds,
+    ClaimedPostback, ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket,
+    Grouping, HeldPostback, HoldLimits, HoldOutcome, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry,
+    PostbackLogQuery, PostbackLogRow, PostbackOutcome, Rollup, RoutingEvidence, RoutingVersion, SegmentEvidence,
+    SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, SegmentDims, Targeting, WeightPolicy, WeightedOffer};
@@ -253,23 +255,27 @@ fn exists(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> StoreR
 
 fn insert_log(conn: &Connection, entry: &PostbackLogEntry) -> StoreResult<()> {
     conn.prepare_cached(&SQL.insert_log)
-        .and_then(|mut statement| {
-            statement.execute(params![
-                micros(entry.received_at),
-                entry.offer_id,
-                entry.click_id,
-                entry.event,
-                entry.payout,
-                entry.currency,
-                entry.tid,
-                entry.outcome.as_str(),
-                entry.reason,
-                entry.source_ip.map(|ip| ip.to_string()),
-                entry.ignored_fields,
-            ])
-        })
+        .and_then(|mut statement| statement.execute(log_params(entry)))
         .map_err(query_error)?;
     Ok(())
+}
+
+/// A postback-log line's values, in [`sql::POSTBACK_LOG_COLUMNS`]' order.
+fn log_params(entry: &PostbackLogEntry) -> impl rusqlite::Params {
+    let values: [Value; 11] = [
+        micros(entry.received_at).into(),
+        entry.offer_id.into(),
+        entry.click_id.clone().into(),
+        entry.event.clone().into(),
+        entry.payout.into(),
+        entry.currency.clone().into(),
+        entry.tid.clone().into(),
+        entry.outcome.as_str().to_owned().into(),
+        entry.reason.clone().into(),
+        entry.source_ip.map(|ip| ip.to_string()).into(),
+        entry.ignored_fields.clone().into(),
+    ];
+    params_from_iter(values)
 }
 
 /// A shared statement's run-time parameter, as SQLite stores it.
@@ -406,6 +412,62 @@ fn record_ftd(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOut
         insert_payout(tx, tx.last_insert_rowid(), payout, &c.currency)?;
     }
     Ok(conversions::inserted(changed > 0))
+}
+
+impl HoldTransaction for Tx<'_, '_> {
+    async fn click_stored(&mut self, click_id: Uuid) -> StoreResult<bool> {
+        exists(self.0, "SELECT 1 FROM clicks WHERE click_id = ?1", [click_id.to_string()])
+    }
+
+    async fn held_counts(&mut self, offer_id: i64) -> StoreResult<(u64, u64)> {
+        let counts = query_opt(
+            self.0,
+            "SELECT COALESCE(sum(offer_id = ?1), 0), count(*) FROM held_postbacks",
+            [offer_id],
+            |row| Ok((row.count(0)?, row.count(1)?)),
+        )?;
+        Ok(counts.unwrap_or_default())
+    }
+
+    async fn insert_log_line(&mut self, entry: &PostbackLogEntry) -> StoreResult<i64> {
+        let id = query_opt(self.0, &SQL.insert_log_returning_id, log_params(entry), |row| row.int(0))?;
+        id.ok_or_else(|| StoreError::Query("no id for the log line".to_owned()))
+    }
+
+    async fn insert_held(&mut self, held: &HeldPostback, log: &PostbackLogEntry, log_id: i64) -> StoreResult<bool> {
+        let changed = self
+            .0
+            .execute(
+                "INSERT INTO held_postbacks (click_id, offer_id, kind, repeat_key, amount_micros, currency, tid,
+                                             external_player_id, received_at, expires_at, log_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+                params![
+                    held.click_id.to_string(),
+                    held.offer_id,
+                    held.kind.as_str(),
+                    held.repeat_key(),
+                    held.payout.map(to_micro_units),
+                    held.currency,
+                    held.tid,
+                    held.external_player_id,
+                    micros(log.received_at),
+                    micros(held.expires_at),
+                    log_id,
+                ],
+            )
+            .map_err(query_error)?;
+        Ok(changed > 0)
+    }
+
+    async fn set_log_outcome(&mut self, log_id: i64, outcome: PostbackOutcome, reason: &str) -> StoreResult<()> {
+        self.0
+            .execute(
+                "UPDATE postback_log SET outcome = ?2, reason = ?3 WHERE id = ?1",
+                params![log_id, outcome.as_str(), reason],
+            )
+            .map_err(query_error)?;
+        Ok(())
+    }
 }
 
 impl ConversionTransaction for Tx<'_, '_> {
@@ -575,6 +637,53 @@ impl Store for SqliteStore {
     async fn log_postback(&self, entry: &PostbackLogEntry) -> StoreResult<()> {
         let entry = entry.clone();
         self.with_conn(move |conn| insert_log(conn, &entry)).await
+    }
+
+    async fn hold_postback(
+        &self,
+        held: &HeldPostback,
+        log: &PostbackLogEntry,
+        limits: HoldLimits,
+    ) -> StoreResult<HoldOutcome> {
+        let (held, log) = (held.clone(), log.clone());
+        self.in_transaction(move |tx| now_or_never(held::hold(&mut Tx(tx), &held, &log, limits))).await
+    }
+
+    async fn claim_held_postbacks(
+        &self,
+        now: OffsetDateTime,
+        lease: Duration,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedPostback>> {
+        let (now, until) = (micros(now), micros(now + lease));
+        self.in_transaction(move |tx| {
+            let ids = query_all(tx, &SQL.claim_held, params![now, until, limit as i64], |row| row.int(0))?;
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                claimed.extend(query_opt(tx, &SQL.claimed_held, [id], sql::claimed_postback)?);
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn release_held_postback(&self, claimed: &ClaimedPostback) -> StoreResult<()> {
+        let (id, log_id) = (claimed.id, claimed.log_id);
+        self.in_transaction(move |tx| {
+            tx.execute(&SQL.delete_held, [id]).map_err(query_error)?;
+            tx.execute(&SQL.delete_log_line, [log_id]).map_err(query_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn expire_held_postbacks(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let now = micros(now);
+        self.in_transaction(move |tx| {
+            tx.execute(&SQL.expire_held_lines, params![now, EXPIRED_REASON]).map_err(query_error)?;
+            Ok(tx.execute(&SQL.expire_held, [now]).map_err(query_error)? as u64)
+        })
+        .await
     }
 
     async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>> {

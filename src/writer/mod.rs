@@ -465,11 +465,11 @@ mod tests {
     use super::*;
     use crate::routing::{WeightPolicy, WeightedOffer};
     use crate::store::sqlite::SqliteStore;
+    use crate::store::{ClaimedPostback, DailyTotal, Grouping, HeldPostback, HoldLimits, HoldOutcome, SegmentStats};
     use crate::store::{
         ClickOwner, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
         PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, StoreError, StoreResult, TimeRange,
     };
-    use crate::store::{DailyTotal, Grouping, SegmentStats};
 
     /// The embedded store, whose click inserts find the database unreachable while `down` is set.
     struct FailingStore {
@@ -524,6 +524,28 @@ mod tests {
         }
         async fn postback_log(&self, query: &PostbackLogQuery) -> StoreResult<Vec<PostbackLogRow>> {
             self.inner.postback_log(query).await
+        }
+        async fn hold_postback(
+            &self,
+            held: &HeldPostback,
+            log: &PostbackLogEntry,
+            limits: HoldLimits,
+        ) -> StoreResult<HoldOutcome> {
+            self.inner.hold_postback(held, log, limits).await
+        }
+        async fn claim_held_postbacks(
+            &self,
+            now: OffsetDateTime,
+            lease: Duration,
+            limit: usize,
+        ) -> StoreResult<Vec<ClaimedPostback>> {
+            self.inner.claim_held_postbacks(now, lease, limit).await
+        }
+        async fn release_held_postback(&self, claimed: &ClaimedPostback) -> StoreResult<()> {
+            self.inner.release_held_postback(claimed).await
+        }
+        async fn expire_held_postbacks(&self, now: OffsetDateTime) -> StoreResult<u64> {
+            self.inner.expire_held_postbacks(now).await
         }
         async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {
             self.inner.offer_stats(range).await
