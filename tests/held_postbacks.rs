@@ -178,3 +178,23 @@ async fn a_postback_for_a_click_of_a_crashed_instance_is_applied_when_its_journa
     restarted.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_holding_off_an_unknown_recent_click_is_404_and_a_click_in_this_writer_is_found() {
+    let server = TestServer::start_with(|config| {
+        config.postback_hold = Duration::ZERO;
+        config.writer_flush_interval = Duration::from_secs(30);
+    })
+    .await;
+    let offer = server.create_offer("A", "https://a.example/", 1.0).await;
+    let secret = offer["postback_secret"].as_str().unwrap().to_owned();
+    let (status, _) =
+        server.postback_json(&json!({"click_id": Uuid::now_v7(), "event": "ftd", "secret": secret})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // A click still in this instance's writer (it waits 30 s for a batch) is found by the flush.
+    let click_id = click_id_of(&server.click_location("").await);
+    let (status, answer) = server.postback_json(&json!({"click_id": click_id, "event": "ftd", "secret": secret})).await;
+    assert_eq!((status, answer["status"].as_str()), (StatusCode::OK, Some("success")), "{answer}");
+    assert_eq!(server.db.count("SELECT count(*) FROM held_postbacks").await, 0);
+    server.stop().await;
+}

@@ -29,6 +29,9 @@ use crate::store::{
 
 /// How long a postback for a click not yet in the database waits for the writer to flush.
 const FLUSH_WAIT: Duration = Duration::from_secs(3);
+/// A click id younger than this may still wait in this instance's writer; older unknown ids are
+/// not worth a flush (which would let anyone break the writer's batching with random ids).
+const RECENT_CLICK: Duration = Duration::from_secs(600);
 /// How long an instance may take to apply the held postbacks it claimed before another may.
 const HOLD_LEASE: Duration = Duration::from_secs(60);
 /// Most held postbacks one pass applies.
@@ -410,7 +413,8 @@ impl App {
     /// The click's offer. A click minted moments ago may still wait in the writer's queue: for a
     /// recent id the writer is flushed and the lookup repeated. A flush that fails leaves the click
     /// possibly in memory or in the journal (an outage): the platform is told to retry. `None`: a
-    /// recent click that is not stored, which may wait in another instance's writer.
+    /// click recent enough to hold a postback for (`POSTBACK_HOLD_SECONDS`) that is not stored: it
+    /// may wait in another instance's writer.
     async fn click_owner(&self, click_id: Uuid) -> Result<Option<ClickOwner>, PostbackRefused> {
         if click_id.get_version_num() != 7 {
             return Err(unknown_click()); // the router only hands out UUID v7 ids
@@ -418,13 +422,18 @@ impl App {
         if let Some(owner) = self.store.click_owner(click_id).await? {
             return Ok(Some(owner));
         }
-        if !is_recent(click_id, self.config.postback_hold) {
+        let holdable = !self.config.postback_hold.is_zero() && is_recent(click_id, self.config.postback_hold);
+        if !holdable && !is_recent(click_id, RECENT_CLICK) {
             return Err(unknown_click());
         }
         if self.queue.flush(FLUSH_WAIT).await.is_err() {
             return Err(StoreError::Unavailable("pending clicks not written yet".into()).into());
         }
-        Ok(self.store.click_owner(click_id).await?)
+        match self.store.click_owner(click_id).await? {
+            Some(owner) => Ok(Some(owner)),
+            None if holdable => Ok(None),
+            None => Err(unknown_click()),
+        }
     }
 }
 
