@@ -59,12 +59,14 @@ pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
                     tracing::debug!(%error, "routing refresh failed");
                 }
             }
+            // Every second: during an outage (which the writer and /health report) a failure here
+            // is only a debug line, and the next second retries.
             _ = held.tick() => {
                 if let Err(error) = app.apply_held_postbacks().await {
-                    tracing::warn!(%error, "applying held postbacks failed; retrying");
+                    tracing::debug!(%error, "applying held postbacks failed; retrying");
                 }
                 if let Err(error) = app.expire_held_postbacks().await {
-                    tracing::warn!(%error, "expiring held postbacks failed; retrying");
+                    tracing::debug!(%error, "expiring held postbacks failed; retrying");
                 }
             }
         }

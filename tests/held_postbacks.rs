@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use casino_router::config::Config;
 use casino_router::journal::Journal;
-use casino_router::store::ClickRecord;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::{TestServer, click_id_of, wait_until};
@@ -144,21 +143,7 @@ async fn a_postback_for_a_click_of_a_crashed_instance_is_applied_when_its_journa
     let server = TestServer::start_on(db.shared(), support::test_config(&db)).await;
     let offer = server.create_offer("A", "https://a.example/", 1.0).await;
     let (offer_id, secret) = (offer["id"].as_i64().unwrap(), offer["postback_secret"].as_str().unwrap().to_owned());
-    let click = ClickRecord {
-        click_id: Uuid::now_v7(),
-        offer_id,
-        created_at: time::OffsetDateTime::now_utc(),
-        user_agent: Some("crashed".into()),
-        ip_address: None,
-        referrer: None,
-        source: None,
-        campaign: None,
-        propensity: 1.0,
-        country: None,
-        device: None,
-        is_bot: false,
-        is_fallback: false,
-    };
+    let click = support::journaled_click(offer_id, "crashed");
     let crashed_journal = db.journal_dir().join("crashed-instance");
     Journal::open(&crashed_journal, 1 << 20).unwrap().append(std::slice::from_ref(&click)).unwrap();
     let ftd = json!({"click_id": click.click_id, "event": "ftd", "payout": 80, "secret": secret});

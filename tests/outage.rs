@@ -229,21 +229,7 @@ async fn a_journaled_click_the_database_refuses_is_skipped_alone() {
     let server = TestServer::start_on(db.shared(), test_config(&db)).await;
     let offer_id = server.create_offer("A", "https://a.example/", 1.0).await["id"].as_i64().unwrap();
     server.stop().await;
-    let record = |agent: &str| ClickRecord {
-        click_id: uuid::Uuid::now_v7(),
-        offer_id,
-        created_at: time::OffsetDateTime::now_utc(),
-        user_agent: Some(agent.into()),
-        ip_address: None,
-        referrer: None,
-        source: None,
-        campaign: None,
-        propensity: 1.0,
-        country: None,
-        device: None,
-        is_bot: false,
-        is_fallback: false,
-    };
+    let record = |agent: &str| support::journaled_click(offer_id, agent);
     let clicks = [record("first"), record("nul\0byte"), record("third")];
     let mut journal = Journal::open(&db.journal_dir(), 1 << 20).unwrap();
     journal.append(&clicks).unwrap();

@@ -527,6 +527,26 @@ pub async fn click_many_at(
     all
 }
 
+/// A click as a journal holds it (minted now, by an unknown visitor), with `agent` as its user
+/// agent: what a crashed instance leaves behind.
+pub fn journaled_click(offer_id: i64, agent: &str) -> casino_router::store::ClickRecord {
+    casino_router::store::ClickRecord {
+        click_id: Uuid::now_v7(),
+        offer_id,
+        created_at: time::OffsetDateTime::now_utc(),
+        user_agent: Some(agent.into()),
+        ip_address: None,
+        referrer: None,
+        source: None,
+        campaign: None,
+        propensity: 1.0,
+        country: None,
+        device: None,
+        is_bot: false,
+        is_fallback: false,
+    }
+}
+
 /// The click id carried by a Location built from a URL without macros.
 pub fn click_id_of(location: &str) -> Uuid {
     let url = url::Url::parse(location).unwrap();
