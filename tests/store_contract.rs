@@ -851,17 +851,7 @@ async fn held_postbacks_wait_for_their_clicks_once_each_within_limits_and_expire
         let after_lease = now + Duration::seconds(61);
         assert_eq!(store.claim_held_postbacks(after_lease, lease, 10).await.unwrap().len(), 3, "{name}: then they are");
         for postback in &claimed {
-            let conversion = Conversion {
-                click_id: postback.held.click_id,
-                offer_id: postback.held.offer_id,
-                clicked_at: postback.clicked_at,
-                kind: postback.held.kind,
-                payout: postback.held.payout,
-                currency: postback.held.currency.clone(),
-                tid: postback.held.tid.clone(),
-                external_player_id: postback.held.external_player_id.clone(),
-            };
-            store.apply_conversion(&conversion, &postback.log).await.unwrap();
+            store.apply_conversion(&postback.conversion(), &postback.log).await.unwrap();
             store.release_held_postback(postback).await.unwrap();
         }
         assert_eq!(s.db.count("SELECT count(*) FROM held_postbacks").await, 1, "{name}: the applied ones are gone");

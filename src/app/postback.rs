@@ -380,17 +380,7 @@ impl App {
             self.metrics.postback(PostbackOutcome::Forbidden);
             return Ok(());
         }
-        let conversion = Conversion {
-            click_id: held.click_id,
-            offer_id: held.offer_id,
-            clicked_at: postback.clicked_at,
-            kind: held.kind,
-            payout: held.payout,
-            currency: held.currency.clone(),
-            tid: held.tid.clone(),
-            external_player_id: held.external_player_id.clone(),
-        };
-        let outcome = self.store.apply_conversion(&conversion, &log).await?;
+        let outcome = self.store.apply_conversion(&postback.conversion(), &log).await?;
         if outcome == ConversionOutcome::Recorded && held.kind == EventKind::Ftd {
             self.count_ftd_today(held.offer_id);
         }

@@ -290,6 +290,23 @@ pub struct ClaimedPostback {
     pub clicked_at: OffsetDateTime,
 }
 
+impl ClaimedPostback {
+    /// The event to apply, now that its click is known.
+    pub fn conversion(&self) -> Conversion {
+        let held = &self.held;
+        Conversion {
+            click_id: held.click_id,
+            offer_id: held.offer_id,
+            clicked_at: self.clicked_at,
+            kind: held.kind,
+            payout: held.payout,
+            currency: held.currency.clone(),
+            tid: held.tid.clone(),
+            external_player_id: held.external_player_id.clone(),
+        }
+    }
+}
+
 /// What applying a conversion did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConversionOutcome {

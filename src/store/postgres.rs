@@ -601,7 +601,7 @@ async fn copy_via_staging(
 
 impl HoldTransaction for Tx<'_, '_> {
     async fn click_stored(&mut self, click_id: Uuid) -> StoreResult<bool> {
-        let row = self.0.query_opt("SELECT 1 FROM clicks WHERE click_id = $1", &[&click_id]).await.map_err(db_error)?;
+        let row = self.0.query_opt(&SQL.click_stored, &[&click_id]).await.map_err(db_error)?;
         Ok(row.is_some())
     }
 
@@ -649,13 +649,7 @@ impl HoldTransaction for Tx<'_, '_> {
     }
 
     async fn set_log_outcome(&mut self, log_id: i64, outcome: PostbackOutcome, reason: &str) -> StoreResult<()> {
-        self.0
-            .execute(
-                "UPDATE postback_log SET outcome = $2, reason = $3 WHERE id = $1",
-                &[&log_id, &outcome.as_str(), &reason],
-            )
-            .await
-            .map_err(db_error)?;
+        self.0.execute(&SQL.set_log_outcome, &[&log_id, &outcome.as_str(), &reason]).await.map_err(db_error)?;
         Ok(())
     }
 }

@@ -90,6 +90,8 @@ pub(crate) struct Statements {
     pub void_ftd: String,
     pub insert_log: String,
     pub insert_log_returning_id: String,
+    pub click_stored: String,
+    pub set_log_outcome: String,
     pub claim_held: String,
     pub claimed_held: String,
     pub delete_held: String,
@@ -146,6 +148,8 @@ impl Statements {
             // Held postbacks whose clicks are stored and that no instance is applying ($1 = now),
             // claimed until $2; the lease is checked again outside the subquery, so that of two
             // instances claiming at once, the one that waited for the other's row locks skips them.
+            click_stored: r("SELECT 1 FROM clicks WHERE click_id = $1"),
+            set_log_outcome: r("UPDATE postback_log SET outcome = $2, reason = $3 WHERE id = $1"),
             claim_held: r("UPDATE held_postbacks SET claimed_until = $2
                  WHERE id IN (SELECT h.id FROM held_postbacks h JOIN clicks c ON c.click_id = h.click_id
                               WHERE h.claimed_until IS NULL OR h.claimed_until < $1 ORDER BY h.id LIMIT $3)

@@ -416,7 +416,7 @@ fn record_ftd(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOut
 
 impl HoldTransaction for Tx<'_, '_> {
     async fn click_stored(&mut self, click_id: Uuid) -> StoreResult<bool> {
-        exists(self.0, "SELECT 1 FROM clicks WHERE click_id = ?1", [click_id.to_string()])
+        exists(self.0, &SQL.click_stored, [click_id.to_string()])
     }
 
     async fn held_counts(&mut self, offer_id: i64) -> StoreResult<(u64, u64)> {
@@ -460,12 +460,7 @@ impl HoldTransaction for Tx<'_, '_> {
     }
 
     async fn set_log_outcome(&mut self, log_id: i64, outcome: PostbackOutcome, reason: &str) -> StoreResult<()> {
-        self.0
-            .execute(
-                "UPDATE postback_log SET outcome = ?2, reason = ?3 WHERE id = ?1",
-                params![log_id, outcome.as_str(), reason],
-            )
-            .map_err(query_error)?;
+        self.0.execute(&SQL.set_log_outcome, params![log_id, outcome.as_str(), reason]).map_err(query_error)?;
         Ok(())
     }
 }
