@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use casino_router::app::{App, VisitorLookup};
+use casino_router::click_log::ClickLog;
 use casino_router::config::{Config, DatabaseConfig};
 use casino_router::http::handle_click;
 use casino_router::journal::Journal;
@@ -109,15 +110,21 @@ fn location(c: &mut Criterion) {
     group.finish();
 }
 
-fn handler(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+/// A real `App` on the embedded store with its writer, and the click log or not.
+struct Handler {
+    app: Arc<App>,
+    writer: ClickWriter,
+    dir: std::path::PathBuf,
+}
+
+fn handler_on(runtime: &tokio::runtime::Runtime, click_log: bool) -> Handler {
     let dir = std::env::temp_dir().join(format!("casino-bench-{}", Uuid::now_v7().simple()));
     let config = Config {
         database: DatabaseConfig::Sqlite(dir.join("bench.db")),
         click_queue_capacity: 1 << 20,
         ..Config::default()
     };
-    let (app, writer) = runtime.block_on(async {
+    runtime.block_on(async {
         let store = store::open(&config).await.unwrap();
         for i in 0..3 {
             let offer = NewOffer {
@@ -139,9 +146,10 @@ fn handler(c: &mut Criterion) {
             spill_after: config.journal_spill_after,
         };
         let journal = Journal::open(&dir.join("journal"), config.journal_max_bytes).unwrap();
+        let log = click_log.then(|| ClickLog::open(&dir.join("journal"), config.click_log_sync).unwrap().0);
         let metrics = Arc::new(Metrics::default());
         let runtime = tokio::runtime::Handle::current();
-        let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone(), journal).unwrap();
+        let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone(), journal, log).unwrap();
         let token = "bench-admin-token-xyz".to_owned();
         let geoip =
             GeoIp::open(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data/geoip/dbip-country.mmdb")))
@@ -149,8 +157,15 @@ fn handler(c: &mut Criterion) {
         let lookup = VisitorLookup { geoip: Some(geoip), bots: BotList::bundled() };
         let app = Arc::new(App::new(config.clone(), store, writer.queue().clone(), lookup, token, metrics));
         app.reload_routing().await.unwrap();
-        (app, writer)
-    });
+        Handler { app, writer, dir }
+    })
+}
+
+/// The whole handler, with the writer of the product (`sqlite_writer_click_log`: every click
+/// written into the memory-mapped click log first) and without the click log (`sqlite_writer`), to
+/// see what the log costs a click.
+fn handler(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let uri: hyper::Uri = "/click?source=facebook&campaign=winter24".parse().unwrap();
     // A mix of visitors: browsers on phones, tablets and desktops, in-app browsers, a link preview
     // and a crawler, each from an address of another country (looked up in the IP database).
@@ -163,33 +178,38 @@ fn handler(c: &mut Criterion) {
             (headers, SocketAddr::new(address.parse().unwrap(), 40000))
         })
         .collect();
-    let mut next = 0;
-    let mut refused = 0u64;
     let mut group = c.benchmark_group("click_handler");
     group.warm_up_time(std::time::Duration::from_millis(500));
-    group.bench_function("sqlite_writer", |b| {
-        // Each sample is timed on the handler alone; between samples the writer drains the queue, so
-        // no sample ever meets a full queue (the writer's own speed is measured by the ingest bench).
-        b.iter_custom(|iters| {
-            let start = std::time::Instant::now();
-            for _ in 0..iters {
-                next = (next + 1) % visitors.len();
-                let (headers, peer) = &visitors[next];
-                let response = handle_click(&app, black_box(&uri), black_box(headers), *peer, false);
-                refused += u64::from(response.status() != hyper::StatusCode::FOUND);
-                black_box(response);
-            }
-            let elapsed = start.elapsed();
-            while writer.queue().depth() > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            elapsed
+    for (name, click_log) in [("sqlite_writer", false), ("sqlite_writer_click_log", true)] {
+        let Handler { app, writer, dir } = handler_on(&runtime, click_log);
+        let mut next = 0;
+        let mut refused = 0u64;
+        group.bench_function(name, |b| {
+            // Each sample is timed on the handler alone; between samples the writer drains the
+            // queue, so no sample ever meets a full queue (the writer's own speed is measured by the
+            // ingest bench).
+            b.iter_custom(|iters| {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    next = (next + 1) % visitors.len();
+                    let (headers, peer) = &visitors[next];
+                    let response = handle_click(&app, black_box(&uri), black_box(headers), *peer, false);
+                    refused += u64::from(response.status() != hyper::StatusCode::FOUND);
+                    black_box(response);
+                }
+                let elapsed = start.elapsed();
+                while writer.queue().depth() > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                elapsed
+            });
         });
-    });
+        assert_eq!(refused, 0, "clicks refused with a full queue: the figure would be optimistic");
+        runtime.block_on(writer.shutdown());
+        drop(app);
+        let _ = std::fs::remove_dir_all(dir);
+    }
     group.finish();
-    assert_eq!(refused, 0, "clicks refused with a full queue: the figure would be optimistic");
-    runtime.block_on(writer.shutdown());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Real user agents, most of them people's (as in a landing page's traffic), a few bots.

@@ -36,6 +36,7 @@ fn batch() -> Vec<ClickRecord> {
             device: Some(DeviceClass::ALL[i % 3]),
             is_bot: i % 20 == 0,
             is_fallback: false,
+            log_slot: None,
         })
         .collect()
 }

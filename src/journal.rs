@@ -245,6 +245,7 @@ mod tests {
             is_bot: n.is_multiple_of(2),
 
             is_fallback: false,
+            log_slot: None,
         }
     }
 

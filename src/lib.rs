@@ -13,7 +13,8 @@
 //! - [`routing`]: pure code: alias table, offer URL rules, EV weight policy.
 //! - [`conversion`]: pure code: what a postback means; [`secret`]: secret generation and comparison.
 //! - [`writer`]: the click queue and the batching writer thread; [`journal`]: its on-disk spill
-//!   during database outages, replayed at start-up.
+//!   during database outages, replayed at start-up; [`click_log`]: every click in a memory-mapped
+//!   file before its redirect, so a crashed process loses none.
 //! - [`metrics`]: counters and histograms for `/metrics`, lock-free on the click path.
 //! - [`store`]: the storage interface and its PostgreSQL and SQLite implementations.
 //! - [`scheduler`]: timed recalculation and cross-instance refresh; [`seed`]: example offers.
@@ -21,9 +22,12 @@
 //! - [`visitor`]: pure code: a click's country (GeoIP, proxy header), device class and bot check.
 //! - [`simulate`]: the routing strategies against synthetic traffic (`casino-router simulate`).
 
-#![forbid(unsafe_code)]
+// Denied everywhere but in `click_log`, whose memory-mapped frames need raw pointers.
+#![deny(unsafe_code)]
 
 pub mod app;
+#[allow(unsafe_code)]
+pub mod click_log;
 pub mod config;
 pub mod conversion;
 pub mod http;
@@ -50,6 +54,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::watch;
 
 use crate::app::{App, VisitorLookup};
+use crate::click_log::{ClickLog, ClickLogError};
 use crate::config::{Config, GeoIpSource};
 use crate::http::Surface;
 use crate::journal::{Journal, JournalError, Replayed};
@@ -67,6 +72,9 @@ pub enum RunError {
     /// The click journal could not be opened or replayed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The click log could not be opened or read.
+    #[error(transparent)]
+    ClickLog(#[from] ClickLogError),
     /// The IP-to-country database named by `GEOIP_DB` could not be opened.
     #[error("GEOIP_DB: {0}")]
     GeoIp(#[from] GeoIpError),
@@ -110,6 +118,18 @@ pub async fn run(
     // The journal first: its lock says whether another instance has this JOURNAL_DIR, and a second
     // instance must fail before it opens the store, seeds offers or generates an admin token.
     let mut journal = Journal::open(&config.journal_dir, config.journal_max_bytes)?;
+    // What a stopped process left in its click log goes into the journal (fsynced), and is replayed
+    // with it below.
+    let (click_log, recovered) = ClickLog::open(&config.journal_dir, config.click_log_sync)?;
+    if !recovered.clicks.is_empty() || recovered.damaged > 0 {
+        journal.append(&recovered.clicks)?;
+        tracing::warn!(
+            clicks = recovered.clicks.len(),
+            damaged = recovered.damaged,
+            "clicks the previous process left in its click log (it did not stop cleanly): journaled for replay"
+        );
+    }
+    recovered.discard().map_err(JournalError::Io)?;
     let lookup = VisitorLookup { geoip: open_geoip(&config.geoip)?, bots: BotList::bundled() };
     let store = store::open(&config).await?;
     if config.seed_if_empty {
@@ -149,7 +169,7 @@ pub async fn run(
         spill_after: config.journal_spill_after,
     };
     let metrics = Arc::new(Metrics::default());
-    let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone(), journal)?;
+    let writer = ClickWriter::spawn(store.clone(), writer_config, runtime, metrics.clone(), journal, Some(click_log))?;
     writer.queue().stats().written.fetch_add(replayed.written, std::sync::atomic::Ordering::Relaxed);
     writer.queue().stats().failed.fetch_add(replayed.failed, std::sync::atomic::Ordering::Relaxed);
     let grace = config.shutdown_grace;

@@ -199,6 +199,7 @@ async fn a_journal_left_by_a_crash_is_replayed_at_start_once() {
         device: None,
         is_bot: false,
         is_fallback: false,
+        log_slot: None,
     };
     let clicks: Vec<ClickRecord> = (0..40).map(record).collect();
     let mut journal = Journal::open(&db.journal_dir(), 1 << 20).unwrap();

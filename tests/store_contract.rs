@@ -69,6 +69,7 @@ fn click(offer_id: i64, at: OffsetDateTime) -> ClickRecord {
         device: Some(DeviceClass::Desktop),
         is_bot: false,
         is_fallback: false,
+        log_slot: None,
     }
 }
 
@@ -582,6 +583,7 @@ fn visit(
         device: Some(device),
         source: source.map(Into::into),
         is_bot,
+        log_slot: None,
         is_fallback: offer_id == FALLBACK_OFFER_ID,
         ..click(offer_id, at)
     }

@@ -128,6 +128,7 @@ impl App {
             device: Some(device),
             is_bot,
             is_fallback: pick.is_none(),
+            log_slot: None,
         };
         if self.queue.try_enqueue(record).is_err() {
             if let Some(pick) = pick {

@@ -158,6 +158,10 @@ pub struct ClickRecord {
     /// Whether the click went to the fallback URL (no offer accepted the visitor).
     #[serde(default)]
     pub is_fallback: bool,
+    /// Where this process's click log keeps the click, until the writer has taken care of it (none
+    /// for a click read back from the journal or the log).
+    #[serde(skip)]
+    pub log_slot: Option<crate::click_log::LogSlot>,
 }
 
 /// The journal's JSON of the visitor fields: their codes.

@@ -184,6 +184,7 @@ mod tests {
             device: Some(DeviceClass::Mobile),
             is_bot: false,
             is_fallback: false,
+            log_slot: None,
         }
     }
 

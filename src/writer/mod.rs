@@ -25,6 +25,10 @@
 //!   outage a flush is not acknowledged (the caller answers 503).
 //! - On shutdown the writer drains the queue, writes the last batch and exits; during an outage it
 //!   spills what it holds to the journal instead, which the next start replays.
+//! - **Crash.** Before a click is queued it is written into the [`ClickLog`] (a memory-mapped file
+//!   that outlives the process); the writer hands each click's slot back once the click is
+//!   committed, refused for good or journaled. What a killed process had not handed back is
+//!   replayed at the next start.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +39,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySen
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::click_log::ClickLog;
 use crate::journal::{Journal, JournalStats};
 use crate::metrics::Metrics;
 use crate::store::{ClickRecord, Store, insert_clicks_isolating};
@@ -85,6 +90,9 @@ pub enum EnqueueError {
     /// The writer has stopped.
     #[error("click writer has stopped")]
     Stopped,
+    /// The click log could not take the click (no new segment could be made).
+    #[error("click log cannot take clicks")]
+    Log,
 }
 
 /// A flush that did not complete.
@@ -104,28 +112,39 @@ pub struct ClickQueue {
     wake_at: usize,
     /// Size of the writer's journal.
     journal: Arc<JournalStats>,
+    /// Where each click is written before it is queued (`None` only in benchmarks and tests that
+    /// measure or exercise the queue without it).
+    log: Option<ClickLog>,
 }
 
 impl ClickQueue {
-    /// Queues a click without waiting.
+    /// Writes a click into the click log, then queues it without waiting. A click the queue
+    /// refuses is cancelled in the log.
     #[inline]
-    pub fn try_enqueue(&self, click: ClickRecord) -> Result<(), EnqueueError> {
-        match self.tx.try_send(Message::Click(click)) {
+    pub fn try_enqueue(&self, mut click: ClickRecord) -> Result<(), EnqueueError> {
+        let logged = match self.log.as_ref().map(|log| log.write(&click)).transpose() {
+            Ok(logged) => logged,
+            Err(_) => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(EnqueueError::Log);
+            }
+        };
+        click.log_slot = logged.as_ref().map(|logged| logged.slot());
+        let refused = match self.tx.try_send(Message::Click(click)) {
             Ok(()) => {
                 if self.tx.len() >= self.wake_at {
                     self.writer.unpark();
                 }
-                Ok(())
+                return Ok(());
             }
-            Err(TrySendError::Full(_)) => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                Err(EnqueueError::Full)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                Err(EnqueueError::Stopped)
-            }
+            Err(TrySendError::Full(_)) => EnqueueError::Full,
+            Err(TrySendError::Disconnected(_)) => EnqueueError::Stopped,
+        };
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Some(logged) = logged {
+            logged.cancel();
         }
+        Err(refused)
     }
 
     /// Waits until every click queued before this call is committed, or `timeout` passes.
@@ -171,13 +190,15 @@ pub struct ClickWriter {
 impl ClickWriter {
     /// Starts the writer thread. `runtime` runs the store's futures; it must be a multi-thread runtime,
     /// whose workers drive the I/O while this thread blocks on them. `journal` should have been
-    /// replayed already: the writer appends to it during outages.
+    /// replayed already: the writer appends to it during outages. `log`, if any, takes every click
+    /// before it is queued (the writer hands the clicks back to it and closes it when it stops).
     pub fn spawn(
         store: Arc<dyn Store>,
         config: WriterConfig,
         runtime: Handle,
         metrics: Arc<Metrics>,
         journal: Journal,
+        log: Option<ClickLog>,
     ) -> std::io::Result<ClickWriter> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
         let stats = Arc::new(WriterStats::default());
@@ -193,13 +214,14 @@ impl ClickWriter {
             stats: stats.clone(),
             metrics,
             journal,
+            log: log.clone(),
             state,
             shutdown_requested: shutdown_requested.clone(),
         };
         let thread = std::thread::Builder::new().name("click-writer".into()).spawn(move || worker.run())?;
         let writer = thread.thread().clone();
         let wake_at = config.batch_size.min(config.queue_capacity / 2).max(1);
-        let queue = ClickQueue { tx, stats, writer, wake_at, journal: journal_stats };
+        let queue = ClickQueue { tx, stats, writer, wake_at, journal: journal_stats, log };
         Ok(ClickWriter { queue, thread, shutdown_requested })
     }
 
@@ -239,6 +261,8 @@ struct Worker {
     stats: Arc<WriterStats>,
     metrics: Arc<Metrics>,
     journal: Journal,
+    /// The click log, told which clicks are taken care of.
+    log: Option<ClickLog>,
     /// Mode, phase and the clicks held during an outage.
     state: WriterState,
     /// Set by [`ClickWriter::shutdown`] before `Stop` is queued.
@@ -290,6 +314,9 @@ impl Worker {
         }
         let decision = self.state.drained(Instant::now());
         self.execute(decision, &[]);
+        if let Some(log) = &self.log {
+            log.close();
+        }
         tracing::info!(written = self.stats.written.load(Ordering::Relaxed), "click writer stopped");
     }
 
@@ -362,6 +389,13 @@ impl Worker {
                     Err(written) => self.state.retry_failed(written, Instant::now()),
                 },
                 Decision::Replay => self.replay(from_memory),
+                Decision::Lose { clicks } if self.log.is_some() => {
+                    tracing::error!(
+                        clicks,
+                        "database and journal unavailable at shutdown: clicks left in the click log for the next start"
+                    );
+                    Decision::Done
+                }
                 Decision::Lose { clicks } => {
                     self.stats.failed.fetch_add(clicks as u64, Ordering::Relaxed);
                     tracing::error!(clicks, "clicks lost at shutdown: database and journal unavailable");
@@ -377,6 +411,9 @@ impl Worker {
     fn insert<'a>(&self, clicks: &'a [ClickRecord]) -> Result<(), Unreachable<'a>> {
         let started = Instant::now();
         let written = self.runtime.block_on(insert_clicks_isolating(self.store.as_ref(), clicks));
+        // Committed or refused for good: either way the log has nothing left to replay for them.
+        let taken = written.unreachable.as_ref().map_or(clicks.len(), |unreachable| unreachable.from);
+        self.release(&clicks[..taken]);
         self.stats.written.fetch_add(written.written, Ordering::Relaxed);
         self.stats.failed.fetch_add(written.refused.len() as u64, Ordering::Relaxed);
         for (click_id, error) in &written.refused {
@@ -408,6 +445,7 @@ impl Worker {
         let now = Instant::now();
         match self.journal.append(self.state.held()) {
             Ok(()) => {
+                self.release(self.state.held());
                 if self.state.is_finishing() {
                     tracing::warn!(
                         clicks = self.state.held().len(),
@@ -422,6 +460,13 @@ impl Worker {
                 }
                 self.state.spill_refused(now)
             }
+        }
+    }
+
+    /// Tells the click log that `clicks` are taken care of.
+    fn release(&self, clicks: &[ClickRecord]) {
+        if let Some(log) = &self.log {
+            log.release(clicks.iter().filter_map(|click| click.log_slot));
         }
     }
 
@@ -610,7 +655,7 @@ mod tests {
         fn spawn(&self, config: WriterConfig, journal_max_bytes: u64) -> ClickWriter {
             let journal = Journal::open(&self.journal_dir, journal_max_bytes).unwrap();
             let store: Arc<dyn Store> = self.store.clone();
-            ClickWriter::spawn(store, config, Handle::current(), Arc::default(), journal).unwrap()
+            ClickWriter::spawn(store, config, Handle::current(), Arc::default(), journal, None).unwrap()
         }
 
         fn database_down(&self, down: bool) {
@@ -636,6 +681,7 @@ mod tests {
                 is_bot: false,
 
                 is_fallback: false,
+                log_slot: None,
             }
         }
 

@@ -318,6 +318,7 @@ mod tests {
                 is_bot: false,
 
                 is_fallback: false,
+                log_slot: None,
             })
             .collect()
     }

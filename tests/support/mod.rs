@@ -544,6 +544,7 @@ pub fn journaled_click(offer_id: i64, agent: &str) -> casino_router::store::Clic
         device: None,
         is_bot: false,
         is_fallback: false,
+        log_slot: None,
     }
 }
 
