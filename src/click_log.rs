@@ -555,23 +555,24 @@ mod tests {
 
     /// A click with every field set, or (for odd `n`) with every optional field empty.
     fn click(n: u32) -> ClickRecord {
-        let full = n % 2 == 0;
+        let full = n.is_multiple_of(2);
         ClickRecord {
             click_id: Uuid::now_v7(),
             offer_id: i64::from(n),
             created_at: OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_789 + i128::from(n)).unwrap(),
             user_agent: full.then(|| format!("Mozilla/5.0 ({n}) Ünïcode {}", "x".repeat(n as usize % 700)).into()),
-            ip_address: full
-                .then(|| if n % 4 == 0 { "2001:db8::7".parse().unwrap() } else { "203.0.113.9".parse().unwrap() }),
+            ip_address: full.then(|| {
+                if n.is_multiple_of(4) { "2001:db8::7".parse().unwrap() } else { "203.0.113.9".parse().unwrap() }
+            }),
             referrer: full.then(|| "https://landing.example/page?a=1".into()),
             source: full.then(|| "fb_spring".into()),
-            campaign: (n % 3 == 0).then(|| "".into()),
+            campaign: n.is_multiple_of(3).then(|| "".into()),
             propensity: 0.25 + f64::from(n) * 1e-9,
             country: full.then(|| Country::from_code("DE").unwrap()),
             device: [None, Some(DeviceClass::Desktop), Some(DeviceClass::Mobile), Some(DeviceClass::Tablet)]
                 [n as usize % 4],
-            is_bot: n % 5 == 0,
-            is_fallback: n % 7 == 0,
+            is_bot: n.is_multiple_of(5),
+            is_fallback: n.is_multiple_of(7),
             log_slot: None,
         }
     }
