@@ -17,7 +17,7 @@ use casino_router::routing::table::pick_probabilities;
 use casino_router::routing::{
     DailyCaps, OfferRules, RedirectTemplate, RouteInput, RoutingTable, Segment, Segmentation, Targeting,
 };
-use casino_router::store::{self, NewOffer};
+use casino_router::store::{self, ClickRecord, NewOffer};
 use casino_router::visitor::{BotList, Country, DeviceClass, GeoIp};
 use casino_router::writer::{ClickWriter, WriterConfig};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
@@ -107,6 +107,45 @@ fn location(c: &mut Criterion) {
     group.bench_function("macros", |b| {
         b.iter(|| black_box(macros.render(black_box(&id), black_box("facebook ads"), black_box("winter-24"))))
     });
+    group.finish();
+}
+
+/// Writing one typical click into the click log, released at once (as the writer would, a batch
+/// later), with the periodic `msync` of the product and without it.
+fn click_log(c: &mut Criterion) {
+    let record = ClickRecord {
+        click_id: Uuid::now_v7(),
+        offer_id: 7,
+        created_at: time::OffsetDateTime::now_utc(),
+        user_agent: Some(USER_AGENTS[0].into()),
+        ip_address: Some("203.0.113.9".parse().unwrap()),
+        referrer: Some("https://landing.example/spring?utm_source=fb".into()),
+        source: Some("facebook".into()),
+        campaign: Some("winter24".into()),
+        propensity: 0.25,
+        country: Country::from_code("DE"),
+        device: Some(DeviceClass::Mobile),
+        is_bot: false,
+        is_fallback: false,
+        log_slot: None,
+    };
+    let mut group = c.benchmark_group("click_log");
+    for (name, sync) in [("write_no_msync", None), ("write_msync_1s", Some(std::time::Duration::from_secs(1)))] {
+        let dir = std::env::temp_dir().join(format!("casino-bench-log-{}", Uuid::now_v7().simple()));
+        let (log, _) = ClickLog::open(&dir, sync).unwrap();
+        let mut slots = Vec::with_capacity(4096);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                slots.push(log.write(black_box(&record)).unwrap().slot());
+                if slots.len() == slots.capacity() {
+                    log.release(slots.drain(..));
+                }
+            })
+        });
+        log.release(slots.drain(..));
+        log.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
     group.finish();
 }
 
@@ -232,5 +271,5 @@ const USER_AGENTS: [&str; 12] = [
 const ADDRESSES: [&str; 7] =
     ["8.8.8.8", "81.2.69.142", "2.16.0.1", "177.10.0.1", "1.1.1.1", "2001:4860:4860::8888", "10.1.2.3"];
 
-criterion_group!(benches, pick, location, handler);
+criterion_group!(benches, pick, location, click_log, handler);
 criterion_main!(benches);

@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 use memmap2::MmapRaw;
@@ -67,6 +67,11 @@ const FILE_SUFFIX: &str = ".bin";
 /// The segment header: magic, key, room to spare.
 const HEADER_BYTES: u64 = 64;
 const MAGIC: [u8; 8] = *b"CRCLKLG1";
+/// How far ahead of the click path the upkeep thread takes the page faults, and how often: 4 MB
+/// every 5 ms keeps ahead of 800 MB/s of clicks (a router does about 30 MB/s at 100,000 a second).
+const FAULT_AHEAD: u64 = 4 << 20;
+const UPKEEP_TICK: Duration = Duration::from_millis(5);
+const PAGE: u64 = 4096;
 /// A frame's state word, length and CRC.
 const FRAME_HEADER: usize = 16;
 /// The packed reservation counter: frames reserved above, next offset below.
@@ -130,8 +135,9 @@ struct Shared {
     segments: Mutex<Vec<Arc<Segment>>>,
     /// Set while segments cannot be created, so the failure is logged once, not per click.
     failing: AtomicBool,
-    /// The periodic `msync`, stopped by [`ClickLog::close`].
-    sync: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
+    /// The upkeep thread (page faults taken ahead of the click path, the periodic `msync`),
+    /// stopped by [`ClickLog::close`].
+    upkeep: Mutex<Option<(Arc<AtomicBool>, JoinHandle<()>)>>,
 }
 
 /// The reservation counter, on a cache line of its own: every click's one contended write.
@@ -200,20 +206,26 @@ impl ClickLog {
             current: ArcSwap::new(first.clone()),
             segments: Mutex::new(vec![first]),
             failing: AtomicBool::new(false),
-            sync: Mutex::new(None),
+            upkeep: Mutex::new(None),
         });
-        if let Some(period) = sync_every {
-            let stop = Arc::new(AtomicBool::new(false));
-            let (weak, thread_stop) = (Arc::downgrade(&shared), stop.clone());
-            let thread = std::thread::Builder::new().name("click-log-sync".into()).spawn(move || {
-                while !thread_stop.load(Ordering::Acquire) {
-                    std::thread::park_timeout(period);
-                    let Some(shared) = weak.upgrade() else { break };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (weak, thread_stop) = (Arc::downgrade(&shared), stop.clone());
+        let thread = std::thread::Builder::new().name("click-log-upkeep".into()).spawn(move || {
+            let mut next_sync = sync_every.map(|period| Instant::now() + period);
+            while !thread_stop.load(Ordering::Acquire) {
+                std::thread::park_timeout(UPKEEP_TICK);
+                let Some(shared) = weak.upgrade() else { break };
+                if let (Some(period), Some(due)) = (sync_every, next_sync)
+                    && Instant::now() >= due
+                {
                     shared.sync();
+                    next_sync = Some(Instant::now() + period);
                 }
-            })?;
-            *lock(&shared.sync) = Some((stop, thread));
-        }
+                // After the sync: it leaves the pages it wrote out read-only again.
+                shared.fault_in_ahead();
+            }
+        })?;
+        *lock(&shared.upkeep) = Some((stop, thread));
         Ok((ClickLog { shared }, recovered))
     }
 
@@ -276,10 +288,10 @@ impl ClickLog {
         retire_settled(&mut segments, |segment| segment.sequence != current);
     }
 
-    /// At a clean stop, once the writer has taken every click: stops the sync and deletes every
+    /// At a clean stop, once the writer has taken every click: stops the upkeep and deletes every
     /// settled segment, the current one included (a later start finds nothing to replay).
     pub fn close(&self) {
-        if let Some((stop, thread)) = lock(&self.shared.sync).take() {
+        if let Some((stop, thread)) = lock(&self.shared.upkeep).take() {
             stop.store(true, Ordering::Release);
             thread.thread().unpark();
             let _ = thread.join();
@@ -290,6 +302,25 @@ impl ClickLog {
 }
 
 impl Shared {
+    /// Takes the page faults of the next [`FAULT_AHEAD`] bytes of the current segment here, so that
+    /// the click path writes into pages already mapped writable (a first write into a page of a
+    /// shared file mapping otherwise faults: a page allocated, zeroed, accounted to the file).
+    fn fault_in_ahead(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let segment = self.current.load();
+            let len = segment.map.len() as u64;
+            let cursor = (segment.reserved.0.load(Ordering::Relaxed) & OFFSET_MASK).min(len);
+            let start = cursor / PAGE * PAGE;
+            let end = (cursor + FAULT_AHEAD).min(len);
+            if start < end {
+                // A kernel without MADV_POPULATE_WRITE (before 5.14) refuses: the click path then
+                // takes the faults itself, as it would without this.
+                let _ = segment.map.advise_range(memmap2::Advice::PopulateWrite, start as usize, (end - start) as usize);
+            }
+        }
+    }
+
     /// `msync`s every live segment: what was written is on disk when it returns.
     fn sync(&self) {
         let segments: Vec<Arc<Segment>> = lock(&self.segments).clone();
