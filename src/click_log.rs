@@ -285,7 +285,10 @@ impl ClickLog {
             }
         }
         let current = self.shared.current.load().sequence;
-        retire_settled(&mut segments, |segment| segment.sequence != current);
+        let retired = take_settled(&mut segments, |segment| segment.sequence != current);
+        // Unlinked and unmapped outside the lock, which the click that fills a segment may need.
+        drop(segments);
+        delete(retired);
     }
 
     /// At a clean stop, once the writer has taken every click: stops the upkeep and deletes every
@@ -297,7 +300,8 @@ impl ClickLog {
             let _ = thread.join();
         }
         self.shared.sync();
-        retire_settled(&mut lock(&self.shared.segments), |_| true);
+        let retired = take_settled(&mut lock(&self.shared.segments), |_| true);
+        delete(retired);
     }
 }
 
@@ -316,7 +320,8 @@ impl Shared {
             if start < end {
                 // A kernel without MADV_POPULATE_WRITE (before 5.14) refuses: the click path then
                 // takes the faults itself, as it would without this.
-                let _ = segment.map.advise_range(memmap2::Advice::PopulateWrite, start as usize, (end - start) as usize);
+                let _ =
+                    segment.map.advise_range(memmap2::Advice::PopulateWrite, start as usize, (end - start) as usize);
             }
         }
     }
@@ -332,17 +337,20 @@ impl Shared {
     }
 }
 
-/// Deletes the segments `eligible` allows whose frames are all done or cancelled.
-fn retire_settled(segments: &mut Vec<Arc<Segment>>, eligible: impl Fn(&Segment) -> bool) {
-    segments.retain(|segment| {
-        if !eligible(segment) || !segment.is_settled() {
-            return true;
-        }
+/// Takes out of `segments` those `eligible` allows whose frames are all done or cancelled.
+fn take_settled(segments: &mut Vec<Arc<Segment>>, eligible: impl Fn(&Segment) -> bool) -> Vec<Arc<Segment>> {
+    let (settled, live) = segments.drain(..).partition(|segment| eligible(segment) && segment.is_settled());
+    *segments = live;
+    settled
+}
+
+/// Deletes retired segments' files (their mappings go with the last reference).
+fn delete(retired: Vec<Arc<Segment>>) {
+    for segment in retired {
         if let Err(error) = remove_if_present(&segment.path) {
             tracing::warn!(%error, path = %segment.path.display(), "click log segment not deleted");
         }
-        false
-    });
+    }
 }
 
 impl Segment {
