@@ -653,9 +653,32 @@ mod tests {
         }
 
         fn spawn(&self, config: WriterConfig, journal_max_bytes: u64) -> ClickWriter {
+            self.spawn_with(config, journal_max_bytes, None)
+        }
+
+        fn spawn_with(&self, config: WriterConfig, journal_max_bytes: u64, log: Option<ClickLog>) -> ClickWriter {
             let journal = Journal::open(&self.journal_dir, journal_max_bytes).unwrap();
             let store: Arc<dyn Store> = self.store.clone();
-            ClickWriter::spawn(store, config, Handle::current(), Arc::default(), journal, None).unwrap()
+            ClickWriter::spawn(store, config, Handle::current(), Arc::default(), journal, log).unwrap()
+        }
+
+        /// The click log's segment files in the journal directory.
+        fn log_files(&self) -> Vec<PathBuf> {
+            let files = std::fs::read_dir(&self.journal_dir).unwrap().map(|entry| entry.unwrap().path());
+            files.filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("clicklog-")).collect()
+        }
+
+        /// What a process killed now would replay from its click log (read from a copy of it).
+        fn log_replay(&self) -> Vec<Uuid> {
+            let copy = TempDir(self.journal_dir.with_file_name("log-copy"));
+            std::fs::create_dir_all(&copy.0).unwrap();
+            for file in self.log_files() {
+                std::fs::copy(&file, copy.0.join(file.file_name().unwrap())).unwrap();
+            }
+            let (_, recovered) = ClickLog::open(&copy.0, None).unwrap();
+            let mut ids: Vec<Uuid> = recovered.clicks.iter().map(|click| click.click_id).collect();
+            ids.sort_unstable();
+            ids
         }
 
         fn database_down(&self, down: bool) {
@@ -673,13 +696,9 @@ mod tests {
                 source: None,
                 campaign: None,
                 propensity: 1.0,
-
                 country: None,
-
                 device: None,
-
                 is_bot: false,
-
                 is_fallback: false,
                 log_slot: None,
             }
@@ -745,6 +764,40 @@ mod tests {
         fixture.assert_stored_once(&clicks).await;
         assert_eq!(queue.flush(Duration::from_secs(5)).await, Ok(()), "flushes are acknowledged again");
         writer.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_click_log_keeps_exactly_the_clicks_neither_stored_nor_journaled() {
+        let fixture = Fixture::new().await;
+        let (log, _) = ClickLog::open(&fixture.journal_dir, None).unwrap();
+        let writer = fixture.spawn_with(CONFIG, 1 << 20, Some(log));
+        let queue = writer.queue().clone();
+        let (stats, journal) = (queue.stats(), queue.journal());
+        let stored = enqueue(&fixture, &queue, CONFIG.queue_capacity, 10).await;
+        assert_eq!(queue.flush(Duration::from_secs(5)).await, Ok(()));
+        assert!(fixture.log_replay().is_empty(), "committed clicks are done in the log");
+
+        // An outage: past `spill_after` clicks go to the journal, the rest are held in memory.
+        fixture.database_down(true);
+        let during = enqueue(&fixture, &queue, CONFIG.queue_capacity, 40).await;
+        wait_for("every click held or journaled", || {
+            stats.held.load(Ordering::Relaxed) + journal.clicks.load(Ordering::Relaxed) == 40
+        })
+        .await;
+        let held = stats.held.load(Ordering::Relaxed) as usize;
+        assert!(held > 0 && held < 40, "{held} held");
+        // A kill now would replay the held clicks from the log (the journal has the others): the
+        // last `held` of them, in queue order.
+        let mut expected: Vec<Uuid> = during[40 - held..].iter().map(|click| click.click_id).collect();
+        expected.sort_unstable();
+        assert_eq!(fixture.log_replay(), expected);
+
+        fixture.database_down(false);
+        wait_for("the outage to end", || !stats.outage.load(Ordering::Relaxed)).await;
+        assert!(fixture.log_replay().is_empty(), "stored clicks are done in the log");
+        writer.shutdown().await;
+        fixture.assert_stored_once(&[stored, during].concat()).await;
+        assert_eq!(fixture.log_files(), Vec::<PathBuf>::new(), "a clean stop leaves no log segment");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
