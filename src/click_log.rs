@@ -412,17 +412,7 @@ impl Segment {
 
 /// The segment files in `dir`, by sequence.
 fn segment_files(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut files = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
-        let sequence = name.strip_prefix(FILE_PREFIX).and_then(|rest| rest.strip_suffix(FILE_SUFFIX));
-        if let Some(sequence) = sequence.and_then(|digits| digits.parse().ok()) {
-            files.push((sequence, path));
-        }
-    }
-    files.sort_unstable();
-    Ok(files)
+    crate::journal::numbered_files(dir, FILE_PREFIX, FILE_SUFFIX)
 }
 
 /// Collects the written frames of one segment's bytes into `recovered`.

@@ -190,20 +190,26 @@ impl Journal {
 
     /// Segment files, in sequence order.
     fn segments(&self) -> std::io::Result<Vec<(u64, PathBuf)>> {
-        let mut segments = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            let sequence = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .and_then(|name| name.strip_prefix(SEGMENT_PREFIX)?.strip_suffix(SEGMENT_SUFFIX)?.parse().ok());
-            if let Some(sequence) = sequence {
-                segments.push((sequence, path));
-            }
-        }
-        segments.sort_unstable();
-        Ok(segments)
+        numbered_files(&self.dir, SEGMENT_PREFIX, SEGMENT_SUFFIX)
     }
+}
+
+/// The files of `dir` named `<prefix><number><suffix>`, by number: the journal's segments, and the
+/// click log's, which share its directory.
+pub(crate) fn numbered_files(dir: &Path, prefix: &str, suffix: &str) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let number = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok());
+        if let Some(number) = number {
+            files.push((number, path));
+        }
+    }
+    files.sort_unstable();
+    Ok(files)
 }
 
 /// A segment's clicks, and how many of its lines could not be read (bad JSON or bytes).
