@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Load test of /postback: the release router on PostgreSQL, CLICKS clicks made through /click, then
-# wrk reporting one FTD per click (each click once, in random order, with its offer's secret) for
+# wrk reporting one EVENT per click (each click once, in random order, with its offer's secret) for
 # DURATION seconds. Prints postbacks/s, p50/p99 latency and the router's CPU time per postback, then
-# checks after a graceful stop that the FTD rows equal the postbacks wrk counted (each stored once,
-# none lost) and that the payouts add up. Loopback only; bounded; cleans up after itself.
+# checks after a graceful stop that the event rows equal the postbacks wrk counted (each stored once,
+# none lost) and that the amounts add up. Loopback only; bounded; cleans up after itself.
 #
-# Usage: benches/postbacks.sh   (DURATION=10 CONNECTIONS=32 CLICKS=300000 to change)
+# Usage: benches/postbacks.sh   (EVENT=ftd|deposit|reg DURATION=10 CONNECTIONS=32 CLICKS=300000 to
+#                                change)
 # Needs: wrk (installed from Debian's packages if missing), PostgreSQL on 127.0.0.1:5432 with trust
 # auth (BENCH_DATABASE_URL names its maintenance database).
 set -euo pipefail
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 duration="${DURATION:-10}"
 connections="${CONNECTIONS:-32}"
 clicks="${CLICKS:-300000}"
+event="${EVENT:-ftd}"
 router_port=5090
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -29,6 +31,14 @@ command -v wrk >/dev/null 2>&1 || {
 source benches/router.sh
 trap 'cleanup_router; rm -rf "$work"' EXIT
 fail() { echo "$*" >&2; exit 1; }
+# The event's rows and the sum of their amounts (a registration carries none).
+case "$event" in
+    ftd) rows_sql="SELECT (SELECT count(*) FROM ftd_events), (SELECT coalesce(sum(amount), 0) FROM payouts)"; unit=120.5 ;;
+    deposit) rows_sql="SELECT count(*), coalesce(sum(amount), 0) FROM deposits"; unit=120.5 ;;
+    reg) rows_sql="SELECT count(*), 0 FROM registrations"; unit=0 ;;
+    *) fail "EVENT must be ftd, deposit or reg" ;;
+esac
+
 start_router "$router_port" "$server_core" "$work/router.log"
 
 echo "== $clicks clicks through /click"
@@ -42,10 +52,11 @@ done
 sleep 1
 psql -At -F' ' "$router_db_url" -c \
     "SELECT c.click_id, o.postback_secret FROM clicks c JOIN offers o ON o.id = c.offer_id ORDER BY random()" |
-    awk '{ printf "/postback?click_id=%s&event=ftd&payout=120.50&secret=%s\n", $1, $2 }' > "$work/paths"
+    awk -v event="$event" '{ printf "/postback?click_id=%s&event=%s&payout=120.50&tid=t%d&secret=%s\n", $1, event, NR, $2 }' \
+    > "$work/paths"
 available=$(wc -l < "$work/paths")
 
-echo "== postbacks for ${duration}s, wrk -t1 -c$connections, router on core $server_core, wrk on core $client_core"
+echo "== $event postbacks for ${duration}s, wrk -t1 -c$connections, router on core $server_core, wrk on core $client_core"
 before=$(ticks "$router_pid")
 out=$(taskset -c "$client_core" wrk -t1 -c"$connections" -d"${duration}s" --latency \
     -s benches/postbacks.lua "http://127.0.0.1:$router_port" -- "$work/paths")
@@ -60,14 +71,13 @@ echo "router CPU per postback: $(cpu_us_per_request $(( after - before )) "$requ
 
 echo "== stopping the router gracefully and counting rows"
 stop_router
-counts=$(psql -At -F' ' "$router_db_url" -c \
-    "SELECT (SELECT count(*) FROM ftd_events), (SELECT coalesce(sum(amount), 0) FROM payouts)") || fail "cannot count rows"
-read -r ftds payouts <<< "$counts"
+counts=$(psql -At -F' ' "$router_db_url" -c "$rows_sql") || fail "cannot count rows"
+read -r stored amounts <<< "$counts"
 accepted=$(( requests - bad ))
-echo "FTDs accepted by wrk's count: $accepted   FTD rows: $ftds   payouts: $payouts"
-extra=$(( ftds - accepted ))
-expected_payouts=$(awk -v n="$ftds" 'BEGIN { printf "%.2f", n * 120.5 }')
+echo "postbacks accepted by wrk's count: $accepted   $event rows: $stored   amounts: $amounts"
+extra=$(( stored - accepted ))
+expected_amounts=$(awk -v n="$stored" -v unit="$unit" 'BEGIN { printf "%.2f", n * unit }')
 (( bad == 0 )) || fail "MISMATCH: $bad postbacks were refused"
-(( extra >= 0 && extra <= connections )) || fail "MISMATCH: $ftds FTD rows for $accepted accepted postbacks"
-[[ "$(printf '%.2f' "$payouts")" == "$expected_payouts" ]] || fail "MISMATCH: payouts $payouts, expected $expected_payouts"
+(( extra >= 0 && extra <= connections )) || fail "MISMATCH: $stored $event rows for $accepted accepted postbacks"
+[[ "$(printf '%.2f' "$amounts")" == "$expected_amounts" ]] || fail "MISMATCH: amounts $amounts, expected $expected_amounts"
 echo "every accepted postback is stored once ($extra more rows: requests in flight when wrk stopped counting)"

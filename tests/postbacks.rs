@@ -314,6 +314,119 @@ async fn a_burst_of_ftds_is_recorded_once_each_with_its_payouts_and_log_lines() 
     }
 }
 
+/// Sends every body to `/postback` at once; returns each answer's status and `status` field, in order.
+async fn post_all_at_once(server: &TestServer, bodies: Vec<Value>) -> Vec<(StatusCode, String)> {
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (http, url) = (server.http.clone(), server.url("/postback"));
+            tokio::spawn(async move {
+                let response = http.post(url).json(&body).send().await.unwrap();
+                let status = response.status();
+                let answer: Value = response.json().await.unwrap();
+                (status, answer["status"].as_str().unwrap_or_default().to_owned())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_every_event_kind_gets_the_outcomes_of_one_postback_at_a_time() {
+    // 40 clicks with an FTD each (the even ones with a payout). Then all at once, in shuffled
+    // order: each click's registration twice, three deposits of which one repeats another's
+    // transaction id, a payout for each odd click twice and for each even click once (it has one),
+    // and a rejection of every fourth click twice. On PostgreSQL concurrent postbacks are committed
+    // together: every answer, row and log line must still be what one-at-a-time would give.
+    let server = TestServer::start().await;
+    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
+    let secret = offer["postback_secret"].as_str().unwrap().to_owned();
+    let (locations, _) = server.click_many(40, 8).await;
+    let clicks: Vec<Uuid> = locations.iter().map(|l| click_id_of(l)).collect();
+    let ftds = clicks
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut body = json!({"click_id": id, "event": "ftd", "secret": secret});
+            if i % 2 == 0 {
+                body["payout"] = json!(100);
+            }
+            body
+        })
+        .collect();
+    assert!(
+        post_all_at_once(&server, ftds).await.iter().all(|(status, s)| *status == StatusCode::OK && s == "success")
+    );
+
+    let mut bodies = Vec::new();
+    for (i, id) in clicks.iter().enumerate() {
+        let event = |event: &str| json!({"click_id": id, "event": event, "secret": secret});
+        let deposit = |tid: &str, amount: u32| json!({"click_id": id, "event": "deposit", "secret": secret, "tid": tid, "payout": amount});
+        bodies.extend([event("reg"), event("reg")]);
+        bodies.extend([
+            deposit(&format!("d{i}-a"), 10),
+            deposit(&format!("d{i}-b"), 5),
+            deposit(&format!("d{i}-a"), 10),
+        ]);
+        let payout = json!({"click_id": id, "event": "payout", "secret": secret, "payout": 7});
+        bodies.push(payout.clone());
+        if i % 2 == 1 {
+            bodies.push(payout);
+        }
+        if i % 4 == 0 {
+            bodies.extend([event("rejected"), event("rejected")]);
+        }
+    }
+    // A fixed shuffle (a stride coprime with the length), so that kinds and clicks interleave.
+    let n = bodies.len();
+    let stride = (7..n).find(|s| gcd(*s, n) == 1).unwrap();
+    let shuffled: Vec<Value> = (0..n).map(|k| bodies[k * stride % n].clone()).collect();
+    let answers = post_all_at_once(&server, shuffled.clone()).await;
+    assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK), "{answers:?}");
+
+    let count = |event: &str, status: &str| {
+        shuffled.iter().zip(&answers).filter(|(body, (_, s))| body["event"] == event && s == status).count()
+    };
+    assert_eq!((count("reg", "success"), count("reg", "duplicate")), (40, 40));
+    assert_eq!((count("deposit", "success"), count("deposit", "duplicate")), (80, 40));
+    assert_eq!((count("payout", "success"), count("payout", "duplicate")), (20, 40));
+    assert_eq!((count("rejected", "success"), count("rejected", "duplicate")), (10, 10));
+
+    // Rows: 40 registrations, 80 deposits worth 15 a click, 30 FTDs standing, every payout once.
+    let amount = match support::backend() {
+        support::Backend::Postgres => "amount",
+        support::Backend::Sqlite => "amount_micros / 1000000",
+    };
+    assert_eq!(server.db.count("SELECT count(*) FROM registrations").await, 40);
+    assert_eq!(server.db.count("SELECT count(*) FROM deposits").await, 80);
+    assert_eq!(server.db.count(&format!("SELECT sum({amount}) FROM deposits")).await, 40 * 15);
+    assert_eq!(server.db.count("SELECT count(*) FROM ftd_events WHERE voided_at IS NULL").await, 30);
+    assert_eq!(server.db.count("SELECT count(*) FROM payouts").await, 40);
+    assert_eq!(server.db.count(&format!("SELECT sum({amount}) FROM payouts")).await, 20 * 100 + 20 * 7);
+
+    // One log line per postback, with the outcome its answer gave.
+    let (_, log) = server.admin_json(Method::GET, "/admin/postbacks?limit=500", None).await;
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 40 + n, "{log}");
+    let logged = |outcome: &str| items.iter().filter(|i| i["outcome"] == outcome).count();
+    let answered = |status: &str| answers.iter().filter(|(_, s)| s == status).count();
+    assert_eq!((logged("accepted"), logged("duplicate")), (40 + answered("success"), answered("duplicate")));
+    if matches!(support::backend(), support::Backend::Postgres) {
+        // Committed together: fewer transactions wrote these lines than there are.
+        let transactions =
+            server.db.count("SELECT count(DISTINCT xmin::text) FROM postback_log WHERE event <> 'ftd'").await;
+        assert!(transactions < n as i64, "{transactions} transactions for {n} postbacks");
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postback_log_keeps_every_postback_with_filters_and_paging() {
     let (server, secret, click_id) = server_with_click().await;

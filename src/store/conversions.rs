@@ -1,9 +1,9 @@
-//! The rules of applying a postback's event, which both stores share: a payout needs an FTD and
-//! is recorded once per FTD; registrations and deposits are recorded once (the unique constraints
-//! decide); a rejection voids the FTD once, and needs one. A store supplies one statement per step
-//! ([`ConversionTransaction`]), run in the transaction that also writes the postback's log line.
-//! FTDs are recorded by each store its own way (PostgreSQL commits concurrent ones together), so
-//! they do not pass through here.
+//! The rules of applying the postback events that read before they write, which both stores share:
+//! a payout needs an FTD and is recorded once per FTD; a rejection voids the FTD once, and needs
+//! one. A store supplies one statement per step ([`ConversionTransaction`]), run in the transaction
+//! that also writes the postback's log line. FTDs, registrations and deposits are plain inserts that
+//! a unique constraint makes idempotent, so each store writes them its own way (PostgreSQL one
+//! statement per kind for a batch of concurrent postbacks) and they do not pass through here.
 
 use uuid::Uuid;
 
@@ -21,26 +21,20 @@ pub(crate) trait ConversionTransaction {
     /// Records FTD `ftd_id`'s payout.
     async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool>;
 
-    /// Records the registration `conversion` reports.
-    async fn insert_registration(&mut self, conversion: &Conversion) -> StoreResult<bool>;
-
-    /// Records the further deposit `conversion` reports.
-    async fn insert_deposit(&mut self, conversion: &Conversion) -> StoreResult<bool>;
-
     /// Voids the click's FTD unless it is void already; whether it did.
     async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool>;
 }
 
-/// Applies a payout, registration, deposit or rejection.
+/// Applies a payout or a rejection.
 pub(crate) async fn apply(tx: &mut impl ConversionTransaction, c: &Conversion) -> StoreResult<ConversionOutcome> {
     let outcome = match c.kind {
-        EventKind::Ftd => return Err(StoreError::Query("an FTD is recorded by the store itself".to_owned())),
+        EventKind::Ftd | EventKind::Reg | EventKind::Deposit => {
+            return Err(StoreError::Query(format!("{} is recorded by the store itself", c.kind.as_str())));
+        }
         EventKind::Payout => match (tx.ftd_of(c.click_id).await?, c.payout) {
             (Some(ftd_id), Some(payout)) => inserted(tx.insert_payout(ftd_id, payout, &c.currency).await?),
             _ => ConversionOutcome::NoFtd,
         },
-        EventKind::Reg => inserted(tx.insert_registration(c).await?),
-        EventKind::Deposit => inserted(tx.insert_deposit(c).await?),
         EventKind::Rejected if tx.void_ftd(c.click_id).await? => ConversionOutcome::Recorded,
         EventKind::Rejected if tx.ftd_of(c.click_id).await?.is_some() => ConversionOutcome::Duplicate,
         EventKind::Rejected => ConversionOutcome::NoFtd,

@@ -6,7 +6,7 @@
 //! back whole; that batch then goes through a session-local staging table and
 //! `INSERT .. SELECT .. ON CONFLICT DO NOTHING`, with the rollup from the rows actually inserted, so
 //! nothing is stored or counted twice. Postback statements are prepared once per connection, and
-//! concurrent FTD postbacks are committed together (`ftd_batch`).
+//! concurrent postbacks are committed together (`postback_batch`).
 //! Recalculations take a transaction-scoped advisory lock, so one instance recalculates at a time;
 //! migrations take a session advisory lock for the same reason.
 
@@ -29,7 +29,7 @@ use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
-use super::conversions::{self, ConversionTransaction};
+use super::conversions::ConversionTransaction;
 use super::held::{self, EXPIRED_REASON, HoldTransaction};
 use super::migrate::{self, Migration, MigrationTarget};
 use super::offers::{self, OfferTransaction};
@@ -55,7 +55,7 @@ const RECALC_LOCK: i64 = 0x6361_7369_6e6f_0002;
 #[derive(Clone)]
 pub struct PostgresStore {
     connections: Connections,
-    ftds: FtdBatcher,
+    postbacks: PostbackBatcher,
     segments: SegmentRollup,
 }
 
@@ -141,7 +141,7 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let connections = Connections { pool, server: servers(&pg_config).into() };
         let store = PostgresStore {
-            ftds: FtdBatcher::start(connections.clone()),
+            postbacks: PostbackBatcher::start(connections.clone()),
             connections,
             segments: SegmentRollup::new(segment_by),
         };
@@ -279,8 +279,8 @@ fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> Json<BTreeMap<&str, &'
     Json(alias_names(aliases))
 }
 
-mod ftd_batch;
-use ftd_batch::FtdBatcher;
+mod postback_batch;
+use postback_batch::PostbackBatcher;
 
 async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> StoreResult<()> {
     let statement = prepared(client, &SQL.insert_log).await?;
@@ -390,7 +390,8 @@ impl OfferTransaction for Tx<'_, '_> {
 
 impl ConversionTransaction for Tx<'_, '_> {
     async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
-        let row = self.0.query_opt(&SQL.ftd_of, &[&click_id]).await.map_err(db_error)?;
+        let statement = prepared(self.0, &SQL.ftd_of).await?;
+        let row = self.0.query_opt(&statement, &[&click_id]).await.map_err(db_error)?;
         Ok(row.map(|row| row.get(0)))
     }
 
@@ -405,35 +406,10 @@ impl ConversionTransaction for Tx<'_, '_> {
         Ok(self.0.execute(&statement, &params).await.map_err(db_error)? > 0)
     }
 
-    async fn insert_registration(&mut self, c: &Conversion) -> StoreResult<bool> {
-        let changed = self
-            .0
-            .execute(
-                "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&c.click_id, &c.offer_id, &c.clicked_at, &c.external_player_id],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(changed > 0)
-    }
-
-    async fn insert_deposit(&mut self, c: &Conversion) -> StoreResult<bool> {
-        let changed = self
-            .0
-            .execute(
-                "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
-                 VALUES ($1, $2, $3, $4, $5::int8::numeric / 1000000, $6) ON CONFLICT DO NOTHING",
-                &[&c.click_id, &c.offer_id, &c.clicked_at, &c.tid, &c.payout.map(to_micro_units), &c.currency],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(changed > 0)
-    }
-
     async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
         let now = OffsetDateTime::now_utc();
-        Ok(self.0.execute(&SQL.void_ftd, &[&click_id, &now]).await.map_err(db_error)? > 0)
+        let statement = prepared(self.0, &SQL.void_ftd).await?;
+        Ok(self.0.execute(&statement, &[&click_id, &now]).await.map_err(db_error)? > 0)
     }
 }
 
@@ -755,15 +731,7 @@ impl Store for PostgresStore {
         conversion: &Conversion,
         log: &PostbackLogEntry,
     ) -> StoreResult<ConversionOutcome> {
-        if conversion.kind == EventKind::Ftd {
-            return self.ftds.record(conversion, log).await;
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let outcome = conversions::apply(&mut Tx(&tx), conversion).await?;
-        insert_log(&tx, &log.concluded(conversion.kind, outcome)).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(outcome)
+        self.postbacks.record(conversion, log).await
     }
 
     async fn log_postback(&self, entry: &PostbackLogEntry) -> StoreResult<()> {

@@ -414,6 +414,38 @@ fn record_ftd(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOut
     Ok(conversions::inserted(changed > 0))
 }
 
+/// Records a registration (once per click).
+fn insert_registration(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOutcome> {
+    let changed = tx
+        .execute(
+            "INSERT INTO registrations (click_id, offer_id, click_at, registered_at, external_player_id)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            params![c.click_id.to_string(), c.offer_id, micros(c.clicked_at), now_micros(), c.external_player_id],
+        )
+        .map_err(query_error)?;
+    Ok(conversions::inserted(changed > 0))
+}
+
+/// Records a further deposit (once per offer and transaction id).
+fn insert_deposit(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOutcome> {
+    let changed = tx
+        .execute(
+            "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount_micros, currency, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+            params![
+                c.click_id.to_string(),
+                c.offer_id,
+                micros(c.clicked_at),
+                c.tid,
+                c.payout.map(to_micro_units),
+                c.currency,
+                now_micros()
+            ],
+        )
+        .map_err(query_error)?;
+    Ok(conversions::inserted(changed > 0))
+}
+
 impl HoldTransaction for Tx<'_, '_> {
     async fn click_stored(&mut self, click_id: Uuid) -> StoreResult<bool> {
         exists(self.0, &SQL.click_stored, [click_id.to_string()])
@@ -472,38 +504,6 @@ impl ConversionTransaction for Tx<'_, '_> {
 
     async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
         insert_payout(self.0, ftd_id, amount, currency)
-    }
-
-    async fn insert_registration(&mut self, c: &Conversion) -> StoreResult<bool> {
-        let changed = self
-            .0
-            .execute(
-                "INSERT INTO registrations (click_id, offer_id, click_at, registered_at, external_player_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![c.click_id.to_string(), c.offer_id, micros(c.clicked_at), now_micros(), c.external_player_id],
-            )
-            .map_err(query_error)?;
-        Ok(changed > 0)
-    }
-
-    async fn insert_deposit(&mut self, c: &Conversion) -> StoreResult<bool> {
-        let changed = self
-            .0
-            .execute(
-                "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount_micros, currency, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                params![
-                    c.click_id.to_string(),
-                    c.offer_id,
-                    micros(c.clicked_at),
-                    c.tid,
-                    c.payout.map(to_micro_units),
-                    c.currency,
-                    now_micros()
-                ],
-            )
-            .map_err(query_error)?;
-        Ok(changed > 0)
     }
 
     async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
@@ -621,7 +621,9 @@ impl Store for SqliteStore {
         self.in_transaction(move |tx| {
             let outcome = match conversion.kind {
                 EventKind::Ftd => record_ftd(tx, &conversion)?,
-                _ => now_or_never(conversions::apply(&mut Tx(tx), &conversion))?,
+                EventKind::Reg => insert_registration(tx, &conversion)?,
+                EventKind::Deposit => insert_deposit(tx, &conversion)?,
+                EventKind::Payout | EventKind::Rejected => now_or_never(conversions::apply(&mut Tx(tx), &conversion))?,
             };
             insert_log(tx, &log.concluded(conversion.kind, outcome))?;
             Ok(outcome)
