@@ -16,6 +16,16 @@ async fn server_with_click() -> (TestServer, String, Uuid) {
     (server, secret, click_id)
 }
 
+/// A server with one offer, and `n` clicks on it.
+async fn server_with_clicks(n: usize) -> (TestServer, String, Vec<Uuid>) {
+    let server = TestServer::start().await;
+    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
+    let secret = offer["postback_secret"].as_str().unwrap().to_owned();
+    let (locations, _) = server.click_many(n, 8).await;
+    let clicks = locations.iter().map(|l| click_id_of(l)).collect();
+    (server, secret, clicks)
+}
+
 /// A UUID v7 minted in 2020.
 fn old_click_id() -> Uuid {
     uuid::Builder::from_unix_timestamp_millis(1_600_000_000_000, &[7; 10]).into_uuid()
@@ -222,25 +232,38 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     assert_eq!(leaked, 0);
 }
 
+/// Sends every body to `/postback` at once; returns each answer's status and `status` field, in order.
+async fn post_all_at_once(server: &TestServer, bodies: Vec<Value>) -> Vec<(StatusCode, String)> {
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let (http, url) = (server.http.clone(), server.url("/postback"));
+            tokio::spawn(async move {
+                let response = http.post(url).json(&body).send().await.unwrap();
+                let status = response.status();
+                let answer: Value = response.json().await.unwrap();
+                (status, answer["status"].as_str().unwrap_or_default().to_owned())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// The `status` fields of answers that must all be 200.
+fn all_ok(answers: Vec<(StatusCode, String)>) -> Vec<String> {
+    assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK), "{answers:?}");
+    answers.into_iter().map(|(_, status)| status).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_duplicate_postbacks_count_once() {
     let (server, secret, click_id) = server_with_click().await;
     let body = json!({"click_id": click_id, "event": "ftd", "payout": 100, "secret": secret, "tid": "t-1"});
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let http = server.http.clone();
-        let url = server.url("/postback");
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            let response = http.post(url).json(&body).send().await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            response.json::<Value>().await.unwrap()["status"].as_str().unwrap().to_owned()
-        }));
-    }
-    let mut statuses = Vec::new();
-    for task in tasks {
-        statuses.push(task.await.unwrap());
-    }
+    let statuses = all_ok(post_all_at_once(&server, vec![body; 20]).await);
     assert_eq!(statuses.iter().filter(|s| *s == "success").count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| *s == "duplicate").count(), 19);
     let stats = stats_of(&server, "").await;
@@ -259,11 +282,7 @@ async fn a_burst_of_ftds_is_recorded_once_each_with_its_payouts_and_log_lines() 
     // transaction id reported for two clicks (the second is a duplicate), and 20 clicks reported
     // twice. On PostgreSQL concurrent FTDs are committed together: each must still get its own
     // outcome, payout and log line.
-    let server = TestServer::start().await;
-    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
-    let secret = offer["postback_secret"].as_str().unwrap().to_owned();
-    let (locations, _) = server.click_many(120, 8).await;
-    let clicks: Vec<Uuid> = locations.iter().map(|l| click_id_of(l)).collect();
+    let (server, secret, clicks) = server_with_clicks(120).await;
     let mut bodies = Vec::new();
     for (i, click_id) in clicks.iter().enumerate() {
         let n = i + 1;
@@ -275,21 +294,7 @@ async fn a_burst_of_ftds_is_recorded_once_each_with_its_payouts_and_log_lines() 
         bodies.push(body);
     }
     bodies.extend(bodies[20..40].to_vec());
-    let tasks: Vec<_> = bodies
-        .into_iter()
-        .map(|body| {
-            let (http, url) = (server.http.clone(), server.url("/postback"));
-            tokio::spawn(async move {
-                let response = http.post(url).json(&body).send().await.unwrap();
-                assert_eq!(response.status(), StatusCode::OK);
-                response.json::<Value>().await.unwrap()["status"].as_str().unwrap().to_owned()
-            })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for task in tasks {
-        statuses.push(task.await.unwrap());
-    }
+    let statuses = all_ok(post_all_at_once(&server, bodies).await);
     let count = |status: &str| statuses.iter().filter(|s| *s == status).count();
     assert_eq!((count("success"), count("duplicate")), (119, 21), "{statuses:?}");
     // Click 1 or click 120 won transaction id t-1, whichever came first; every other payout counts.
@@ -314,27 +319,6 @@ async fn a_burst_of_ftds_is_recorded_once_each_with_its_payouts_and_log_lines() 
     }
 }
 
-/// Sends every body to `/postback` at once; returns each answer's status and `status` field, in order.
-async fn post_all_at_once(server: &TestServer, bodies: Vec<Value>) -> Vec<(StatusCode, String)> {
-    let tasks: Vec<_> = bodies
-        .into_iter()
-        .map(|body| {
-            let (http, url) = (server.http.clone(), server.url("/postback"));
-            tokio::spawn(async move {
-                let response = http.post(url).json(&body).send().await.unwrap();
-                let status = response.status();
-                let answer: Value = response.json().await.unwrap();
-                (status, answer["status"].as_str().unwrap_or_default().to_owned())
-            })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.unwrap());
-    }
-    answers
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_every_event_kind_gets_the_outcomes_of_one_postback_at_a_time() {
     // 40 clicks with an FTD each (the even ones with a payout). Then all at once, in shuffled
@@ -342,11 +326,7 @@ async fn a_burst_of_every_event_kind_gets_the_outcomes_of_one_postback_at_a_time
     // transaction id, a payout for each odd click twice and for each even click once (it has one),
     // and a rejection of every fourth click twice. On PostgreSQL concurrent postbacks are committed
     // together: every answer, row and log line must still be what one-at-a-time would give.
-    let server = TestServer::start().await;
-    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
-    let secret = offer["postback_secret"].as_str().unwrap().to_owned();
-    let (locations, _) = server.click_many(40, 8).await;
-    let clicks: Vec<Uuid> = locations.iter().map(|l| click_id_of(l)).collect();
+    let (server, secret, clicks) = server_with_clicks(40).await;
     let ftds = clicks
         .iter()
         .enumerate()
@@ -385,11 +365,10 @@ async fn a_burst_of_every_event_kind_gets_the_outcomes_of_one_postback_at_a_time
     let n = bodies.len();
     let stride = (7..n).find(|s| gcd(*s, n) == 1).unwrap();
     let shuffled: Vec<Value> = (0..n).map(|k| bodies[k * stride % n].clone()).collect();
-    let answers = post_all_at_once(&server, shuffled.clone()).await;
-    assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK), "{answers:?}");
+    let answers = all_ok(post_all_at_once(&server, shuffled.clone()).await);
 
     let count = |event: &str, status: &str| {
-        shuffled.iter().zip(&answers).filter(|(body, (_, s))| body["event"] == event && s == status).count()
+        shuffled.iter().zip(&answers).filter(|(body, s)| body["event"] == event && *s == status).count()
     };
     assert_eq!((count("reg", "success"), count("reg", "duplicate")), (40, 40));
     assert_eq!((count("deposit", "success"), count("deposit", "duplicate")), (80, 40));
@@ -413,7 +392,7 @@ async fn a_burst_of_every_event_kind_gets_the_outcomes_of_one_postback_at_a_time
     let items = log["items"].as_array().unwrap();
     assert_eq!(items.len(), 40 + n, "{log}");
     let logged = |outcome: &str| items.iter().filter(|i| i["outcome"] == outcome).count();
-    let answered = |status: &str| answers.iter().filter(|(_, s)| s == status).count();
+    let answered = |status: &str| answers.iter().filter(|s| *s == status).count();
     assert_eq!((logged("accepted"), logged("duplicate")), (40 + answered("success"), answered("duplicate")));
     if matches!(support::backend(), support::Backend::Postgres) {
         // Committed together: fewer transactions wrote these lines than there are.
