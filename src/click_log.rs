@@ -212,6 +212,7 @@ impl ClickLog {
         let (weak, thread_stop) = (Arc::downgrade(&shared), stop.clone());
         let thread = std::thread::Builder::new().name("click-log-upkeep".into()).spawn(move || {
             let mut next_sync = sync_every.map(|period| Instant::now() + period);
+            let mut fault_ahead_refused = false;
             while !thread_stop.load(Ordering::Acquire) {
                 std::thread::park_timeout(UPKEEP_TICK);
                 let Some(shared) = weak.upgrade() else { break };
@@ -222,7 +223,13 @@ impl ClickLog {
                     next_sync = Some(Instant::now() + period);
                 }
                 // After the sync: it leaves the pages it wrote out read-only again.
-                shared.fault_in_ahead();
+                if let Err(error) = shared.fault_in_ahead()
+                    && !std::mem::replace(&mut fault_ahead_refused, true)
+                {
+                    // A kernel before 5.14 has no MADV_POPULATE_WRITE: the click path then takes the
+                    // faults itself (about 0.3 us a click), as it would without this thread.
+                    tracing::warn!(%error, "the click log cannot fault pages in ahead; clicks take the page faults");
+                }
             }
         })?;
         *lock(&shared.upkeep) = Some((stop, thread));
@@ -309,7 +316,7 @@ impl Shared {
     /// Takes the page faults of the next [`FAULT_AHEAD`] bytes of the current segment here, so that
     /// the click path writes into pages already mapped writable (a first write into a page of a
     /// shared file mapping otherwise faults: a page allocated, zeroed, accounted to the file).
-    fn fault_in_ahead(&self) {
+    fn fault_in_ahead(&self) -> std::io::Result<()> {
         #[cfg(target_os = "linux")]
         {
             let segment = self.current.load();
@@ -318,12 +325,10 @@ impl Shared {
             let start = cursor / PAGE * PAGE;
             let end = (cursor + FAULT_AHEAD).min(len);
             if start < end {
-                // A kernel without MADV_POPULATE_WRITE (before 5.14) refuses: the click path then
-                // takes the faults itself, as it would without this.
-                let _ =
-                    segment.map.advise_range(memmap2::Advice::PopulateWrite, start as usize, (end - start) as usize);
+                segment.map.advise_range(memmap2::Advice::PopulateWrite, start as usize, (end - start) as usize)?;
             }
         }
+        Ok(())
     }
 
     /// `msync`s every live segment: what was written is on disk when it returns.

@@ -245,7 +245,12 @@ impl Metrics {
             "Time to commit one batch of clicks, retries included.",
         );
 
-        header(&mut out, "casino_router_postbacks_total", "Postbacks by outcome.", "counter");
+        header(
+            &mut out,
+            "casino_router_postbacks_total",
+            "Postbacks by outcome (a held one as pending, then by its final outcome).",
+            "counter",
+        );
         for (outcome, counter) in PostbackOutcome::ALL.iter().zip(&self.postbacks) {
             let _ = writeln!(
                 out,

@@ -310,13 +310,9 @@ mod tests {
                 source: None,
                 campaign: None,
                 propensity: 1.0,
-
                 country: None,
-
                 device: None,
-
                 is_bot: false,
-
                 is_fallback: false,
                 log_slot: None,
             })
