@@ -337,6 +337,46 @@ async fn a_rejected_ftd_no_longer_counts_in_stats() {
 }
 
 #[tokio::test]
+async fn a_postback_the_database_refuses_fails_alone_among_concurrent_ones() {
+    // Ten clicks, each with an FTD and a deposit, and one deposit without a transaction id (the
+    // database refuses it: `tid` is NOT NULL), all at once. PostgreSQL writes concurrent postbacks
+    // as one transaction, so the refused one must not take the others down with it.
+    on_both(async |s: &StoreUnderTest| {
+        let name = s.name;
+        let offer = s.store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let k: Vec<ClickRecord> = (0..10).map(|i| click(offer.id, recent(60 - i))).collect();
+        s.store.insert_clicks(&k).await.unwrap();
+        let mut conversions: Vec<Conversion> = Vec::new();
+        for (i, click) in k.iter().enumerate() {
+            conversions.push(conversion(click, EventKind::Ftd, Some(10.0), Some(&format!("f{i}"))));
+            conversions.push(conversion(click, EventKind::Deposit, Some(2.0), Some(&format!("d{i}"))));
+        }
+        conversions.insert(7, conversion(&k[3], EventKind::Deposit, Some(1.0), None));
+        // Spawned together on this test's one thread: each is queued before any is written.
+        let tasks: Vec<_> = conversions
+            .into_iter()
+            .map(|conversion| {
+                let store = s.store.clone();
+                tokio::spawn(async move { store.apply_conversion(&conversion, &log_for(&conversion)).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap().ok());
+        }
+        let mut expected = vec![Some(ConversionOutcome::Recorded); 21];
+        expected[7] = None;
+        assert_eq!(outcomes, expected, "{name}");
+        let figures = &stats(&*s.store).await[0];
+        assert_eq!((figures.ftds, figures.revenue), (10, 10.0 * 12.0), "{name}");
+        let log = s.store.postback_log(&PostbackLogQuery { limit: 100, ..Default::default() }).await.unwrap();
+        assert_eq!(log.len(), 20, "{name}: a line for each postback stored, none for the refused one");
+        outcomes
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_postback_log_filters_and_pages_newest_first() {
     on_both(async |s: &StoreUnderTest| {
         let (store, name) = (&*s.store, s.name);
