@@ -132,8 +132,9 @@ async fn write(pool: &Connections, postbacks: Vec<Pending>) {
     }
 }
 
-/// A batch as it is written: for each kind that one statement records, the first postback of each
-/// event, then the rest by click id (a stable sort: a click's postbacks keep their arrival order).
+/// A batch as it is written: for each kind that one statement records, in [`Statement`]'s order,
+/// the first postback of each event; then the rest by click id (a stable sort: a click's postbacks
+/// keep their arrival order). One order for every batch, so that two batches lock rows alike.
 struct Batch {
     statements: Vec<(Statement, Vec<Pending>)>,
     rest: Vec<Pending>,
@@ -155,6 +156,7 @@ impl Batch {
                 _ => rest.push(pending),
             }
         }
+        statements.sort_by_key(|(statement, _)| *statement);
         rest.sort_by_key(|pending| pending.conversion.click_id);
         Batch { statements, rest }
     }
@@ -197,8 +199,8 @@ async fn record(client: &mut Object, batch: &Batch) -> StoreResult<Vec<Conversio
 }
 
 /// The kinds of event one statement records for a whole batch: inserts that a unique constraint
-/// makes idempotent, with no row to read first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// makes idempotent, with no row to read first. Every batch writes them in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Statement {
     /// FTDs and their payouts (unique per click).
     Ftds,
