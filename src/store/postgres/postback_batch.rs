@@ -215,7 +215,13 @@ type Column<'a> = Box<dyn ToSql + Sync + Send + 'a>;
 
 /// What makes two postbacks report the same event: the columns of the unique constraint that
 /// decides whether the second is a duplicate.
-type EventKey = (Statement, Uuid, i64, Option<String>);
+#[derive(PartialEq, Eq, Hash)]
+enum EventKey {
+    /// An FTD or a registration: one per click.
+    Click(Statement, Uuid),
+    /// A deposit: one per offer and transaction id.
+    Transaction(i64, Option<String>),
+}
 
 impl Statement {
     fn of(kind: EventKind) -> Option<Statement> {
@@ -229,8 +235,8 @@ impl Statement {
 
     fn key(self, c: &Conversion) -> EventKey {
         match self {
-            Statement::Ftds | Statement::Registrations => (self, c.click_id, 0, None),
-            Statement::Deposits => (self, Uuid::nil(), c.offer_id, c.tid.clone()),
+            Statement::Ftds | Statement::Registrations => EventKey::Click(self, c.click_id),
+            Statement::Deposits => EventKey::Transaction(c.offer_id, c.tid.clone()),
         }
     }
 
