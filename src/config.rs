@@ -112,6 +112,9 @@ pub const BOT_ACTION: &str = "BOT_ACTION";
 /// `device` and `source`, or `none`.
 pub const SEGMENT_BY: &str = "SEGMENT_BY";
 
+/// How long a dashboard sign-in lasts, in hours; then the browser is asked for the token again.
+pub const DASHBOARD_SESSION_HOURS: &str = "DASHBOARD_SESSION_HOURS";
+
 /// The router's whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -183,6 +186,8 @@ pub struct Config {
     pub bot_action: BotAction,
     /// The traits that make a learning segment.
     pub segment_by: SegmentDims,
+    /// How long a dashboard sign-in lasts.
+    pub dashboard_session: Duration,
     /// Create the example offers when the store has none. Not an environment variable: the binary
     /// sets it for the embedded store, so a first run routes clicks at once.
     pub seed_if_empty: bool,
@@ -329,6 +334,7 @@ impl Default for Config {
             fallback: None,
             bot_action: BotAction::Route,
             segment_by: SegmentDims::DEFAULT,
+            dashboard_session: Duration::from_secs(12 * 3600),
             seed_if_empty: false,
         }
     }
@@ -460,6 +466,9 @@ impl Config {
             fallback: vars.fallback(),
             bot_action: vars.parsed(BOT_ACTION, defaults.bot_action, "route or fallback"),
             segment_by: vars.parsed(SEGMENT_BY, defaults.segment_by, "a list of country, device, source (or none)"),
+            dashboard_session: Duration::from_secs(
+                3600 * vars.ranged(DASHBOARD_SESSION_HOURS, defaults.dashboard_session.as_secs() / 3600, 1, 24 * 90),
+            ),
             seed_if_empty: defaults.seed_if_empty,
         };
         if config.bot_action == BotAction::Fallback && config.fallback.is_none() {

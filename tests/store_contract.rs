@@ -12,9 +12,10 @@ use casino_router::app::new_click_id;
 use casino_router::conversion::EventKind;
 use casino_router::routing::{DailyCaps, OfferWindow, SegmentDims, Targeting, WeightPolicy};
 use casino_router::store::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, Dimension, FALLBACK_OFFER_ID,
-    FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, NewOffer, Offer, OfferPatch, OfferStats,
-    PostbackLogEntry, PostbackLogQuery, PostbackOutcome, RoutingEvidence, SegmentFtds, SegmentStats, Store, TimeRange,
+    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DashboardSession, DeleteOutcome, Dimension,
+    FALLBACK_OFFER_ID, Figures, FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, HourlyFigures, NewOffer,
+    Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackOutcome, RoutingEvidence, RoutingShare,
+    SegmentFtds, SegmentStats, Store, TimeRange,
 };
 use casino_router::visitor::{Country, DeviceClass};
 use support::stores::{self, StoreUnderTest};
@@ -909,6 +910,109 @@ async fn held_postbacks_wait_for_their_clicks_once_each_within_limits_and_expire
             "{name}: each pending line gave way to its outcome, or says expired"
         );
         outcomes
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dashboard_sessions_are_found_by_hash_until_they_expire_or_are_deleted() {
+    on_both(async |sut: &StoreUnderTest| {
+        let store = &*sut.store;
+        let now = datetime!(2026-12-04 12:00:00 UTC);
+        let session = |id: &str, created_at: OffsetDateTime, hours: i64| DashboardSession {
+            id_hash: format!("hash-{id}"),
+            csrf_token: format!("csrf-{id}"),
+            created_at,
+            expires_at: created_at + Duration::hours(hours),
+        };
+        let (old, current) = (session("old", now - Duration::hours(13), 12), session("current", now, 12));
+        store.create_session(&old).await.unwrap();
+        // Expired an hour ago: not found, whatever its hash.
+        assert_eq!(store.find_session("hash-old", now).await.unwrap(), None);
+        assert_eq!(store.find_session("hash-old", now - Duration::hours(2)).await.unwrap(), Some(old.clone()));
+        // A new session deletes the expired ones.
+        store.create_session(&current).await.unwrap();
+        assert_eq!(sut.db.count("SELECT count(*) FROM dashboard_sessions").await, 1);
+        assert_eq!(store.find_session("hash-current", now + Duration::hours(11)).await.unwrap(), Some(current.clone()));
+        assert_eq!(
+            store.find_session("hash-current", now + Duration::hours(12)).await.unwrap(),
+            None,
+            "ends at expiry"
+        );
+        assert_eq!(store.find_session("current", now).await.unwrap(), None, "found by hash only");
+        store.delete_session("hash-current").await.unwrap();
+        store.delete_session("hash-current").await.unwrap();
+        assert_eq!(store.find_session("hash-current", now).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hourly_figures_add_up_each_offers_clicks_and_events_by_the_hour_of_the_click() {
+    on_both(async |sut: &StoreUnderTest| {
+        let store = &*sut.store;
+        let alpha = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let (h0, h1) = (datetime!(2026-12-04 10:00:00 UTC), datetime!(2026-12-04 11:00:00 UTC));
+        let clicks = [
+            click(alpha.id, h0 + Duration::minutes(5)),
+            click(alpha.id, h0 + Duration::minutes(59)),
+            ClickRecord { is_bot: true, ..click(alpha.id, h0 + Duration::minutes(30)) },
+            click(alpha.id, h1 + Duration::minutes(1)),
+            click(alpha.id, h1 - Duration::hours(2)),
+        ];
+        store.insert_clicks(&clicks).await.unwrap();
+        apply(store, &conversion(&clicks[0], EventKind::Ftd, Some(100.0), None)).await;
+        apply(store, &conversion(&clicks[0], EventKind::Deposit, Some(25.5), Some("t1"))).await;
+        apply(store, &conversion(&clicks[1], EventKind::Reg, None, None)).await;
+        apply(store, &conversion(&clicks[3], EventKind::Ftd, Some(40.0), None)).await;
+        // The click two hours before the range is outside it, and so are its events.
+        apply(store, &conversion(&clicks[4], EventKind::Ftd, Some(999.0), None)).await;
+        let figures = store.hourly_figures(h0, h1 + Duration::HOUR).await.unwrap();
+        let figure =
+            |clicks, bots, registrations, ftds, revenue| Figures { clicks, bots, registrations, ftds, revenue };
+        assert_eq!(
+            figures,
+            [
+                HourlyFigures { offer_id: alpha.id, hour: h0, figures: figure(2, 1, 1, 1, 125.5) },
+                HourlyFigures { offer_id: alpha.id, hour: h1, figures: figure(1, 0, 0, 1, 40.0) },
+            ]
+        );
+        figures
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_latest_clicks_come_newest_first_and_the_routing_history_keeps_one_share_per_slot() {
+    on_both(async |sut: &StoreUnderTest| {
+        let store = &*sut.store;
+        let alpha = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let clicks: Vec<ClickRecord> = (0..5).map(|i| click(alpha.id, recent(10 - i))).collect();
+        store.insert_clicks(&clicks).await.unwrap();
+        let latest = store.latest_clicks(3).await.unwrap();
+        let ids: Vec<String> = latest.iter().map(|c| c.click_id.clone()).collect();
+        let newest: Vec<String> = clicks.iter().rev().take(3).map(|c| c.click_id.to_string()).collect();
+        assert_eq!(ids, newest);
+        assert_eq!((latest[0].country.as_deref(), latest[0].device.as_deref()), (Some("DE"), Some("desktop")));
+        assert_eq!((latest[0].source.as_deref(), latest[0].is_bot), (Some("src"), false));
+
+        let slot = datetime!(2026-12-04 12:10:00 UTC);
+        let share = |slot, offer_id, traffic_share, posterior: Option<(f64, f64)>| RoutingShare {
+            slot,
+            offer_id,
+            traffic_share,
+            epc_mean: posterior.map(|p| p.0),
+            probability_best: posterior.map(|p| p.1),
+        };
+        store.record_routing(&[share(slot, 1, 1.0, None)]).await.unwrap();
+        // The slot's second record (another offer came) replaces the first's share.
+        store.record_routing(&[share(slot, 1, 0.6, Some((2.5, 0.6))), share(slot, 2, 0.4, None)]).await.unwrap();
+        let next = slot + Duration::minutes(10);
+        store.record_routing(&[share(next, 1, 0.7, None)]).await.unwrap();
+        let history = store.routing_history(slot, next).await.unwrap();
+        assert_eq!(history, [share(slot, 1, 0.6, Some((2.5, 0.6))), share(slot, 2, 0.4, None)]);
+        assert_eq!(store.routing_history(slot, next + Duration::SECOND).await.unwrap().len(), 3);
+        (ids.len(), history)
     })
     .await;
 }

@@ -9,20 +9,24 @@
 //! The operations are grouped by concern:
 //! - [`click`]: the click path (visitor, pick, id, Location, queue); no I/O, no lock, no `.await`;
 //! - [`caps`]: each offer's clicks and FTDs of the day, for its daily caps;
+//! - [`dashboard`]: what each dashboard page shows, and the routing history it draws;
 //! - [`postback`]: validating, authenticating and applying postbacks, and logging every one;
 //! - [`offers`]: validated offer changes, each followed by a table rebuild;
 //! - [`reports`]: stats, the postback log, weight recalculation on request, health;
-//! - [`routing`]: building and swapping the routing table, under either strategy.
+//! - [`routing`]: building and swapping the routing table, under either strategy;
+//! - [`sessions`]: dashboard sign-in, sessions kept in the store.
 //!
 //! Invariant: the routing table is replaced whole, under `rebuild`, from what the store says at that
 //! moment; the click path only ever `load()`s it.
 
 mod caps;
 mod click;
+mod dashboard;
 mod offers;
 mod postback;
 mod reports;
 mod routing;
+mod sessions;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,10 @@ use crate::store::{Store, StoreError};
 use crate::writer::ClickQueue;
 
 pub use click::{ClickRefused, RoutedClick, Visitor, VisitorLookup, new_click_id};
+pub use dashboard::{
+    Activity, Bucket, LiveClick, MAX_LIVE_CLICKS, MAX_PERIOD_DAYS, OfferActivity, OfferRouting, OfferStanding, Period,
+    RoutingHistory,
+};
 pub use offers::{
     MAX_ALIAS_CHARS, MAX_ALIASES, MAX_DAILY_CAP, MAX_NAME_CHARS, MAX_RULE_ENTRIES, MAX_RULE_ENTRY_CHARS, MAX_WEIGHT,
     OfferChanges, OfferDraft, RuleChanges, SECRET_BYTES,
@@ -47,6 +55,7 @@ pub use reports::{
     ThompsonFigures,
 };
 pub use routing::Learned;
+pub use sessions::{Session, SignedIn};
 
 /// Shared state of a running router, and the operations on it.
 pub struct App {
@@ -72,6 +81,9 @@ pub struct App {
     rebuild: tokio::sync::Mutex<()>,
     /// Under `thompson`: what the current table was built from.
     thompson: ArcSwapOption<Learned>,
+    /// The routing-history slot (its start, Unix seconds) this instance last recorded, and the
+    /// offers it recorded then.
+    recorded_routing: Mutex<(i64, Vec<i64>)>,
     /// Under `thompson`: the last probabilities logged, so that a slow drift is logged once it adds
     /// up, not lost between two refreshes that each moved too little.
     logged_thompson: ArcSwapOption<Learned>,
@@ -86,6 +98,9 @@ pub enum AppError {
     /// No offer with that id (404).
     #[error("no such offer")]
     NoSuchOffer,
+    /// A sign-in with a token that is not the admin token (401).
+    #[error("wrong token")]
+    WrongToken,
     /// The request conflicts with the current state (409).
     #[error("{0}")]
     Conflict(&'static str),
@@ -124,6 +139,7 @@ impl App {
             admin_token,
             metrics,
             loaded_version: AtomicI64::new(i64::MIN),
+            recorded_routing: Mutex::new((i64::MIN, Vec::new())),
             rebuild: tokio::sync::Mutex::new(()),
             thompson: ArcSwapOption::empty(),
             logged_thompson: ArcSwapOption::empty(),

@@ -104,6 +104,7 @@ impl App {
             .map_err(|error| StoreError::Query(format!("routing table build failed: {error}")))?;
         self.table.store(Arc::new(table));
         self.loaded_version.store(version, Ordering::Release);
+        self.record_routing(OffsetDateTime::now_utc()).await;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 
 mod admin;
 mod click;
+mod dashboard;
 mod docs;
 mod openapi;
 mod postback;
@@ -60,6 +61,9 @@ pub async fn route(app: &App, surface: Surface, req: Request<Incoming>, peer: So
             (_, "/metrics") => method_not_allowed("GET"),
             _ => error(StatusCode::NOT_FOUND, "not found"),
         };
+    }
+    if dashboard::is_dashboard_path(path) {
+        return dashboard::handle(app, req, peer).await;
     }
     // Nothing under /admin, not even whether a path exists, is told without the token.
     if (path == "/admin" || path.starts_with("/admin/")) && !admin::authorized(app, &req) {
@@ -198,6 +202,11 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// Its status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// The message of the error body.
     pub fn message(&self) -> &str {
         &self.message
@@ -234,6 +243,7 @@ impl From<AppError> for ApiError {
         match err {
             AppError::Invalid(message) => ApiError::bad_request(message),
             AppError::NoSuchOffer => ApiError::new(StatusCode::NOT_FOUND, "no such offer"),
+            AppError::WrongToken => ApiError::new(StatusCode::UNAUTHORIZED, "wrong token"),
             AppError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, message),
             AppError::PendingClicks => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
             AppError::Store(error) => error.into(),

@@ -56,7 +56,8 @@ migrations![
     "0002_postback_ignored_fields.sql",
     "0003_targeting.sql",
     "0004_segment_rollups.sql",
-    "0005_held_postbacks.sql"
+    "0005_held_postbacks.sql",
+    "0006_dashboard.sql"
 ];
 
 /// What a store supplies to the runner. Its futures may complete at once (SQLite's do).

@@ -562,6 +562,102 @@ pub struct DailyTotal {
     pub ftds: u64,
 }
 
+/// Clicks, registrations, FTDs and revenue, added up (by click time).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Figures {
+    /// Clicks of people.
+    pub clicks: u64,
+    /// Clicks of bots and link previews.
+    pub bots: u64,
+    /// Registrations of those clicks.
+    pub registrations: u64,
+    /// Non-rejected FTDs of those clicks.
+    pub ftds: u64,
+    /// What those clicks earned: FTD payouts plus further deposits.
+    pub revenue: f64,
+}
+
+impl Figures {
+    /// Adds `other` to these.
+    pub fn add(&mut self, other: &Figures) {
+        self.clicks += other.clicks;
+        self.bots += other.bots;
+        self.registrations += other.registrations;
+        self.ftds += other.ftds;
+        self.revenue += other.revenue;
+    }
+
+    /// FTDs per click of a person (0 without clicks).
+    pub fn conversion_rate(&self) -> f64 {
+        if self.clicks == 0 { 0.0 } else { self.ftds as f64 / self.clicks as f64 }
+    }
+
+    /// Revenue per click of a person (0 without clicks).
+    pub fn epc(&self) -> f64 {
+        if self.clicks == 0 { 0.0 } else { self.revenue / self.clicks as f64 }
+    }
+}
+
+/// One offer's figures of one hour, for the dashboard's charts and totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HourlyFigures {
+    /// The offer ([`FALLBACK_OFFER_ID`] for clicks sent to the fallback URL).
+    pub offer_id: i64,
+    /// The hour's start.
+    pub hour: OffsetDateTime,
+    /// What its clicks of that hour did.
+    pub figures: Figures,
+}
+
+/// A stored click, as the dashboard's live view lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClickSummary {
+    /// The click id.
+    pub click_id: String,
+    /// When it was routed.
+    pub created_at: OffsetDateTime,
+    /// The offer it went to ([`FALLBACK_OFFER_ID`] for the fallback URL).
+    pub offer_id: i64,
+    /// The visitor's country, when known.
+    pub country: Option<String>,
+    /// The visitor's device class, when known.
+    pub device: Option<String>,
+    /// The click's `source`.
+    pub source: Option<String>,
+    /// The click's `campaign`.
+    pub campaign: Option<String>,
+    /// Whether a bot or link preview made it.
+    pub is_bot: bool,
+}
+
+/// One offer's place in the routing at one moment, as the routing history keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoutingShare {
+    /// The start of the ten-minute slot it was recorded in.
+    pub slot: OffsetDateTime,
+    /// The offer.
+    pub offer_id: i64,
+    /// Its share of new clicks, over all segments.
+    pub traffic_share: f64,
+    /// Under `thompson`: its posterior mean earnings per click.
+    pub epc_mean: Option<f64>,
+    /// Under `thompson`: its probability of having the highest earnings per click.
+    pub probability_best: Option<f64>,
+}
+
+/// A dashboard sign-in, as stored: never the session id itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardSession {
+    /// SHA-256 of the session id the browser's cookie holds, in hex.
+    pub id_hash: String,
+    /// The token the session's forms must carry.
+    pub csrf_token: String,
+    /// When it was signed in.
+    pub created_at: OffsetDateTime,
+    /// When it ends.
+    pub expires_at: OffsetDateTime,
+}
+
 /// Why a store call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -885,6 +981,30 @@ pub trait Store: Send + Sync + 'static {
     /// Clicks and FTDs of the last `horizon_hours` before `now`, by offer and hour, for the
     /// Thompson engine.
     async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence>;
+
+    /// Each offer's figures by hour over the whole hours `[from, to)` of click time, from the rollups
+    /// (clicks) and one grouped pass over each kind of event; hours without clicks or events are
+    /// left out.
+    async fn hourly_figures(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<HourlyFigures>>;
+
+    /// The last `limit` clicks stored, newest first.
+    async fn latest_clicks(&self, limit: u32) -> StoreResult<Vec<ClickSummary>>;
+
+    /// Records the routing's shares (all of one slot), replacing what the slot held for those offers
+    /// (instances reading the same evidence compute the same shares).
+    async fn record_routing(&self, shares: &[RoutingShare]) -> StoreResult<()>;
+
+    /// The routing history of the slots in `[from, to)`, oldest first.
+    async fn routing_history(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<RoutingShare>>;
+
+    /// Saves a new dashboard session, and deletes every session that expired before it began.
+    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()>;
+
+    /// The session whose id hashes to `id_hash`, if it has not expired by `now`.
+    async fn find_session(&self, id_hash: &str, now: OffsetDateTime) -> StoreResult<Option<DashboardSession>>;
+
+    /// Ends the session whose id hashes to `id_hash` (nothing if there is none).
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
 
     /// Recomputes the weights of the active offers from their last `last_n_clicks` clicks with
     /// `policy`, saves them and their history, and bumps the routing version, all in one transaction.

@@ -36,10 +36,11 @@ use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
-    ClaimedPostback, ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket,
-    Grouping, HeldPostback, HoldLimits, HoldOutcome, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry,
-    PostbackLogQuery, PostbackLogRow, PostbackOutcome, Rollup, RoutingEvidence, RoutingVersion, SegmentEvidence,
-    SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
+    ClaimedPostback, ClickOwner, ClickRecord, ClickSummary, Conversion, ConversionOutcome, DailyTotal,
+    DashboardSession, DeleteOutcome, FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, HourlyFigures,
+    NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome,
+    Rollup, RoutingEvidence, RoutingShare, RoutingVersion, SegmentEvidence, SegmentFtds, SegmentRollup, SegmentStats,
+    Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, SegmentDims, Targeting, WeightPolicy, WeightedOffer};
@@ -898,6 +899,70 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?;
         map_rows(&rows, sql::offer_stats)
+    }
+
+    async fn hourly_figures(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<HourlyFigures>> {
+        let client = self.client().await?;
+        let range: [&(dyn ToSql + Sync); 2] = [&from, &to];
+        let (clicks, registrations, ftds, deposits) = tokio::try_join!(
+            client.query(&SQL.hourly_clicks, &range),
+            client.query(&SQL.hourly_registrations, &range),
+            client.query(&SQL.hourly_ftds, &range),
+            client.query(&SQL.hourly_deposits, &range),
+        )
+        .map_err(db_error)?;
+        let mut parts = map_rows(&clicks, sql::hourly_clicks)?;
+        parts.extend(map_rows(&registrations, sql::hourly_registrations)?);
+        parts.extend(map_rows(&ftds, sql::hourly_events)?);
+        parts.extend(map_rows(&deposits, sql::hourly_events)?);
+        Ok(sql::merge_hourly(parts))
+    }
+
+    async fn latest_clicks(&self, limit: u32) -> StoreResult<Vec<ClickSummary>> {
+        let rows = self.client().await?.query(&SQL.latest_clicks, &[&i64::from(limit)]).await.map_err(db_error)?;
+        map_rows(&rows, sql::click_summary)
+    }
+
+    async fn record_routing(&self, shares: &[RoutingShare]) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        for share in shares {
+            tx.execute(
+                &SQL.record_routing,
+                &[&share.slot, &share.offer_id, &share.traffic_share, &share.epc_mean, &share.probability_best],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn routing_history(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<RoutingShare>> {
+        let rows = self.client().await?.query(&SQL.routing_history, &[&from, &to]).await.map_err(db_error)?;
+        map_rows(&rows, sql::routing_share)
+    }
+
+    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.execute(&SQL.delete_expired_sessions, &[&session.created_at]).await.map_err(db_error)?;
+        tx.execute(
+            &SQL.insert_session,
+            &[&session.id_hash, &session.csrf_token, &session.created_at, &session.expires_at],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn find_session(&self, id_hash: &str, now: OffsetDateTime) -> StoreResult<Option<DashboardSession>> {
+        let row = self.client().await?.query_opt(&SQL.find_session, &[&id_hash, &now]).await.map_err(db_error)?;
+        map_row(row.as_ref(), sql::dashboard_session)
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        self.client().await?.execute(&SQL.delete_session, &[&id_hash]).await.map_err(db_error)?;
+        Ok(())
     }
 
     async fn recalculate_weights(

@@ -18,8 +18,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    ClaimedPostback, ClickOwner, DailyTotal, Grouping, HeldPostback, Offer, OfferStats, PostbackLogEntry,
-    PostbackLogQuery, PostbackLogRow, PostbackOutcome, SegmentStats, StoreError, StoreResult,
+    ClaimedPostback, ClickOwner, ClickSummary, DailyTotal, DashboardSession, Figures, Grouping, HeldPostback,
+    HourlyFigures, Offer, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome,
+    RoutingShare, SegmentStats, StoreError, StoreResult,
 };
 use crate::conversion::EventKind;
 use crate::routing::{DailyCaps, OfferWindow, Targeting};
@@ -40,15 +41,31 @@ pub(crate) struct Dialect {
     greatest: &'static str,
     /// `{lock}`: appended to a `SELECT` whose rows the transaction goes on to change.
     lock: &'static str,
+    /// What stands before and after a time to make the start of its UTC hour of it.
+    hour_of: (&'static str, &'static str),
 }
 
 /// PostgreSQL: money is `NUMERIC`, rows are locked for update.
-pub(crate) const POSTGRES: Dialect =
-    Dialect { param: '$', amount: "amount", units: "", least: "LEAST", greatest: "GREATEST", lock: " FOR UPDATE" };
+pub(crate) const POSTGRES: Dialect = Dialect {
+    param: '$',
+    amount: "amount",
+    units: "",
+    least: "LEAST",
+    greatest: "GREATEST",
+    lock: " FOR UPDATE",
+    hour_of: ("date_trunc('hour', ", ", 'UTC')"),
+};
 
 /// SQLite: money is integer micro-units; one writer at a time, so nothing to lock.
-pub(crate) const SQLITE: Dialect =
-    Dialect { param: '?', amount: "amount_micros", units: " / 1000000.0", least: "min", greatest: "max", lock: "" };
+pub(crate) const SQLITE: Dialect = Dialect {
+    param: '?',
+    amount: "amount_micros",
+    units: " / 1000000.0",
+    least: "min",
+    greatest: "max",
+    lock: "",
+    hour_of: ("(", " / 3600000000 * 3600000000)"),
+};
 
 impl Dialect {
     /// `template` in this dialect.
@@ -66,6 +83,11 @@ impl Dialect {
             out.push(if is_param { self.param } else { c });
         }
         out
+    }
+
+    /// The start of the UTC hour of the time `expression`.
+    fn hour_of(&self, expression: &str) -> String {
+        format!("{}{expression}{}", self.hour_of.0, self.hour_of.1)
     }
 
     /// A parameter's placeholder.
@@ -106,6 +128,17 @@ pub(crate) struct Statements {
     pub insert_migration: String,
     pub daily_clicks: String,
     pub daily_ftds: String,
+    pub hourly_clicks: String,
+    pub hourly_registrations: String,
+    pub hourly_ftds: String,
+    pub hourly_deposits: String,
+    pub latest_clicks: String,
+    pub record_routing: String,
+    pub routing_history: String,
+    pub insert_session: String,
+    pub delete_expired_sessions: String,
+    pub find_session: String,
+    pub delete_session: String,
 }
 
 impl Statements {
@@ -181,8 +214,110 @@ impl Statements {
                  WHERE hour >= $1 GROUP BY offer_id"),
             daily_ftds: r("SELECT offer_id, count(*) FROM ftd_events
                  WHERE voided_at IS NULL AND ftd_timestamp >= $1 GROUP BY offer_id"),
+            hourly_clicks: r("SELECT offer_id, hour, CAST(clicks - bots AS BIGINT), CAST(bots AS BIGINT)
+                 FROM click_rollup_hourly WHERE hour >= $1 AND hour < $2"),
+            hourly_registrations: r(&format!(
+                "SELECT offer_id, {}, count(*) FROM registrations WHERE click_at >= $1 AND click_at < $2 GROUP BY 1, 2",
+                dialect.hour_of("click_at")
+            )),
+            hourly_ftds: r(&format!(
+                "SELECT f.offer_id, {}, count(*), CAST(COALESCE(sum(p.{{amount}}), 0) AS DOUBLE PRECISION){{units}}
+                 FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                 WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2 GROUP BY 1, 2",
+                dialect.hour_of("f.click_at")
+            )),
+            hourly_deposits: r(&format!(
+                "SELECT offer_id, {}, CAST(0 AS BIGINT), CAST(sum({{amount}}) AS DOUBLE PRECISION){{units}}
+                 FROM deposits WHERE click_at >= $1 AND click_at < $2 GROUP BY 1, 2",
+                dialect.hour_of("click_at")
+            )),
+            // Newest first through the primary key: click ids are UUID v7, ordered by time.
+            latest_clicks: r(
+                "SELECT CAST(click_id AS TEXT), created_at, offer_id, country, device, source, campaign, is_bot
+                 FROM clicks ORDER BY click_id DESC LIMIT $1",
+            ),
+            record_routing: r("INSERT INTO routing_history (slot, offer_id, traffic_share, epc_mean, probability_best)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slot, offer_id) DO UPDATE SET
+                 traffic_share = excluded.traffic_share, epc_mean = excluded.epc_mean,
+                 probability_best = excluded.probability_best"),
+            routing_history: r("SELECT slot, offer_id, traffic_share, epc_mean, probability_best FROM routing_history
+                 WHERE slot >= $1 AND slot < $2 ORDER BY slot, offer_id"),
+            insert_session: r(
+                "INSERT INTO dashboard_sessions (id_hash, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+            ),
+            delete_expired_sessions: r("DELETE FROM dashboard_sessions WHERE expires_at <= $1"),
+            find_session: r("SELECT id_hash, csrf_token, created_at, expires_at FROM dashboard_sessions
+                 WHERE id_hash = $1 AND expires_at > $2"),
+            delete_session: r("DELETE FROM dashboard_sessions WHERE id_hash = $1"),
         }
     }
+}
+
+/// A row of `hourly_clicks`: `(offer, hour, people, bots)`.
+pub(crate) fn hourly_clicks(row: &dyn Columns) -> StoreResult<HourlyFigures> {
+    let figures = Figures { clicks: row.count(2)?, bots: row.count(3)?, ..Figures::default() };
+    Ok(HourlyFigures { offer_id: row.int(0)?, hour: row.time(1)?, figures })
+}
+
+/// A row of `hourly_registrations`: `(offer, hour, registrations)`.
+pub(crate) fn hourly_registrations(row: &dyn Columns) -> StoreResult<HourlyFigures> {
+    let figures = Figures { registrations: row.count(2)?, ..Figures::default() };
+    Ok(HourlyFigures { offer_id: row.int(0)?, hour: row.time(1)?, figures })
+}
+
+/// A row of `hourly_ftds` or `hourly_deposits`: `(offer, hour, FTDs, revenue)`.
+pub(crate) fn hourly_events(row: &dyn Columns) -> StoreResult<HourlyFigures> {
+    let figures = Figures { ftds: row.count(2)?, revenue: row.real(3)?, ..Figures::default() };
+    Ok(HourlyFigures { offer_id: row.int(0)?, hour: row.time(1)?, figures })
+}
+
+/// The rows of the four hourly statements, added up by offer and hour, in hour order.
+pub(crate) fn merge_hourly(parts: impl IntoIterator<Item = HourlyFigures>) -> Vec<HourlyFigures> {
+    let mut merged: BTreeMap<(OffsetDateTime, i64), HourlyFigures> = BTreeMap::new();
+    for part in parts {
+        let (offer_id, hour) = (part.offer_id, part.hour);
+        merged
+            .entry((hour, offer_id))
+            .or_insert(HourlyFigures { offer_id, hour, figures: Figures::default() })
+            .figures
+            .add(&part.figures);
+    }
+    merged.into_values().collect()
+}
+
+/// A row of `latest_clicks`.
+pub(crate) fn click_summary(row: &dyn Columns) -> StoreResult<ClickSummary> {
+    Ok(ClickSummary {
+        click_id: row.text(0)?,
+        created_at: row.time(1)?,
+        offer_id: row.int(2)?,
+        country: row.opt_text(3)?,
+        device: row.opt_text(4)?,
+        source: row.opt_text(5)?,
+        campaign: row.opt_text(6)?,
+        is_bot: row.boolean(7)?,
+    })
+}
+
+/// A row of `routing_history`.
+pub(crate) fn routing_share(row: &dyn Columns) -> StoreResult<RoutingShare> {
+    Ok(RoutingShare {
+        slot: row.time(0)?,
+        offer_id: row.int(1)?,
+        traffic_share: row.real(2)?,
+        epc_mean: row.opt_real(3)?,
+        probability_best: row.opt_real(4)?,
+    })
+}
+
+/// A row of `find_session`.
+pub(crate) fn dashboard_session(row: &dyn Columns) -> StoreResult<DashboardSession> {
+    Ok(DashboardSession {
+        id_hash: row.text(0)?,
+        csrf_token: row.text(1)?,
+        created_at: row.time(2)?,
+        expires_at: row.time(3)?,
+    })
 }
 
 /// An offer's columns, in the order [`offer`] reads them.

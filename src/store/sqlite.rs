@@ -26,10 +26,11 @@ use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
-    ClaimedPostback, ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DeleteOutcome, FtdBucket,
-    Grouping, HeldPostback, HoldLimits, HoldOutcome, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry,
-    PostbackLogQuery, PostbackLogRow, PostbackOutcome, Rollup, RoutingEvidence, RoutingVersion, SegmentEvidence,
-    SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
+    ClaimedPostback, ClickOwner, ClickRecord, ClickSummary, Conversion, ConversionOutcome, DailyTotal,
+    DashboardSession, DeleteOutcome, FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, HourlyFigures,
+    NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome,
+    Rollup, RoutingEvidence, RoutingShare, RoutingVersion, SegmentEvidence, SegmentFtds, SegmentRollup, SegmentStats,
+    Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, SegmentDims, Targeting, WeightPolicy, WeightedOffer};
@@ -794,6 +795,75 @@ impl Store for SqliteStore {
         let (from, to, from_hour, to_hour) = rollup_bounds(range);
         let bounds = [micros(from), micros(to), micros(from_hour), micros(to_hour)];
         self.with_conn(move |conn| query_all(conn, &SQL.offer_stats, bounds, sql::offer_stats)).await
+    }
+
+    async fn hourly_figures(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<HourlyFigures>> {
+        let range = [micros(from), micros(to)];
+        self.with_conn(move |conn| {
+            let mut parts = query_all(conn, &SQL.hourly_clicks, range, sql::hourly_clicks)?;
+            parts.extend(query_all(conn, &SQL.hourly_registrations, range, sql::hourly_registrations)?);
+            parts.extend(query_all(conn, &SQL.hourly_ftds, range, sql::hourly_events)?);
+            parts.extend(query_all(conn, &SQL.hourly_deposits, range, sql::hourly_events)?);
+            Ok(sql::merge_hourly(parts))
+        })
+        .await
+    }
+
+    async fn latest_clicks(&self, limit: u32) -> StoreResult<Vec<ClickSummary>> {
+        self.with_conn(move |conn| query_all(conn, &SQL.latest_clicks, [limit], sql::click_summary)).await
+    }
+
+    async fn record_routing(&self, shares: &[RoutingShare]) -> StoreResult<()> {
+        let shares = shares.to_vec();
+        self.in_transaction(move |tx| {
+            for share in &shares {
+                tx.execute(
+                    &SQL.record_routing,
+                    params![
+                        micros(share.slot),
+                        share.offer_id,
+                        share.traffic_share,
+                        share.epc_mean,
+                        share.probability_best
+                    ],
+                )
+                .map_err(query_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn routing_history(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<RoutingShare>> {
+        let range = [micros(from), micros(to)];
+        self.with_conn(move |conn| query_all(conn, &SQL.routing_history, range, sql::routing_share)).await
+    }
+
+    async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
+        let session = session.clone();
+        self.in_transaction(move |tx| {
+            tx.execute(&SQL.delete_expired_sessions, [micros(session.created_at)]).map_err(query_error)?;
+            tx.execute(
+                &SQL.insert_session,
+                params![session.id_hash, session.csrf_token, micros(session.created_at), micros(session.expires_at)],
+            )
+            .map_err(query_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_session(&self, id_hash: &str, now: OffsetDateTime) -> StoreResult<Option<DashboardSession>> {
+        let id_hash = id_hash.to_owned();
+        self.with_conn(move |conn| {
+            query_opt(conn, &SQL.find_session, params![id_hash, micros(now)], sql::dashboard_session)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+        let id_hash = id_hash.to_owned();
+        self.with_conn(move |conn| conn.execute(&SQL.delete_session, [id_hash]).map(drop).map_err(query_error)).await
     }
 
     async fn recalculate_weights(

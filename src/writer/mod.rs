@@ -510,7 +510,10 @@ mod tests {
     use super::*;
     use crate::routing::{WeightPolicy, WeightedOffer};
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{ClaimedPostback, DailyTotal, Grouping, HeldPostback, HoldLimits, HoldOutcome, SegmentStats};
+    use crate::store::{
+        ClaimedPostback, ClickSummary, DailyTotal, DashboardSession, Grouping, HeldPostback, HoldLimits, HoldOutcome,
+        HourlyFigures, RoutingShare, SegmentStats,
+    };
     use crate::store::{
         ClickOwner, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
         PostbackLogEntry, PostbackLogQuery, PostbackLogRow, RoutingEvidence, StoreError, StoreResult, TimeRange,
@@ -603,6 +606,27 @@ mod tests {
         }
         async fn routing_evidence(&self, now: OffsetDateTime, horizon_hours: usize) -> StoreResult<RoutingEvidence> {
             self.inner.routing_evidence(now, horizon_hours).await
+        }
+        async fn hourly_figures(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<HourlyFigures>> {
+            self.inner.hourly_figures(from, to).await
+        }
+        async fn latest_clicks(&self, limit: u32) -> StoreResult<Vec<ClickSummary>> {
+            self.inner.latest_clicks(limit).await
+        }
+        async fn record_routing(&self, shares: &[RoutingShare]) -> StoreResult<()> {
+            self.inner.record_routing(shares).await
+        }
+        async fn routing_history(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<RoutingShare>> {
+            self.inner.routing_history(from, to).await
+        }
+        async fn create_session(&self, session: &DashboardSession) -> StoreResult<()> {
+            self.inner.create_session(session).await
+        }
+        async fn find_session(&self, id_hash: &str, now: OffsetDateTime) -> StoreResult<Option<DashboardSession>> {
+            self.inner.find_session(id_hash, now).await
+        }
+        async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+            self.inner.delete_session(id_hash).await
         }
         async fn recalculate_weights(
             &self,

@@ -13,6 +13,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod browser;
 pub mod conformance;
 pub mod openapi;
 pub mod proxy;
