@@ -4,7 +4,8 @@
 # 300,000 postback-log lines, the routing history): GET /admin/stats, and every dashboard page over
 # its default and its widest common period. Loopback only; cleans up the database it creates.
 # Usage: benches/reports_10m.sh   (BENCH_DATABASE_URL names the server's maintenance database;
-#                                 CARGO_TARGET_DIR is honoured)
+#                                 CARGO_TARGET_DIR is honoured; KEEP_DATABASE=1 keeps the loaded
+#                                 database for a look at its query plans, and a later run reuses it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,11 +20,19 @@ cookies=$(mktemp)
 cleanup() {
     [[ -n "${router_pid:-}" ]] && kill -TERM "$router_pid" 2>/dev/null && wait "$router_pid" 2>/dev/null
     rm -f "$cookies"
-    psql -q "$pg" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    if [[ "${KEEP_DATABASE:-}" == 1 ]]; then
+        echo "kept: $url"
+    else
+        psql -q "$pg" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    fi
 }
 trap cleanup EXIT
 
 cargo build --release --quiet --bin casino-router
+loaded=$(psql -At "$url" -c "SELECT EXISTS (SELECT 1 FROM routing_history)" 2>/dev/null || true)
+if [[ "${KEEP_DATABASE:-}" == 1 && "$loaded" == t ]]; then
+    echo "== reusing the loaded database $db"
+else
 psql -q "$pg" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >/dev/null
 DATABASE_URL="$url" "$router" migrate >/dev/null 2>&1
 
@@ -59,6 +68,7 @@ SELECT s, o, 0.1 FROM generate_series(date_trunc('hour', now()) - interval '35 d
      generate_series(1, 10) o;
 VACUUM ANALYZE;
 SQL
+fi
 psql -At "$url" -c "SELECT 'clicks: ' || count(*) FROM clicks" -c "SELECT 'ftds: ' || count(*) FROM ftd_events" \
     -c "SELECT 'registrations: ' || count(*) FROM registrations" -c "SELECT 'deposits: ' || count(*) FROM deposits"
 

@@ -400,6 +400,8 @@ async fn a_burst_of_every_event_kind_gets_the_outcomes_of_one_postback_at_a_time
             server.db.count("SELECT count(DISTINCT xmin::text) FROM postback_log WHERE event <> 'ftd'").await;
         assert!(transactions < n as i64, "{transactions} transactions for {n} postbacks");
     }
+    // The reports' rollup saw every event as the tables hold it, batched or not.
+    server.db.assert_event_rollup_matches_the_events().await;
 }
 
 fn gcd(a: usize, b: usize) -> usize {

@@ -32,6 +32,7 @@ const RENAMED: &[(&str, &str, &str)] = &[
     ("payouts", "amount", "amount_micros"),
     ("deposits", "amount", "amount_micros"),
     ("held_postbacks", "amount", "amount_micros"),
+    ("event_rollup_hourly", "amount", "amount_micros"),
 ];
 
 /// One column's type (as its database names it) and nullability.

@@ -1016,3 +1016,51 @@ async fn the_latest_clicks_come_newest_first_and_the_routing_history_keeps_one_s
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_event_rollup_follows_every_event_rejection_and_late_payout() {
+    on_both(async |sut: &StoreUnderTest| {
+        let store = &*sut.store;
+        let alpha = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let beta = store.create_offer(&new_offer("beta", 1.0, true)).await.unwrap();
+        let at = datetime!(2026-12-04 09:30:00 UTC);
+        let clicks: Vec<ClickRecord> = (0..8)
+            .map(|i| {
+                let offer = if i % 2 == 0 { alpha.id } else { beta.id };
+                let mut click = click(offer, at + Duration::minutes(20 * i));
+                click.source = Some(format!("src-{}", i % 3).into());
+                click.country = Country::from_code(["DE", "GB"][i as usize % 2]);
+                click
+            })
+            .collect();
+        store.insert_clicks(&clicks).await.unwrap();
+        let (ftd, payout, reg, deposit, rejected) =
+            (EventKind::Ftd, EventKind::Payout, EventKind::Reg, EventKind::Deposit, EventKind::Rejected);
+        let events = [
+            (0, ftd, Some(120.25), None),
+            (0, ftd, Some(120.25), None), // a repeat: nothing
+            (1, ftd, None, None),
+            (1, payout, Some(60.0), None), // a late payout
+            (2, ftd, Some(80.0), None),
+            (2, rejected, None, None), // takes the FTD and its payout out
+            (3, ftd, None, None),
+            (3, rejected, None, None),
+            (3, payout, Some(10.0), None), // no FTD left to pay
+            (4, reg, None, None),
+            (4, reg, None, None),
+            (5, deposit, Some(15.5), Some("t1")),
+            (6, deposit, Some(4.5), Some("t1")), // another offer's transaction id: its own
+            (5, deposit, Some(15.5), Some("t1")), // a repeat
+            (7, reg, None, None),
+            (7, ftd, Some(30.0), None),
+        ];
+        for (i, kind, payout, tid) in events {
+            apply(store, &conversion(&clicks[i], kind, payout, tid)).await;
+        }
+        sut.db.assert_event_rollup_matches_the_events().await;
+        let mut figures = store.hourly_figures(at - Duration::minutes(30), at + Duration::hours(3)).await.unwrap();
+        figures.iter_mut().for_each(|hour| hour.figures.revenue = (hour.figures.revenue * 100.0).round() / 100.0);
+        figures
+    })
+    .await;
+}

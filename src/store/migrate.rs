@@ -57,7 +57,8 @@ migrations![
     "0003_targeting.sql",
     "0004_segment_rollups.sql",
     "0005_held_postbacks.sql",
-    "0006_dashboard.sql"
+    "0006_dashboard.sql",
+    "0007_event_rollup.sql"
 ];
 
 /// What a store supplies to the runner. Its futures may complete at once (SQLite's do).

@@ -875,8 +875,11 @@ impl Store for PostgresStore {
         for row in rollup.iter().chain(&edges) {
             tally.add_clicks(grouping, &PgRow(row))?;
         }
+        for row in client.query(&queries.rollup_events, &[&from_hour, &to_hour]).await.map_err(db_error)? {
+            tally.add_events(grouping, &PgRow(&row))?;
+        }
         for sql in [&queries.ftds, &queries.deposits] {
-            for row in client.query(sql, &[&from, &to]).await.map_err(db_error)? {
+            for row in client.query(sql, &[&from, &to, &from_hour, &to_hour]).await.map_err(db_error)? {
                 tally.add_events(grouping, &PgRow(&row))?;
             }
         }
@@ -904,17 +907,11 @@ impl Store for PostgresStore {
     async fn hourly_figures(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<HourlyFigures>> {
         let client = self.client().await?;
         let range: [&(dyn ToSql + Sync); 2] = [&from, &to];
-        let (clicks, registrations, ftds, deposits) = tokio::try_join!(
-            client.query(&SQL.hourly_clicks, &range),
-            client.query(&SQL.hourly_registrations, &range),
-            client.query(&SQL.hourly_ftds, &range),
-            client.query(&SQL.hourly_deposits, &range),
-        )
-        .map_err(db_error)?;
+        let (clicks, events) =
+            tokio::try_join!(client.query(&SQL.hourly_clicks, &range), client.query(&SQL.hourly_events, &range))
+                .map_err(db_error)?;
         let mut parts = map_rows(&clicks, sql::hourly_clicks)?;
-        parts.extend(map_rows(&registrations, sql::hourly_registrations)?);
-        parts.extend(map_rows(&ftds, sql::hourly_events)?);
-        parts.extend(map_rows(&deposits, sql::hourly_events)?);
+        parts.extend(map_rows(&events, sql::hourly_events)?);
         Ok(sql::merge_hourly(parts))
     }
 

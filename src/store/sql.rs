@@ -18,9 +18,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    ClaimedPostback, ClickOwner, ClickSummary, DailyTotal, DashboardSession, Figures, Grouping, HeldPostback,
-    HourlyFigures, Offer, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome,
-    RoutingShare, SegmentStats, StoreError, StoreResult,
+    ClaimedPostback, ClickOwner, ClickSummary, DailyTotal, DashboardSession, Dimension, Figures, Grouping,
+    HeldPostback, HourlyFigures, Offer, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow,
+    PostbackOutcome, RoutingShare, SegmentStats, StoreError, StoreResult,
 };
 use crate::conversion::EventKind;
 use crate::routing::{DailyCaps, OfferWindow, Targeting};
@@ -41,31 +41,15 @@ pub(crate) struct Dialect {
     greatest: &'static str,
     /// `{lock}`: appended to a `SELECT` whose rows the transaction goes on to change.
     lock: &'static str,
-    /// What stands before and after a time to make the start of its UTC hour of it.
-    hour_of: (&'static str, &'static str),
 }
 
 /// PostgreSQL: money is `NUMERIC`, rows are locked for update.
-pub(crate) const POSTGRES: Dialect = Dialect {
-    param: '$',
-    amount: "amount",
-    units: "",
-    least: "LEAST",
-    greatest: "GREATEST",
-    lock: " FOR UPDATE",
-    hour_of: ("date_trunc('hour', ", ", 'UTC')"),
-};
+pub(crate) const POSTGRES: Dialect =
+    Dialect { param: '$', amount: "amount", units: "", least: "LEAST", greatest: "GREATEST", lock: " FOR UPDATE" };
 
 /// SQLite: money is integer micro-units; one writer at a time, so nothing to lock.
-pub(crate) const SQLITE: Dialect = Dialect {
-    param: '?',
-    amount: "amount_micros",
-    units: " / 1000000.0",
-    least: "min",
-    greatest: "max",
-    lock: "",
-    hour_of: ("(", " / 3600000000 * 3600000000)"),
-};
+pub(crate) const SQLITE: Dialect =
+    Dialect { param: '?', amount: "amount_micros", units: " / 1000000.0", least: "min", greatest: "max", lock: "" };
 
 impl Dialect {
     /// `template` in this dialect.
@@ -83,11 +67,6 @@ impl Dialect {
             out.push(if is_param { self.param } else { c });
         }
         out
-    }
-
-    /// The start of the UTC hour of the time `expression`.
-    fn hour_of(&self, expression: &str) -> String {
-        format!("{}{expression}{}", self.hour_of.0, self.hour_of.1)
     }
 
     /// A parameter's placeholder.
@@ -129,9 +108,7 @@ pub(crate) struct Statements {
     pub daily_clicks: String,
     pub daily_ftds: String,
     pub hourly_clicks: String,
-    pub hourly_registrations: String,
-    pub hourly_ftds: String,
-    pub hourly_deposits: String,
+    pub hourly_events: String,
     pub latest_clicks: String,
     pub record_routing: String,
     pub routing_history: String,
@@ -216,25 +193,15 @@ impl Statements {
                  WHERE voided_at IS NULL AND ftd_timestamp >= $1 GROUP BY offer_id"),
             hourly_clicks: r("SELECT offer_id, hour, CAST(clicks - bots AS BIGINT), CAST(bots AS BIGINT)
                  FROM click_rollup_hourly WHERE hour >= $1 AND hour < $2"),
-            hourly_registrations: r(&format!(
-                "SELECT offer_id, {}, count(*) FROM registrations WHERE click_at >= $1 AND click_at < $2 GROUP BY 1, 2",
-                dialect.hour_of("click_at")
-            )),
-            hourly_ftds: r(&format!(
-                "SELECT f.offer_id, {}, count(*), CAST(COALESCE(sum(p.{{amount}}), 0) AS DOUBLE PRECISION){{units}}
-                 FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
-                 WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2 GROUP BY 1, 2",
-                dialect.hour_of("f.click_at")
-            )),
-            hourly_deposits: r(&format!(
-                "SELECT offer_id, {}, CAST(0 AS BIGINT), CAST(sum({{amount}}) AS DOUBLE PRECISION){{units}}
-                 FROM deposits WHERE click_at >= $1 AND click_at < $2 GROUP BY 1, 2",
-                dialect.hour_of("click_at")
-            )),
-            // Newest first through the primary key: click ids are UUID v7, ordered by time.
+            hourly_events: r("SELECT offer_id, hour, CAST(sum(registrations) AS BIGINT), CAST(sum(ftds) AS BIGINT),
+                    CAST(sum({amount}) AS DOUBLE PRECISION){units}
+                 FROM event_rollup_hourly WHERE dimension = '' AND hour >= $1 AND hour < $2 GROUP BY offer_id, hour"),
+            // Newest first through the primary key: click ids are UUID v7, ordered by time. (The
+            // column is qualified: bare, `click_id` would name the TEXT output column, whose order
+            // no index gives, and every click would be sorted.)
             latest_clicks: r(
                 "SELECT CAST(click_id AS TEXT), created_at, offer_id, country, device, source, campaign, is_bot
-                 FROM clicks ORDER BY click_id DESC LIMIT $1",
+                 FROM clicks ORDER BY clicks.click_id DESC LIMIT $1",
             ),
             record_routing: r("INSERT INTO routing_history (slot, offer_id, traffic_share, epc_mean, probability_best)
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (slot, offer_id) DO UPDATE SET
@@ -259,19 +226,14 @@ pub(crate) fn hourly_clicks(row: &dyn Columns) -> StoreResult<HourlyFigures> {
     Ok(HourlyFigures { offer_id: row.int(0)?, hour: row.time(1)?, figures })
 }
 
-/// A row of `hourly_registrations`: `(offer, hour, registrations)`.
-pub(crate) fn hourly_registrations(row: &dyn Columns) -> StoreResult<HourlyFigures> {
-    let figures = Figures { registrations: row.count(2)?, ..Figures::default() };
-    Ok(HourlyFigures { offer_id: row.int(0)?, hour: row.time(1)?, figures })
-}
-
-/// A row of `hourly_ftds` or `hourly_deposits`: `(offer, hour, FTDs, revenue)`.
+/// A row of `hourly_events`: `(offer, hour, registrations, FTDs, revenue)`.
 pub(crate) fn hourly_events(row: &dyn Columns) -> StoreResult<HourlyFigures> {
-    let figures = Figures { ftds: row.count(2)?, revenue: row.real(3)?, ..Figures::default() };
+    let figures =
+        Figures { registrations: row.count(2)?, ftds: row.count(3)?, revenue: row.real(4)?, ..Figures::default() };
     Ok(HourlyFigures { offer_id: row.int(0)?, hour: row.time(1)?, figures })
 }
 
-/// The rows of the four hourly statements, added up by offer and hour, in hour order.
+/// The rows of the two hourly statements, added up by offer and hour, in hour order.
 pub(crate) fn merge_hourly(parts: impl IntoIterator<Item = HourlyFigures>) -> Vec<HourlyFigures> {
     let mut merged: BTreeMap<(OffsetDateTime, i64), HourlyFigures> = BTreeMap::new();
     for part in parts {
@@ -338,21 +300,23 @@ pub(crate) const POSTBACK_LOG_COLUMNS: &str =
     "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip, ignored_fields";
 
 /// Per-offer figures over `[$1, $2)` of click time. Clicks (of people: bots are reported apart, in
-/// grouped reports): whole hours `[$3, $4)` from the rollup,
-/// the partial edge hours from raw clicks (see `rollup_bounds`). Events: one grouped pass each,
-/// joined to the offers (not one correlated scan per offer). Money is summed exactly, then
-/// converted once.
+/// grouped reports) and events of the whole hours `[$3, $4)` from the rollups, those of the partial
+/// edge hours from the raw rows (see `rollup_bounds`), each a grouped pass joined to the offers (not
+/// one correlated scan per offer). Money is summed exactly, then converted once.
 const OFFER_STATS: &str = "WITH ftd_totals AS (
         SELECT f.offer_id, count(*) AS ftds, COALESCE(sum(p.{amount}), 0) AS revenue
         FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
-        WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2
+        WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2 AND (f.click_at < $3 OR f.click_at >= $4)
         GROUP BY f.offer_id
      ), deposit_totals AS (
         SELECT offer_id, sum({amount}) AS revenue FROM deposits
-        WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
+        WHERE click_at >= $1 AND click_at < $2 AND (click_at < $3 OR click_at >= $4) GROUP BY offer_id
      ), registration_totals AS (
         SELECT offer_id, count(*) AS registrations FROM registrations
-        WHERE click_at >= $1 AND click_at < $2 GROUP BY offer_id
+        WHERE click_at >= $1 AND click_at < $2 AND (click_at < $3 OR click_at >= $4) GROUP BY offer_id
+     ), rollup_totals AS (
+        SELECT offer_id, sum(registrations) AS registrations, sum(ftds) AS ftds, sum({amount}) AS revenue
+        FROM event_rollup_hourly WHERE dimension = '' AND hour >= $3 AND hour < $4 GROUP BY offer_id
      )
      SELECT o.id, o.name, o.weight, o.active,
         CAST(COALESCE((SELECT sum(r.clicks - r.bots) FROM click_rollup_hourly r
@@ -361,13 +325,14 @@ const OFFER_STATS: &str = "WITH ftd_totals AS (
          WHERE c.offer_id = o.id AND NOT c.is_bot AND c.created_at >= $1 AND c.created_at < {least}($3, $2))
       + (SELECT count(*) FROM clicks c
          WHERE c.offer_id = o.id AND NOT c.is_bot AND c.created_at >= {greatest}($4, $1) AND c.created_at < $2),
-        COALESCE(g.registrations, 0),
-        COALESCE(f.ftds, 0),
-        CAST(COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0) AS DOUBLE PRECISION){units}
+        CAST(COALESCE(g.registrations, 0) + COALESCE(t.registrations, 0) AS BIGINT),
+        CAST(COALESCE(f.ftds, 0) + COALESCE(t.ftds, 0) AS BIGINT),
+        CAST(COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0) + COALESCE(t.revenue, 0) AS DOUBLE PRECISION){units}
      FROM offers o
      LEFT JOIN ftd_totals f ON f.offer_id = o.id
      LEFT JOIN deposit_totals d ON d.offer_id = o.id
      LEFT JOIN registration_totals g ON g.offer_id = o.id
+     LEFT JOIN rollup_totals t ON t.offer_id = o.id
      ORDER BY o.id";
 
 /// The EV window of offer `$1`: its last `$2` clicks of people (bots are not exposure), their
@@ -385,17 +350,20 @@ const OFFER_WINDOW: &str = "WITH recent AS (
            + (SELECT COALESCE(sum(d.{amount}), 0) FROM deposits d JOIN recent r USING (click_id))
              AS DOUBLE PRECISION){units}";
 
-/// The four statements of a grouped report, each giving rows of `(offer_id, value, count, figure)`:
+/// The statements of a grouped report, each giving rows of `(offer_id, value, count, figure)`:
 /// - `rollup_clicks` over whole hours `[$1, $2)`: clicks of people and bots;
 /// - `edge_clicks` from raw clicks in `[$1, $2)` outside the whole hours `[$3, $4)` (the partial
 ///   hours, see `rollup_bounds`), found through the primary key: click ids are UUID v7, so the id
 ///   ranges `[$5, $6)` and `[$7, $8)` hold the two edges (see [`edge_id_bounds`]);
-/// - `ftds` and `deposits` by click time in `[$1, $2)`: FTDs and their payouts, and deposits (count
-///   0), joined to their clicks only when a dimension is asked for.
+/// - `rollup_events` over whole hours `[$1, $2)`: FTDs and revenue from `event_rollup_hourly`;
+/// - `ftds` and `deposits` by click time in `[$1, $2)` outside the whole hours `[$3, $4)`: FTDs and
+///   their payouts, and deposits (count 0), joined to their clicks only when a dimension is asked
+///   for.
 #[derive(Debug)]
 pub(crate) struct SegmentQueries {
     pub rollup_clicks: String,
     pub edge_clicks: String,
+    pub rollup_events: String,
     pub ftds: String,
     pub deposits: String,
 }
@@ -434,17 +402,24 @@ impl SegmentQueries {
                AND created_at >= $1 AND created_at < $2 AND (created_at < $3 OR created_at >= $4)
              GROUP BY 1, 2"
         );
+        let rollup_events = format!(
+            "SELECT offer_id, value, CAST(sum(ftds) AS BIGINT), CAST(sum({{amount}}) AS DOUBLE PRECISION){{units}}
+             FROM event_rollup_hourly WHERE dimension = '{}' AND hour >= $1 AND hour < $2
+             GROUP BY offer_id, value",
+            grouping.dimension.map_or("", Dimension::as_str)
+        );
         let ftds = format!(
             "SELECT f.offer_id, {event_column}, count(*), CAST(COALESCE(sum(p.{{amount}}), 0) AS DOUBLE PRECISION){{units}}
              FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id{}
              WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2
+               AND (f.click_at < $3 OR f.click_at >= $4)
              GROUP BY 1, 2",
             join.replace("{event}", "f")
         );
         let deposits = format!(
             "SELECT d.offer_id, {event_column}, CAST(0 AS BIGINT), CAST(sum(d.{{amount}}) AS DOUBLE PRECISION){{units}}
              FROM deposits d{}
-             WHERE d.click_at >= $1 AND d.click_at < $2
+             WHERE d.click_at >= $1 AND d.click_at < $2 AND (d.click_at < $3 OR d.click_at >= $4)
              GROUP BY 1, 2",
             join.replace("{event}", "d")
         );
@@ -452,6 +427,7 @@ impl SegmentQueries {
         SegmentQueries {
             rollup_clicks: r(rollup_clicks),
             edge_clicks: r(edge_clicks),
+            rollup_events: r(rollup_events),
             ftds: r(ftds),
             deposits: r(deposits),
         }

@@ -775,8 +775,9 @@ impl Store for SqliteStore {
                 &[&from, &to, &from_hour, &to_hour, first_from, first_to, last_from, last_to],
                 sql::SegmentTally::add_clicks,
             )?;
-            each(&queries.ftds, &[&from, &to], sql::SegmentTally::add_events)?;
-            each(&queries.deposits, &[&from, &to], sql::SegmentTally::add_events)?;
+            each(&queries.rollup_events, &[&from_hour, &to_hour], sql::SegmentTally::add_events)?;
+            each(&queries.ftds, &[&from, &to, &from_hour, &to_hour], sql::SegmentTally::add_events)?;
+            each(&queries.deposits, &[&from, &to, &from_hour, &to_hour], sql::SegmentTally::add_events)?;
             Ok(tally.into_rows())
         })
         .await
@@ -801,9 +802,7 @@ impl Store for SqliteStore {
         let range = [micros(from), micros(to)];
         self.with_conn(move |conn| {
             let mut parts = query_all(conn, &SQL.hourly_clicks, range, sql::hourly_clicks)?;
-            parts.extend(query_all(conn, &SQL.hourly_registrations, range, sql::hourly_registrations)?);
-            parts.extend(query_all(conn, &SQL.hourly_ftds, range, sql::hourly_events)?);
-            parts.extend(query_all(conn, &SQL.hourly_deposits, range, sql::hourly_events)?);
+            parts.extend(query_all(conn, &SQL.hourly_events, range, sql::hourly_events)?);
             Ok(sql::merge_hourly(parts))
         })
         .await

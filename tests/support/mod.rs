@@ -250,6 +250,49 @@ impl TestDb {
         }
     }
 
+    /// Asserts that `event_rollup_hourly` holds what the events themselves add up to, per offer,
+    /// hour of the click and value of every dimension: registrations, FTDs not rejected, and their
+    /// payouts plus every deposit (groups left at zero by a rejection aside).
+    pub async fn assert_event_rollup_matches_the_events(&self) {
+        let (hour, amount) = match self.database_config() {
+            DatabaseConfig::Postgres(_) => ("date_trunc('hour', e.click_at, 'UTC')", "amount"),
+            DatabaseConfig::Sqlite(_) => ("e.click_at / 3600000000 * 3600000000", "amount_micros"),
+        };
+        let dimension = |name: &str, column: &str| {
+            format!(
+                "SELECT e.offer_id, {hour} AS hour, '{name}' AS dimension, {column} AS value, e.registrations, e.ftds, e.amount
+                 FROM events e JOIN clicks c ON c.click_id = e.click_id"
+            )
+        };
+        let raw = format!(
+            "WITH events AS (
+                SELECT click_id, offer_id, click_at, 1 AS registrations, 0 AS ftds, 0 AS amount FROM registrations
+                UNION ALL
+                SELECT f.click_id, f.offer_id, f.click_at, 0, 1, COALESCE(p.{amount}, 0)
+                FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id WHERE f.voided_at IS NULL
+                UNION ALL
+                SELECT click_id, offer_id, click_at, 0, 0, {amount} FROM deposits
+             ), by_dimension AS ({} UNION ALL {} UNION ALL {} UNION ALL {} UNION ALL {})
+             SELECT offer_id, CAST(hour AS TEXT), dimension, value, CAST(sum(registrations) AS BIGINT),
+                    CAST(sum(ftds) AS BIGINT), CAST(CAST(sum(amount) AS DOUBLE PRECISION) AS TEXT)
+             FROM by_dimension GROUP BY 1, 2, 3, 4 ORDER BY 3, 2, 1, 4",
+            dimension("", "''"),
+            dimension("country", "COALESCE(c.country, '')"),
+            dimension("device", "COALESCE(c.device, '')"),
+            dimension("source", "COALESCE(c.source, '')"),
+            dimension("campaign", "COALESCE(c.campaign, '')"),
+        );
+        let rolled = format!(
+            "SELECT offer_id, CAST(hour AS TEXT), dimension, value, CAST(sum(registrations) AS BIGINT),
+                    CAST(sum(ftds) AS BIGINT), CAST(CAST(sum({amount}) AS DOUBLE PRECISION) AS TEXT)
+             FROM event_rollup_hourly GROUP BY 1, 2, 3, 4
+             HAVING sum(registrations) <> 0 OR sum(ftds) <> 0 OR sum({amount}) <> 0 ORDER BY 3, 2, 1, 4"
+        );
+        let (raw, rolled) = (self.rows(&raw).await, self.rows(&rolled).await);
+        assert!(!raw.is_empty(), "no events to compare");
+        assert_eq!(rolled, raw, "the event rollup (left) against the events (right)");
+    }
+
     /// A query's single integer (portable SQL, for example `SELECT count(*) FROM clicks`).
     pub async fn count(&self, sql: &str) -> i64 {
         let rows = self.rows(&format!("SELECT CAST(({sql}) AS BIGINT) AS n")).await;

@@ -88,7 +88,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
         return match method {
             Method::GET if session.is_some() => redirect(PREFIX),
             Method::GET => page(StatusCode::OK, layout::login(None)),
-            Method::POST => sign_in(app, req, &origin, https).await,
+            Method::POST => sign_in(app, req, peer, &origin, https).await,
             _ => method_not_allowed("GET, POST"),
         };
     }
@@ -149,7 +149,12 @@ fn offer_action(route: &str) -> Option<(i64, &str)> {
 }
 
 /// `POST /dashboard/login`: the token for a session cookie.
-async fn sign_in(app: &App, req: Request<Incoming>, origin: &str, https: bool) -> HttpResponse {
+async fn sign_in(app: &App, req: Request<Incoming>, peer: SocketAddr, origin: &str, https: bool) -> HttpResponse {
+    let client = crate::net::client(
+        peer.ip(),
+        req.headers().get("x-forwarded-for").map(HeaderValue::as_bytes),
+        &app.config().trusted_proxies,
+    );
     if !same_origin(req.headers(), origin) {
         return refused(StatusCode::FORBIDDEN, "Cross-site request refused.");
     }
@@ -168,6 +173,8 @@ async fn sign_in(app: &App, req: Request<Incoming>, origin: &str, https: bool) -
             with_cookie(redirect(PREFIX), &cookie)
         }
         Err(AppError::WrongToken) => {
+            // Who tried, never what they typed.
+            tracing::warn!(client = %client.ip, "dashboard sign-in with a wrong token");
             page(StatusCode::UNAUTHORIZED, layout::login(Some("That is not the admin token.")))
         }
         Err(error) => failure(error),

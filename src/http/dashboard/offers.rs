@@ -382,8 +382,9 @@ fn offer_form(visit: &Visit<'_>, id: Option<i64>, state: &FormState) -> Markup {
         Some(id) => format!("{PREFIX}/offers/{id}"),
         None => format!("{PREFIX}/offers"),
     };
+    let error_of = |name: &str| state.error.as_ref().filter(|(field, _)| *field == name).map(|(_, message)| message);
     let field = |name: &'static str, label: &str, kind: &str, hint: &str| {
-        let error = state.error.as_ref().filter(|(field, _)| *field == name).map(|(_, message)| message);
+        let error = error_of(name);
         html! {
             div.field {
                 label for=(name) { (label) }
@@ -394,7 +395,7 @@ fn offer_form(visit: &Visit<'_>, id: Option<i64>, state: &FormState) -> Markup {
         }
     };
     let area = |name: &'static str, label: &str, hint: &str| {
-        let error = state.error.as_ref().filter(|(field, _)| *field == name).map(|(_, message)| message);
+        let error = error_of(name);
         html! {
             div.field {
                 label for=(name) { (label) }
