@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use time::{Duration, OffsetDateTime};
 
 use super::{App, AppError, OfferReport};
-use crate::store::{ClickSummary, FALLBACK_OFFER_ID, Figures, Offer, RoutingShare, TimeRange};
+use crate::store::{ClickSummary, FALLBACK_OFFER_ID, Figures, Offer, RoutingShare, TimeRange, current_hour};
 
 /// The longest period a page reports on.
 pub const MAX_PERIOD_DAYS: i64 = 400;
@@ -59,6 +59,19 @@ impl Period {
             return Err(AppError::invalid(format!("the period may span at most {MAX_PERIOD_DAYS} days")));
         }
         Ok(Period { from, to })
+    }
+
+    /// Today so far, in whole hours: from the UTC day's midnight to the end of `now`'s hour.
+    pub fn today(now: OffsetDateTime) -> Period {
+        let hour_end = current_hour(now).0 + Duration::HOUR;
+        let midnight = now.to_offset(time::UtcOffset::UTC).replace_time(time::Time::MIDNIGHT);
+        Period { from: midnight, to: hour_end }
+    }
+
+    /// The `days` days up to the end of `now`'s hour.
+    pub fn last_days(days: i64, now: OffsetDateTime) -> Result<Period, AppError> {
+        let hour_end = current_hour(now).0 + Duration::HOUR;
+        Period::new(hour_end - Duration::days(days), hour_end)
     }
 
     /// Its start.
@@ -318,6 +331,16 @@ mod tests {
         assert!(Period::new(from + Duration::DAY, from).is_err());
         assert!(Period::new(from, from + Duration::days(MAX_PERIOD_DAYS)).is_ok());
         assert!(Period::new(from, from + Duration::days(MAX_PERIOD_DAYS + 1)).is_err());
+    }
+
+    #[test]
+    fn today_and_the_last_days_end_with_the_current_hour() {
+        let now = datetime!(2026-12-04 17:20:05 UTC);
+        let today = Period::today(now);
+        assert_eq!((today.from(), today.to()), (datetime!(2026-12-04 00:00 UTC), datetime!(2026-12-04 18:00 UTC)));
+        let week = Period::last_days(7, now).unwrap();
+        assert_eq!((week.from(), week.to()), (datetime!(2026-11-27 18:00 UTC), datetime!(2026-12-04 18:00 UTC)));
+        assert!(Period::last_days(MAX_PERIOD_DAYS + 1, now).is_err());
     }
 
     #[test]

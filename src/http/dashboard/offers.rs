@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use hyper::StatusCode;
 use maud::{Markup, html};
-use time::{OffsetDateTime, Time};
+use time::OffsetDateTime;
 
 use super::form::Form;
 use super::layout::{count, csrf_field, money, percent, shell};
@@ -160,14 +160,7 @@ fn parse(form: &Form) -> Result<Parsed, String> {
 
 /// `GET /dashboard/offers`: every offer, how it routes now, what it did today.
 pub(super) async fn list(visit: &Visit<'_>) -> HttpResponse {
-    let now = OffsetDateTime::now_utc();
-    let midnight = now.replace_time(Time::MIDNIGHT);
-    let next_hour = now.replace_time(Time::from_hms(now.hour(), 0, 0).unwrap_or(Time::MIDNIGHT)) + time::Duration::HOUR;
-    let standings = match Period::new(midnight, next_hour) {
-        Ok(today) => visit.app.offer_standings(today).await,
-        Err(error) => Err(error),
-    };
-    let standings = match standings {
+    let standings = match visit.app.offer_standings(Period::today(OffsetDateTime::now_utc())).await {
         Ok(standings) => standings,
         Err(error) => return failure(error),
     };

@@ -4,7 +4,7 @@
 use hyper::StatusCode;
 use hyper::header::{CONTENT_DISPOSITION, CONTENT_TYPE, HeaderValue};
 use maud::{Markup, html};
-use time::{Date, Duration, OffsetDateTime, Time};
+use time::{Date, Duration, OffsetDateTime};
 
 use super::chart::{Series, line_chart};
 use super::form::Form;
@@ -72,8 +72,8 @@ fn chosen_period(form: &Form, now: OffsetDateTime) -> Result<Chosen, String> {
         .into_iter()
         .find(|p| p.as_str() == name)
         .ok_or_else(|| format!("period must be one of today, yesterday, 7d, 30d, custom (got {name:?})"))?;
-    let midnight = now.replace_time(Time::MIDNIGHT);
-    let next_hour = now.replace_time(Time::from_hms(now.hour(), 0, 0).unwrap_or(Time::MIDNIGHT)) + Duration::HOUR;
+    let today = Period::today(now);
+    let (midnight, next_hour) = (today.from(), today.to());
     let (from, to) = match preset {
         Preset::Today => (midnight, next_hour),
         Preset::Yesterday => (midnight - Duration::DAY, midnight),
@@ -394,8 +394,7 @@ pub(super) async fn routing(visit: &Visit<'_>) -> HttpResponse {
         Some(Ok(days)) if (1..=MAX_PERIOD_DAYS).contains(&days) => days,
         Some(_) => return bad_request(visit, &format!("days must be a whole number from 1 to {MAX_PERIOD_DAYS}")),
     };
-    let next_hour = now.replace_time(Time::from_hms(now.hour(), 0, 0).unwrap_or(Time::MIDNIGHT)) + Duration::HOUR;
-    let period = match Period::new(next_hour - Duration::days(days), next_hour) {
+    let period = match Period::last_days(days, now) {
         Ok(period) => period,
         Err(error) => return failure(error),
     };
