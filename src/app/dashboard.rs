@@ -308,8 +308,8 @@ impl App {
     }
 }
 
-/// The name an offer id shows under.
-fn offer_name(offers: &[Offer], offer_id: i64) -> String {
+/// The name an offer id shows under: its name, `fallback URL`, or `offer N` for one deleted since.
+pub fn offer_name(offers: &[Offer], offer_id: i64) -> String {
     if offer_id == FALLBACK_OFFER_ID {
         return "fallback URL".to_owned();
     }

@@ -42,8 +42,8 @@ use crate::writer::ClickQueue;
 
 pub use click::{ClickRefused, RoutedClick, Visitor, VisitorLookup, new_click_id};
 pub use dashboard::{
-    Activity, Bucket, LiveClick, MAX_LIVE_CLICKS, MAX_PERIOD_DAYS, OfferActivity, OfferRouting, OfferStanding, Period,
-    RoutingHistory,
+    Activity, Bucket, LiveClick, MAX_PERIOD_DAYS, OfferActivity, OfferRouting, OfferStanding, Period, RoutingHistory,
+    offer_name,
 };
 pub use offers::{
     MAX_ALIAS_CHARS, MAX_ALIASES, MAX_DAILY_CAP, MAX_NAME_CHARS, MAX_RULE_ENTRIES, MAX_RULE_ENTRY_CHARS, MAX_WEIGHT,

@@ -165,12 +165,7 @@ async fn sign_in(app: &App, req: Request<Incoming>, peer: SocketAddr, origin: &s
     match app.sign_in(form.get("token").unwrap_or("").trim().as_bytes()).await {
         Ok(signed_in) => {
             let max_age = (signed_in.session.expires_at - time::OffsetDateTime::now_utc()).whole_seconds().max(0);
-            let cookie = format!(
-                "{COOKIE_NAME}={}; Path={PREFIX}; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
-                signed_in.session_id,
-                if https { "; Secure" } else { "" }
-            );
-            with_cookie(redirect(PREFIX), &cookie)
+            with_cookie(redirect(PREFIX), &signed_in.session_id, max_age, https)
         }
         Err(AppError::WrongToken) => {
             // Who tried, never what they typed.
@@ -186,11 +181,7 @@ async fn sign_out(app: &App, session_id: &str, https: bool) -> HttpResponse {
     if let Err(error) = app.sign_out(session_id).await {
         return failure(error);
     }
-    let cookie = format!(
-        "{COOKIE_NAME}=; Path={PREFIX}; Max-Age=0; HttpOnly; SameSite=Strict{}",
-        if https { "; Secure" } else { "" }
-    );
-    with_cookie(redirect(&format!("{PREFIX}/login")), &cookie)
+    with_cookie(redirect(&format!("{PREFIX}/login")), "", 0, https)
 }
 
 /// The session id of the request's cookie, if it has one.
@@ -269,8 +260,12 @@ pub(super) fn redirect(location: &str) -> HttpResponse {
     response
 }
 
-fn with_cookie(mut response: HttpResponse, cookie: &str) -> HttpResponse {
-    if let Ok(value) = HeaderValue::from_str(cookie) {
+/// `response` setting the session cookie to `value` for `max_age` seconds (an empty value and 0
+/// clear it): `HttpOnly`, `SameSite=Strict`, only under the dashboard, `Secure` over HTTPS.
+fn with_cookie(mut response: HttpResponse, value: &str, max_age: i64, https: bool) -> HttpResponse {
+    let secure = if https { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE_NAME}={value}; Path={PREFIX}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(SET_COOKIE, value);
     }
     response

@@ -10,7 +10,7 @@ use super::chart::{Series, line_chart};
 use super::form::Form;
 use super::layout::{count, date, money, percent, rate, shell, timestamp};
 use super::{PREFIX, Visit, failure, page};
-use crate::app::{Bucket, MAX_LIVE_CLICKS, MAX_PERIOD_DAYS, Period, SegmentRow};
+use crate::app::{Bucket, MAX_PERIOD_DAYS, Period, SegmentRow, offer_name};
 use crate::http::HttpResponse;
 use crate::store::{Dimension, Figures, Grouping, PostbackLogQuery, PostbackOutcome};
 
@@ -472,10 +472,7 @@ pub(super) async fn postbacks(visit: &Visit<'_>) -> HttpResponse {
         Ok(found) => found,
         Err(error) => return failure(error),
     };
-    let offer_name = |id: Option<i64>| match id {
-        Some(id) => offers.iter().find(|o| o.id == id).map_or_else(|| format!("offer {id}"), |o| o.name.clone()),
-        None => "–".to_owned(),
-    };
+    let offer_name = |id: Option<i64>| id.map_or_else(|| "–".to_owned(), |id| offer_name(&offers, id));
     let next = log.next_before_id.map(|before| {
         let mut link = format!("{PREFIX}/postbacks?before={before}");
         if let Some(id) = offer_id {
@@ -530,7 +527,7 @@ pub(super) async fn postbacks(visit: &Visit<'_>) -> HttpResponse {
 
 /// `GET /dashboard/live`: the latest clicks, reloaded every few seconds.
 pub(super) async fn live(visit: &Visit<'_>) -> HttpResponse {
-    let clicks = match visit.app.latest_clicks(LIVE_CLICKS.min(MAX_LIVE_CLICKS)).await {
+    let clicks = match visit.app.latest_clicks(LIVE_CLICKS).await {
         Ok(clicks) => clicks,
         Err(error) => return failure(error),
     };
