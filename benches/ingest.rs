@@ -3,6 +3,12 @@
 //! maintenance database, into PostgreSQL (binary COPY straight into `clicks`), beside the
 //! alternative the router does not use: one multi-row `INSERT .. VALUES` per batch. `SEGMENT_BY` sets
 //! the segment rollup as it does for the router.
+//!
+//! With `BENCH_LOADED_DATABASE_URL` naming a database that already holds millions of clicks (a
+//! `KEEP_DATABASE=1 CLICKS=50000000 benches/reports.sh` run keeps one), the same batches go into it
+//! and into the empty database in alternating rounds (`postgres_copy_empty/N`,
+//! `postgres_copy_loaded/N`), so that the machine's noise falls on both alike. Every batch goes into
+//! today's partition, as the router's do.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -113,6 +119,14 @@ fn ingest(c: &mut Criterion) {
         Config { database: DatabaseConfig::Postgres(format!("{base}/{name}")), segment_by, ..Config::default() };
     let store = runtime.block_on(store::open(&postgres)).unwrap();
     bench_store(c, "postgres_copy", store.clone(), &runtime);
+    if let Ok(loaded_url) = std::env::var("BENCH_LOADED_DATABASE_URL") {
+        let loaded = Config { database: DatabaseConfig::Postgres(loaded_url), segment_by, ..Config::default() };
+        let loaded = runtime.block_on(store::open(&loaded)).unwrap();
+        for round in 1..=3 {
+            bench_store(c, &format!("postgres_copy_empty/{round}"), store.clone(), &runtime);
+            bench_store(c, &format!("postgres_copy_loaded/{round}"), loaded.clone(), &runtime);
+        }
+    }
     drop(store);
     let mut client = runtime.block_on(async {
         let (client, connection) =

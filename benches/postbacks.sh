@@ -6,7 +6,8 @@
 # none lost) and that the amounts add up. Loopback only; bounded; cleans up after itself.
 #
 # Usage: benches/postbacks.sh   (EVENT=ftd|deposit|reg DURATION=10 CONNECTIONS=32 CLICKS=300000 to
-#                                change)
+#                                change; ROUTER_DATABASE_URL to run on a loaded database, such as
+#                                the one KEEP_DATABASE=1 benches/reports.sh keeps)
 # Needs: wrk (installed from Debian's packages if missing), PostgreSQL on 127.0.0.1:5432 with trust
 # auth (BENCH_DATABASE_URL names its maintenance database).
 set -euo pipefail
@@ -42,20 +43,23 @@ esac
 start_router "$router_port" "$server_core" "$work/router.log"
 
 echo "== $clicks clicks through /click"
+# This run's clicks: minted since now (their partition only), from this script's source.
+mine="click_id >= click_partitions.first_id('$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)') AND source = 'postbacks'"
 made=0
 for _ in $(seq 1 30); do
     (( made < clicks )) || break
     taskset -c "$client_core" wrk -t1 -c64 -d2s "http://127.0.0.1:$router_port/click?source=postbacks" >/dev/null
-    made=$(psql -At "$router_db_url" -c "SELECT count(*) FROM clicks")
+    made=$(psql -At "$router_db_url" -c "SELECT count(*) FROM clicks WHERE $mine")
 done
 (( made >= clicks )) || fail "only $made clicks stored after a minute of clicking"
 sleep 1
 psql -At -F' ' "$router_db_url" -c \
-    "SELECT c.click_id, o.postback_secret FROM clicks c JOIN offers o ON o.id = c.offer_id ORDER BY random()" |
+    "SELECT c.click_id, o.postback_secret FROM clicks c JOIN offers o ON o.id = c.offer_id WHERE $mine ORDER BY random()" |
     awk -v event="$event" '{ printf "/postback?click_id=%s&event=%s&payout=120.50&tid=t%d&secret=%s\n", $1, event, NR, $2 }' \
     > "$work/paths"
 available=$(wc -l < "$work/paths")
 
+read -r stored_before amounts_before <<< "$(psql -At -F' ' "$router_db_url" -c "$rows_sql")"
 echo "== $event postbacks for ${duration}s, wrk -t1 -c$connections, router on core $server_core, wrk on core $client_core"
 before=$(ticks "$router_pid")
 out=$(taskset -c "$client_core" wrk -t1 -c"$connections" -d"${duration}s" --latency \
@@ -73,6 +77,8 @@ echo "== stopping the router gracefully and counting rows"
 stop_router
 counts=$(psql -At -F' ' "$router_db_url" -c "$rows_sql") || fail "cannot count rows"
 read -r stored amounts <<< "$counts"
+stored=$(( stored - stored_before ))
+amounts=$(awk -v a="$amounts" -v b="$amounts_before" 'BEGIN { printf "%.2f", a - b }')
 accepted=$(( requests - bad ))
 echo "postbacks accepted by wrk's count: $accepted   $event rows: $stored   amounts: $amounts"
 extra=$(( stored - accepted ))

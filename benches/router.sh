@@ -1,12 +1,13 @@
 # Sourced by the load scripts: start the release router on a fresh PostgreSQL database, pinned to a
 # core, with three offers (weights 1, 2, 3); stop it; drop its database. Loopback only.
-# Reads: ROUTER_BIN (a prebuilt router; otherwise this builds one), BENCH_DATABASE_URL.
+# Reads: ROUTER_BIN (a prebuilt router; otherwise this builds one), BENCH_DATABASE_URL, and
+# ROUTER_DATABASE_URL: an existing database to run on instead (a loaded one; kept, not dropped).
 
 pg="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 router_bin="${ROUTER_BIN:-./target/release/casino-router}"
 router_token=bench-token-0123456789
 router_db="casino_bench_$$"
-router_db_url="${pg%/*}/$router_db"
+router_db_url="${ROUTER_DATABASE_URL:-${pg%/*}/$router_db}"
 router_pid=""
 
 [[ -n "${ROUTER_BIN:-}" ]] || cargo build --release --quiet
@@ -14,7 +15,7 @@ router_pid=""
 # start_router PORT CORE LOGFILE: sets router_pid once /health answers and the offers exist.
 start_router() {
     local port=$1 core=$2 log=$3
-    psql -q "$pg" -c "CREATE DATABASE $router_db" >/dev/null
+    [[ -n "${ROUTER_DATABASE_URL:-}" ]] || psql -q "$pg" -c "CREATE DATABASE $router_db" >/dev/null
     DATABASE_URL="$router_db_url" HOST=127.0.0.1 PORT=$port ADMIN_TOKEN=$router_token RUST_LOG=warn \
         taskset -c "$core" "$router_bin" > "$log" 2>&1 &
     router_pid=$!
@@ -36,7 +37,8 @@ stop_router() {
 # Stops the router if it runs and drops its database.
 cleanup_router() {
     stop_router
-    psql -q "$pg" -c "DROP DATABASE IF EXISTS $router_db WITH (FORCE)" >/dev/null 2>&1 || true
+    [[ -n "${ROUTER_DATABASE_URL:-}" ]] ||
+        psql -q "$pg" -c "DROP DATABASE IF EXISTS $router_db WITH (FORCE)" >/dev/null 2>&1 || true
 }
 
 # CPU ticks (user + system) of processes and all their threads (for nginx, master plus worker).

@@ -115,6 +115,15 @@ pub const SEGMENT_BY: &str = "SEGMENT_BY";
 /// How long a dashboard sign-in lasts, in hours; then the browser is asked for the token again.
 pub const DASHBOARD_SESSION_HOURS: &str = "DASHBOARD_SESSION_HOURS";
 
+/// Days each partition of PostgreSQL's `clicks` covers (new partitions; existing ones keep theirs).
+pub const CLICK_PARTITION_DAYS: &str = "CLICK_PARTITION_DAYS";
+/// Clicks older than this many days are removed (whole partitions on PostgreSQL, batched deletes on
+/// SQLite); events, rollups and the postback log are kept. `0`: clicks are kept forever.
+pub const CLICK_RETENTION_DAYS: &str = "CLICK_RETENTION_DAYS";
+
+/// Seconds in a day.
+const DAY_SECONDS: u64 = 24 * 3600;
+
 /// The router's whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -188,6 +197,10 @@ pub struct Config {
     pub segment_by: SegmentDims,
     /// How long a dashboard sign-in lasts.
     pub dashboard_session: Duration,
+    /// Days each new partition of PostgreSQL's `clicks` covers.
+    pub click_partition_days: u32,
+    /// How long clicks are kept; `None`: forever.
+    pub click_retention: Option<Duration>,
     /// Create the example offers when the store has none. Not an environment variable: the binary
     /// sets it for the embedded store, so a first run routes clicks at once.
     pub seed_if_empty: bool,
@@ -335,6 +348,8 @@ impl Default for Config {
             bot_action: BotAction::Route,
             segment_by: SegmentDims::DEFAULT,
             dashboard_session: Duration::from_secs(12 * 3600),
+            click_partition_days: 1,
+            click_retention: None,
             seed_if_empty: false,
         }
     }
@@ -469,6 +484,17 @@ impl Config {
             dashboard_session: Duration::from_secs(
                 3600 * vars.ranged(DASHBOARD_SESSION_HOURS, defaults.dashboard_session.as_secs() / 3600, 1, 24 * 90),
             ),
+            click_partition_days: vars.ranged(CLICK_PARTITION_DAYS, defaults.click_partition_days, 1, 31),
+            click_retention: Some(Duration::from_secs(
+                DAY_SECONDS
+                    * vars.ranged(
+                        CLICK_RETENTION_DAYS,
+                        defaults.click_retention.map_or(0, |retention| retention.as_secs() / DAY_SECONDS),
+                        0,
+                        36_500,
+                    ),
+            ))
+            .filter(|retention| !retention.is_zero()),
             seed_if_empty: defaults.seed_if_empty,
         };
         if config.bot_action == BotAction::Fallback && config.fallback.is_none() {
@@ -654,6 +680,19 @@ mod tests {
         let err = parse(&[(METRICS_ADDR, "9100"), (LOG_FORMAT, "xml")]).unwrap_err();
         let names: Vec<_> = err.0.iter().map(|v| v.name).collect();
         assert_eq!(names, [METRICS_ADDR, LOG_FORMAT]);
+    }
+
+    #[test]
+    fn clicks_are_kept_forever_in_daily_partitions_unless_set() {
+        let config = parse(&[]).unwrap();
+        assert_eq!((config.click_partition_days, config.click_retention), (1, None));
+        let config = parse(&[(CLICK_PARTITION_DAYS, "7"), (CLICK_RETENTION_DAYS, "90")]).unwrap();
+        assert_eq!(config.click_partition_days, 7);
+        assert_eq!(config.click_retention, Some(Duration::from_secs(90 * 24 * 3600)));
+        assert_eq!(parse(&[(CLICK_RETENTION_DAYS, "0")]).unwrap().click_retention, None);
+        let err = parse(&[(CLICK_PARTITION_DAYS, "0"), (CLICK_RETENTION_DAYS, "-1")]).unwrap_err();
+        let names: Vec<_> = err.0.iter().map(|v| v.name).collect();
+        assert_eq!(names, [CLICK_PARTITION_DAYS, CLICK_RETENTION_DAYS]);
     }
 
     #[test]

@@ -90,3 +90,70 @@ async fn the_targeting_migration_rolls_up_the_clicks_stored_before_it() {
         assert_eq!(db.count("SELECT count(*) FROM clicks WHERE is_bot").await, 0, "{backend:?}");
     }
 }
+
+/// The schema of migrations 0001 to `last` (recorded as applied), as PostgreSQL had it.
+fn postgres_schema_up_to(last: u32) -> String {
+    let dir = format!("{}/sql/postgres", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().path()).collect();
+    files.sort();
+    let mut sql = String::from(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());\n",
+    );
+    for (version, file) in (1..=last).zip(files) {
+        sql.push_str(&std::fs::read_to_string(file).unwrap());
+        sql.push_str(&format!("\nINSERT INTO schema_migrations (version) VALUES ({version});\n"));
+    }
+    sql
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_partitioning_migration_moves_every_click_into_the_partition_of_its_day() {
+    let Some(db) = TestDb::create_postgres().await else { return };
+    db.execute_batch(&postgres_schema_up_to(7)).await;
+    let now = time::OffsetDateTime::now_utc();
+    let days_ago = [40i64, 3, 3, 1, 0];
+    let mut clicks = Vec::new();
+    for (i, days) in days_ago.iter().enumerate() {
+        let at = now - time::Duration::days(*days) - time::Duration::minutes(i as i64);
+        let id = casino_router::app::new_click_id(at, &mut rand::rng());
+        clicks.push((id, at));
+    }
+    let values: Vec<String> = clicks
+        .iter()
+        .map(|(id, at)| {
+            format!("('{id}', 1, '{}', 'DE', 1.0)", at.format(&time::format_description::well_known::Rfc3339).unwrap())
+        })
+        .collect();
+    db.execute_batch(&format!(
+        "INSERT INTO offers (id, name, casino_url, postback_secret) VALUES (1, 'A', 'https://a.example/', 'secret-a');
+         INSERT INTO clicks (click_id, offer_id, created_at, country, propensity) VALUES {};
+         INSERT INTO ftd_events (click_id, offer_id, click_at) SELECT click_id, offer_id, created_at FROM clicks
+         WHERE click_id = '{}';",
+        values.join(", "),
+        clicks[1].0
+    ))
+    .await;
+    let config = Config { database: db.database_config(), db_pool_size: 2, ..Config::default() };
+    let store = store::open(&config).await.unwrap();
+
+    let mut stored = db.click_ids().await;
+    stored.sort();
+    let mut expected: Vec<_> = clicks.iter().map(|(id, _)| *id).collect();
+    expected.sort();
+    assert_eq!(stored, expected, "every click kept");
+    for (id, at) in &clicks {
+        let rows = db.rows(&format!("SELECT tableoid::regclass::text FROM clicks WHERE click_id = '{id}'")).await;
+        let day = format!("click_partitions.d{:04}{:02}{:02}", at.year(), u8::from(at.month()), at.day());
+        assert_eq!(rows[0][0].as_deref(), Some(day.as_str()), "{id} minted {at}");
+    }
+    assert_eq!(db.count("SELECT count(*) FROM pg_class WHERE relname = 'clicks' AND relkind = 'p'").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND confrelid = 'clicks'::regclass").await,
+        0
+    );
+    assert_eq!(db.count("SELECT count(*) FROM ftd_events").await, 1, "events kept");
+    let owner = store.click_owner(clicks[4].0).await.unwrap().expect("a moved click is found");
+    assert_eq!(owner.offer_id, 1);
+    let days_covered = db.count("SELECT count(*) FROM click_partitions.bounds").await;
+    assert!(days_covered >= 41 + 7, "from the oldest click's day to a week ahead: {days_covered}");
+}

@@ -244,3 +244,45 @@ async fn a_journaled_click_the_database_refuses_is_skipped_alone() {
     assert_eq!(journal_segments(&db), 0, "the segment is done with");
     restarted.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_keep_being_served_while_a_migration_holds_the_clicks_table() {
+    let Some(db) = TestDb::create_postgres().await else { return };
+    let mut config = test_config(&db);
+    // A queue far smaller than the clicks sent while the table is locked (but larger than those of
+    // one wait for the lock, a second): only the writer giving up on the lock, and holding the
+    // clicks as in an outage, keeps them coming.
+    let capacity = 1024;
+    config.click_queue_capacity = capacity;
+    config.journal_spill_after = 100;
+    let server = TestServer::start_on(db.shared(), config).await;
+    server.create_offer("A", "https://a.example/", 1.0).await;
+    let (before, _) = server.click_many(20, 2).await;
+    wait_for("the first clicks written", async || db.count("SELECT count(*) FROM clicks").await == 20).await;
+
+    // What a migration moving the clicks does: an exclusive lock on the table, held for longer than
+    // any statement of the router waits for a lock.
+    let (client, connection) = tokio_postgres::connect(&db.database_url(), tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    client.batch_execute("BEGIN; LOCK TABLE clicks IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let mut during = Vec::new();
+    let locked_until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < locked_until {
+        // Each one answered 302 (click_many asserts it).
+        during.extend(server.click_many(100, 4).await.0);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(during.len() > 2 * capacity, "{} clicks while locked", during.len());
+    assert_eq!(db.count("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation = 'clicks'::regclass").await, 1);
+    client.batch_execute("COMMIT").await.unwrap();
+    drop(client);
+    connection.await.unwrap().unwrap();
+
+    let total = (before.len() + during.len()) as i64;
+    wait_for("every click written", async || db.count("SELECT count(*) FROM clicks").await == total).await;
+    let stored: std::collections::HashSet<_> = db.click_ids().await.into_iter().collect();
+    assert!(before.iter().chain(&during).all(|l| stored.contains(&click_id_of(l))), "each click once, none lost");
+    let health = server.health().await;
+    assert_eq!((health["clicks_failed"].as_u64(), health["clicks_rejected"].as_u64()), (Some(0), Some(0)));
+    server.stop().await;
+}

@@ -499,3 +499,83 @@ async fn stats_figures_on_a_known_data_set() {
     let (status, _) = server.admin_json(Method::GET, "/admin/stats?from=yesterday", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// Scans of each partition of PostgreSQL's `clicks` (index and sequential) since the database began,
+/// as its statistics report them.
+async fn scans_by_partition(db: &support::TestDb) -> std::collections::BTreeMap<String, i64> {
+    let rows = db
+        .rows(
+            "SELECT relname, CAST(coalesce(idx_scan, 0) + coalesce(seq_scan, 0) AS TEXT) FROM pg_stat_user_tables
+             WHERE schemaname = 'click_partitions' AND relname <> 'bounds'",
+        )
+        .await;
+    rows.into_iter().map(|row| (row[0].clone().unwrap(), row[1].as_deref().unwrap().parse().unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_postback_reads_only_the_partition_of_its_clicks_day() {
+    let Some(db) = support::TestDb::create_postgres().await else { return };
+    // The migrations first, on connections then closed: creating partitions scans them (attaching
+    // checks each one), and a backend reports its scans only when it flushes its statistics (at
+    // exit, or when idle, up to seconds later). From then on the counts are the router's.
+    let migrated = casino_router::store::open(&support::test_config(&db)).await.unwrap();
+    let others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    db.count(&others.replace("count(*)", "count(pg_terminate_backend(pid))")).await;
+    support::wait_until("the migration's connections closed", std::time::Duration::from_secs(10), async || {
+        db.count(others).await == 0
+    })
+    .await;
+    drop(migrated);
+    let before = scans_by_partition(&db).await;
+    // The routing engine's reads are left out: its per-segment evidence joins the month's FTDs to
+    // their clicks, a scan of every partition the planner is free to choose (`SEGMENT_BY=none`
+    // skips it), and its refresh could come at any moment of the test.
+    let mut config = support::test_config(&db);
+    config.segment_by = casino_router::routing::SegmentDims::NONE;
+    config.thompson_refresh_interval = std::time::Duration::from_secs(3600);
+    let server = TestServer::start_on(db, config).await;
+    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
+    let (locations, _) = server.click_many(5, 1).await;
+    for location in &locations {
+        let body = json!({"click_id": click_id_of(location), "event": "ftd", "payout": 40, "secret": offer["postback_secret"]});
+        let (status, answer) = server.postback_json(&body).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    // The partitions of the clicks' days (one, unless the clicks straddle midnight UTC).
+    let days: std::collections::BTreeSet<String> = locations
+        .iter()
+        .map(|location| {
+            let (seconds, _) = click_id_of(location).get_timestamp().unwrap().to_unix();
+            let day = time::OffsetDateTime::from_unix_timestamp(seconds as i64).unwrap();
+            format!("d{:04}{:02}{:02}", day.year(), u8::from(day.month()), day.day())
+        })
+        .collect();
+    // The statistics reach the view within seconds of each backend going idle.
+    support::wait_until("the postbacks' scans counted", std::time::Duration::from_secs(30), async || {
+        let scans = scans_by_partition(&server.db).await;
+        days.iter().map(|day| scans[day] - before[day]).sum::<i64>() >= 5
+    })
+    .await;
+    let scans = scans_by_partition(&server.db).await;
+    assert!(scans.len() >= 8, "today, a week ahead and the default partition: {scans:?}");
+    let elsewhere: Vec<_> = scans.iter().filter(|(name, n)| !days.contains(*name) && **n != before[*name]).collect();
+    assert!(elsewhere.is_empty(), "no other partition was read: {elsewhere:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postback_for_a_click_past_retention_is_refused_with_the_reason() {
+    let server = TestServer::start_with(|config| {
+        config.click_retention = Some(std::time::Duration::from_secs(30 * 24 * 3600));
+    })
+    .await;
+    let offer = server.create_offer("Alpha", "https://alpha.example/", 1.0).await;
+    let body = json!({"click_id": old_click_id(), "event": "ftd", "secret": offer["postback_secret"]});
+    let (status, answer) = server.postback_json(&body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    let reason = answer["error"].as_str().unwrap();
+    assert_eq!(reason, "unknown click_id: clicks older than CLICK_RETENTION_DAYS (30) are no longer stored");
+    // A recent click is still found.
+    let click_id = click_id_of(&server.click_location("").await);
+    let body = json!({"click_id": click_id, "event": "ftd", "secret": offer["postback_secret"]});
+    assert_eq!(server.postback_json(&body).await.0, StatusCode::OK);
+}

@@ -12,10 +12,10 @@ use casino_router::app::new_click_id;
 use casino_router::conversion::EventKind;
 use casino_router::routing::{DailyCaps, OfferWindow, SegmentDims, Targeting, WeightPolicy};
 use casino_router::store::{
-    ClickOwner, ClickRecord, Conversion, ConversionOutcome, DailyTotal, DashboardSession, DeleteOutcome, Dimension,
-    FALLBACK_OFFER_ID, Figures, FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, HourlyFigures, NewOffer,
-    Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackOutcome, RoutingEvidence, RoutingShare,
-    SegmentFtds, SegmentStats, Store, TimeRange,
+    ClickOwner, ClickRecord, ClickUpkeep, Conversion, ConversionOutcome, DailyTotal, DashboardSession, DeleteOutcome,
+    Dimension, FALLBACK_OFFER_ID, Figures, FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, HourlyFigures,
+    NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackOutcome, RoutingEvidence,
+    RoutingShare, SegmentFtds, SegmentStats, Store, TimeRange,
 };
 use casino_router::visitor::{Country, DeviceClass};
 use support::stores::{self, StoreUnderTest};
@@ -1063,4 +1063,118 @@ async fn the_event_rollup_follows_every_event_rejection_and_late_payout() {
         figures
     })
     .await;
+}
+
+/// A day's worth of time.
+fn days(n: i64) -> Duration {
+    Duration::days(n)
+}
+
+#[tokio::test]
+async fn retention_removes_old_clicks_and_keeps_their_events_and_figures() {
+    on_both(async |s: &StoreUnderTest| {
+        let (store, name) = (&*s.store, s.name);
+        let offer = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+        let now = recent(0);
+        // Clicks of today and of 20 days ahead; the upkeep runs as if 40 days had passed.
+        let old: Vec<ClickRecord> = (0..3).map(|i| click(offer.id, now - Duration::minutes(i))).collect();
+        let young = click(offer.id, now + days(20));
+        store.insert_clicks(&old).await.unwrap();
+        store.insert_clicks(std::slice::from_ref(&young)).await.unwrap();
+        apply(store, &conversion(&old[0], EventKind::Ftd, Some(50.0), None)).await;
+        apply(store, &conversion(&young, EventKind::Reg, None, None)).await;
+        let before = stats(store).await;
+        s.db.assert_event_rollup_matches_the_events().await;
+        let rollup = "SELECT * FROM event_rollup_hourly ORDER BY dimension, hour, offer_id, value";
+        let rollup_before = s.db.rows(rollup).await;
+
+        let upkeep = ClickUpkeep { now: now + days(40), partition_days: 1, retention: Some(days(30)) };
+        let done = store.maintain_clicks(upkeep).await.unwrap();
+        assert_eq!(s.db.click_ids().await, [young.click_id], "{name}: only the click within retention is kept");
+        assert_eq!(store.click_owner(old[0].click_id).await.unwrap(), None, "{name}");
+        assert!(store.click_owner(young.click_id).await.unwrap().is_some(), "{name}");
+        assert_eq!(stats(store).await, before, "{name}: the figures come from the rollups, which are kept");
+        assert_eq!(s.db.count("SELECT count(*) FROM ftd_events").await, 1, "{name}: events are kept");
+        assert_eq!(s.db.rows(rollup).await, rollup_before, "{name}: the event rollup is kept whole");
+
+        // No event can be stored for a click that is not (or no longer) stored.
+        let orphan = store
+            .apply_conversion(
+                &conversion(&old[1], EventKind::Reg, None, None),
+                &log_for(&conversion(&old[1], EventKind::Reg, None, None)),
+            )
+            .await;
+        assert!(!matches!(orphan, Ok(ConversionOutcome::Recorded)), "{name}: {orphan:?}");
+        assert_eq!(s.db.count("SELECT count(*) FROM registrations").await, 1, "{name}: only the young click's");
+
+        let again = store.maintain_clicks(upkeep).await.unwrap();
+        assert!(again.partitions_dropped.is_empty() && again.clicks_deleted == 0, "{name}: {again:?}");
+        let removed = match name {
+            "sqlite" => done.clicks_deleted == 3 && done.partitions_dropped.is_empty(),
+            _ => done.clicks_deleted == 0 && !done.partitions_dropped.is_empty(),
+        };
+        assert!(removed, "{name}: SQLite deletes clicks, PostgreSQL drops partitions: {done:?}");
+        before
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn retention_deletes_sqlite_clicks_in_batches_until_none_is_left() {
+    let s = stores::StoreUnderTest::open(support::Backend::Sqlite).await;
+    let offer = s.store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+    let now = recent(0);
+    let clicks: Vec<ClickRecord> = (0..12_000).map(|i| click(offer.id, now - Duration::milliseconds(i))).collect();
+    s.store.insert_clicks(&clicks).await.unwrap();
+    let upkeep = ClickUpkeep { now: now + days(2), partition_days: 1, retention: Some(days(1)) };
+    let done = s.store.maintain_clicks(upkeep).await.unwrap();
+    assert_eq!(done.clicks_deleted, 12_000);
+    assert_eq!(s.db.count("SELECT count(*) FROM clicks").await, 0);
+    assert_eq!(stats(&*s.store).await[0].clicks, 12_000, "the rollup still counts them");
+}
+
+/// The PostgreSQL partition each click is stored in, by click id.
+async fn partition_of(s: &StoreUnderTest, click: &ClickRecord) -> String {
+    let rows =
+        s.db.rows(&format!("SELECT tableoid::regclass::text FROM clicks WHERE click_id = '{}'", click.click_id)).await;
+    rows[0][0].clone().unwrap()
+}
+
+#[tokio::test]
+async fn postgres_keeps_daily_partitions_a_week_ahead_and_a_click_beyond_them_waits_in_the_default_one() {
+    let Some(s) = stores::postgres().await else { return };
+    let store = &*s.store;
+    let offer = store.create_offer(&new_offer("alpha", 1.0, true)).await.unwrap();
+    let now = recent(0);
+    let upkeep = ClickUpkeep { now, partition_days: 1, retention: None };
+    store.maintain_clicks(upkeep).await.unwrap();
+    let covered = s.db.rows("SELECT max(ends) >= now() + interval '7 days' FROM click_partitions.bounds").await;
+    assert_eq!(covered[0][0].as_deref(), Some("t"), "partitions reach a week ahead");
+
+    let today = click(offer.id, now);
+    let later = click(offer.id, now + days(30));
+    store.insert_clicks(&[today.clone(), later.clone()]).await.unwrap();
+    let day = |t: OffsetDateTime| format!("click_partitions.d{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day());
+    assert_eq!(partition_of(&s, &today).await, day(now));
+    assert_eq!(partition_of(&s, &later).await, "click_partitions.other", "no partition covers it yet");
+
+    let done = store.maintain_clicks(ClickUpkeep { now: now + days(30), partition_days: 3, ..upkeep }).await.unwrap();
+    assert!(done.partitions_created >= 8, "{done:?}");
+    let moved = partition_of(&s, &later).await;
+    let bounds =
+        s.db.rows(&format!(
+            "SELECT ends - starts FROM click_partitions.bounds WHERE 'click_partitions.' || name = '{moved}'"
+        ))
+        .await;
+    assert_eq!(bounds[0][0].as_deref(), Some("3 days"), "{moved}: the new partitions cover CLICK_PARTITION_DAYS");
+    assert_eq!(s.db.count("SELECT count(*) FROM click_partitions.other").await, 0, "it moved out of the default");
+    assert!(store.click_owner(later.click_id).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .maintain_clicks(ClickUpkeep { now: now + days(30), partition_days: 3, ..upkeep })
+            .await
+            .unwrap()
+            .partitions_created,
+        0
+    );
 }

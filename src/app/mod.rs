@@ -14,7 +14,8 @@
 //! - [`offers`]: validated offer changes, each followed by a table rebuild;
 //! - [`reports`]: stats, the postback log, weight recalculation on request, health;
 //! - [`routing`]: building and swapping the routing table, under either strategy;
-//! - [`sessions`]: dashboard sign-in, sessions kept in the store.
+//! - [`sessions`]: dashboard sign-in, sessions kept in the store;
+//! - [`upkeep`]: the clicks table's partitions and retention.
 //!
 //! Invariant: the routing table is replaced whole, under `rebuild`, from what the store says at that
 //! moment; the click path only ever `load()`s it.
@@ -27,6 +28,7 @@ mod postback;
 mod reports;
 mod routing;
 mod sessions;
+mod upkeep;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};

@@ -412,6 +412,13 @@ impl App {
         if let Some(owner) = self.store.click_owner(click_id).await? {
             return Ok(Some(owner));
         }
+        if let Some(retention) = self.config.click_retention.filter(|&retention| !is_recent(click_id, retention)) {
+            let days = retention.as_secs() / (24 * 3600);
+            return Err(refuse(
+                PostbackOutcome::UnknownClick,
+                format!("unknown click_id: clicks older than CLICK_RETENTION_DAYS ({days}) are no longer stored"),
+            ));
+        }
         let holdable = !self.config.postback_hold.is_zero() && is_recent(click_id, self.config.postback_hold);
         if !holdable && !is_recent(click_id, RECENT_CLICK) {
             return Err(unknown_click());

@@ -58,7 +58,8 @@ migrations![
     "0004_segment_rollups.sql",
     "0005_held_postbacks.sql",
     "0006_dashboard.sql",
-    "0007_event_rollup.sql"
+    "0007_event_rollup.sql",
+    "0008_partitioned_clicks.sql"
 ];
 
 /// What a store supplies to the runner. Its futures may complete at once (SQLite's do).

@@ -658,6 +658,42 @@ pub struct DashboardSession {
     pub expires_at: OffsetDateTime,
 }
 
+/// What [`Store::maintain_clicks`] is to keep: partitions ahead of `now` and no click older than the
+/// retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClickUpkeep {
+    /// The time to plan from.
+    pub now: OffsetDateTime,
+    /// Days each new partition covers (PostgreSQL; SQLite keeps one table).
+    pub partition_days: u32,
+    /// Clicks minted before `now - retention` are removed; `None` keeps every click.
+    pub retention: Option<time::Duration>,
+}
+
+impl ClickUpkeep {
+    /// How far ahead of `now` partitions must exist: a week, or two partitions if they are longer.
+    pub fn ahead(&self) -> time::Duration {
+        time::Duration::days(7).max(time::Duration::days(2 * i64::from(self.partition_days)))
+    }
+
+    /// The first moment whose clicks are kept, if clicks are removed at all.
+    pub fn cutoff(&self) -> Option<OffsetDateTime> {
+        self.retention.map(|retention| self.now - retention)
+    }
+}
+
+/// What one [`Store::maintain_clicks`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClickUpkeepDone {
+    /// Partitions created (PostgreSQL).
+    pub partitions_created: u32,
+    /// Names of the partitions dropped past retention (PostgreSQL).
+    pub partitions_dropped: Vec<String>,
+    /// Clicks deleted past retention: SQLite's, and PostgreSQL's default partition's are not
+    /// counted (they leave with their partition, or by one DELETE).
+    pub clicks_deleted: u64,
+}
+
 /// Why a store call failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -1005,6 +1041,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends the session whose id hashes to `id_hash` (nothing if there is none).
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+
+    /// Keeps the clicks table: on PostgreSQL, creates the partitions `upkeep` asks to have ahead and
+    /// drops those wholly past retention; on SQLite, deletes the clicks past retention in bounded
+    /// batches, each its own transaction. Events, rollups and the postback log are never touched.
+    async fn maintain_clicks(&self, upkeep: ClickUpkeep) -> StoreResult<ClickUpkeepDone>;
 
     /// Recomputes the weights of the active offers from their last `last_n_clicks` clicks with
     /// `policy`, saves them and their history, and bumps the routing version, all in one transaction.

@@ -36,17 +36,22 @@ use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
-    ClaimedPostback, ClickOwner, ClickRecord, ClickSummary, Conversion, ConversionOutcome, DailyTotal,
-    DashboardSession, DeleteOutcome, FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, HourlyFigures,
-    NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome,
-    Rollup, RoutingEvidence, RoutingShare, RoutingVersion, SegmentEvidence, SegmentFtds, SegmentRollup, SegmentStats,
-    Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
+    ClaimedPostback, ClickOwner, ClickRecord, ClickSummary, ClickUpkeep, ClickUpkeepDone, Conversion,
+    ConversionOutcome, DailyTotal, DashboardSession, DeleteOutcome, FtdBucket, Grouping, HeldPostback, HoldLimits,
+    HoldOutcome, HourlyFigures, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery,
+    PostbackLogRow, PostbackOutcome, Rollup, RoutingEvidence, RoutingShare, RoutingVersion, SegmentEvidence,
+    SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, SegmentDims, Targeting, WeightPolicy, WeightedOffer};
 
 /// The shared statements, in PostgreSQL's dialect.
 static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(&sql::POSTGRES));
+
+/// The longest any statement of the router waits for a lock, migrations excepted. Only DDL holds a
+/// lock this long; meanwhile the click queue must absorb what arrives while the writer waits (65,536
+/// clicks by default: a second of 65,000 clicks/s).
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 /// Advisory lock keys (arbitrary constants, unique to this application).
 const MIGRATION_LOCK: i64 = 0x6361_7369_6e6f_0001;
@@ -126,6 +131,12 @@ impl PostgresStore {
             url.parse().map_err(|e| StoreError::Unavailable(format!("invalid DATABASE_URL: {e}")))?;
         pg_config.connect_timeout(Duration::from_secs(5));
         pg_config.application_name("casino-router");
+        // No statement of the router waits long for a lock: one that does is behind DDL (a migration
+        // moving clicks, a partition dropped), and failing soon lets the writer hold and journal
+        // clicks (55P03 is transient) instead of stopping with the queue filling behind it.
+        let lock_wait = format!("-c lock_timeout={}", LOCK_WAIT.as_millis());
+        let options = pg_config.get_options().map_or(lock_wait.clone(), |given| format!("{given} {lock_wait}"));
+        pg_config.options(&options);
         let manager =
             Manager::from_config(pg_config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         // Last in, first out: light traffic keeps reusing the connection returned last, whose
@@ -200,11 +211,20 @@ impl MigrationTarget for Migrations<'_> {
     async fn apply(&mut self, migration: &Migration, applied_at: OffsetDateTime) -> Result<(), String> {
         let failed = |e: tokio_postgres::Error| describe(&e);
         let tx = self.0.transaction().await.map_err(failed)?;
+        // A migration waits as long as it must for its locks (the router's other statements give up
+        // after LOCK_WAIT, and the writer holds their clicks meanwhile).
+        tx.batch_execute("SET LOCAL lock_timeout = 0").await.map_err(failed)?;
         tx.batch_execute(migration.sql).await.map_err(failed)?;
         tx.execute(&SQL.insert_migration, &[&(migration.version as i32), &applied_at]).await.map_err(failed)?;
         tx.commit().await.map_err(failed)
     }
 }
+
+/// The partition upkeep's bound on waiting for a lock: attaching a partition locks the default
+/// partition, dropping one locks `clicks`, each until its transaction ends, and while the request
+/// waits behind a long report, the writer's next COPY waits behind it. Shorter than [`LOCK_WAIT`], so
+/// that the upkeep gives up (and is tried again at its next run) before the writer would.
+const UPKEEP_LOCK_WAIT: &str = "SET LOCAL lock_timeout = '500ms'";
 
 /// Describes a PostgreSQL error with its server message, which `Display` alone leaves out.
 fn describe(err: &tokio_postgres::Error) -> String {
@@ -217,8 +237,9 @@ fn describe(err: &tokio_postgres::Error) -> String {
 /// Errors that mean "not now" rather than "never": I/O and closed connections (no SQLSTATE), and the
 /// server's own transient states: connection exceptions (08), serialization failure and deadlock
 /// (40), insufficient resources such as too many connections (53), operator intervention such as
-/// shutdown or start-up (57), system errors (58), and a read-only transaction during failover
-/// (25006). The writer holds clicks through these; anything else is a query the server refuses.
+/// shutdown or start-up (57), system errors (58), a read-only transaction during failover (25006),
+/// and a lock not had within `lock_timeout` (55P03: DDL such as a migration holds it). The writer
+/// holds clicks through these; anything else is a query the server refuses.
 fn db_error(err: tokio_postgres::Error) -> StoreError {
     match err.code().map(|code| code.code()) {
         None => StoreError::Unavailable(describe(&err)),
@@ -228,7 +249,8 @@ fn db_error(err: tokio_postgres::Error) -> StoreError {
 }
 
 fn is_transient(sqlstate: &str) -> bool {
-    ["08", "40", "53", "57", "58"].iter().any(|class| sqlstate.starts_with(class)) || sqlstate == "25006"
+    ["08", "40", "53", "57", "58"].iter().any(|class| sqlstate.starts_with(class))
+        || ["25006", "55P03"].contains(&sqlstate)
 }
 
 fn pool_error(err: PoolError) -> StoreError {
@@ -960,6 +982,31 @@ impl Store for PostgresStore {
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
         self.client().await?.execute(&SQL.delete_session, &[&id_hash]).await.map_err(db_error)?;
         Ok(())
+    }
+
+    async fn maintain_clicks(&self, upkeep: ClickUpkeep) -> StoreResult<ClickUpkeepDone> {
+        let mut client = self.client().await?;
+        let mut done = ClickUpkeepDone::default();
+        let days = i32::try_from(upkeep.partition_days).unwrap_or(i32::MAX);
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.batch_execute(UPKEEP_LOCK_WAIT).await.map_err(db_error)?;
+        let row = tx
+            .query_one(
+                "SELECT click_partitions.extend($1, $2, $3)",
+                &[&upkeep.now, &(upkeep.now + upkeep.ahead()), &days],
+            )
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        done.partitions_created = row.get::<_, i32>(0).max(0) as u32;
+        if let Some(cutoff) = upkeep.cutoff() {
+            let tx = client.transaction().await.map_err(db_error)?;
+            tx.batch_execute(UPKEEP_LOCK_WAIT).await.map_err(db_error)?;
+            let rows = tx.query("SELECT click_partitions.drop_before($1)", &[&cutoff]).await.map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            done.partitions_dropped = rows.iter().map(|row| row.get(0)).collect();
+        }
+        Ok(done)
     }
 
     async fn recalculate_weights(

@@ -26,11 +26,11 @@ use super::offers::{self, OfferTransaction};
 use super::sql::{self, Columns, Param, Statements};
 use super::weights::{self, WeightTransaction};
 use super::{
-    ClaimedPostback, ClickOwner, ClickRecord, ClickSummary, Conversion, ConversionOutcome, DailyTotal,
-    DashboardSession, DeleteOutcome, FtdBucket, Grouping, HeldPostback, HoldLimits, HoldOutcome, HourlyFigures,
-    NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery, PostbackLogRow, PostbackOutcome,
-    Rollup, RoutingEvidence, RoutingShare, RoutingVersion, SegmentEvidence, SegmentFtds, SegmentRollup, SegmentStats,
-    Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
+    ClaimedPostback, ClickOwner, ClickRecord, ClickSummary, ClickUpkeep, ClickUpkeepDone, Conversion,
+    ConversionOutcome, DailyTotal, DashboardSession, DeleteOutcome, FtdBucket, Grouping, HeldPostback, HoldLimits,
+    HoldOutcome, HourlyFigures, NewOffer, Offer, OfferPatch, OfferStats, PostbackLogEntry, PostbackLogQuery,
+    PostbackLogRow, PostbackOutcome, Rollup, RoutingEvidence, RoutingShare, RoutingVersion, SegmentEvidence,
+    SegmentFtds, SegmentRollup, SegmentStats, Store, StoreError, StoreResult, TimeRange, current_hour, rollup_bounds,
 };
 use crate::conversion::{EventKind, alias_names, aliases_from_names, to_micro_units};
 use crate::routing::{OfferWindow, SegmentDims, Targeting, WeightPolicy, WeightedOffer};
@@ -106,6 +106,24 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// Clicks deleted per transaction by retention: small enough that the writer waits for one batch
+/// only for milliseconds.
+const RETENTION_BATCH: u64 = 5_000;
+
+/// Deletes up to [`RETENTION_BATCH`] clicks whose id sorts before `first_kept` (ids are UUID v7 in
+/// lower-case text: their order is their time's), oldest first, in one transaction. Events keep
+/// their foreign keys for inserts; this delete alone runs with them unchecked, since events outlive
+/// their clicks (the pragma cannot change inside a transaction, so it is set around it).
+fn delete_clicks_before(conn: &mut Connection, first_kept: &str) -> StoreResult<u64> {
+    conn.execute_batch("PRAGMA foreign_keys = OFF").map_err(query_error)?;
+    let deleted = conn.execute(
+        "DELETE FROM clicks WHERE click_id IN (SELECT click_id FROM clicks WHERE click_id < ?1 ORDER BY click_id LIMIT ?2)",
+        params![first_kept, RETENTION_BATCH as i64],
+    );
+    conn.execute_batch("PRAGMA foreign_keys = ON").map_err(query_error)?;
+    Ok(deleted.map_err(query_error)? as u64)
 }
 
 /// Completes a future of the shared code (the migration runner, the weight recalculation) whose
@@ -863,6 +881,22 @@ impl Store for SqliteStore {
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
         let id_hash = id_hash.to_owned();
         self.with_conn(move |conn| conn.execute(&SQL.delete_session, [id_hash]).map(drop).map_err(query_error)).await
+    }
+
+    async fn maintain_clicks(&self, upkeep: ClickUpkeep) -> StoreResult<ClickUpkeepDone> {
+        let mut done = ClickUpkeepDone::default();
+        let Some(cutoff) = upkeep.cutoff() else { return Ok(done) };
+        let first_kept = sql::click_id_bounds(cutoff, cutoff).0.to_string();
+        loop {
+            let before = first_kept.clone();
+            let deleted = self.with_conn(move |conn| delete_clicks_before(conn, &before)).await?;
+            done.clicks_deleted += deleted;
+            if deleted < RETENTION_BATCH {
+                return Ok(done);
+            }
+            // Between batches the writer and the postbacks take the connection.
+            tokio::task::yield_now().await;
+        }
     }
 
     async fn recalculate_weights(

@@ -511,8 +511,8 @@ mod tests {
     use crate::routing::{WeightPolicy, WeightedOffer};
     use crate::store::sqlite::SqliteStore;
     use crate::store::{
-        ClaimedPostback, ClickSummary, DailyTotal, DashboardSession, Grouping, HeldPostback, HoldLimits, HoldOutcome,
-        HourlyFigures, RoutingShare, SegmentStats,
+        ClaimedPostback, ClickSummary, ClickUpkeep, ClickUpkeepDone, DailyTotal, DashboardSession, Grouping,
+        HeldPostback, HoldLimits, HoldOutcome, HourlyFigures, RoutingShare, SegmentStats,
     };
     use crate::store::{
         ClickOwner, Conversion, ConversionOutcome, DeleteOutcome, NewOffer, Offer, OfferPatch, OfferStats,
@@ -627,6 +627,9 @@ mod tests {
         }
         async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
             self.inner.delete_session(id_hash).await
+        }
+        async fn maintain_clicks(&self, upkeep: ClickUpkeep) -> StoreResult<ClickUpkeepDone> {
+            self.inner.maintain_clicks(upkeep).await
         }
         async fn recalculate_weights(
             &self,

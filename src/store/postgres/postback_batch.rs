@@ -354,6 +354,13 @@ fn batch_sql(inputs: &[(&str, &str)], insert: &str, returning: &str, key: &str, 
     )
 }
 
+/// The condition every event insert puts on its rows: their click is stored. Events keep no foreign
+/// key to the partitioned `clicks` (migration 0008); an event of an unknown click is not inserted,
+/// in the same statement that looks for the click (a partition being dropped waits for it). OFFSET 0
+/// keeps it one probe per row, pruned to the partition of its id, where a semi-join could hash every
+/// partition.
+const CLICK_STORED: &str = "EXISTS (SELECT 1 FROM clicks c WHERE c.click_id = input.click_id OFFSET 0)";
+
 /// FTDs of distinct clicks, and their payouts.
 static FTDS_SQL: LazyLock<String> = LazyLock::new(|| {
     batch_sql(
@@ -366,8 +373,10 @@ static FTDS_SQL: LazyLock<String> = LazyLock::new(|| {
             ("amount", "int8"),
             ("currency", "text"),
         ],
-        "INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
-         SELECT click_id, offer_id, click_at, player, tid FROM input ORDER BY click_id",
+        &format!(
+            "INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
+         SELECT click_id, offer_id, click_at, player, tid FROM input WHERE {CLICK_STORED} ORDER BY click_id"
+        ),
         "id, click_id",
         "click_id",
         ", payout AS (
@@ -389,9 +398,11 @@ static DEPOSITS_SQL: LazyLock<String> = LazyLock::new(|| {
             ("amount", "int8"),
             ("currency", "text"),
         ],
-        "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
+        &format!(
+            "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
          SELECT click_id, offer_id, click_at, tid, amount::numeric / 1000000, currency
-         FROM input ORDER BY offer_id, tid",
+         FROM input WHERE {CLICK_STORED} ORDER BY offer_id, tid"
+        ),
         "offer_id, tid",
         "offer_id, tid",
         "",
@@ -402,8 +413,10 @@ static DEPOSITS_SQL: LazyLock<String> = LazyLock::new(|| {
 static REGISTRATIONS_SQL: LazyLock<String> = LazyLock::new(|| {
     batch_sql(
         &[("click_id", "uuid"), ("offer_id", "int8"), ("click_at", "timestamptz"), ("player", "text")],
-        "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
-         SELECT click_id, offer_id, click_at, player FROM input ORDER BY click_id",
+        &format!(
+            "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
+         SELECT click_id, offer_id, click_at, player FROM input WHERE {CLICK_STORED} ORDER BY click_id"
+        ),
         "click_id",
         "click_id",
         "",
