@@ -1,5 +1,6 @@
 -- wrk script for benches/instances.sh: each request is the next line (a path and query) of the file
--- named after `--`, every line once; wrk stops when the last answer is in. One thread (-t1).
+-- named after `--`, every line once; the thread stops when the last answer is in (wrk itself runs
+-- on to the end of its duration). One thread (-t1).
 local paths, next_index, answered = {}, 0, 0
 
 function init(args)

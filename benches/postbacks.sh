@@ -43,8 +43,10 @@ esac
 start_router "$router_port" "$server_core" "$work/router.log"
 
 echo "== $clicks clicks through /click"
-# This run's clicks: minted since now (their partition only), from this script's source.
-mine="click_id >= click_partitions.first_id('$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)') AND source = 'postbacks'"
+# This run's clicks: minted since now (the smallest UUID v7 of this millisecond on: an index range,
+# and on a partitioned table only today's partition), from this script's source.
+since=$(printf '%012x' "$(date +%s%3N)")
+mine="click_id >= '${since:0:8}-${since:8:4}-0000-0000-000000000000' AND source = 'postbacks'"
 made=0
 for _ in $(seq 1 30); do
     (( made < clicks )) || break
