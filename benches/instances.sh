@@ -115,7 +115,7 @@ psql -At -F' ' "$url" -c "SELECT c.click_id, o.postback_secret FROM clicks c JOI
     shuf > "$work/paths"
 # wrk runs for its whole duration even once the list is done (its threads stop, its clock does not):
 # long enough for the list at 1,000 postbacks/s; the rate is benches/postbacks.sh's to measure.
-out=$(wrk -t1 -c32 -d"$(( ftds * 2 / 1000 + 5 ))s" --latency -s benches/paths_once.lua "http://127.0.0.1:$lb_port" -- "$work/paths")
+out=$(wrk -t1 -c32 -d"$(( ftds * 2 / 1000 + 5 ))s" --latency -s benches/postbacks.lua "http://127.0.0.1:$lb_port" -- "$work/paths" once)
 p_requests=$(echo "$out" | awk '/requests in/ {print $1}')
 p_bad=$(echo "$out" | awk '/Non-2xx or 3xx/ {print $5}')
 p_p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
