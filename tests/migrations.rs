@@ -157,3 +157,24 @@ async fn the_partitioning_migration_moves_every_click_into_the_partition_of_its_
     let days_covered = db.count("SELECT count(*) FROM click_partitions.bounds").await;
     assert!(days_covered >= 41 + 7, "from the oldest click's day to a week ahead: {days_covered}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_starting_while_another_migrates_waits_for_it_however_long() {
+    let Some(db) = TestDb::create_postgres().await else { return };
+    // Another instance's migration session: it holds the migration lock for longer than any other
+    // statement of the router waits for a lock (a second).
+    let (other, connection) = tokio_postgres::connect(&db.database_url(), tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    const MIGRATION_LOCK: i64 = 0x6361_7369_6e6f_0001;
+    other.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.unwrap();
+    let config = Config { database: db.database_config(), db_pool_size: 1, ..Config::default() };
+    let opening = tokio::spawn(async move { store::open(&config).await.map(drop) });
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(!opening.is_finished(), "the store waits for the other instance's migrations");
+    other.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await.unwrap();
+    opening.await.unwrap().expect("the store opens once the other instance is done");
+    let files = std::fs::read_dir(format!("{}/sql/postgres", env!("CARGO_MANIFEST_DIR"))).unwrap().count();
+    assert_eq!(db.count("SELECT count(*) FROM schema_migrations").await, files as i64, "every migration applied");
+    drop(other);
+    connection.await.unwrap().unwrap();
+}

@@ -183,10 +183,15 @@ impl PostgresStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         let mut client = self.client().await?;
+        // Another instance's migrations may take minutes (moving clicks into partitions): this one
+        // waits for them however long, unlike the router's other statements (LOCK_WAIT).
+        client.batch_execute("SET lock_timeout = 0").await.map_err(db_error)?;
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_error)?;
         let result = migrate::run(&mut Migrations(&mut client), migrate::POSTGRES).await;
-        // Unlocking also happens when the session ends; an error here changes nothing.
+        // Unlocking also happens when the session ends; an error here changes nothing. The
+        // connection goes back to the pool with the router's lock wait.
         let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+        let _ = client.batch_execute("RESET lock_timeout").await;
         result
     }
 }
