@@ -906,7 +906,9 @@ impl Store for PostgresStore {
             tally.add_events(grouping, &PgRow(&row))?;
         }
         for sql in [&queries.ftds, &queries.deposits] {
-            for row in client.query(sql, &[&from, &to, &from_hour, &to_hour]).await.map_err(db_error)? {
+            let params: [&(dyn ToSql + Sync); 8] =
+                [&from, &to, &from_hour, &to_hour, &first_from, &first_to, &last_from, &last_to];
+            for row in client.query(sql, &params).await.map_err(db_error)? {
                 tally.add_events(grouping, &PgRow(&row))?;
             }
         }

@@ -794,8 +794,10 @@ impl Store for SqliteStore {
                 sql::SegmentTally::add_clicks,
             )?;
             each(&queries.rollup_events, &[&from_hour, &to_hour], sql::SegmentTally::add_events)?;
-            each(&queries.ftds, &[&from, &to, &from_hour, &to_hour], sql::SegmentTally::add_events)?;
-            each(&queries.deposits, &[&from, &to, &from_hour, &to_hour], sql::SegmentTally::add_events)?;
+            let edges: [&dyn rusqlite::ToSql; 8] =
+                [&from, &to, &from_hour, &to_hour, first_from, first_to, last_from, last_to];
+            each(&queries.ftds, &edges, sql::SegmentTally::add_events)?;
+            each(&queries.deposits, &edges, sql::SegmentTally::add_events)?;
             Ok(tally.into_rows())
         })
         .await
