@@ -183,8 +183,9 @@ impl PostgresStore {
 
     async fn migrate(&self) -> StoreResult<()> {
         let mut client = self.client().await?;
-        // Another instance's migrations may take minutes (moving clicks into partitions): this one
-        // waits for them however long, unlike the router's other statements (LOCK_WAIT).
+        // Migrations wait as long as they must for their locks, and for another instance's
+        // migrations, which may take minutes (moving clicks into partitions), unlike the router's
+        // other statements (LOCK_WAIT); the writers of instances still serving hold their clicks.
         client.batch_execute("SET lock_timeout = 0").await.map_err(db_error)?;
         client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_error)?;
         let result = migrate::run(&mut Migrations(&mut client), migrate::POSTGRES).await;
@@ -216,9 +217,6 @@ impl MigrationTarget for Migrations<'_> {
     async fn apply(&mut self, migration: &Migration, applied_at: OffsetDateTime) -> Result<(), String> {
         let failed = |e: tokio_postgres::Error| describe(&e);
         let tx = self.0.transaction().await.map_err(failed)?;
-        // A migration waits as long as it must for its locks (the router's other statements give up
-        // after LOCK_WAIT, and the writer holds their clicks meanwhile).
-        tx.batch_execute("SET LOCAL lock_timeout = 0").await.map_err(failed)?;
         tx.batch_execute(migration.sql).await.map_err(failed)?;
         tx.execute(&SQL.insert_migration, &[&(migration.version as i32), &applied_at]).await.map_err(failed)?;
         tx.commit().await.map_err(failed)
@@ -891,14 +889,11 @@ impl Store for PostgresStore {
         let queries = sql::SegmentQueries::new(&sql::POSTGRES, grouping);
         let client = self.client().await?;
         let mut tally = sql::SegmentTally::default();
+        // The edge hours' queries (clicks, FTDs, deposits) take the same eight parameters.
+        let edge_params: [&(dyn ToSql + Sync); 8] =
+            [&from, &to, &from_hour, &to_hour, &first_from, &first_to, &last_from, &last_to];
         let rollup = client.query(&queries.rollup_clicks, &[&from_hour, &to_hour]).await.map_err(db_error)?;
-        let edges = client
-            .query(
-                &queries.edge_clicks,
-                &[&from, &to, &from_hour, &to_hour, &first_from, &first_to, &last_from, &last_to],
-            )
-            .await
-            .map_err(db_error)?;
+        let edges = client.query(&queries.edge_clicks, &edge_params).await.map_err(db_error)?;
         for row in rollup.iter().chain(&edges) {
             tally.add_clicks(grouping, &PgRow(row))?;
         }
@@ -906,9 +901,7 @@ impl Store for PostgresStore {
             tally.add_events(grouping, &PgRow(&row))?;
         }
         for sql in [&queries.ftds, &queries.deposits] {
-            let params: [&(dyn ToSql + Sync); 8] =
-                [&from, &to, &from_hour, &to_hour, &first_from, &first_to, &last_from, &last_to];
-            for row in client.query(sql, &params).await.map_err(db_error)? {
+            for row in client.query(sql, &edge_params).await.map_err(db_error)? {
                 tally.add_events(grouping, &PgRow(&row))?;
             }
         }

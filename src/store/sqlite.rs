@@ -788,14 +788,11 @@ impl Store for SqliteStore {
                 };
             each(&queries.rollup_clicks, &[&from_hour, &to_hour], sql::SegmentTally::add_clicks)?;
             let [first_from, first_to, last_from, last_to] = &ids;
-            each(
-                &queries.edge_clicks,
-                &[&from, &to, &from_hour, &to_hour, first_from, first_to, last_from, last_to],
-                sql::SegmentTally::add_clicks,
-            )?;
-            each(&queries.rollup_events, &[&from_hour, &to_hour], sql::SegmentTally::add_events)?;
+            // The edge hours' queries (clicks, FTDs, deposits) take the same eight parameters.
             let edges: [&dyn rusqlite::ToSql; 8] =
                 [&from, &to, &from_hour, &to_hour, first_from, first_to, last_from, last_to];
+            each(&queries.edge_clicks, &edges, sql::SegmentTally::add_clicks)?;
+            each(&queries.rollup_events, &[&from_hour, &to_hour], sql::SegmentTally::add_events)?;
             each(&queries.ftds, &edges, sql::SegmentTally::add_events)?;
             each(&queries.deposits, &edges, sql::SegmentTally::add_events)?;
             Ok(tally.into_rows())
