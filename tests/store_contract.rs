@@ -262,7 +262,7 @@ async fn conversions_of_every_kind_are_recorded_once_and_logged_with_their_outco
         let k: Vec<ClickRecord> = (0..4).map(|i| click(offer.id, recent(60 - i))).collect();
         store.insert_clicks(&k).await.unwrap();
 
-        let steps: [Step; 18] = [
+        let steps: [Step; 19] = [
             (&k[0], Reg, None, None, Recorded),
             (&k[0], Reg, None, None, Duplicate),
             (&k[0], Ftd, Some(10.0), Some("f1"), Recorded),
@@ -281,6 +281,7 @@ async fn conversions_of_every_kind_are_recorded_once_and_logged_with_their_outco
             (&k[0], Rejected, None, None, Recorded),
             (&k[0], Rejected, None, None, Duplicate),
             (&k[2], Reg, None, None, Recorded),
+            (&k[3], Ftd, None, Some("f1-again"), Recorded), // a repeat's tid was not taken
         ];
         for (i, &(click, kind, payout, tid, expected)) in steps.iter().enumerate() {
             let outcome = apply(store, &conversion(click, kind, payout, tid)).await;
@@ -306,9 +307,9 @@ async fn conversions_of_every_kind_are_recorded_once_and_logged_with_their_outco
             .collect();
         assert_eq!(logged, expected, "{name}");
 
-        // What was recorded: two FTDs (one rejected), two payouts, two deposits, two registrations.
+        // What was recorded: three FTDs (one rejected), two payouts, two deposits, two registrations.
         let figures = &stats(store).await[0];
-        assert_eq!((figures.registrations, figures.ftds, figures.revenue), (2, 1, 7.5 + 25.0), "{name}");
+        assert_eq!((figures.registrations, figures.ftds, figures.revenue), (2, 2, 7.5 + 25.0), "{name}");
         logged
     })
     .await;
@@ -1133,11 +1134,75 @@ async fn retention_deletes_sqlite_clicks_in_batches_until_none_is_left() {
     assert_eq!(stats(&*s.store).await[0].clicks, 12_000, "the rollup still counts them");
 }
 
-/// The PostgreSQL partition each click is stored in, by click id.
+#[tokio::test]
+async fn postgresql_lays_its_schema_out_for_one_server_or_for_citus() {
+    let Some(s) = stores::postgres().await else { return };
+    let citus = s.db.rows("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')").await;
+    if citus[0][0].as_deref() != Some("t") {
+        assert!(!support::on_citus(), "TEST_STORE=citus, but the test database has no Citus");
+        let tids = s.db.rows("SELECT to_regclass('ftd_events_offer_tid') IS NOT NULL, to_regclass('event_tids')").await;
+        assert_eq!(tids, [[Some("t".to_owned()), None]], "one server keeps tids unique by its indexes");
+        return;
+    }
+    assert!(support::on_citus());
+    // Each table: how it is distributed ('h' hash, 'n' reference), by which column, and with what.
+    let layout =
+        s.db.rows(
+            "SELECT logicalrelid::text, partmethod, COALESCE(column_to_column_name(logicalrelid, partkey), ''),
+                    colocationid
+             FROM pg_dist_partition WHERE logicalrelid::text NOT LIKE 'click_partitions.%' ORDER BY 1",
+        )
+        .await;
+    let of = |table: &str| {
+        let row = layout.iter().find(|row| row[0].as_deref() == Some(table)).unwrap_or_else(|| panic!("{table}"));
+        (row[1].clone().unwrap(), row[2].clone().unwrap(), row[3].clone().unwrap())
+    };
+    let clicks = of("clicks");
+    assert_eq!((clicks.0.as_str(), clicks.1.as_str()), ("h", "click_id"));
+    for table in ["ftd_events", "payouts", "registrations", "deposits", "held_postbacks"] {
+        assert_eq!(of(table), clicks, "{table} lives with its clicks");
+    }
+    let rollup = of("click_rollup_hourly");
+    assert_eq!((rollup.0.as_str(), rollup.1.as_str()), ("h", "offer_id"));
+    for table in ["click_rollup_dims", "event_rollup_hourly", "event_tids", "routing_history", "weight_history"] {
+        assert_eq!(of(table), rollup, "{table} is sharded by offer, with the rollups");
+    }
+    for table in ["offers", "routing_state", "segment_rollups"] {
+        assert_eq!(of(table).0, "n", "{table} is a reference table");
+    }
+    let local: Vec<&str> = ["postback_log", "dashboard_sessions", "schema_migrations", "click_partitions.bounds"]
+        .into_iter()
+        .filter(|table| layout.iter().any(|row| row[0].as_deref() == Some(*table)))
+        .collect();
+    assert!(local.is_empty(), "{local:?} stay on the coordinator");
+    // Every click partition the upkeep makes is distributed with clicks.
+    s.store.maintain_clicks(ClickUpkeep { now: recent(0), partition_days: 1, retention: None }).await.unwrap();
+    let partitions =
+        s.db.rows(
+            "SELECT count(*) FILTER (WHERE d.colocationid IS DISTINCT FROM (SELECT colocationid FROM pg_dist_partition
+                                                                      WHERE logicalrelid = 'clicks'::regclass)),
+                    count(*)
+             FROM click_partitions.bounds b
+             LEFT JOIN pg_dist_partition d ON d.logicalrelid = ('click_partitions.' || b.name)::regclass",
+        )
+        .await;
+    let made: i64 = partitions[0][1].as_deref().unwrap().parse().unwrap();
+    assert!(made >= 8, "a week ahead: {partitions:?}");
+    assert_eq!(partitions[0][0].as_deref(), Some("0"), "{partitions:?}");
+}
+
+/// The PostgreSQL partition each click is stored in, by click id. On Citus the row is read from a
+/// shard of the partition, named after it with the shard's number appended (`d20261204_102015`).
 async fn partition_of(s: &StoreUnderTest, click: &ClickRecord) -> String {
     let rows =
         s.db.rows(&format!("SELECT tableoid::regclass::text FROM clicks WHERE click_id = '{}'", click.click_id)).await;
-    rows[0][0].clone().unwrap()
+    let table = rows[0][0].clone().unwrap();
+    match table.rsplit_once('_') {
+        Some((partition, shard)) if support::on_citus() && shard.bytes().all(|b| b.is_ascii_digit()) => {
+            partition.to_owned()
+        }
+        _ => table,
+    }
 }
 
 #[tokio::test]

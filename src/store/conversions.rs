@@ -18,8 +18,8 @@ pub(crate) trait ConversionTransaction {
     /// the database locks rows).
     async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>>;
 
-    /// Records FTD `ftd_id`'s payout.
-    async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool>;
+    /// Records the payout of FTD `ftd_id`, of click `click_id`.
+    async fn insert_payout(&mut self, click_id: Uuid, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool>;
 
     /// Voids the click's FTD unless it is void already; whether it did.
     async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool>;
@@ -32,7 +32,7 @@ pub(crate) async fn apply(tx: &mut impl ConversionTransaction, c: &Conversion) -
             return Err(StoreError::Query(format!("{} is recorded by the store itself", c.kind.as_str())));
         }
         EventKind::Payout => match (tx.ftd_of(c.click_id).await?, c.payout) {
-            (Some(ftd_id), Some(payout)) => inserted(tx.insert_payout(ftd_id, payout, &c.currency).await?),
+            (Some(ftd_id), Some(payout)) => inserted(tx.insert_payout(c.click_id, ftd_id, payout, &c.currency).await?),
             _ => ConversionOutcome::NoFtd,
         },
         EventKind::Rejected if tx.void_ftd(c.click_id).await? => ConversionOutcome::Recorded,

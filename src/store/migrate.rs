@@ -59,7 +59,8 @@ migrations![
     "0005_held_postbacks.sql",
     "0006_dashboard.sql",
     "0007_event_rollup.sql",
-    "0008_partitioned_clicks.sql"
+    "0008_partitioned_clicks.sql",
+    "0009_event_rollup_by_statement.sql"
 ];
 
 /// What a store supplies to the runner. Its futures may complete at once (SQLite's do).

@@ -29,7 +29,6 @@ use tokio_postgres::types::{IsNull, Json, ToSql, Type};
 use tokio_postgres::{NoTls, Row, Statement};
 use uuid::Uuid;
 
-use super::conversions::ConversionTransaction;
 use super::held::{self, EXPIRED_REASON, HoldTransaction};
 use super::migrate::{self, Migration, MigrationTarget};
 use super::offers::{self, OfferTransaction};
@@ -63,6 +62,8 @@ pub struct PostgresStore {
     connections: Connections,
     postbacks: PostbackBatcher,
     segments: SegmentRollup,
+    /// One server, or Citus.
+    layout: Layout,
 }
 
 /// The pool, and the server it connects to: every "unavailable" error of getting a connection
@@ -152,12 +153,13 @@ impl PostgresStore {
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let connections = Connections { pool, server: servers(&pg_config).into() };
+        let layout = migrate(&connections).await?;
         let store = PostgresStore {
-            postbacks: PostbackBatcher::start(connections.clone()),
+            postbacks: PostbackBatcher::start(connections.clone(), layout),
             connections,
             segments: SegmentRollup::new(segment_by),
+            layout,
         };
-        store.migrate().await?;
         store.start_segment_rollup().await?;
         Ok(store)
     }
@@ -180,21 +182,26 @@ impl PostgresStore {
     async fn client(&self) -> StoreResult<Object> {
         self.connections.get().await
     }
+}
 
-    async fn migrate(&self) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        // Migrations wait as long as they must for their locks, and for another instance's
-        // migrations, which may take minutes (moving clicks into partitions), unlike the router's
-        // other statements (LOCK_WAIT); the writers of instances still serving hold their clicks.
-        client.batch_execute("SET lock_timeout = 0").await.map_err(db_error)?;
-        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_error)?;
-        let result = migrate::run(&mut Migrations(&mut client), migrate::POSTGRES).await;
-        // Unlocking also happens when the session ends; an error here changes nothing. The
-        // connection goes back to the pool with the router's lock wait.
-        let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
-        let _ = client.batch_execute("RESET lock_timeout").await;
-        result
-    }
+/// Applies the pending migrations, then gives a Citus database its distributed layout if it has not
+/// got it yet; returns the database's layout.
+async fn migrate(connections: &Connections) -> StoreResult<Layout> {
+    let mut client = connections.get().await?;
+    // Migrations wait as long as they must for their locks, and for another instance's
+    // migrations, which may take minutes (moving clicks into partitions), unlike the router's
+    // other statements (LOCK_WAIT); the writers of instances still serving hold their clicks.
+    client.batch_execute("SET lock_timeout = 0").await.map_err(db_error)?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_error)?;
+    let layout = match migrate::run(&mut Migrations(&mut client), migrate::POSTGRES).await {
+        Ok(()) => Layout::settle(&mut client).await,
+        Err(error) => Err(error),
+    };
+    // Unlocking also happens when the session ends; an error here changes nothing. The
+    // connection goes back to the pool with the router's lock wait.
+    let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await;
+    let _ = client.batch_execute("RESET lock_timeout").await;
+    layout
 }
 
 /// The migration runner's view of a connection.
@@ -305,7 +312,9 @@ fn aliases_json(aliases: &BTreeMap<String, EventKind>) -> Json<BTreeMap<&str, &'
     Json(alias_names(aliases))
 }
 
+mod layout;
 mod postback_batch;
+use layout::Layout;
 use postback_batch::PostbackBatcher;
 
 async fn insert_log(client: &impl GenericClient, entry: &PostbackLogEntry) -> StoreResult<()> {
@@ -414,34 +423,19 @@ impl OfferTransaction for Tx<'_, '_> {
     }
 }
 
-impl ConversionTransaction for Tx<'_, '_> {
-    async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
-        let statement = prepared(self.0, &SQL.ftd_of).await?;
-        let row = self.0.query_opt(&statement, &[&click_id]).await.map_err(db_error)?;
-        Ok(row.map(|row| row.get(0)))
-    }
-
-    async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
-        let statement = prepared(
-            self.0,
-            "INSERT INTO payouts (ftd_event_id, amount, currency) VALUES ($1, $2::int8::numeric / 1000000, $3)
-             ON CONFLICT (ftd_event_id) DO NOTHING",
-        )
-        .await?;
-        let params: [&(dyn ToSql + Sync); 3] = [&ftd_id, &to_micro_units(amount), &currency];
-        Ok(self.0.execute(&statement, &params).await.map_err(db_error)? > 0)
-    }
-
-    async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
-        let now = OffsetDateTime::now_utc();
-        let statement = prepared(self.0, &SQL.void_ftd).await?;
-        Ok(self.0.execute(&statement, &[&click_id, &now]).await.map_err(db_error)? > 0)
-    }
-}
-
 /// A cap as a `BIGINT` (caps are validated far below `i64::MAX`).
 fn cap_value(cap: u64) -> i64 {
     i64::try_from(cap).unwrap_or(i64::MAX)
+}
+
+/// Whether a COPY failed on a duplicate key: 23505, or on Citus, which passes a shard's COPY error on
+/// with its message but not its code, XX000 with PostgreSQL's message for it.
+fn is_duplicate(error: &tokio_postgres::Error) -> bool {
+    error.as_db_error().is_some_and(|db| {
+        db.code() == &SqlState::UNIQUE_VIOLATION
+            || (db.code() == &SqlState::INTERNAL_ERROR
+                && db.message().starts_with("duplicate key value violates unique constraint"))
+    })
 }
 
 /// Why a COPY of clicks failed.
@@ -723,6 +717,7 @@ impl Store for PostgresStore {
     async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        tx.batch_execute(self.layout.before_offer_changes()).await.map_err(db_error)?;
         let outcome = offers::delete(&mut Tx(&tx), id).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(outcome)
@@ -734,7 +729,7 @@ impl Store for PostgresStore {
         // retry after a lost commit acknowledgement, a journal replay) breaks the primary key, the
         // whole transaction rolls back, and the staging path skips the ids already stored.
         let copied = match copy_new_clicks(&mut client, clicks, &self.segments).await {
-            Err(CopyError::Db(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(CopyError::Db(error)) if is_duplicate(&error) => {
                 copy_via_staging(&mut client, clicks, &self.segments).await
             }
             result => result,
@@ -847,7 +842,7 @@ impl Store for PostgresStore {
                         greatest(floor(extract(epoch FROM f.ftd_timestamp - f.click_at) / 3600), 0)::int8 AS delay,
                         count(*), count(p.id),
                         COALESCE(sum(p.amount), 0)::float8, COALESCE(sum(p.amount * p.amount), 0)::float8
-                 FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                 FROM ftd_events f LEFT JOIN payouts p ON p.click_id = f.click_id
                  WHERE f.voided_at IS NULL AND f.click_at > $1::timestamptz - make_interval(hours => $2::float8::int4)
                    AND f.click_at <= $1::timestamptz
                  GROUP BY 1, 2, 3",
@@ -916,13 +911,12 @@ impl Store for PostgresStore {
     }
 
     async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {
-        let (from, to, from_hour, to_hour) = rollup_bounds(range);
-        let rows = self
-            .client()
-            .await?
-            .query(&SQL.offer_stats, &[&from, &to, &from_hour, &to_hour])
-            .await
-            .map_err(db_error)?;
+        let bounds = rollup_bounds(range);
+        let (from, to, from_hour, to_hour) = bounds;
+        let [first_from, first_to, last_from, last_to] = sql::edge_id_bounds(bounds);
+        let params: [&(dyn ToSql + Sync); 8] =
+            [&from, &to, &from_hour, &to_hour, &first_from, &first_to, &last_from, &last_to];
+        let rows = self.client().await?.query(&SQL.offer_stats, &params).await.map_err(db_error)?;
         map_rows(&rows, sql::offer_stats)
     }
 
@@ -1016,6 +1010,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Option<Vec<WeightedOffer>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        tx.batch_execute(self.layout.before_offer_changes()).await.map_err(db_error)?;
         let locked: bool =
             tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RECALC_LOCK]).await.map_err(db_error)?.get(0);
         if !locked {
@@ -1054,7 +1049,7 @@ async fn segment_evidence(
                     COALESCE(c.country, ''), COALESCE(c.device, ''), CASE WHEN $4 THEN COALESCE(c.source, '') ELSE '' END,
                     count(*), count(p.id), COALESCE(sum(p.amount), 0)::float8
              FROM ftd_events f JOIN clicks c ON c.click_id = f.click_id
-                  LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                  LEFT JOIN payouts p ON p.click_id = f.click_id
              WHERE f.voided_at IS NULL AND f.click_at > $1::timestamptz - make_interval(hours => $2::float8::int4)
                AND f.click_at <= $1::timestamptz
                AND f.click_at >= (SELECT since FROM segment_rollups WHERE dimension = $3)

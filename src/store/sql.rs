@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use time::OffsetDateTime;
 
@@ -36,30 +37,21 @@ pub(crate) struct Dialect {
     /// `{units}`: appended to a `CAST(.. AS DOUBLE PRECISION)` of a sum of `{amount}`s, to make
     /// currency units of it.
     units: &'static str,
-    /// `{least}` / `{greatest}`: the smaller / larger of two values.
-    least: &'static str,
-    greatest: &'static str,
     /// `{lock}`: appended to a `SELECT` whose rows the transaction goes on to change.
     lock: &'static str,
 }
 
 /// PostgreSQL: money is `NUMERIC`, rows are locked for update.
-pub(crate) const POSTGRES: Dialect =
-    Dialect { param: '$', amount: "amount", units: "", least: "LEAST", greatest: "GREATEST", lock: " FOR UPDATE" };
+pub(crate) const POSTGRES: Dialect = Dialect { param: '$', amount: "amount", units: "", lock: " FOR UPDATE" };
 
 /// SQLite: money is integer micro-units; one writer at a time, so nothing to lock.
-pub(crate) const SQLITE: Dialect =
-    Dialect { param: '?', amount: "amount_micros", units: " / 1000000.0", least: "min", greatest: "max", lock: "" };
+pub(crate) const SQLITE: Dialect = Dialect { param: '?', amount: "amount_micros", units: " / 1000000.0", lock: "" };
 
 impl Dialect {
     /// `template` in this dialect.
     pub(crate) fn render(&self, template: &str) -> String {
-        let text = template
-            .replace("{amount}", self.amount)
-            .replace("{units}", self.units)
-            .replace("{least}", self.least)
-            .replace("{greatest}", self.greatest)
-            .replace("{lock}", self.lock);
+        let text =
+            template.replace("{amount}", self.amount).replace("{units}", self.units).replace("{lock}", self.lock);
         let mut out = String::with_capacity(text.len());
         let mut chars = text.chars().peekable();
         while let Some(c) = chars.next() {
@@ -180,7 +172,7 @@ impl Statements {
                               WHERE expires_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1))"),
             expire_held: r("DELETE FROM held_postbacks
                  WHERE expires_at <= $1 AND (claimed_until IS NULL OR claimed_until < $1)"),
-            offer_stats: r(OFFER_STATS),
+            offer_stats: r(&OFFER_STATS),
             active_offer_ids: r("SELECT id FROM offers WHERE active ORDER BY id"),
             offer_window: r(OFFER_WINDOW),
             set_weight: r("UPDATE offers SET weight = $2 WHERE id = $1"),
@@ -301,39 +293,57 @@ pub(crate) const POSTBACK_LOG_COLUMNS: &str =
 
 /// Per-offer figures over `[$1, $2)` of click time. Clicks (of people: bots are reported apart, in
 /// grouped reports) and events of the whole hours `[$3, $4)` from the rollups, those of the partial
-/// edge hours from the raw rows (see `rollup_bounds`), each a grouped pass joined to the offers (not
-/// one correlated scan per offer). Money is summed exactly, then converted once.
-const OFFER_STATS: &str = "WITH ftd_totals AS (
-        SELECT f.offer_id, count(*) AS ftds, COALESCE(sum(p.{amount}), 0) AS revenue
-        FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
-        WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2 AND (f.click_at < $3 OR f.click_at >= $4)
-        GROUP BY f.offer_id
-     ), deposit_totals AS (
-        SELECT offer_id, sum({amount}) AS revenue FROM deposits
-        WHERE click_at >= $1 AND click_at < $2 AND (click_at < $3 OR click_at >= $4) GROUP BY offer_id
-     ), registration_totals AS (
-        SELECT offer_id, count(*) AS registrations FROM registrations
-        WHERE click_at >= $1 AND click_at < $2 AND (click_at < $3 OR click_at >= $4) GROUP BY offer_id
-     ), rollup_totals AS (
-        SELECT offer_id, sum(registrations) AS registrations, sum(ftds) AS ftds, sum({amount}) AS revenue
-        FROM event_rollup_hourly WHERE dimension = '' AND hour >= $3 AND hour < $4 GROUP BY offer_id
-     )
-     SELECT o.id, o.name, o.weight, o.active,
-        CAST(COALESCE((SELECT sum(r.clicks - r.bots) FROM click_rollup_hourly r
-                       WHERE r.offer_id = o.id AND r.hour >= $3 AND r.hour < $4), 0) AS BIGINT)
-      + (SELECT count(*) FROM clicks c
-         WHERE c.offer_id = o.id AND NOT c.is_bot AND c.created_at >= $1 AND c.created_at < {least}($3, $2))
-      + (SELECT count(*) FROM clicks c
-         WHERE c.offer_id = o.id AND NOT c.is_bot AND c.created_at >= {greatest}($4, $1) AND c.created_at < $2),
-        CAST(COALESCE(g.registrations, 0) + COALESCE(t.registrations, 0) AS BIGINT),
-        CAST(COALESCE(f.ftds, 0) + COALESCE(t.ftds, 0) AS BIGINT),
-        CAST(COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0) + COALESCE(t.revenue, 0) AS DOUBLE PRECISION){units}
-     FROM offers o
-     LEFT JOIN ftd_totals f ON f.offer_id = o.id
-     LEFT JOIN deposit_totals d ON d.offer_id = o.id
-     LEFT JOIN registration_totals g ON g.offer_id = o.id
-     LEFT JOIN rollup_totals t ON t.offer_id = o.id
-     ORDER BY o.id";
+/// edge hours from the raw rows (see `rollup_bounds`), found by their click ids `[$5, $6)` and
+/// `[$7, $8)` (see [`edge_id_bounds`]), so that only the edges' partitions or shards are read. Each
+/// is a grouped pass joined to the offers (not one correlated scan per offer, which a distributed
+/// database would not run). Money is summed exactly, then converted once.
+static OFFER_STATS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH edge_clicks AS (
+            SELECT offer_id, count(*) AS clicks FROM clicks
+            WHERE NOT is_bot AND {clicks} AND created_at >= $1 AND created_at < $2
+              AND (created_at < $3 OR created_at >= $4)
+            GROUP BY offer_id
+         ), rollup_clicks AS (
+            SELECT offer_id, sum(clicks - bots) AS clicks FROM click_rollup_hourly
+            WHERE hour >= $3 AND hour < $4 GROUP BY offer_id
+         ), ftd_totals AS (
+            SELECT f.offer_id, count(*) AS ftds, COALESCE(sum(p.{{amount}}), 0) AS revenue
+            FROM ftd_events f LEFT JOIN payouts p ON p.click_id = f.click_id AND {payouts}
+            WHERE f.voided_at IS NULL AND {ftds} AND f.click_at >= $1 AND f.click_at < $2
+              AND (f.click_at < $3 OR f.click_at >= $4)
+            GROUP BY f.offer_id
+         ), deposit_totals AS (
+            SELECT offer_id, sum({{amount}}) AS revenue FROM deposits
+            WHERE {events} AND click_at >= $1 AND click_at < $2 AND (click_at < $3 OR click_at >= $4)
+            GROUP BY offer_id
+         ), registration_totals AS (
+            SELECT offer_id, count(*) AS registrations FROM registrations
+            WHERE {events} AND click_at >= $1 AND click_at < $2 AND (click_at < $3 OR click_at >= $4)
+            GROUP BY offer_id
+         ), rollup_totals AS (
+            SELECT offer_id, sum(registrations) AS registrations, sum(ftds) AS ftds, sum({{amount}}) AS revenue
+            FROM event_rollup_hourly WHERE dimension = '' AND hour >= $3 AND hour < $4 GROUP BY offer_id
+         )
+         SELECT o.id, o.name, o.weight, o.active,
+            CAST(COALESCE(rc.clicks, 0) + COALESCE(ec.clicks, 0) AS BIGINT),
+            CAST(COALESCE(g.registrations, 0) + COALESCE(t.registrations, 0) AS BIGINT),
+            CAST(COALESCE(f.ftds, 0) + COALESCE(t.ftds, 0) AS BIGINT),
+            CAST(COALESCE(f.revenue, 0) + COALESCE(d.revenue, 0) + COALESCE(t.revenue, 0) AS DOUBLE PRECISION){{units}}
+         FROM offers o
+         LEFT JOIN edge_clicks ec ON ec.offer_id = o.id
+         LEFT JOIN rollup_clicks rc ON rc.offer_id = o.id
+         LEFT JOIN ftd_totals f ON f.offer_id = o.id
+         LEFT JOIN deposit_totals d ON d.offer_id = o.id
+         LEFT JOIN registration_totals g ON g.offer_id = o.id
+         LEFT JOIN rollup_totals t ON t.offer_id = o.id
+         ORDER BY o.id",
+        clicks = edge_ids("click_id"),
+        payouts = edge_ids("p.click_id"),
+        ftds = edge_ids("f.click_id"),
+        events = edge_ids("click_id"),
+    )
+});
 
 /// The EV window of offer `$1`: its last `$2` clicks of people (bots are not exposure), their
 /// non-rejected FTDs, and what they earned (FTD payouts plus further deposits, summed exactly, then
@@ -345,7 +355,7 @@ const OFFER_WINDOW: &str = "WITH recent AS (
         (SELECT count(*) FROM recent),
         (SELECT count(*) FROM ftd_events f JOIN recent r USING (click_id) WHERE f.voided_at IS NULL),
         CAST((SELECT COALESCE(sum(p.{amount}), 0)
-              FROM ftd_events f JOIN recent r USING (click_id) JOIN payouts p ON p.ftd_event_id = f.id
+              FROM ftd_events f JOIN recent r USING (click_id) JOIN payouts p ON p.click_id = f.click_id
               WHERE f.voided_at IS NULL)
            + (SELECT COALESCE(sum(d.{amount}), 0) FROM deposits d JOIN recent r USING (click_id))
              AS DOUBLE PRECISION){units}";
@@ -410,7 +420,7 @@ impl SegmentQueries {
         );
         let ftds = format!(
             "SELECT f.offer_id, {event_column}, count(*), CAST(COALESCE(sum(p.{{amount}}), 0) AS DOUBLE PRECISION){{units}}
-             FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id{}
+             FROM ftd_events f LEFT JOIN payouts p ON p.click_id = f.click_id{}
              WHERE f.voided_at IS NULL AND f.click_at >= $1 AND f.click_at < $2
                AND (f.click_at < $3 OR f.click_at >= $4) AND {}
              GROUP BY 1, 2",
@@ -714,16 +724,19 @@ mod tests {
 
     #[test]
     fn parameters_and_tokens_are_rendered_per_dialect() {
-        let template = "SELECT sum({amount}) FROM t WHERE a < {least}($1, $2){lock} -- $x";
-        assert_eq!(POSTGRES.render(template), "SELECT sum(amount) FROM t WHERE a < LEAST($1, $2) FOR UPDATE -- $x");
-        assert_eq!(SQLITE.render(template), "SELECT sum(amount_micros) FROM t WHERE a < min(?1, ?2) -- $x");
+        let template = "SELECT sum({amount}){units} FROM t WHERE a < $1 AND b = $2{lock} -- $x";
+        assert_eq!(POSTGRES.render(template), "SELECT sum(amount) FROM t WHERE a < $1 AND b = $2 FOR UPDATE -- $x");
+        assert_eq!(
+            SQLITE.render(template),
+            "SELECT sum(amount_micros) / 1000000.0 FROM t WHERE a < ?1 AND b = ?2 -- $x"
+        );
     }
 
     #[test]
     fn every_statement_renders_without_a_token_left() {
         for dialect in [&POSTGRES, &SQLITE] {
             let statements = format!("{:?}", Statements::new(dialect));
-            for token in ["{amount}", "{units}", "{least}", "{greatest}", "{lock}"] {
+            for token in ["{amount}", "{units}", "{lock}"] {
                 assert!(!statements.contains(token), "{token} left in {statements}");
             }
         }

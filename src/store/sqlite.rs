@@ -398,12 +398,12 @@ impl WeightTransaction for Tx<'_, '_> {
     }
 }
 
-fn insert_payout(tx: &Transaction<'_>, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
+fn insert_payout(tx: &Transaction<'_>, click_id: Uuid, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
     let changed = tx
         .execute(
-            "INSERT INTO payouts (ftd_event_id, amount_micros, currency, received_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (ftd_event_id) DO NOTHING",
-            params![ftd_id, to_micro_units(amount), currency, now_micros()],
+            "INSERT INTO payouts (click_id, ftd_event_id, amount_micros, currency, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            params![click_id.to_string(), ftd_id, to_micro_units(amount), currency, now_micros()],
         )
         .map_err(query_error)?;
     Ok(changed > 0)
@@ -428,7 +428,7 @@ fn record_ftd(tx: &Transaction<'_>, c: &Conversion) -> StoreResult<ConversionOut
     if changed > 0
         && let Some(payout) = c.payout
     {
-        insert_payout(tx, tx.last_insert_rowid(), payout, &c.currency)?;
+        insert_payout(tx, c.click_id, tx.last_insert_rowid(), payout, &c.currency)?;
     }
     Ok(conversions::inserted(changed > 0))
 }
@@ -521,8 +521,8 @@ impl ConversionTransaction for Tx<'_, '_> {
         query_opt(self.0, &SQL.ftd_of, [click_id.to_string()], |row| row.int(0))
     }
 
-    async fn insert_payout(&mut self, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
-        insert_payout(self.0, ftd_id, amount, currency)
+    async fn insert_payout(&mut self, click_id: Uuid, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
+        insert_payout(self.0, click_id, ftd_id, amount, currency)
     }
 
     async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
@@ -737,7 +737,7 @@ impl Store for SqliteStore {
                             count(*), count(p.id),
                             COALESCE(sum(p.amount_micros), 0),
                             COALESCE(sum(CAST(p.amount_micros AS REAL) * p.amount_micros), 0.0)
-                     FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                     FROM ftd_events f LEFT JOIN payouts p ON p.click_id = f.click_id
                      WHERE f.voided_at IS NULL AND f.click_at > ?2 AND f.click_at <= ?1
                      GROUP BY 1, 2, 3",
                 )
@@ -810,9 +810,12 @@ impl Store for SqliteStore {
     }
 
     async fn offer_stats(&self, range: TimeRange) -> StoreResult<Vec<OfferStats>> {
-        let (from, to, from_hour, to_hour) = rollup_bounds(range);
-        let bounds = [micros(from), micros(to), micros(from_hour), micros(to_hour)];
-        self.with_conn(move |conn| query_all(conn, &SQL.offer_stats, bounds, sql::offer_stats)).await
+        let bounds = rollup_bounds(range);
+        let [first_from, first_to, last_from, last_to] = sql::edge_id_bounds(bounds).map(|id| id.to_string());
+        let (from, to, from_hour, to_hour) = bounds;
+        let params =
+            (micros(from), micros(to), micros(from_hour), micros(to_hour), first_from, first_to, last_from, last_to);
+        self.with_conn(move |conn| query_all(conn, &SQL.offer_stats, params, sql::offer_stats)).await
     }
 
     async fn hourly_figures(&self, from: OffsetDateTime, to: OffsetDateTime) -> StoreResult<Vec<HourlyFigures>> {
@@ -944,7 +947,7 @@ fn segment_evidence(
                     COALESCE(c.country, ''), COALESCE(c.device, ''), CASE WHEN ?4 THEN COALESCE(c.source, '') ELSE '' END,
                     count(*), count(p.id), COALESCE(sum(p.amount_micros), 0)
              FROM ftd_events f JOIN clicks c ON c.click_id = f.click_id
-                  LEFT JOIN payouts p ON p.ftd_event_id = f.id
+                  LEFT JOIN payouts p ON p.click_id = f.click_id
              WHERE f.voided_at IS NULL AND f.click_at > ?1 - ?2 AND f.click_at <= ?1
                AND f.click_at >= (SELECT since FROM segment_rollups WHERE dimension = ?3)
              GROUP BY 1, 2, 3, 4, 5",

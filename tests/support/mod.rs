@@ -4,7 +4,11 @@
 //! One suite, two stores: `TEST_STORE=postgres` runs every test against PostgreSQL (each test in a
 //! database of its own, on the server `TEST_DATABASE_URL` names, by default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); `TEST_STORE=sqlite` (the default) against the
-//! embedded store (each test in a file of its own). `scripts/test` runs both.
+//! embedded store (each test in a file of its own). `TEST_STORE=citus` runs the PostgreSQL tests on
+//! a Citus cluster (the coordinator `TEST_CITUS_URL` names, by default
+//! `postgres://postgres@127.0.0.1:5440/postgres`): each test's database is made on the coordinator
+//! and every worker, with the extension, so that the router lays its schema out distributed.
+//! `scripts/test` runs all three (Citus where it is installed).
 //!
 //! Some behaviour exists only on PostgreSQL (an outage, a second instance, its advisory locks): those
 //! tests take their database from [`TestDb::create_postgres`] whatever `TEST_STORE` says, so they
@@ -45,10 +49,15 @@ pub enum Backend {
 
 pub fn backend() -> Backend {
     match std::env::var("TEST_STORE").as_deref() {
-        Ok("postgres") => Backend::Postgres,
+        Ok("postgres" | "citus") => Backend::Postgres,
         Ok("sqlite") | Err(_) => Backend::Sqlite,
-        Ok(other) => panic!("TEST_STORE must be postgres or sqlite, not {other:?}"),
+        Ok(other) => panic!("TEST_STORE must be postgres, citus or sqlite, not {other:?}"),
     }
+}
+
+/// Whether PostgreSQL is a Citus cluster in this run (`TEST_STORE=citus`).
+pub fn on_citus() -> bool {
+    std::env::var("TEST_STORE").as_deref() == Ok("citus")
 }
 
 /// Whether this is a CI run (`CI=true`), where a test that cannot run fails instead of skipping.
@@ -74,7 +83,65 @@ pub async fn wait_until(what: &str, within: Duration, mut condition: impl AsyncF
 }
 
 fn maintenance_url() -> String {
+    if on_citus() {
+        return std::env::var("TEST_CITUS_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5440/postgres".to_owned());
+    }
     std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// `url` with its database replaced by `database`.
+fn url_of_database(url: &str, database: &str) -> String {
+    match url.rfind('/') {
+        Some(slash) if !url[..slash].ends_with('/') => format!("{}/{database}", &url[..slash]),
+        _ => format!("{url}/{database}"),
+    }
+}
+
+/// The Citus workers of the cluster the maintenance database belongs to, as `postgres://` URLs of
+/// their maintenance database.
+async fn citus_workers(admin: &tokio_postgres::Client) -> Vec<String> {
+    let base: tokio_postgres::Config = maintenance_url().parse().unwrap();
+    let user = base.get_user().unwrap_or("postgres").to_owned();
+    let rows = admin
+        .query("SELECT nodename, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeid", &[])
+        .await
+        .expect("the Citus cluster's workers (pg_dist_node)");
+    rows.iter()
+        .map(|row| format!("postgres://{user}@{}:{}/postgres", row.get::<_, String>(0), row.get::<_, i32>(1)))
+        .collect()
+}
+
+/// Makes database `name`, just created on the coordinator, a Citus database: the same database with
+/// the extension on every worker, and the workers registered in it. Its tables get 4 shards each
+/// (Citus's default is 32): a test's few rows need no more, and each shard is a table to create.
+async fn make_citus_database(admin: &tokio_postgres::Client, name: &str) {
+    let coordinator: tokio_postgres::Config = maintenance_url().parse().unwrap();
+    let tokio_postgres::config::Host::Tcp(host) = &coordinator.get_hosts()[0] else { panic!("TCP host needed") };
+    let port = coordinator.get_ports().first().copied().unwrap_or(5432);
+    let mut workers = Vec::new();
+    for worker in citus_workers(admin).await {
+        connect(&worker).await.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("database on a worker");
+        connect(&url_of_database(&worker, name)).await.batch_execute("CREATE EXTENSION citus").await.unwrap();
+        let config: tokio_postgres::Config = worker.parse().unwrap();
+        let tokio_postgres::config::Host::Tcp(worker_host) = &config.get_hosts()[0] else { panic!("TCP host") };
+        workers.push((worker_host.clone(), i32::from(config.get_ports()[0])));
+    }
+    let db = connect(&url_of_database(&maintenance_url(), name)).await;
+    db.batch_execute(&format!("CREATE EXTENSION citus; ALTER DATABASE {name} SET citus.shard_count = 4"))
+        .await
+        .expect("citus on the coordinator");
+    db.execute("SELECT citus_set_coordinator_host($1, $2)", &[host, &i32::from(port)]).await.unwrap();
+    for (worker_host, worker_port) in &workers {
+        // A worker's database that has just got the extension may still be updating its catalog
+        // from Citus's maintenance daemon ("tuple concurrently updated"): try again shortly.
+        let mut attempts = 0;
+        while let Err(error) = db.execute("SELECT citus_add_node($1, $2)", &[worker_host, worker_port]).await {
+            attempts += 1;
+            assert!(attempts < 10, "adding worker {worker_host}:{worker_port} to {name}: {error}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }
 
 async fn try_connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
@@ -129,11 +196,10 @@ impl TestDb {
             Backend::Postgres => {
                 let admin = connect(&maintenance_url()).await;
                 admin.batch_execute(&format!("CREATE DATABASE {unique}")).await.expect("create test database");
-                let base = maintenance_url();
-                let url = match base.rfind('/') {
-                    Some(slash) if !base[..slash].ends_with('/') => format!("{}/{unique}", &base[..slash]),
-                    _ => format!("{base}/{unique}"),
-                };
+                if on_citus() {
+                    make_citus_database(&admin, &unique).await;
+                }
+                let url = url_of_database(&maintenance_url(), &unique);
                 Location::Postgres { name: unique, url }
             }
             Backend::Sqlite => Location::Sqlite { dir: std::env::temp_dir().join(unique) },
@@ -269,7 +335,7 @@ impl TestDb {
                 SELECT click_id, offer_id, click_at, 1 AS registrations, 0 AS ftds, 0 AS amount FROM registrations
                 UNION ALL
                 SELECT f.click_id, f.offer_id, f.click_at, 0, 1, COALESCE(p.{amount}, 0)
-                FROM ftd_events f LEFT JOIN payouts p ON p.ftd_event_id = f.id WHERE f.voided_at IS NULL
+                FROM ftd_events f LEFT JOIN payouts p ON p.click_id = f.click_id WHERE f.voided_at IS NULL
                 UNION ALL
                 SELECT click_id, offer_id, click_at, 0, 0, {amount} FROM deposits
              ), by_dimension AS ({} UNION ALL {} UNION ALL {} UNION ALL {} UNION ALL {})
@@ -322,7 +388,13 @@ impl Drop for TestDb {
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                     runtime.block_on(async {
                         let admin = connect(&maintenance_url()).await;
-                        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = admin.batch_execute(&drop).await;
+                        if on_citus() {
+                            for worker in citus_workers(&admin).await {
+                                let _ = connect(&worker).await.batch_execute(&drop).await;
+                            }
+                        }
                     });
                 })
                 .join();

@@ -19,16 +19,18 @@
 //!   one postback at a time, each in its own transaction, so one bad postback fails alone.
 
 use std::collections::HashSet;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use deadpool_postgres::{GenericClient, Object};
+use deadpool_postgres::{GenericClient, Object, Transaction};
+use time::OffsetDateTime;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use super::{Connections, Tx, db_error, insert_log, prepared};
+use super::layout::{Layout, event_rollup};
+use super::{Connections, SQL, db_error, insert_log, prepared};
 use crate::conversion::{EventKind, to_micro_units};
-use crate::store::conversions;
+use crate::store::conversions::{self, ConversionTransaction};
 use crate::store::sql::POSTBACK_LOG_COLUMNS;
 use crate::store::{Conversion, ConversionOutcome, PostbackLogEntry, StoreError, StoreResult};
 
@@ -55,9 +57,9 @@ pub(super) struct PostbackBatcher {
 
 impl PostbackBatcher {
     /// Starts the batching task on the current Tokio runtime, writing through `pool`.
-    pub(super) fn start(pool: Connections) -> PostbackBatcher {
+    pub(super) fn start(pool: Connections, layout: Layout) -> PostbackBatcher {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(pool, receiver));
+        tokio::spawn(run(pool, Arc::new(EventStatements::new(layout)), receiver));
         PostbackBatcher { queue }
     }
 
@@ -77,7 +79,7 @@ impl PostbackBatcher {
 }
 
 /// Takes what has queued, up to a batch, whenever a write slot is free.
-async fn run(pool: Connections, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(pool: Connections, statements: Arc<EventStatements>, mut receiver: mpsc::Receiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     while let Some(first) = receiver.recv().await {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
@@ -87,16 +89,16 @@ async fn run(pool: Connections, mut receiver: mpsc::Receiver<Pending>) {
         {
             batch.push(next);
         }
-        let pool = pool.clone();
+        let (pool, statements) = (pool.clone(), Arc::clone(&statements));
         tokio::spawn(async move {
-            write(&pool, batch).await;
+            write(&pool, &statements, batch).await;
             drop(slot);
         });
     }
 }
 
 /// Writes a batch, on one connection, and answers each of its postbacks.
-async fn write(pool: &Connections, postbacks: Vec<Pending>) {
+async fn write(pool: &Connections, statements: &EventStatements, postbacks: Vec<Pending>) {
     let mut client = match pool.get().await {
         Ok(client) => client,
         Err(error) => {
@@ -107,7 +109,7 @@ async fn write(pool: &Connections, postbacks: Vec<Pending>) {
         }
     };
     let batch = Batch::new(postbacks);
-    match record(&mut client, &batch).await {
+    match record(&mut client, statements, &batch).await {
         Ok(outcomes) => {
             for (pending, outcome) in batch.into_postbacks().zip(outcomes) {
                 // A sender that has gone (its client hung up) needs no answer: the event is stored.
@@ -118,7 +120,7 @@ async fn write(pool: &Connections, postbacks: Vec<Pending>) {
             tracing::warn!(%error, postbacks = batch.len(), "postback batch failed, writing its postbacks one by one");
             for pending in batch.into_postbacks() {
                 let alone = Batch::new(vec![pending]);
-                let outcome = record(&mut client, &alone).await.map(|outcomes| outcomes[0]);
+                let outcome = record(&mut client, statements, &alone).await.map(|outcomes| outcomes[0]);
                 if let Some(pending) = alone.into_postbacks().next() {
                     let _ = pending.reply.send(outcome);
                 }
@@ -173,21 +175,25 @@ impl Batch {
 
 /// Records a batch; returns the outcomes in [`Batch::into_postbacks`]' order. One statement is
 /// atomic on its own; anything more takes a transaction.
-async fn record(client: &mut Object, batch: &Batch) -> StoreResult<Vec<ConversionOutcome>> {
+async fn record(
+    client: &mut Object,
+    statements: &EventStatements,
+    batch: &Batch,
+) -> StoreResult<Vec<ConversionOutcome>> {
     if let ([(statement, group)], []) = (&batch.statements[..], &batch.rest[..]) {
-        return statement.record(&*client, group).await;
+        return statement.record(&*client, statements, group).await;
     }
     let tx = client.transaction().await.map_err(db_error)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (statement, group) in &batch.statements {
-        outcomes.extend(statement.record(&tx, group).await?);
+        outcomes.extend(statement.record(&tx, statements, group).await?);
     }
     for pending in &batch.rest {
         let (conversion, log) = (&pending.conversion, &pending.log);
         let outcome = match Statement::of(conversion.kind) {
-            Some(statement) => statement.record(&tx, std::slice::from_ref(pending)).await?[0],
+            Some(statement) => statement.record(&tx, statements, std::slice::from_ref(pending)).await?[0],
             None => {
-                let outcome = conversions::apply(&mut Tx(&tx), conversion).await?;
+                let outcome = conversions::apply(&mut EventTx { tx: &tx, statements }, conversion).await?;
                 insert_log(&tx, &log.concluded(conversion.kind, outcome)).await?;
                 outcome
             }
@@ -240,13 +246,14 @@ impl Statement {
         }
     }
 
-    /// The statement's text: the input arrays, the insert of the new rows, and every postback's log
-    /// line; it returns each postback's ordinal and whether its event was new.
-    fn sql(self) -> &'static str {
+    /// The statement's text among `statements`: the input arrays, the insert of the new rows, its
+    /// part in the event rollup, and every postback's log line; it returns each postback's ordinal
+    /// and whether its event was new.
+    fn sql(self, statements: &EventStatements) -> &str {
         match self {
-            Statement::Ftds => &FTDS_SQL,
-            Statement::Deposits => &DEPOSITS_SQL,
-            Statement::Registrations => &REGISTRATIONS_SQL,
+            Statement::Ftds => &statements.ftds,
+            Statement::Deposits => &statements.deposits,
+            Statement::Registrations => &statements.registrations,
         }
     }
 
@@ -271,8 +278,13 @@ impl Statement {
     }
 
     /// Records the first postback of distinct events of this kind; returns the outcomes in order.
-    async fn record(self, client: &impl GenericClient, batch: &[Pending]) -> StoreResult<Vec<ConversionOutcome>> {
-        let statement = prepared(client, self.sql()).await?;
+    async fn record(
+        self,
+        client: &impl GenericClient,
+        statements: &EventStatements,
+        batch: &[Pending],
+    ) -> StoreResult<Vec<ConversionOutcome>> {
+        let statement = prepared(client, self.sql(statements)).await?;
         let concluded: Vec<(PostbackLogEntry, PostbackLogEntry)> = batch
             .iter()
             .map(|p| {
@@ -313,58 +325,182 @@ impl Statement {
     }
 }
 
-/// A statement recording a batch of one kind: `inputs` are the event's arrays (name and type) before
-/// the log line's, `insert` inserts the new rows from `input` in key order, `key` joins a new row to
-/// its postback, and `also` may add data-modifying steps that read `new`.
-fn batch_sql(inputs: &[(&str, &str)], insert: &str, returning: &str, key: &str, also: &str) -> String {
-    const LOG_INPUTS: [(&str, &str); 13] = [
-        ("received_at", "timestamptz"),
-        ("log_offer_id", "int8"),
-        ("log_click_id", "text"),
-        ("event", "text"),
-        ("log_payout", "float8"),
-        ("log_currency", "text"),
-        ("log_tid", "text"),
-        ("recorded_outcome", "text"),
-        ("duplicate_outcome", "text"),
-        ("recorded_reason", "text"),
-        ("duplicate_reason", "text"),
-        ("source_ip", "inet"),
-        ("ignored_fields", "text"),
-    ];
-    let all = || inputs.iter().chain(&LOG_INPUTS);
-    let arrays: Vec<String> = all().enumerate().map(|(i, (_, kind))| format!("${}::{kind}[]", i + 1)).collect();
-    let names: Vec<&str> = all().map(|(name, _)| *name).collect();
-    let (arrays, names) = (arrays.join(", "), names.join(", "));
-    format!(
-        "WITH input AS (
-             SELECT * FROM unnest({arrays}) WITH ORDINALITY AS i ({names}, ord)
-         ), new AS (
-             {insert} ON CONFLICT DO NOTHING RETURNING {returning}
-         ){also}, log AS (
-             INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS})
-             SELECT received_at, log_offer_id, log_click_id, event, log_payout, log_currency, log_tid,
-                    CASE WHEN new.{first_key} IS NULL THEN duplicate_outcome ELSE recorded_outcome END,
-                    CASE WHEN new.{first_key} IS NULL THEN duplicate_reason ELSE recorded_reason END,
-                    source_ip, ignored_fields
-             FROM input LEFT JOIN new USING ({key}) ORDER BY ord
-         )
-         SELECT input.ord, new.{first_key} IS NOT NULL FROM input LEFT JOIN new USING ({key})",
-        first_key = key.split(", ").next().unwrap_or(key),
-    )
+/// The statements that write events, each adding its events to the event rollup, written for the
+/// database's layout.
+struct EventStatements {
+    ftds: String,
+    deposits: String,
+    registrations: String,
+    /// `$1` click, `$2` its FTD, `$3` amount in micro-units, `$4` currency; returns 1 when new.
+    payout: String,
+    /// `$1` click, `$2` when; returns 1 when it voided the click's FTD.
+    void: String,
 }
 
-/// The condition every event insert puts on its rows: their click is stored. Events keep no foreign
-/// key to the partitioned `clicks` (migration 0008); an event of an unknown click is not inserted,
-/// in the same statement that looks for the click (a partition being dropped waits for it). OFFSET 0
-/// keeps it one probe per row, pruned to the partition of its id, where a semi-join could hash every
-/// partition.
-const CLICK_STORED: &str = "EXISTS (SELECT 1 FROM clicks c WHERE c.click_id = input.click_id OFFSET 0)";
+impl EventStatements {
+    fn new(layout: Layout) -> EventStatements {
+        let one_click = "ARRAY[$1::uuid]";
+        let payout = format!(
+            "WITH new AS (
+                 INSERT INTO payouts (click_id, ftd_event_id, amount, currency)
+                 VALUES ($1, $2, $3::int8::numeric / 1000000, $4) ON CONFLICT DO NOTHING RETURNING click_id
+             ), {}
+             SELECT count(*) FROM new",
+            event_rollup(
+                layout,
+                "SELECT f.click_id, f.offer_id, f.click_at, 0, 0, $3::int8::numeric / 1000000 FROM ftd_events f
+                 WHERE f.click_id = $1 AND f.id = $2 AND f.voided_at IS NULL AND f.click_id IN (SELECT click_id FROM new)",
+                one_click
+            )
+        );
+        let void = format!(
+            "WITH voided AS (
+                 UPDATE ftd_events SET voided_at = $2 WHERE click_id = $1 AND voided_at IS NULL
+                 RETURNING click_id, offer_id, click_at
+             ), {}
+             SELECT count(*) FROM voided",
+            event_rollup(
+                layout,
+                "SELECT v.click_id, v.offer_id, v.click_at, 0, -1,
+                        -COALESCE((SELECT p.amount FROM payouts p WHERE p.click_id = $1), 0)
+                 FROM voided v",
+                one_click
+            )
+        );
+        EventStatements {
+            ftds: ftds_sql(layout),
+            deposits: deposits_sql(layout),
+            registrations: registrations_sql(layout),
+            payout,
+            void,
+        }
+    }
+}
 
-/// FTDs of distinct clicks, and their payouts.
-static FTDS_SQL: LazyLock<String> = LazyLock::new(|| {
-    batch_sql(
-        &[
+/// A batch's transaction, for the shared rules of payouts and rejections.
+struct EventTx<'t, 'c> {
+    tx: &'t Transaction<'c>,
+    statements: &'t EventStatements,
+}
+
+impl ConversionTransaction for EventTx<'_, '_> {
+    async fn ftd_of(&mut self, click_id: Uuid) -> StoreResult<Option<i64>> {
+        let statement = prepared(self.tx, &SQL.ftd_of).await?;
+        let row = self.tx.query_opt(&statement, &[&click_id]).await.map_err(db_error)?;
+        Ok(row.map(|row| row.get(0)))
+    }
+
+    async fn insert_payout(&mut self, click_id: Uuid, ftd_id: i64, amount: f64, currency: &str) -> StoreResult<bool> {
+        let statement = prepared(self.tx, &self.statements.payout).await?;
+        let params: [&(dyn ToSql + Sync); 4] = [&click_id, &ftd_id, &to_micro_units(amount), &currency];
+        let new: i64 = self.tx.query_one(&statement, &params).await.map_err(db_error)?.get(0);
+        Ok(new > 0)
+    }
+
+    async fn void_ftd(&mut self, click_id: Uuid) -> StoreResult<bool> {
+        let now = OffsetDateTime::now_utc();
+        let statement = prepared(self.tx, &self.statements.void).await?;
+        let voided: i64 = self.tx.query_one(&statement, &[&click_id, &now]).await.map_err(db_error)?.get(0);
+        Ok(voided > 0)
+    }
+}
+
+/// What makes one kind's statement: `inputs` are the event's arrays (name and type), the first the
+/// click ids, before the log line's; `claim` may add a step before the insert (Citus's tid claims);
+/// `insert` inserts the new rows from `input` in key order, returning `returning`; `key` joins a new
+/// row to its postback; `also` adds the steps that read `new` (a payout, the event rollup).
+struct BatchSql<'a> {
+    inputs: &'a [(&'a str, &'a str)],
+    claim: String,
+    insert: String,
+    returning: &'a str,
+    key: &'a str,
+    also: String,
+}
+
+/// The array of the batch's click ids (every statement's first parameter).
+const CLICK_IDS: &str = "$1::uuid[]";
+
+impl BatchSql<'_> {
+    /// The statement's text: it returns each postback's ordinal and whether its event was new.
+    fn render(&self) -> String {
+        const LOG_INPUTS: [(&str, &str); 13] = [
+            ("received_at", "timestamptz"),
+            ("log_offer_id", "int8"),
+            ("log_click_id", "text"),
+            ("event", "text"),
+            ("log_payout", "float8"),
+            ("log_currency", "text"),
+            ("log_tid", "text"),
+            ("recorded_outcome", "text"),
+            ("duplicate_outcome", "text"),
+            ("recorded_reason", "text"),
+            ("duplicate_reason", "text"),
+            ("source_ip", "inet"),
+            ("ignored_fields", "text"),
+        ];
+        let all = || self.inputs.iter().chain(&LOG_INPUTS);
+        let arrays: Vec<String> = all().enumerate().map(|(i, (_, kind))| format!("${}::{kind}[]", i + 1)).collect();
+        let names: Vec<&str> = all().map(|(name, _)| *name).collect();
+        let (arrays, names) = (arrays.join(", "), names.join(", "));
+        let BatchSql { claim, insert, returning, key, also, .. } = self;
+        format!(
+            "WITH input AS (
+                 SELECT * FROM unnest({arrays}) WITH ORDINALITY AS i ({names}, ord)
+             ){claim}, new AS (
+                 {insert} ON CONFLICT DO NOTHING RETURNING {returning}
+             ), {also}, log AS (
+                 INSERT INTO postback_log ({POSTBACK_LOG_COLUMNS})
+                 SELECT received_at, log_offer_id, log_click_id, event, log_payout, log_currency, log_tid,
+                        CASE WHEN new.{first_key} IS NULL THEN duplicate_outcome ELSE recorded_outcome END,
+                        CASE WHEN new.{first_key} IS NULL THEN duplicate_reason ELSE recorded_reason END,
+                        source_ip, ignored_fields
+                 FROM input LEFT JOIN new USING ({key}) ORDER BY ord
+             )
+             SELECT input.ord, new.{first_key} IS NOT NULL FROM input LEFT JOIN new USING ({key})",
+            first_key = key.split(", ").next().unwrap_or(key),
+        )
+    }
+}
+
+/// On Citus, a step claiming the tids of the input rows that `claimable` selects for events of
+/// `kind`; it returns the claiming rows' `returning`. Empty on one server, where unique indexes keep
+/// tids unique per offer.
+fn tid_claim(layout: Layout, kind: &str, claimable: &str, returning: &str) -> String {
+    match layout {
+        Layout::Single => String::new(),
+        Layout::Citus => format!(
+            ", claimed AS (
+                 INSERT INTO event_tids (offer_id, kind, tid, click_id)
+                 SELECT offer_id, '{kind}', tid, click_id FROM input WHERE {claimable} ORDER BY offer_id, tid
+                 ON CONFLICT DO NOTHING RETURNING {returning}
+             )"
+        ),
+    }
+}
+
+/// FTDs of distinct clicks, their payouts, and their part in the event rollup. On Citus an FTD with
+/// a tid needs its claim, which is made only for a click with no FTD yet, so that a repeated FTD of
+/// a click does not take a tid it will not use.
+fn ftds_sql(layout: Layout) -> String {
+    let stored = layout.click_stored("input", CLICK_IDS);
+    let (claim, claimed) = match layout {
+        Layout::Single => (String::new(), ""),
+        Layout::Citus => (
+            tid_claim(
+                layout,
+                "ftd",
+                &format!(
+                    "tid IS NOT NULL AND {stored}
+                     AND click_id NOT IN (SELECT f.click_id FROM ftd_events f WHERE f.click_id = ANY ({CLICK_IDS}))"
+                ),
+                "click_id",
+            ),
+            " AND (tid IS NULL OR click_id IN (SELECT click_id FROM claimed))",
+        ),
+    };
+    BatchSql {
+        inputs: &[
             ("click_id", "uuid"),
             ("offer_id", "int8"),
             ("click_at", "timestamptz"),
@@ -373,24 +509,39 @@ static FTDS_SQL: LazyLock<String> = LazyLock::new(|| {
             ("amount", "int8"),
             ("currency", "text"),
         ],
-        &format!(
+        claim,
+        insert: format!(
             "INSERT INTO ftd_events (click_id, offer_id, click_at, external_player_id, tid)
-         SELECT click_id, offer_id, click_at, player, tid FROM input WHERE {CLICK_STORED} ORDER BY click_id"
+             SELECT click_id, offer_id, click_at, player, tid FROM input WHERE {stored}{claimed} ORDER BY click_id"
         ),
-        "id, click_id",
-        "click_id",
-        ", payout AS (
-             INSERT INTO payouts (ftd_event_id, amount, currency)
-             SELECT new.id, input.amount::numeric / 1000000, input.currency
-             FROM new JOIN input USING (click_id) WHERE input.amount IS NOT NULL
-         )",
-    )
-});
+        returning: "id, click_id, offer_id, click_at",
+        key: "click_id",
+        also: format!(
+            "payout AS (
+                 INSERT INTO payouts (click_id, ftd_event_id, amount, currency)
+                 SELECT new.click_id, new.id, input.amount::numeric / 1000000, input.currency
+                 FROM new JOIN input USING (click_id) WHERE input.amount IS NOT NULL
+             ), {}",
+            event_rollup(
+                layout,
+                "SELECT new.click_id, new.offer_id, new.click_at, 0, 1, COALESCE(input.amount::numeric / 1000000, 0)
+                 FROM new JOIN input USING (click_id)",
+                CLICK_IDS
+            )
+        ),
+    }
+    .render()
+}
 
-/// Deposits of distinct transaction ids (per offer).
-static DEPOSITS_SQL: LazyLock<String> = LazyLock::new(|| {
-    batch_sql(
-        &[
+/// Deposits of distinct transaction ids (per offer), and their part in the event rollup.
+fn deposits_sql(layout: Layout) -> String {
+    let stored = layout.click_stored("input", CLICK_IDS);
+    let claimed = match layout {
+        Layout::Single => "",
+        Layout::Citus => " AND (offer_id, tid) IN (SELECT offer_id, tid FROM claimed)",
+    };
+    BatchSql {
+        inputs: &[
             ("click_id", "uuid"),
             ("offer_id", "int8"),
             ("click_at", "timestamptz"),
@@ -398,30 +549,39 @@ static DEPOSITS_SQL: LazyLock<String> = LazyLock::new(|| {
             ("amount", "int8"),
             ("currency", "text"),
         ],
-        &format!(
+        claim: tid_claim(layout, "deposit", &stored, "offer_id, tid"),
+        insert: format!(
             "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
-         SELECT click_id, offer_id, click_at, tid, amount::numeric / 1000000, currency
-         FROM input WHERE {CLICK_STORED} ORDER BY offer_id, tid"
+             SELECT click_id, offer_id, click_at, tid, amount::numeric / 1000000, currency
+             FROM input WHERE {stored}{claimed} ORDER BY offer_id, tid"
         ),
-        "offer_id, tid",
-        "offer_id, tid",
-        "",
-    )
-});
+        returning: "offer_id, tid, click_id, click_at, amount",
+        key: "offer_id, tid",
+        also: event_rollup(
+            layout,
+            "SELECT new.click_id, new.offer_id, new.click_at, 0, 0, new.amount FROM new",
+            CLICK_IDS,
+        ),
+    }
+    .render()
+}
 
-/// Registrations of distinct clicks.
-static REGISTRATIONS_SQL: LazyLock<String> = LazyLock::new(|| {
-    batch_sql(
-        &[("click_id", "uuid"), ("offer_id", "int8"), ("click_at", "timestamptz"), ("player", "text")],
-        &format!(
+/// Registrations of distinct clicks, and their part in the event rollup.
+fn registrations_sql(layout: Layout) -> String {
+    let stored = layout.click_stored("input", CLICK_IDS);
+    BatchSql {
+        inputs: &[("click_id", "uuid"), ("offer_id", "int8"), ("click_at", "timestamptz"), ("player", "text")],
+        claim: String::new(),
+        insert: format!(
             "INSERT INTO registrations (click_id, offer_id, click_at, external_player_id)
-         SELECT click_id, offer_id, click_at, player FROM input WHERE {CLICK_STORED} ORDER BY click_id"
+             SELECT click_id, offer_id, click_at, player FROM input WHERE {stored} ORDER BY click_id"
         ),
-        "click_id",
-        "click_id",
-        "",
-    )
-});
+        returning: "click_id, offer_id, click_at",
+        key: "click_id",
+        also: event_rollup(layout, "SELECT new.click_id, new.offer_id, new.click_at, 1, 0, 0 FROM new", CLICK_IDS),
+    }
+    .render()
+}
 
 /// One array parameter: `value` of every item.
 fn column<'a, T, V>(items: &'a [T], value: impl Fn(&'a T) -> V) -> Vec<V> {
