@@ -8,7 +8,9 @@
 //! `KEEP_DATABASE=1 CLICKS=50000000 benches/reports.sh` run keeps one), the same batches go into it
 //! and into the empty database in alternating rounds (`postgres_copy_empty/N`,
 //! `postgres_copy_loaded/N`), so that the machine's noise falls on both alike. Every batch goes into
-//! today's partition, as the router's do.
+//! today's partition, as the router's do. `BENCH_CITUS_URL`, naming a database on a Citus
+//! coordinator that a router has laid out (and made today's partition in), does the same against
+//! it (`postgres_copy_citus/N`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -119,12 +121,13 @@ fn ingest(c: &mut Criterion) {
         Config { database: DatabaseConfig::Postgres(format!("{base}/{name}")), segment_by, ..Config::default() };
     let store = runtime.block_on(store::open(&postgres)).unwrap();
     bench_store(c, "postgres_copy", store.clone(), &runtime);
-    if let Ok(loaded_url) = std::env::var("BENCH_LOADED_DATABASE_URL") {
-        let loaded = Config { database: DatabaseConfig::Postgres(loaded_url), segment_by, ..Config::default() };
-        let loaded = runtime.block_on(store::open(&loaded)).unwrap();
+    for (variable, label) in [("BENCH_LOADED_DATABASE_URL", "loaded"), ("BENCH_CITUS_URL", "citus")] {
+        let Ok(url) = std::env::var(variable) else { continue };
+        let other = Config { database: DatabaseConfig::Postgres(url), segment_by, ..Config::default() };
+        let other = runtime.block_on(store::open(&other)).unwrap();
         for round in 1..=3 {
             bench_store(c, &format!("postgres_copy_empty/{round}"), store.clone(), &runtime);
-            bench_store(c, &format!("postgres_copy_loaded/{round}"), loaded.clone(), &runtime);
+            bench_store(c, &format!("postgres_copy_{label}/{round}"), other.clone(), &runtime);
         }
     }
     drop(store);

@@ -11,8 +11,9 @@
 -- - one transaction id per offer (an FTD's, a deposit's) cannot be a unique index of tables sharded
 --   by click: event_tids, sharded by offer, holds them, and the event statements claim a tid there
 --   in the statement that inserts the event;
--- - a foreign key from a distributed table to a local one cannot exist: held postbacks lose theirs
---   to the postback log and to offers (the code that writes them checks both in its transaction).
+-- - a distributed table cannot refer to a local one, and a reference to offers would force
+--   Citus's sequential mode on every postback: held postbacks lose their foreign keys to the
+--   postback log (their line is written first, in the same transaction) and to offers.
 
 ALTER TABLE held_postbacks DROP CONSTRAINT held_postbacks_log_id_fkey;
 ALTER TABLE held_postbacks DROP CONSTRAINT held_postbacks_offer_id_fkey;

@@ -3,8 +3,9 @@
 //! times the work per FTD of a statement that records sixteen (measured with pgbench on this
 //! schema). So concurrent postbacks queue here, and one task writes each batch in one transaction:
 //! its FTDs, its deposits and its registrations as one statement per kind (the events, an FTD's
-//! payout, and every postback's log line with the outcome that applies), then the rest one after
-//! another through the shared rules ([`conversions::apply`]). Each postback is answered only after
+//! payout, the events' part in the event rollup, and every postback's log line with the outcome that
+//! applies), then the rest one after another through the shared rules ([`conversions::apply`]),
+//! whose payout and rejection statements keep the rollup too. Each postback is answered only after
 //! that commit, so an answer still means "stored", as before.
 //!
 //! - A batch is whatever has queued while earlier batches were being written (at most
