@@ -35,20 +35,14 @@ impl Layout {
     /// The layout of the database `client` is connected to, after giving a Citus database its
     /// distributed layout if it does not have it yet. Called under the migration lock.
     pub(super) async fn settle(client: &mut Object) -> StoreResult<Layout> {
-        let citus = client
-            .query_one("SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')", &[])
-            .await
-            .map_err(db_error)?
-            .get::<_, bool>(0);
-        if !citus {
+        let holds = async |client: &mut Object, query: &str| -> StoreResult<bool> {
+            Ok(client.query_one(query, &[]).await.map_err(db_error)?.get(0))
+        };
+        if !holds(client, "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')").await? {
             return Ok(Layout::Single);
         }
-        let distributed = client
-            .query_one("SELECT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'clicks'::regclass)", &[])
-            .await
-            .map_err(db_error)?
-            .get::<_, bool>(0);
-        if !distributed {
+        let distributed = "SELECT EXISTS (SELECT FROM pg_dist_partition WHERE logicalrelid = 'clicks'::regclass)";
+        if !holds(client, distributed).await? {
             let tx = client.transaction().await.map_err(db_error)?;
             tx.batch_execute(CITUS_LAYOUT).await.map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
