@@ -717,7 +717,7 @@ impl Store for PostgresStore {
     async fn delete_offer(&self, id: i64) -> StoreResult<DeleteOutcome> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        tx.batch_execute(self.layout.before_offer_changes()).await.map_err(db_error)?;
+        self.layout.before_offer_changes(&tx).await?;
         let outcome = offers::delete(&mut Tx(&tx), id).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(outcome)
@@ -1010,7 +1010,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Option<Vec<WeightedOffer>>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        tx.batch_execute(self.layout.before_offer_changes()).await.map_err(db_error)?;
+        self.layout.before_offer_changes(&tx).await?;
         let locked: bool =
             tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&RECALC_LOCK]).await.map_err(db_error)?.get(0);
         if !locked {

@@ -14,7 +14,7 @@
 //! - a transaction that reads distributed tables and then changes offers runs over one connection
 //!   per node (`citus.multi_shard_modify_mode`), as Citus requires when a table refers to offers.
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{Object, Transaction};
 
 use super::db_error;
 use crate::store::StoreResult;
@@ -73,12 +73,13 @@ impl Layout {
         }
     }
 
-    /// The first statement of a transaction that reads distributed tables and then changes offers.
-    pub(super) fn before_offer_changes(self) -> &'static str {
-        match self {
-            Layout::Single => "",
-            Layout::Citus => "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'",
+    /// Begins a transaction that reads distributed tables and then changes offers: on Citus, in its
+    /// sequential mode; on one server, as any other (no round trip).
+    pub(super) async fn before_offer_changes(self, tx: &Transaction<'_>) -> StoreResult<()> {
+        if self == Layout::Citus {
+            tx.batch_execute("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'").await.map_err(db_error)?;
         }
+        Ok(())
     }
 }
 

@@ -464,18 +464,22 @@ impl BatchSql<'_> {
     }
 }
 
-/// On Citus, a step claiming the tids of the input rows that `claimable` selects for events of
-/// `kind`; it returns the claiming rows' `returning`. Empty on one server, where unique indexes keep
-/// tids unique per offer.
-fn tid_claim(layout: Layout, kind: &str, claimable: &str, returning: &str) -> String {
+/// On Citus, a step claiming, for events of `kind`, the tids of the input rows that `claimable`
+/// selects, returning the claiming rows' `returning`; and the condition the insert puts on its rows,
+/// `claimed` (which reads that step). Nothing on one server, where unique indexes keep tids unique
+/// per offer.
+fn tid_claim(layout: Layout, kind: &str, claimable: &str, returning: &str, claimed: &str) -> (String, String) {
     match layout {
-        Layout::Single => String::new(),
-        Layout::Citus => format!(
-            ", claimed AS (
-                 INSERT INTO event_tids (offer_id, kind, tid, click_id)
-                 SELECT offer_id, '{kind}', tid, click_id FROM input WHERE {claimable} ORDER BY offer_id, tid
-                 ON CONFLICT DO NOTHING RETURNING {returning}
-             )"
+        Layout::Single => (String::new(), String::new()),
+        Layout::Citus => (
+            format!(
+                ", claimed AS (
+                     INSERT INTO event_tids (offer_id, kind, tid, click_id)
+                     SELECT offer_id, '{kind}', tid, click_id FROM input WHERE {claimable} ORDER BY offer_id, tid
+                     ON CONFLICT DO NOTHING RETURNING {returning}
+                 )"
+            ),
+            format!(" AND {claimed}"),
         ),
     }
 }
@@ -485,21 +489,16 @@ fn tid_claim(layout: Layout, kind: &str, claimable: &str, returning: &str) -> St
 /// a click does not take a tid it will not use.
 fn ftds_sql(layout: Layout) -> String {
     let stored = layout.click_stored("input", CLICK_IDS);
-    let (claim, claimed) = match layout {
-        Layout::Single => (String::new(), ""),
-        Layout::Citus => (
-            tid_claim(
-                layout,
-                "ftd",
-                &format!(
-                    "tid IS NOT NULL AND {stored}
-                     AND click_id NOT IN (SELECT f.click_id FROM ftd_events f WHERE f.click_id = ANY ({CLICK_IDS}))"
-                ),
-                "click_id",
-            ),
-            " AND (tid IS NULL OR click_id IN (SELECT click_id FROM claimed))",
+    let (claim, claimed) = tid_claim(
+        layout,
+        "ftd",
+        &format!(
+            "tid IS NOT NULL AND {stored}
+             AND click_id NOT IN (SELECT f.click_id FROM ftd_events f WHERE f.click_id = ANY ({CLICK_IDS}))"
         ),
-    };
+        "click_id",
+        "(tid IS NULL OR click_id IN (SELECT click_id FROM claimed))",
+    );
     BatchSql {
         inputs: &[
             ("click_id", "uuid"),
@@ -537,10 +536,13 @@ fn ftds_sql(layout: Layout) -> String {
 /// Deposits of distinct transaction ids (per offer), and their part in the event rollup.
 fn deposits_sql(layout: Layout) -> String {
     let stored = layout.click_stored("input", CLICK_IDS);
-    let claimed = match layout {
-        Layout::Single => "",
-        Layout::Citus => " AND (offer_id, tid) IN (SELECT offer_id, tid FROM claimed)",
-    };
+    let (claim, claimed) = tid_claim(
+        layout,
+        "deposit",
+        &stored,
+        "offer_id, tid",
+        "(offer_id, tid) IN (SELECT offer_id, tid FROM claimed)",
+    );
     BatchSql {
         inputs: &[
             ("click_id", "uuid"),
@@ -550,7 +552,7 @@ fn deposits_sql(layout: Layout) -> String {
             ("amount", "int8"),
             ("currency", "text"),
         ],
-        claim: tid_claim(layout, "deposit", &stored, "offer_id, tid"),
+        claim,
         insert: format!(
             "INSERT INTO deposits (click_id, offer_id, click_at, tid, amount, currency)
              SELECT click_id, offer_id, click_at, tid, amount::numeric / 1000000, currency
