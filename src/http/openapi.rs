@@ -7,8 +7,8 @@
 //! - Limits that live in constants or in the configuration (the payout's maximum, the page size,
 //!   the alias map's bounds, the click parameters' length) are read from them here, not copied.
 //!
-//! `tests/conformance.rs` generates valid and invalid requests from the served document and checks
-//! that the server agrees both ways; `tests/openapi.rs` checks real answers against it.
+//! `tests/integration/conformance.rs` generates valid and invalid requests from the served document and checks
+//! that the server agrees both ways; `tests/integration/openapi.rs` checks real answers against it.
 
 use serde_json::json;
 use utoipa::openapi::extensions::Extensions;

@@ -13,7 +13,7 @@
 //! migration runner), `offers` (what an offer change does), `conversions` (the rules of applying a
 //! postback's event), `weights` (the EV recalculation around `WeightPolicy`) and `sql` (the
 //! statements both dialects run, and the mapping of their rows). A store supplies the primitives
-//! those need; `tests/store_contract.rs` runs every behaviour of [`Store`] on both stores.
+//! those need; `tests/integration/store_contract.rs` runs every behaviour of [`Store`] on both stores.
 
 mod conversions;
 mod held;

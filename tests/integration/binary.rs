@@ -1,6 +1,6 @@
 //! The real binary as an operator runs it: configuration errors, subcommands, first run, SIGTERM.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::net::SocketAddr;

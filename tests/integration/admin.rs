@@ -1,6 +1,6 @@
 //! The admin API and `/health`, against the real server and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! scenario asserts what the contract promises on each store, then the two stores' results are
 //! compared, so that the implementations cannot drift apart unnoticed.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -1,7 +1,7 @@
 //! Upgrades: a database as an older release left it, with clicks, is migrated by opening the store,
 //! and what the new migrations derive from the old data is right (on both stores).
 
-mod support;
+use crate::support;
 
 use casino_router::config::Config;
 use casino_router::store::{self, Dimension, Grouping, SegmentStats, Store, TimeRange};

@@ -1,6 +1,6 @@
 //! The click path end to end: real server, real sockets, real PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::time::Duration;

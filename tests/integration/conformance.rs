@@ -4,7 +4,7 @@
 //!
 //! Rerun with `TEST_STORE=sqlite cargo test --locked --test conformance` (or `TEST_STORE=postgres`).
 
-mod support;
+use crate::support;
 
 use support::TestServer;
 use support::conformance;

@@ -7,7 +7,7 @@
 //! A screenshot of every page is saved under the test run's output folder,
 //! `target/tmp/dashboard-screenshots/` (the README's come from there).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //! devices (by a trusted proxy's country header, and by the shipped IP database), offers with rules,
 //! the fallback URL, daily caps, bots and link previews, and the grouped stats.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! SQLite's `pragma_table_info`, `pragma_index_list` and `pragma_index_info`), and every difference
 //! is named in the failure.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,7 +1,7 @@
 //! Hostile and broken clients over raw sockets: undecodable queries, bytes that are not HTTP, header
 //! floods, slow clients and connection floods get a clear refusal, and the router goes on serving.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

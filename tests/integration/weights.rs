@@ -1,6 +1,6 @@
 //! The EV weight engine on known data, against the real server and PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

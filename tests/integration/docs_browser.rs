@@ -4,7 +4,7 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (see `support/browser.rs`).
 
-mod support;
+use crate::support;
 
 use casino_router::http::openapi_json;
 use serde_json::{Value, json};

@@ -1,7 +1,7 @@
 //! Postbacks for clicks not stored yet, held until they are: two instances on one PostgreSQL, as
 //! behind a load balancer, the postback sent to the instance that did not answer the click, at once.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

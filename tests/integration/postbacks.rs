@@ -1,6 +1,6 @@
 //! `/postback` end to end: every form, every event, every refusal, idempotency under concurrency.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -171,7 +171,7 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     let cases: Vec<(Value, StatusCode)> = vec![
         (json!({"click_id": click_id, "event": "ftd", "secret": "wrong-secret-xyz"}), StatusCode::FORBIDDEN),
         (json!({"click_id": click_id, "event": "ftd"}), StatusCode::FORBIDDEN),
-        // A click id too old to wait in any writer (a recent one is held: tests/held_postbacks.rs).
+        // A click id too old to wait in any writer (a recent one is held: tests/integration/held_postbacks.rs).
         (json!({"click_id": old_click_id(), "event": "ftd", "secret": secret}), StatusCode::NOT_FOUND),
         (json!({"click_id": "{click_id}", "event": "ftd", "secret": secret}), StatusCode::BAD_REQUEST),
         (json!({"event": "ftd", "secret": secret}), StatusCode::BAD_REQUEST),

@@ -1,9 +1,9 @@
 //! `/openapi.json` tells the truth: every endpoint the router serves is documented and every
 //! documented operation exists, and real answers of the running server (successes and errors) have
-//! a documented status, content type and body shape. (`tests/conformance.rs` checks the other way:
+//! a documented status, content type and body shape. (`tests/integration/conformance.rs` checks the other way:
 //! requests generated from the document.)
 
-mod support;
+use crate::support;
 
 use casino_router::http::openapi_json;
 use casino_router::http::routes::Endpoint;

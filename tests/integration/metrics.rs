@@ -1,7 +1,7 @@
 //! `/metrics`: Prometheus text that counts what the router did, behind the admin token on the main
 //! port, or without it on a listener of its own.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

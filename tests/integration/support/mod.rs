@@ -15,7 +15,7 @@
 //! check something in every run. What a test needs but cannot find (PostgreSQL, a browser) fails it
 //! under `CI=true` and skips it, saying so, elsewhere ([`skip`]).
 
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
+#![allow(dead_code)] // Some helpers serve only the tests of one store or one configuration.
 
 pub mod browser;
 pub mod conformance;

@@ -2,7 +2,7 @@
 //! all traffic, one converting in Germany and the other in France. After their postbacks, each
 //! country is routed to its own best offer, and `group_by=country` shows why.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 

@@ -3,7 +3,7 @@
 //! recalculations answer 503 meanwhile; a failed scheduled recalculation keeps the current table and
 //! is retried. A full journal refuses clicks visibly; a journal left behind is replayed at start.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

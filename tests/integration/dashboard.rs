@@ -2,7 +2,7 @@
 //! origin, the cookie's flags), the secrets it keeps back, and that each page's figures are the
 //! store's. (The pages in a real browser: `dashboard_browser.rs`.)
 
-mod support;
+use crate::support;
 
 use reqwest::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use reqwest::{Method, Response, StatusCode};
