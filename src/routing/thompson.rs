@@ -32,7 +32,8 @@
 //! - **Mean payout** `mu ~ Normal(mean_n, sd / sqrt(n + 1))`, shrunk toward the pooled mean by one
 //!   pseudo-observation.
 //! - **Change**: the offer's recent FTDs are compared with its older ones, on several window lengths,
-//!   by a conditional binomial test given the exposures; when the most significant window passes
+//!   by a conditional binomial test given the exposures, segment by segment (traffic moving between
+//!   segments that convert differently is no change); when the most significant window passes
 //!   [`CHANGE_Z`], the data older than that window is forgotten.
 //!
 //! Routing probabilities are each offer's probability of having the highest `EPC = r * mu` under the
@@ -451,6 +452,12 @@ pub struct OfferPosterior {
     pub rate_shape: f64,
     /// See `rate_shape`.
     pub rate_rate: f64,
+    /// Shape and rate of the Gamma routing draws the FTD rate from: the posterior with its spread
+    /// narrowed by [`POSTERIOR_SHARPNESS`], but for the spread between segments (see
+    /// [`segment_posteriors`]).
+    pub draw_shape: f64,
+    /// See `draw_shape`.
+    pub draw_rate: f64,
     /// Mean and spread of the mean payout.
     pub payout_mean: f64,
     /// See `payout_mean`.
@@ -633,12 +640,10 @@ fn best_among(draws: &[f64], k: usize, members: &[usize]) -> Vec<f64> {
     wins.iter().map(|&w| w as f64 / n_draws as f64).collect()
 }
 
-/// The samplers routing draws from: the FTD rate's posterior sharpened (the same mean, the spread
-/// divided by `sqrt(POSTERIOR_SHARPNESS)`) and the mean payout's.
+/// The samplers routing draws from: the FTD rate's sharpened posterior (`draw_shape`, `draw_rate`)
+/// and the mean payout's.
 fn routing_samplers(posterior: &OfferPosterior) -> (Gamma<f64>, Normal<f64>) {
-    let rate =
-        Gamma::new(posterior.rate_shape * POSTERIOR_SHARPNESS, 1.0 / (posterior.rate_rate * POSTERIOR_SHARPNESS))
-            .expect("positive shape and scale");
+    let rate = Gamma::new(posterior.draw_shape, 1.0 / posterior.draw_rate).expect("positive shape and scale");
     (rate, Normal::new(posterior.payout_mean, posterior.payout_sd).expect("finite spread"))
 }
 
@@ -676,12 +681,18 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
     }
     .max((0.05 * pooled_mean).powi(2));
 
+    let mut segments_of: Vec<Vec<&SegmentHistory>> = vec![Vec::new(); offers.len()];
+    for segment in evidence.segments.iter().filter(|s| s.offer < offers.len()) {
+        segments_of[segment.offer].push(segment);
+    }
+
     // Per offer: its posterior, and the weight of each click bucket (the delay model at its age).
     let (posteriors, bucket_weights): (Vec<OfferPosterior>, Vec<Vec<f64>>) = offers
         .iter()
         .zip(&delay_evidence)
         .zip(own_shapes.iter().zip(&offer_ftds))
-        .map(|((offer, evidence), (own, &all_ftds))| {
+        .zip(&segments_of)
+        .map(|(((offer, evidence), (own, &all_ftds)), segments)| {
             let n = offer.payouts as f64;
             let payout_mean = (pooled_mean + offer.payout_sum) / (1.0 + n);
             // No more than one FTD per click, and the pooled rate where nothing has paid yet.
@@ -691,13 +702,19 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
             let fit = DelayModel::parametric(&evidence.shape_weights(all_ftds, Some(prior_rate), &shape_prior));
             let weights = DelayModel::estimate(&offer.delays, &fit).exposure_weights(hour_elapsed);
             let exposure: Vec<f64> = offer.clicks.iter().zip(&weights).map(|(&n, w)| n as f64 * w).collect();
-            let window = change_window(&offer.ftds, &exposure);
+            let window = change_window(
+                &change_parts(&offer.ftds, &exposure, segments, &weights),
+                offer.ftds.len().min(exposure.len()),
+            );
             let ftds: u64 = offer.ftds.iter().take(window).sum();
             let exposure: f64 = exposure.iter().take(window).sum();
+            let (rate_shape, rate_rate) = (1.0 + ftds as f64, 1.0 / prior_rate + exposure);
             let posterior = OfferPosterior {
                 offer_id: offer.offer_id,
-                rate_shape: 1.0 + ftds as f64,
-                rate_rate: 1.0 / prior_rate + exposure,
+                rate_shape,
+                rate_rate,
+                draw_shape: rate_shape * POSTERIOR_SHARPNESS,
+                draw_rate: rate_rate * POSTERIOR_SHARPNESS,
                 payout_mean,
                 payout_sd: (pooled_var / (1.0 + n)).sqrt(),
                 window_hours: window,
@@ -870,6 +887,10 @@ fn segment_posteriors(
                     let tally = group.iter().find(|(_, i, _)| *i == index).map_or_else(SegmentTally::default, |t| t.2);
                     let (rate, shape) = pools[index].rate_without(&tally, spread);
                     let prior_shape = 1.0 / (spread + 1.0 / shape);
+                    // Routing narrows what is known of the offer and the segment, not the spread
+                    // between segments: narrowed too, it left a segment's best offer (poor
+                    // elsewhere) unexplored there for good.
+                    let draw_prior_shape = 1.0 / (spread + 1.0 / (POSTERIOR_SHARPNESS * shape));
                     let history = &evidence.offers[index];
                     // The mean payout, pooled toward the offer's elsewhere by up to
                     // SEGMENT_PAYOUT_PRIOR payouts (no more than the offer has elsewhere, plus one).
@@ -882,6 +903,8 @@ fn segment_posteriors(
                         offer_id: offer.offer_id,
                         rate_shape: prior_shape + tally.ftds as f64,
                         rate_rate: prior_shape / rate + tally.exposure,
+                        draw_shape: draw_prior_shape + POSTERIOR_SHARPNESS * tally.ftds as f64,
+                        draw_rate: draw_prior_shape / rate + POSTERIOR_SHARPNESS * tally.exposure,
                         payout_mean: (prior_payouts * mean_elsewhere + tally.payout_sum) / (prior_payouts + n),
                         payout_sd: (pooled_var / (prior_payouts + n)).sqrt(),
                         window_hours: offer.window_hours,
@@ -897,36 +920,124 @@ fn segment_posteriors(
     (segments, spread)
 }
 
-/// Hours of an offer's history to use: all of it, or the most significant recent window whose FTD
-/// rate differs from the older data's.
-pub fn change_window(ftds: &[u64], exposure: &[f64]) -> usize {
+/// One part of an offer's traffic (a segment, or all of it) as the change test sees it: its FTDs and
+/// exposure within each of the [`CHANGE_WINDOWS`] (the most recent hours) and over all its history.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WindowTotals {
+    /// `[i]`: FTDs of the clicks of the last `CHANGE_WINDOWS[i]` hours.
+    recent_ftds: [u64; CHANGE_WINDOWS.len()],
+    /// `[i]`: exposure of the same clicks.
+    recent_exposure: [f64; CHANGE_WINDOWS.len()],
+    ftds: u64,
+    exposure: f64,
+}
+
+impl WindowTotals {
+    /// The totals of clicks given as `(age in hours, FTDs, exposure)`, in any order.
+    fn of(clicks: impl IntoIterator<Item = (usize, u64, f64)>) -> WindowTotals {
+        let mut totals = WindowTotals::default();
+        for (age, ftds, exposure) in clicks {
+            totals.ftds += ftds;
+            totals.exposure += exposure;
+            // In the shortest window holding the age for now; each window adds the shorter ones below.
+            let window = CHANGE_WINDOWS.partition_point(|&hours| hours <= age);
+            if window < CHANGE_WINDOWS.len() {
+                totals.recent_ftds[window] += ftds;
+                totals.recent_exposure[window] += exposure;
+            }
+        }
+        for window in 1..CHANGE_WINDOWS.len() {
+            totals.recent_ftds[window] += totals.recent_ftds[window - 1];
+            totals.recent_exposure[window] += totals.recent_exposure[window - 1];
+        }
+        totals
+    }
+
+    /// The totals of dense histories: `ftds[a]` and `exposure[a]` of the clicks aged `a` hours.
+    pub fn dense(ftds: &[u64], exposure: &[f64]) -> WindowTotals {
+        WindowTotals::of(ftds.iter().zip(exposure).enumerate().map(|(age, (&ftds, &exposure))| (age, ftds, exposure)))
+    }
+
+    /// What `self` holds beyond `parts` (which it contains): the traffic no part accounts for.
+    fn beyond(&self, parts: &[WindowTotals]) -> WindowTotals {
+        let mut rest = *self;
+        for part in parts {
+            rest.ftds = rest.ftds.saturating_sub(part.ftds);
+            rest.exposure -= part.exposure;
+            for window in 0..CHANGE_WINDOWS.len() {
+                rest.recent_ftds[window] = rest.recent_ftds[window].saturating_sub(part.recent_ftds[window]);
+                rest.recent_exposure[window] -= part.recent_exposure[window];
+            }
+        }
+        // A difference of sums: rounding leaves specks of exposure where the parts hold it all.
+        if rest.exposure <= 1e-9 * self.exposure {
+            rest = WindowTotals { ftds: rest.ftds, recent_ftds: rest.recent_ftds, ..WindowTotals::default() };
+        }
+        rest
+    }
+}
+
+/// The parts of one offer's traffic the change test is stratified by: each of its `segments`, and what
+/// they leave of its whole history (`ftds` and `exposure` by age; `weights[age]` a click's exposure).
+fn change_parts(ftds: &[u64], exposure: &[f64], segments: &[&SegmentHistory], weights: &[f64]) -> Vec<WindowTotals> {
+    let whole = WindowTotals::dense(ftds, exposure);
+    let mut parts: Vec<WindowTotals> = segments
+        .iter()
+        .map(|segment| {
+            let clicks = segment.clicks.iter().filter(|&&(age, _)| age < weights.len());
+            let ftds = segment.ftds.iter().filter(|&&(age, _)| age < weights.len());
+            WindowTotals::of(
+                clicks
+                    .map(|&(age, clicks)| (age, 0, clicks as f64 * weights[age]))
+                    .chain(ftds.map(|&(age, ftds)| (age, ftds, 0.0))),
+            )
+        })
+        .collect();
+    parts.push(whole.beyond(&parts));
+    parts
+}
+
+/// Hours of an offer's `hours` of history to use: all of it, or the most significant recent window
+/// whose FTD rate differs from the older data's.
+///
+/// The test is stratified by the parts of the offer's traffic (its segments, see [`WindowTotals`]):
+/// given each part's FTDs, its recent ones are binomial with the recent share of its exposure if
+/// nothing changed, and the parts' deviations are summed. A shift of the offer's traffic between
+/// segments that convert differently (the router sending it more of the countries where it wins) is
+/// then no change, as it is not: tested on the totals, it read as one and cut the history of every
+/// segment of the offer.
+pub fn change_window(parts: &[WindowTotals], hours: usize) -> usize {
     let mut best: Option<(f64, usize)> = None;
-    // Running sums up to each window's edge: one pass, not one per window.
-    let (total_ftds, total_exp) = (ftds.iter().sum::<u64>(), exposure.iter().sum::<f64>());
-    let (mut recent_ftds, mut recent_exp, mut edge) = (0u64, 0.0f64, 0);
-    for window in CHANGE_WINDOWS {
-        if window >= exposure.len() {
+    for (index, &window) in CHANGE_WINDOWS.iter().enumerate() {
+        if window >= hours {
             break;
         }
-        recent_ftds += ftds[edge..window].iter().sum::<u64>();
-        recent_exp += exposure[edge..window].iter().sum::<f64>();
-        edge = window;
-        let (older_ftds, older_exp) = (total_ftds - recent_ftds, total_exp - recent_exp);
-        let n = recent_ftds + older_ftds;
-        // A difference of sums: rounding may leave a speck where there is no older exposure at all.
-        if n < CHANGE_MIN_FTDS || recent_exp <= 0.0 || older_exp <= 1e-9 * total_exp {
+        // Over the parts with exposure both recent and older (the others cannot tell a change): FTDs
+        // in all, recent FTDs, and the recent FTDs' mean and variance if the rate did not change.
+        let (mut n, mut recent, mut mean, mut variance) = (0u64, 0u64, 0.0, 0.0);
+        for part in parts {
+            // A part without exposure (NaN here) tells nothing; nor does one all recent or all older,
+            // within rounding.
+            let p = part.recent_exposure[index] / part.exposure;
+            if part.ftds == 0 || !(1e-9..=1.0 - 1e-9).contains(&p) {
+                continue;
+            }
+            n += part.ftds;
+            recent += part.recent_ftds[index];
+            mean += part.ftds as f64 * p;
+            variance += part.ftds as f64 * p * (1.0 - p);
+        }
+        if n < CHANGE_MIN_FTDS {
             continue;
         }
-        // Given n FTDs in all, the recent ones are Binomial(n, p) if the rate did not change.
-        let p = recent_exp / (recent_exp + older_exp);
-        let z = (recent_ftds as f64 - n as f64 * p) / (n as f64 * p * (1.0 - p)).sqrt();
+        let z = (recent as f64 - mean) / variance.sqrt();
         if z.abs() > CHANGE_Z && best.is_none_or(|(best_z, _)| z.abs() > best_z) {
             best = Some((z.abs(), window));
         }
     }
     // The most significant window may straddle the change (the grid is coarse): keep the next shorter
     // one, which holds only data from after it.
-    best.map_or(ftds.len().min(exposure.len()), |(_, window)| {
+    best.map_or(hours, |(_, window)| {
         CHANGE_WINDOWS.iter().rev().find(|&&shorter| shorter < window).copied().unwrap_or(window)
     })
 }
@@ -993,19 +1104,35 @@ mod tests {
         offer_id: i64,
         per_hour: u64,
         rate: impl Fn(usize) -> f64,
+        sample_delay: impl FnMut(&mut SmallRng) -> f64,
+        seed: u64,
+    ) -> (OfferHistory, Vec<(usize, usize, u64)>) {
+        let clicks = |age| if age < hours { per_hour } else { 0 };
+        simulated_traffic(offer_id, clicks, rate, sample_delay, seed)
+    }
+
+    /// The same with `clicks(age)` clicks in the hour aged `age`.
+    fn simulated_traffic(
+        offer_id: i64,
+        clicks: impl Fn(usize) -> u64,
+        rate: impl Fn(usize) -> f64,
         mut sample_delay: impl FnMut(&mut SmallRng) -> f64,
         seed: u64,
     ) -> (OfferHistory, Vec<(usize, usize, u64)>) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut offer = OfferHistory {
             offer_id,
-            clicks: (0..HORIZON_HOURS).map(|age| if age < hours { per_hour } else { 0 }).collect(),
+            clicks: (0..HORIZON_HOURS).map(&clicks).collect(),
             ftds: vec![0; HORIZON_HOURS],
             ..Default::default()
         };
         let mut delays = Vec::new();
-        for age in 0..hours {
-            let converted = Poisson::new(per_hour as f64 * rate(age)).unwrap().sample(&mut rng) as u64;
+        for age in 0..HORIZON_HOURS {
+            let expected = clicks(age) as f64 * rate(age);
+            if expected <= 0.0 {
+                continue;
+            }
+            let converted = Poisson::new(expected).unwrap().sample(&mut rng) as u64;
             for _ in 0..converted {
                 // Clicked at a uniform time within its hour (the hour ended now), the FTD has arrived
                 // if its delay is shorter than the time since.
@@ -1255,14 +1382,15 @@ mod tests {
         // Halved 48 hours ago, on an offer with 400 clicks an hour (about 380 FTDs a day before).
         for seed in 0..10 {
             let (halved, _) = history(1, 400, |age| if age < 48 { 0.02 } else { 0.04 }, 24.0, 100 + seed);
-            let window = change_window(&halved.ftds, &exposure(&halved));
+            let window = change_window(&[WindowTotals::dense(&halved.ftds, &exposure(&halved))], HORIZON_HOURS);
             assert!(window <= 72, "seed {seed}: a halving 48 h ago kept {window} h of history");
         }
         // Stationary: the whole horizon is kept.
         let mut alarms = 0;
         for seed in 0..50 {
             let (steady, _) = history(1, 400, |_| 0.04, 24.0, 200 + seed);
-            alarms += usize::from(change_window(&steady.ftds, &exposure(&steady)) < HORIZON_HOURS);
+            let window = change_window(&[WindowTotals::dense(&steady.ftds, &exposure(&steady))], HORIZON_HOURS);
+            alarms += usize::from(window < HORIZON_HOURS);
         }
         assert_eq!(alarms, 0, "false alarms on stationary data");
     }
@@ -1275,6 +1403,18 @@ mod tests {
         parts: &[(usize, u64, f64)],
         seed: u64,
     ) -> (OfferHistory, Vec<SegmentHistory>) {
+        let parts = parts.iter().enumerate().map(|(i, &(segment, per_hour, rate))| {
+            (segment, history(offer_id, per_hour, move |_| rate, 12.0, seed * 100 + i as u64).0)
+        });
+        combined(offer_id, offer, parts)
+    }
+
+    /// One offer's history made of its segments' `(segment, history)`.
+    fn combined(
+        offer_id: i64,
+        offer: usize,
+        parts: impl IntoIterator<Item = (usize, OfferHistory)>,
+    ) -> (OfferHistory, Vec<SegmentHistory>) {
         let mut total = OfferHistory {
             offer_id,
             clicks: vec![0; HORIZON_HOURS],
@@ -1282,8 +1422,7 @@ mod tests {
             ..Default::default()
         };
         let mut segments = Vec::new();
-        for (i, &(segment, per_hour, rate)) in parts.iter().enumerate() {
-            let (part, _) = history(offer_id, per_hour, move |_| rate, 12.0, seed * 100 + i as u64);
+        for (segment, part) in parts {
             let sparse = |series: &[u64]| series.iter().copied().enumerate().filter(|&(_, n)| n > 0).collect();
             segments.push(SegmentHistory {
                 segment,
@@ -1308,6 +1447,42 @@ mod tests {
             parts.iter().enumerate().map(|(i, p)| segmented(i as i64 + 1, i, p, seed + i as u64)).unzip();
         let segments: Vec<SegmentHistory> = segments.into_iter().flatten().collect();
         evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed: 1.0 }, 2_000, seed)
+    }
+
+    #[test]
+    fn traffic_moving_between_segments_is_no_change_but_a_halving_in_them_is() {
+        // The offer converts at 6% in segment 0 and 2% in segment 1. Two days ago its traffic moved
+        // from mostly segment 1 to mostly segment 0, as routing moves an offer toward where it wins:
+        // its rate over all traffic nearly doubled, in no segment did it change.
+        let moved = |halved: bool, seed: u64| {
+            let rate = move |base: f64| move |age: usize| if halved && age < 48 { base / 2.0 } else { base };
+            let clicks = |recent: u64, before: u64| move |age: usize| if age < 48 { recent } else { before };
+            let parts = [(0, clicks(160, 40), rate(0.06)), (1, clicks(40, 160), rate(0.02))];
+            combined(
+                1,
+                0,
+                parts.into_iter().map(|(segment, clicks, rate)| {
+                    let delays = exponential_delays(12.0);
+                    (segment, simulated_traffic(1, clicks, rate, delays, seed * 10 + segment as u64).0)
+                }),
+            )
+        };
+        let window = |offer: &OfferHistory, segments: &[SegmentHistory]| {
+            let offers = std::slice::from_ref(offer);
+            evaluate(&Evidence { offers, segments, hour_elapsed: 1.0 }, 100, 1).posteriors[0].window_hours
+        };
+        for seed in 0..10 {
+            let (offer, segments) = moved(false, seed);
+            assert_eq!(
+                window(&offer, &segments),
+                HORIZON_HOURS,
+                "seed {seed}: a move between segments cut the history"
+            );
+            // Without its segments the same move reads as a change: the segments are what tell.
+            assert!(window(&offer, &[]) < HORIZON_HOURS, "seed {seed}: the totals alone showed no change");
+            let (offer, segments) = moved(true, seed);
+            assert!(window(&offer, &segments) <= 72, "seed {seed}: a halving in every segment was missed");
+        }
     }
 
     #[test]
@@ -1382,7 +1557,8 @@ mod tests {
         assert!(new_segment.offers[0].mean_rate() > 0.034, "{:?}", new_segment.offers[0]);
         assert!(new_segment.offers[1].mean_rate() < 0.034, "{:?}", new_segment.offers[1]);
         let shares = result.probability_best_among(Some(5), &[0, 1]);
-        assert!(shares[0] > 0.7, "the new segment favours the typical segments' best: {shares:?}");
+        // Favoured, not sure: how far a segment may differ from the typical one is not narrowed.
+        assert!(shares[0] > 0.6, "the new segment favours the typical segments' best: {shares:?}");
         let busiest = result.probability_best_among(Some(0), &[0, 1]);
         assert!(busiest[1] > 0.99, "segment 0 keeps its own best: {busiest:?}");
     }
