@@ -703,10 +703,9 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
             let fit = DelayModel::parametric(&evidence.shape_weights(all_ftds, Some(prior_rate), &shape_prior));
             let weights = DelayModel::estimate(&offer.delays, &fit).exposure_weights(hour_elapsed);
             let exposure: Vec<f64> = offer.clicks.iter().zip(&weights).map(|(&n, w)| n as f64 * w).collect();
-            let window = change_window(
-                &change_parts(&offer.ftds, &exposure, segments, &weights),
-                offer.ftds.len().min(exposure.len()),
-            );
+            let hours = offer.ftds.len().min(exposure.len());
+            let window =
+                change_window(&change_parts(&offer.ftds[..hours], &exposure[..hours], segments, &weights), hours);
             let ftds: u64 = offer.ftds.iter().take(window).sum();
             let exposure: f64 = exposure.iter().take(window).sum();
             let (rate_shape, rate_rate) = (1.0 + ftds as f64, 1.0 / prior_rate + exposure);
@@ -989,7 +988,7 @@ impl WindowTotals {
 /// still read as a change.
 fn change_parts(ftds: &[u64], exposure: &[f64], segments: &[&SegmentHistory], weights: &[f64]) -> Vec<WindowTotals> {
     let whole = WindowTotals::dense(ftds, exposure);
-    let hours = ftds.len().min(exposure.len()).min(weights.len());
+    let hours = ftds.len().min(exposure.len());
     let mut parts: Vec<WindowTotals> = segments
         .iter()
         .map(|segment| {
