@@ -48,13 +48,18 @@ use rand_distr::{Distribution, Gamma, Normal};
 
 /// Hours of history the engine looks at (30 days).
 pub const HORIZON_HOURS: usize = 30 * 24;
-/// Windows, in hours, on which a change is tested: dense, so that a change is still found when the
-/// changed offer has had little traffic since (its recent windows would hold no evidence).
-pub const CHANGE_WINDOWS: [usize; 14] = [6, 12, 24, 36, 48, 72, 96, 120, 144, 168, 216, 264, 336, 432];
+/// Windows, in hours, on which a change is sought: dense, so that a change is still found when the
+/// changed offer has had little traffic since (its recent windows would hold no evidence), and
+/// densest in the first day, where a change must be found within hours.
+pub const CHANGE_WINDOWS: [usize; 20] =
+    [6, 9, 12, 15, 18, 21, 24, 30, 36, 48, 60, 72, 96, 120, 144, 168, 216, 264, 336, 432];
 /// |z| a change must pass. A high bar (about one false alarm in 150,000 tests), for many windows.
 pub const CHANGE_Z: f64 = 4.5;
 /// FTDs (recent and older) a change test needs.
 const CHANGE_MIN_FTDS: u64 = 12;
+/// Recent FTDs a window must expect (if nothing changed) to be tested: below it the normal
+/// approximation fails, and one early postback of a slow platform's young click passed the bar.
+const CHANGE_MIN_EXPECTED: f64 = 5.0;
 /// Median delays, in hours, of the delay shapes: an hour to five days, by factors of sqrt(2).
 const DELAY_MEDIANS_HOURS: [f64; 15] =
     [1.0, 1.41, 2.0, 2.83, 4.0, 5.66, 8.0, 11.3, 16.0, 22.6, 32.0, 45.3, 64.0, 90.5, 128.0];
@@ -704,8 +709,36 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
             let weights = DelayModel::estimate(&offer.delays, &fit).exposure_weights(hour_elapsed);
             let exposure: Vec<f64> = offer.clicks.iter().zip(&weights).map(|(&n, w)| n as f64 * w).collect();
             let hours = offer.ftds.len().min(exposure.len());
-            let window =
-                change_window(&change_parts(&offer.ftds[..hours], &exposure[..hours], segments, &weights), hours);
+            let parts_on =
+                |grid: &WindowGrid| change_parts(&offer.ftds[..hours], &exposure[..hours], segments, &weights, grid);
+            let window = change_window(parts_on, hours);
+            if std::env::var("DIAG_CW").is_ok() && offer.offer_id == 0 && window == hours && hours > 650 {
+                let parts = parts_on(&CHANGE_WINDOWS);
+                let zs: Vec<String> = (0..CHANGE_WINDOWS.len())
+                    .map(|i| {
+                        let (mut n, mut recent, mut mean, mut variance) = (0u64, 0u64, 0.0, 0.0);
+                        for part in &parts {
+                            let p = part.recent_exposure[i] / part.exposure;
+                            if part.ftds == 0 || !(1e-9..=1.0 - 1e-9).contains(&p) {
+                                continue;
+                            }
+                            n += part.ftds;
+                            recent += part.recent_ftds[i];
+                            mean += part.ftds as f64 * p;
+                            variance += part.ftds as f64 * p * (1.0 - p);
+                        }
+                        format!(
+                            "{}:{}/{}/{:.1}/z{:.1}",
+                            CHANGE_WINDOWS[i],
+                            n,
+                            recent,
+                            mean,
+                            (recent as f64 - mean) / variance.sqrt()
+                        )
+                    })
+                    .collect();
+                eprintln!("CW hours {hours} parts {} {}", parts.len(), zs.join(" "));
+            }
             let ftds: u64 = offer.ftds.iter().take(window).sum();
             let exposure: f64 = exposure.iter().take(window).sum();
             let (rate_shape, rate_rate) = (1.0 + ftds as f64, 1.0 / prior_rate + exposure);
@@ -923,11 +956,15 @@ fn segment_posteriors(
     (segments, spread)
 }
 
+/// Windows (hours, ascending) the change test reads: [`CHANGE_WINDOWS`] to find a change, or a finer
+/// grid between two of them to locate it (see [`change_window`]).
+pub type WindowGrid = [usize; CHANGE_WINDOWS.len()];
+
 /// One part of an offer's traffic (a segment, the rest, or all of it) as the change test sees it: its FTDs and
-/// exposure within each of the [`CHANGE_WINDOWS`] (the most recent hours) and over all its history.
+/// exposure within each window of a [`WindowGrid`] (the most recent hours) and over all its history.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct WindowTotals {
-    /// `[i]`: FTDs of the clicks of the last `CHANGE_WINDOWS[i]` hours.
+    /// `[i]`: FTDs of the clicks of the last `grid[i]` hours.
     recent_ftds: [u64; CHANGE_WINDOWS.len()],
     /// `[i]`: exposure of the same clicks.
     recent_exposure: [f64; CHANGE_WINDOWS.len()],
@@ -936,15 +973,15 @@ pub struct WindowTotals {
 }
 
 impl WindowTotals {
-    /// The totals of clicks given as `(age in hours, FTDs, exposure)`, in any order.
-    fn of(clicks: impl IntoIterator<Item = (usize, u64, f64)>) -> WindowTotals {
+    /// The totals on `grid` of clicks given as `(age in hours, FTDs, exposure)`, in any order.
+    fn of(clicks: impl IntoIterator<Item = (usize, u64, f64)>, grid: &WindowGrid) -> WindowTotals {
         let mut totals = WindowTotals::default();
         for (age, ftds, exposure) in clicks {
             totals.ftds += ftds;
             totals.exposure += exposure;
             // In the shortest window holding the age for now; each window adds the shorter ones below.
-            let window = CHANGE_WINDOWS.partition_point(|&hours| hours <= age);
-            if window < CHANGE_WINDOWS.len() {
+            let window = grid.partition_point(|&hours| hours <= age);
+            if window < grid.len() {
                 totals.recent_ftds[window] += ftds;
                 totals.recent_exposure[window] += exposure;
             }
@@ -956,9 +993,10 @@ impl WindowTotals {
         totals
     }
 
-    /// The totals of dense histories: `ftds[a]` and `exposure[a]` of the clicks aged `a` hours.
-    pub fn dense(ftds: &[u64], exposure: &[f64]) -> WindowTotals {
-        WindowTotals::of(ftds.iter().zip(exposure).enumerate().map(|(age, (&ftds, &exposure))| (age, ftds, exposure)))
+    /// The totals on `grid` of dense histories: `ftds[a]` and `exposure[a]` of the clicks aged `a` hours.
+    pub fn dense(ftds: &[u64], exposure: &[f64], grid: &WindowGrid) -> WindowTotals {
+        let clicks = ftds.iter().zip(exposure).enumerate().map(|(age, (&ftds, &exposure))| (age, ftds, exposure));
+        WindowTotals::of(clicks, grid)
     }
 
     /// What `self` holds beyond `parts` (which it contains): the traffic no part accounts for.
@@ -986,8 +1024,14 @@ impl WindowTotals {
 /// they leave of its whole history (`ftds` and `exposure` by age; `weights[age]` a click's exposure).
 /// That rest (traffic in no segment the store keeps) is one part: a move of traffic within it would
 /// still read as a change.
-fn change_parts(ftds: &[u64], exposure: &[f64], segments: &[&SegmentHistory], weights: &[f64]) -> Vec<WindowTotals> {
-    let whole = WindowTotals::dense(ftds, exposure);
+fn change_parts(
+    ftds: &[u64],
+    exposure: &[f64],
+    segments: &[&SegmentHistory],
+    weights: &[f64],
+    grid: &WindowGrid,
+) -> Vec<WindowTotals> {
+    let whole = WindowTotals::dense(ftds, exposure, grid);
     let hours = ftds.len().min(exposure.len());
     let mut parts: Vec<WindowTotals> = segments
         .iter()
@@ -998,6 +1042,7 @@ fn change_parts(ftds: &[u64], exposure: &[f64], segments: &[&SegmentHistory], we
                 clicks
                     .map(|&(age, clicks)| (age, 0, clicks as f64 * weights[age]))
                     .chain(ftds.map(|&(age, ftds)| (age, ftds, 0.0))),
+                grid,
             )
         })
         .collect();
@@ -1005,8 +1050,7 @@ fn change_parts(ftds: &[u64], exposure: &[f64], segments: &[&SegmentHistory], we
     parts
 }
 
-/// Hours of an offer's `hours` of history to use: all of it, or the most significant recent window
-/// whose FTD rate differs from the older data's.
+/// Hours of an offer's `hours` of history to use: all of it, or those since a change of its FTD rate.
 ///
 /// The test is stratified by the parts of the offer's traffic (its segments, see [`WindowTotals`]):
 /// given each part's FTDs, its recent ones are binomial with the recent share of its exposure if
@@ -1014,12 +1058,48 @@ fn change_parts(ftds: &[u64], exposure: &[f64], segments: &[&SegmentHistory], we
 /// segments that convert differently (the router sending it more of the countries where it wins) is
 /// then no change, as it is not: tested on the totals, it read as one and cut the history of every
 /// segment of the offer.
-pub fn change_window(parts: &[WindowTotals], hours: usize) -> usize {
-    let mut best: Option<(f64, usize)> = None;
-    for (index, &window) in CHANGE_WINDOWS.iter().enumerate() {
-        if window >= hours {
+///
+/// The most significant window of [`CHANGE_WINDOWS`] is looked at closer: a grid of as many windows
+/// between its two neighbours (`parts_on` gives the parts' totals on any grid) must pass
+/// [`CHANGE_Z`], and rounds of finer grids around the most significant window locate the change to
+/// the hour. On the coarse grid alone, a change whose offer lost its traffic soon after was lost
+/// again days later: its evidence is the hours after it, which the coarse windows either side of
+/// them dilute with as many hours from before; and cutting at the coarse grid's windows dropped up
+/// to a third of those hours, most of what is known of the offer's new rate.
+pub fn change_window(parts_on: impl Fn(&WindowGrid) -> Vec<WindowTotals>, hours: usize) -> usize {
+    let Some((_, index)) = most_significant(&parts_on(&CHANGE_WINDOWS), &CHANGE_WINDOWS, hours) else {
+        return hours;
+    };
+    // Each round looks between the neighbours of the last round's most significant window, on a grid
+    // as many times finer, until it is hourly.
+    let mut below = index.checked_sub(1).map_or(0, |i| CHANGE_WINDOWS[i]);
+    let mut above = CHANGE_WINDOWS.get(index + 1).map_or(hours, |&window| window.min(hours));
+    // The window since the change, as the last round found it.
+    let mut found = None;
+    loop {
+        let fine: WindowGrid = std::array::from_fn(|k| below + (above - below) * (k + 1) / (CHANGE_WINDOWS.len() + 1));
+        let Some((z, index)) = most_significant(&parts_on(&fine), &fine, hours) else { break };
+        if found.is_none() && z <= CHANGE_Z {
+            return hours;
+        }
+        let located = fine[index];
+        // The located window may straddle the change by part of a step: keep the next shorter one,
+        // which holds only data from after it.
+        let shorter = fine[..index].iter().rev().find(|&&window| window < located).map_or(below, |&w| w);
+        found = Some(if shorter > 0 { shorter } else { located });
+        let longer = fine[index + 1..].iter().find(|&&window| window > located).map_or(above, |&w| w);
+        if above - below <= CHANGE_WINDOWS.len() + 1 || (shorter, longer) == (below, above) {
             break;
         }
+        (below, above) = (shorter, longer);
+    }
+    found.unwrap_or(hours)
+}
+
+/// The window of `grid` (shorter than `hours`) whose stratified |z| is highest: `(|z|, index)`.
+fn most_significant(parts: &[WindowTotals], grid: &WindowGrid, hours: usize) -> Option<(f64, usize)> {
+    let mut best: Option<(f64, usize)> = None;
+    for (index, _) in grid.iter().enumerate().take_while(|&(_, &window)| window < hours) {
         // Over the parts with exposure both recent and older (the others cannot tell a change): FTDs
         // in all, recent FTDs, and the recent FTDs' mean and variance if the rate did not change.
         let (mut n, mut recent, mut mean, mut variance) = (0u64, 0u64, 0.0, 0.0);
@@ -1035,19 +1115,15 @@ pub fn change_window(parts: &[WindowTotals], hours: usize) -> usize {
             mean += part.ftds as f64 * p;
             variance += part.ftds as f64 * p * (1.0 - p);
         }
-        if n < CHANGE_MIN_FTDS {
+        if n < CHANGE_MIN_FTDS || mean < CHANGE_MIN_EXPECTED {
             continue;
         }
-        let z = (recent as f64 - mean) / variance.sqrt();
-        if z.abs() > CHANGE_Z && best.is_none_or(|(best_z, _)| z.abs() > best_z) {
-            best = Some((z.abs(), window));
+        let z = ((recent as f64 - mean) / variance.sqrt()).abs();
+        if best.is_none_or(|(best_z, _)| z > best_z) {
+            best = Some((z, index));
         }
     }
-    // The most significant window may straddle the change (the grid is coarse): keep the next shorter
-    // one, which holds only data from after it.
-    best.map_or(hours, |(_, window)| {
-        CHANGE_WINDOWS.iter().rev().find(|&&shorter| shorter < window).copied().unwrap_or(window)
-    })
+    best
 }
 
 /// The routing draws (sharpened rates, see [`routing_samplers`]): each offer's probability of being
@@ -1390,17 +1466,43 @@ mod tests {
         // Halved 48 hours ago, on an offer with 400 clicks an hour (about 380 FTDs a day before).
         for seed in 0..10 {
             let (halved, _) = history(1, 400, |age| if age < 48 { 0.02 } else { 0.04 }, 24.0, 100 + seed);
-            let window = change_window(&[WindowTotals::dense(&halved.ftds, &exposure(&halved))], HORIZON_HOURS);
+            let parts_on = |grid: &WindowGrid| vec![WindowTotals::dense(&halved.ftds, &exposure(&halved), grid)];
+            let window = change_window(parts_on, HORIZON_HOURS);
             assert!(window <= 72, "seed {seed}: a halving 48 h ago kept {window} h of history");
+            // Located within hours, so that the data since the change is kept (the coarse grid's
+            // next shorter window would keep 48 of 73 hours).
+            let (halved, _) = history(1, 400, |age| if age < 73 { 0.02 } else { 0.04 }, 24.0, 300 + seed);
+            let parts_on = |grid: &WindowGrid| vec![WindowTotals::dense(&halved.ftds, &exposure(&halved), grid)];
+            let window = change_window(parts_on, HORIZON_HOURS);
+            assert!((64..=76).contains(&window), "seed {seed}: a halving 73 h ago kept {window} h of history");
         }
         // Stationary: the whole horizon is kept.
         let mut alarms = 0;
-        for seed in 0..50 {
+        for seed in 0..200 {
             let (steady, _) = history(1, 400, |_| 0.04, 24.0, 200 + seed);
-            let window = change_window(&[WindowTotals::dense(&steady.ftds, &exposure(&steady))], HORIZON_HOURS);
+            let parts_on = |grid: &WindowGrid| vec![WindowTotals::dense(&steady.ftds, &exposure(&steady), grid)];
+            let window = change_window(parts_on, HORIZON_HOURS);
             alarms += usize::from(window < HORIZON_HOURS);
         }
         assert_eq!(alarms, 0, "false alarms on stationary data");
+    }
+
+    #[test]
+    fn a_change_stays_found_after_the_offer_lost_its_traffic() {
+        // Halved 360 hours ago, and routed away a day later: since then a trickle of 2 clicks an
+        // hour. The day after the change is its evidence, 336 to 360 hours old, between the coarse
+        // windows of 336 and 432 hours; both dilute it with as many hours from before the change.
+        let delay = exponential(24.0);
+        for seed in 0..10 {
+            let clicks = |age: usize| if age < 336 { 2 } else { 400 };
+            let rate = |age: usize| if age < 360 { 0.02 } else { 0.04 };
+            let (offer, _) = simulated_traffic(1, clicks, rate, exponential_delays(24.0), 400 + seed);
+            let exposure: Vec<f64> = offer.clicks.iter().enumerate().map(|(a, &n)| n as f64 * delay(a)).collect();
+            let parts_on = |grid: &WindowGrid| vec![WindowTotals::dense(&offer.ftds, &exposure, grid)];
+            let window = change_window(parts_on, HORIZON_HOURS);
+            // Found, and located within a few hours: most of that day kept, little from before it.
+            assert!((340..=366).contains(&window), "seed {seed}: kept {window} h of history");
+        }
     }
 
     /// One offer's traffic in segments: `(segment, clicks an hour, FTD rate)` each, simulated for the
