@@ -712,33 +712,6 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
             let parts_on =
                 |grid: &WindowGrid| change_parts(&offer.ftds[..hours], &exposure[..hours], segments, &weights, grid);
             let window = change_window(parts_on, hours);
-            if std::env::var("DIAG_CW").is_ok() && offer.offer_id == 0 && window == hours && hours > 650 {
-                let parts = parts_on(&CHANGE_WINDOWS);
-                let zs: Vec<String> = (0..CHANGE_WINDOWS.len())
-                    .map(|i| {
-                        let (mut n, mut recent, mut mean, mut variance) = (0u64, 0u64, 0.0, 0.0);
-                        for part in &parts {
-                            let p = part.recent_exposure[i] / part.exposure;
-                            if part.ftds == 0 || !(1e-9..=1.0 - 1e-9).contains(&p) {
-                                continue;
-                            }
-                            n += part.ftds;
-                            recent += part.recent_ftds[i];
-                            mean += part.ftds as f64 * p;
-                            variance += part.ftds as f64 * p * (1.0 - p);
-                        }
-                        format!(
-                            "{}:{}/{}/{:.1}/z{:.1}",
-                            CHANGE_WINDOWS[i],
-                            n,
-                            recent,
-                            mean,
-                            (recent as f64 - mean) / variance.sqrt()
-                        )
-                    })
-                    .collect();
-                eprintln!("CW hours {hours} parts {} {}", parts.len(), zs.join(" "));
-            }
             let ftds: u64 = offer.ftds.iter().take(window).sum();
             let exposure: f64 = exposure.iter().take(window).sum();
             let (rate_shape, rate_rate) = (1.0 + ftds as f64, 1.0 / prior_rate + exposure);
