@@ -1044,7 +1044,7 @@ pub fn change_window(parts_on: impl Fn(&WindowGrid) -> Vec<WindowTotals>, hours:
         return hours;
     };
     // Each round looks between the neighbours of the last round's most significant window, on a grid
-    // as many times finer, until it is hourly.
+    // of as many windows, until the grid is hourly.
     let mut below = index.checked_sub(1).map_or(0, |i| CHANGE_WINDOWS[i]);
     let mut above = CHANGE_WINDOWS.get(index + 1).map_or(hours, |&window| window.min(hours));
     // The window since the change, as the last round found it.
