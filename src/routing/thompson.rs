@@ -401,11 +401,13 @@ impl ShapeVotes {
     }
 }
 
+type MedianKernel = [[f64; DELAY_MEDIANS_HOURS.len()]; DELAY_MEDIANS_HOURS.len()];
+
 /// `[i][j]`: the share of a vote for median `i` that goes to median `j` in the pooled part of an
 /// offer's delay prior, a normal kernel of [`DELAY_MEDIAN_SPREAD_OCTAVES`] on the log2 medians (each
 /// row sums to 1: a vote keeps its weight).
-fn median_kernel() -> &'static [[f64; DELAY_MEDIANS_HOURS.len()]; DELAY_MEDIANS_HOURS.len()] {
-    static KERNEL: OnceLock<[[f64; DELAY_MEDIANS_HOURS.len()]; DELAY_MEDIANS_HOURS.len()]> = OnceLock::new();
+fn median_kernel() -> &'static MedianKernel {
+    static KERNEL: OnceLock<MedianKernel> = OnceLock::new();
     KERNEL.get_or_init(|| {
         DELAY_MEDIANS_HOURS.map(|from| {
             let row =
@@ -1183,6 +1185,11 @@ mod tests {
 
     /// The same for an offer that has had clicks only for the last `hours` hours, with delays (in
     /// hours) drawn by `sample_delay`.
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    }
+
     fn simulated(
         hours: usize,
         offer_id: i64,
@@ -1334,9 +1341,8 @@ mod tests {
                 ratios.push(evaluate(&Evidence::offers(&[young, other]), 10, 1).posteriors[0].mean_rate() / 0.025);
             }
         }
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios[ratios.len() / 2];
         let overstated = ratios.iter().filter(|&&r| r > 1.5).count() as f64 / ratios.len() as f64;
+        let median = median(ratios);
         assert!((0.9..1.12).contains(&median), "median rate / truth {median:.2}");
         assert!(overstated < 0.12, "{:.0}% of histories overstate the rate by half", 100.0 * overstated);
     }
@@ -1361,10 +1367,6 @@ mod tests {
             );
             beside.push(evaluate(&Evidence::offers(&[young, established]), 10, 1).posteriors[0].mean_rate() / 0.02);
         }
-        let median = |mut ratios: Vec<f64>| {
-            ratios.sort_by(f64::total_cmp);
-            ratios[ratios.len() / 2]
-        };
         let (alone, beside) = (median(alone), median(beside));
         assert!((0.9..1.1).contains(&beside), "median rate / truth beside the established offer {beside:.2}");
         assert!(alone > beside + 0.08, "alone {alone:.2}, beside the established offer {beside:.2}");
@@ -1379,7 +1381,7 @@ mod tests {
         // prior spread by an octave.
         let young_delay = LogNormal::new(24f64.ln(), 1.0).unwrap();
         let peer_delay = LogNormal::new(12f64.ln(), 1.0).unwrap();
-        let mut ratios: Vec<f64> = (0..100)
+        let ratios: Vec<f64> = (0..100)
             .map(|seed| {
                 let (young, _) = simulated(20, 1, 200, |_| 0.02, |rng: &mut SmallRng| young_delay.sample(rng), seed);
                 let (peer, _) =
@@ -1387,8 +1389,7 @@ mod tests {
                 evaluate(&Evidence::offers(&[young, peer]), 10, 1).posteriors[0].mean_rate() / 0.02
             })
             .collect();
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios[ratios.len() / 2];
+        let median = median(ratios);
         assert!((0.78..1.1).contains(&median), "median rate / truth {median:.2}");
     }
 
