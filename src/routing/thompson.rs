@@ -1162,10 +1162,10 @@ struct Stratum {
 /// FTDs binomial given its FTDs (a recent share `s` of the exposure turns into `q = t s / (t s + 1 -
 /// s)` at a factor `t`). Under no change it is about standard normal, as the score test's `z` is,
 /// but closer in the tails when a window expects few FTDs: the score test read a burst of 16
-/// postbacks where 5 were expected as 4.9 standard errors (the likelihood ratio: 3.9), and in the
-/// simulator every false alarm on a stationary offer was such a burst in its last 4 to 45 hours;
-/// while a drop, the change that matters most, reads larger (3 FTDs where 20 were expected: 3.8
-/// against 4.8).
+/// postbacks where 5 were expected as 4.9 standard errors (the likelihood ratio: 3.9; the Poisson
+/// tail is as rare as 3.8), and in the simulator every false alarm on a stationary offer was such a
+/// burst in its last 4 to 45 hours; while it read a drop, the change that matters most, as smaller
+/// (3 FTDs where 20 were expected: 3.8; the likelihood ratio 4.8, the tail 4.5).
 fn signed_root_likelihood_ratio(strata: &[Stratum]) -> f64 {
     let (recent, mean): (f64, f64) = strata.iter().fold((0.0, 0.0), |(r, m), s| (r + s.recent, m + s.ftds * s.share));
     // Newton's method on the log factor (the log likelihood is concave in it), from the ratio of the
