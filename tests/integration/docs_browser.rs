@@ -43,8 +43,9 @@ async fn swagger_ui_lists_the_endpoints_and_runs_a_request() {
     assert!(shown.contains("\"queue_capacity\": 65536"), "the page shows the router's answer: {shown}");
 
     // Nothing of the browser outlives it.
-    let profile = browser.profile.clone();
+    let (profile, scratch) = (browser.profile.clone(), browser.scratch.clone());
     assert!(!processes_using(&profile).is_empty(), "Chromium runs with its profile on its command line");
     drop(browser);
     wait_until("Chromium to exit", PATIENCE, async || processes_using(&profile).is_empty()).await;
+    assert!(!profile.exists() && !scratch.exists(), "the browser's directories are removed");
 }

@@ -38,6 +38,9 @@ pub struct Browser {
     /// Chromium's profile directory, unique to this browser: removed on drop, and named on the
     /// command line of the browser's processes, which is how the test finds them.
     pub profile: PathBuf,
+    /// The browser's `TMPDIR`, unique to it and removed on drop: Chromium leaves a directory of its
+    /// own in the temporary directory at every run.
+    pub scratch: PathBuf,
 }
 
 impl Browser {
@@ -59,18 +62,24 @@ impl Browser {
     /// A browser with a window of `width` x `height` pixels, keeping the console's messages.
     pub async fn start_sized(width: u32, height: u32) -> Browser {
         let driver_addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let driver = Command::new(CHROMEDRIVER)
+        let name = format!("casino-chromium-{}", uuid::Uuid::now_v7().simple());
+        let (profile, scratch) = (std::env::temp_dir().join(&name), std::env::temp_dir().join(name + "-tmp"));
+        std::fs::create_dir(&scratch).expect("create the browser's temporary directory");
+        let spawned = Command::new(CHROMEDRIVER)
             .arg(format!("--port={}", driver_addr.port()))
+            .env("TMPDIR", &scratch)
             .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
+            .spawn();
+        let driver = spawned.unwrap_or_else(|error| {
+            let _ = std::fs::remove_dir_all(&scratch);
+            panic!("start chromedriver: {error}")
+        });
         let base = format!("http://{driver_addr}");
         let http = reqwest::Client::new();
-        let profile = std::env::temp_dir().join(format!("casino-chromium-{}", uuid::Uuid::now_v7().simple()));
         // The guard exists from here on: a failure below still ends chromedriver.
-        let mut browser = Browser { driver, driver_addr, base, http, session: String::new(), profile };
+        let mut browser = Browser { driver, driver_addr, base, http, session: String::new(), profile, scratch };
         let status = format!("{}/status", browser.base);
         wait_until("chromedriver to answer", PATIENCE, async || browser.http.get(&status).send().await.is_ok()).await;
         let capabilities = json!({"capabilities": {"alwaysMatch": {
@@ -196,6 +205,7 @@ impl Drop for Browser {
         let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
