@@ -1081,7 +1081,7 @@ pub fn change_window(parts_on: impl Fn(&WindowGrid) -> Vec<WindowTotals>, hours:
 fn locate_change(parts_on: &impl Fn(&WindowGrid) -> Vec<WindowTotals>, index: usize, hours: usize) -> Option<usize> {
     let mut below = index.checked_sub(1).map_or(0, |i| CHANGE_WINDOWS[i]);
     let mut above = CHANGE_WINDOWS.get(index + 1).map_or(hours, |&window| window.min(hours));
-    let mut fine: WindowGrid = std::array::from_fn(|k| below + (above - below) * (k + 1) / (CHANGE_WINDOWS.len() + 1));
+    let mut fine = grid_between(below, above);
     let parts = parts_on(&fine);
     let mut index = most_significant(&parts, &fine, hours)?;
     let tested: Vec<Stratum> = strata(&parts, index).collect();
@@ -1099,12 +1099,18 @@ fn locate_change(parts_on: &impl Fn(&WindowGrid) -> Vec<WindowTotals>, index: us
             return Some(found);
         }
         (below, above) = (shorter, longer);
-        fine = std::array::from_fn(|k| below + (above - below) * (k + 1) / (CHANGE_WINDOWS.len() + 1));
+        fine = grid_between(below, above);
         match most_significant(&parts_on(&fine), &fine, hours) {
             Some(next) => index = next,
             None => return Some(found),
         }
     }
+}
+
+/// As many windows as [`CHANGE_WINDOWS`] spread evenly between `below` and `above` hours (exclusive
+/// of `below`).
+fn grid_between(below: usize, above: usize) -> WindowGrid {
+    std::array::from_fn(|k| below + (above - below) * (k + 1) / (CHANGE_WINDOWS.len() + 1))
 }
 
 /// The window of `grid` (shorter than `hours`) whose stratified score statistic is largest in size:
@@ -1113,23 +1119,27 @@ fn locate_change(parts_on: &impl Fn(&WindowGrid) -> Vec<WindowTotals>, index: us
 fn most_significant(parts: &[WindowTotals], grid: &WindowGrid, hours: usize) -> Option<usize> {
     let mut best: Option<(f64, usize)> = None;
     for (index, _) in grid.iter().enumerate().take_while(|&(_, &window)| window < hours) {
-        // FTDs in all, recent FTDs, and the recent FTDs' mean and variance if the rate did not change.
-        let (mut n, mut recent, mut mean, mut variance) = (0.0, 0.0, 0.0, 0.0);
-        for stratum in strata(parts, index) {
-            n += stratum.ftds;
-            recent += stratum.recent;
-            mean += stratum.ftds * stratum.share;
-            variance += stratum.ftds * stratum.share * (1.0 - stratum.share);
-        }
-        if n < CHANGE_MIN_FTDS || mean < CHANGE_MIN_EXPECTED {
-            continue;
-        }
-        let z = ((recent - mean) / variance.sqrt()).abs();
+        let Some(z) = score(strata(parts, index)) else { continue };
+        let z = z.abs();
         if best.is_none_or(|(best_z, _)| z > best_z) {
             best = Some((z, index));
         }
     }
     best.map(|(_, index)| index)
+}
+
+/// The stratified score statistic: the recent FTDs' deviation from their mean if the rate did not
+/// change, over its standard deviation; `None` with too few FTDs to test.
+fn score(strata: impl Iterator<Item = Stratum>) -> Option<f64> {
+    // FTDs in all, recent FTDs, and the recent FTDs' mean and variance if the rate did not change.
+    let (mut n, mut recent, mut mean, mut variance) = (0.0, 0.0, 0.0, 0.0);
+    for stratum in strata {
+        n += stratum.ftds;
+        recent += stratum.recent;
+        mean += stratum.ftds * stratum.share;
+        variance += stratum.ftds * stratum.share * (1.0 - stratum.share);
+    }
+    (n >= CHANGE_MIN_FTDS && mean >= CHANGE_MIN_EXPECTED).then(|| (recent - mean) / variance.sqrt())
 }
 
 /// The parts that can tell a change in window `index`: those with exposure both recent and older.
@@ -1580,7 +1590,7 @@ mod tests {
     fn the_change_statistic_reads_a_burst_of_few_postbacks_as_less_than_a_drop() {
         // One stratum, its recent clicks a hundredth of its exposure (Poisson-like recent FTDs).
         let one = |ftds: f64, recent: f64| signed_root_likelihood_ratio(&[Stratum { ftds, recent, share: 0.01 }]);
-        let score = |ftds: f64, recent: f64| (recent - 0.01 * ftds) / (ftds * 0.01 * 0.99).sqrt();
+        let score = |ftds: f64, recent: f64| score([Stratum { ftds, recent, share: 0.01 }].into_iter()).unwrap();
         // 16 postbacks where 5 were expected: 4.9 standard errors to the score test, below the bar here.
         let burst = one(500.0, 16.0);
         assert!(score(500.0, 16.0) > CHANGE_Z && (3.7..4.1).contains(&burst), "burst: {burst}");
