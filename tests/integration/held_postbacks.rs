@@ -153,10 +153,13 @@ async fn a_postback_for_a_click_of_a_crashed_instance_is_applied_when_its_journa
     let mut config = support::test_config(&db);
     config.journal_dir = crashed_journal;
     let restarted = TestServer::start_on(db.shared(), config).await;
-    wait_until("the held FTD to be applied", Duration::from_secs(10), async || {
-        db.count("SELECT count(*) FROM ftd_events").await == 1
+    // Applied (the FTD row) and then released (the held row and its pending log line), in that
+    // order and in two transactions: the log is final once the held row is gone.
+    wait_until("the held FTD to be applied and released", Duration::from_secs(10), async || {
+        db.count("SELECT count(*) FROM held_postbacks").await == 0
     })
     .await;
+    assert_eq!(db.count("SELECT count(*) FROM ftd_events").await, 1);
     let lines = log_of(&db, click.click_id).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0].0, "accepted", "{lines:?}");

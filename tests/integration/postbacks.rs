@@ -232,17 +232,27 @@ async fn refusals_have_the_right_status_and_write_nothing() {
     assert_eq!(leaked, 0);
 }
 
-/// Sends every body to `/postback` at once; returns each answer's status and `status` field, in order.
+/// Sends every body to `/postback` at once, each retried after a 503 as platforms do (the router
+/// answers 503 with `Retry-After` when its store is busy; on SQLite, starved of CPU, a burst of
+/// 300 has met the 5-second busy timeout); returns each final answer's status and `status` field
+/// (its `error` field if it has none), in order.
 async fn post_all_at_once(server: &TestServer, bodies: Vec<Value>) -> Vec<(StatusCode, String)> {
     let tasks: Vec<_> = bodies
         .into_iter()
         .map(|body| {
             let (http, url) = (server.http.clone(), server.url("/postback"));
             tokio::spawn(async move {
-                let response = http.post(url).json(&body).send().await.unwrap();
-                let status = response.status();
-                let answer: Value = response.json().await.unwrap();
-                (status, answer["status"].as_str().unwrap_or_default().to_owned())
+                for _ in 0..20 {
+                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    let status = response.status();
+                    let answer: Value = response.json().await.unwrap();
+                    if status != StatusCode::SERVICE_UNAVAILABLE {
+                        let said = answer.get("status").unwrap_or(&answer["error"]);
+                        return (status, said.as_str().unwrap_or_default().to_owned());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                panic!("{body}: 503 twenty times");
             })
         })
         .collect();
@@ -255,7 +265,8 @@ async fn post_all_at_once(server: &TestServer, bodies: Vec<Value>) -> Vec<(Statu
 
 /// The `status` fields of answers that must all be 200.
 fn all_ok(answers: Vec<(StatusCode, String)>) -> Vec<String> {
-    assert!(answers.iter().all(|(status, _)| *status == StatusCode::OK), "{answers:?}");
+    let refused: Vec<_> = answers.iter().filter(|(status, _)| *status != StatusCode::OK).collect();
+    assert!(refused.is_empty(), "{} of {} refused: {refused:?}", refused.len(), answers.len());
     answers.into_iter().map(|(_, status)| status).collect()
 }
 
