@@ -37,6 +37,10 @@ pub const CRON_INTERVAL_HOURS: &str = "CRON_INTERVAL_HOURS";
 pub const ROUTING_STRATEGY: &str = "ROUTING_STRATEGY";
 /// How often the `thompson` strategy recomputes the routing probabilities from the database.
 pub const THOMPSON_REFRESH_SECONDS: &str = "THOMPSON_REFRESH_SECONDS";
+/// Share of each segment's traffic the `thompson` strategy spreads evenly over the offers the
+/// segment is eligible for, so that an offer it has stopped sending traffic to is still seen when
+/// it improves (0 by default: see "Offers that improve" in the README).
+pub const THOMPSON_EXPLORATION_RATE: &str = "THOMPSON_EXPLORATION_RATE";
 /// How often each instance checks whether offers or weights changed elsewhere (another instance, or
 /// a recalculation), so that all instances route alike within seconds.
 pub const TABLE_REFRESH_SECONDS: &str = "TABLE_REFRESH_SECONDS";
@@ -147,6 +151,8 @@ pub struct Config {
     pub routing_strategy: RoutingStrategy,
     /// Period of the Thompson refresh.
     pub thompson_refresh_interval: Duration,
+    /// Share of each segment's traffic `thompson` spreads evenly, in `[0, 1]`.
+    pub thompson_exploration_rate: f64,
     /// Period of the check for changes made elsewhere.
     pub table_refresh_interval: Duration,
     /// Admin bearer token; `None` means "generate one at start-up".
@@ -323,6 +329,7 @@ impl Default for Config {
             recalc_interval: Duration::from_secs(6 * 3600),
             routing_strategy: RoutingStrategy::Thompson,
             thompson_refresh_interval: Duration::from_secs(60),
+            thompson_exploration_rate: 0.0,
             table_refresh_interval: Duration::from_secs(5),
             admin_token: None,
             trusted_proxies: Vec::new(),
@@ -414,6 +421,12 @@ impl Config {
                 0.05,
                 86_400.0,
             )),
+            thompson_exploration_rate: vars.ranged(
+                THOMPSON_EXPLORATION_RATE,
+                defaults.thompson_exploration_rate,
+                0.0,
+                1.0,
+            ),
             table_refresh_interval: Duration::from_secs_f64(vars.ranged(
                 TABLE_REFRESH_SECONDS,
                 defaults.table_refresh_interval.as_secs_f64(),
@@ -619,6 +632,7 @@ mod tests {
         assert_eq!(config.port, 5000);
         assert_eq!(config.last_n_clicks, 1000);
         assert_eq!(config.exploration_rate, 0.20);
+        assert_eq!(config.thompson_exploration_rate, 0.0);
         assert_eq!(config.min_weight, 0.1);
         assert_eq!(config.recalc_interval, Duration::from_secs(6 * 3600));
         assert_eq!(config.database, DatabaseConfig::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
@@ -661,13 +675,17 @@ mod tests {
         let err = parse(&[
             (PORT, "70000"),
             (EXPLORATION_RATE, "1.5"),
+            (THOMPSON_EXPLORATION_RATE, "-0.1"),
             (MIN_WEIGHT, "NaN"),
             (TRUSTED_PROXIES, "10.0.0.0/8, nonsense"),
             (ADMIN_TOKEN, "short"),
         ])
         .unwrap_err();
         let names: Vec<_> = err.0.iter().map(|v| v.name).collect();
-        assert_eq!(names, [PORT, EXPLORATION_RATE, MIN_WEIGHT, ADMIN_TOKEN, TRUSTED_PROXIES]);
+        assert_eq!(
+            names,
+            [PORT, EXPLORATION_RATE, MIN_WEIGHT, THOMPSON_EXPLORATION_RATE, ADMIN_TOKEN, TRUSTED_PROXIES]
+        );
         let text = err.to_string();
         assert!(text.contains("EXPLORATION_RATE: \"1.5\" is not a number from 0 to 1"), "{text}");
     }

@@ -11,14 +11,16 @@ use tokio::net::TcpListener;
 const EXIT_USAGE: u8 = 64;
 
 const USAGE: &str =
-    "usage: casino-router [serve|migrate|seed|simulate [--seeds N] [--scenario NAME | --scenario-file FILE]]
+    "usage: casino-router [serve|migrate|seed|simulate [--seeds N] [--scenario NAME | --scenario-file FILE]
+                                                    [--thompson-exploration-rate R]]
 
   serve     run the router (the default)
   migrate   apply pending database migrations and exit
   seed      create 3 example offers if there are none, print their secrets, and exit
   simulate  run the routing strategies against synthetic traffic (30 days, 20,000 clicks a day) and
             print revenue as % of an oracle, per scenario; --seeds (default 20), --scenario NAME (one
-            built-in scenario), --scenario-file FILE (your own offer mix, JSON: see the README)
+            built-in scenario), --scenario-file FILE (your own offer mix, JSON: see the README),
+            --thompson-exploration-rate R (thompson as THOMPSON_EXPLORATION_RATE=R routes, default 0)
 
 Configuration comes from environment variables and a .env file; see .env.example.";
 
@@ -43,16 +45,22 @@ enum Command {
     Seed,
 }
 
-/// `simulate [--seeds N] [--scenario NAME | --scenario-file FILE]`: needs no configuration, prints
-/// a Markdown table; a bad argument or scenario file exits with 64.
+/// `simulate [--seeds N] [--scenario NAME | --scenario-file FILE] [--thompson-exploration-rate R]`:
+/// needs no configuration, prints a Markdown table; a bad argument or scenario file exits with 64.
 fn simulate(args: &[String]) -> ExitCode {
     let mut seeds = 20;
+    let mut thompson_exploration_rate = 0.0;
     let builtin = simulate::scenarios();
     let mut chosen: Option<simulate::Scenario> = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--seeds", Some(n)) if n.parse::<u64>().is_ok_and(|n| n >= 2) => seeds = n.parse().unwrap_or(20),
+            ("--thompson-exploration-rate", Some(rate))
+                if rate.parse::<f64>().is_ok_and(|rate| (0.0..=1.0).contains(&rate)) =>
+            {
+                thompson_exploration_rate = rate.parse().unwrap_or(0.0);
+            }
             ("--scenario", Some(name)) if chosen.is_none() && builtin.iter().any(|s| s.name == *name) => {
                 chosen = builtin.iter().find(|s| s.name == *name).cloned();
             }
@@ -69,7 +77,8 @@ fn simulate(args: &[String]) -> ExitCode {
                 let names: Vec<&str> = builtin.iter().map(|s| s.name.as_str()).collect();
                 eprintln!(
                     "bad simulate arguments; --seeds takes a number >= 2, --scenario one of {names:?}, \
-                     --scenario-file a JSON file (one of --scenario and --scenario-file)"
+                     --scenario-file a JSON file (one of --scenario and --scenario-file), \
+                     --thompson-exploration-rate a number from 0 to 1"
                 );
                 return ExitCode::from(EXIT_USAGE);
             }
@@ -80,7 +89,9 @@ fn simulate(args: &[String]) -> ExitCode {
         println!("- {}: {}", scenario.name, scenario.description);
     }
     println!();
-    match simulate::report(&scenarios, seeds, &mut std::io::stdout().lock(), |step| eprintln!("{step}")) {
+    match simulate::report(&scenarios, seeds, thompson_exploration_rate, &mut std::io::stdout().lock(), |step| {
+        eprintln!("{step}")
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("could not write the report: {error}");

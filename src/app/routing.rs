@@ -86,12 +86,14 @@ impl App {
                 today: self.day_counts(offer.id),
             })
             .collect();
-        let exploration = self.config.exploration_rate;
+        let (exploration, thompson_exploration) = (self.config.exploration_rate, self.config.thompson_exploration_rate);
         // Many offers with many rules make many pools: built on a blocking thread, not a worker.
         let build = move || match thompson {
             // Thompson sampling explores by itself: each pool's shares are its offers' probabilities
-            // of being best among them, for the pool's segment.
-            Some(learned) => RoutingTable::build(inputs, &learned.segmentation, learned.result.probabilities()),
+            // of being best among them, for the pool's segment (and, if set, an even share).
+            Some(learned) => {
+                RoutingTable::build(inputs, &learned.segmentation, learned.result.routing_shares(thompson_exploration))
+            }
             None => {
                 let weights: Vec<f64> = inputs.iter().map(|input| input.weight).collect();
                 RoutingTable::build(inputs, &Segmentation::default(), |_, members| {

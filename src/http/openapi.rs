@@ -556,7 +556,7 @@ pub(super) fn offer_weight<const NULLABLE: bool>() -> Schema {
         .description(Some(
             "Routing weight under `ROUTING_STRATEGY=ev` (traffic is shared in proportion to the weights, plus \
              the exploration share); ignored under `thompson`, which routes by each offer's probability of \
-             earning the most per click.",
+             earning the most per click (plus an even share of `THOMPSON_EXPLORATION_RATE`, if set).",
         ))
         .minimum(Some(0))
         .maximum(Some(MAX_WEIGHT));

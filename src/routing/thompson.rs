@@ -46,6 +46,8 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand_distr::{Distribution, Gamma, Normal};
 
+use super::table::pick_probabilities;
+
 /// Hours of history the engine looks at (30 days).
 pub const HORIZON_HOURS: usize = 30 * 24;
 /// Windows, in hours, on which a change is sought: dense, so that a change is still found when the
@@ -638,6 +640,14 @@ impl ThompsonResult {
             };
             best_among(draws, k, members)
         }
+    }
+
+    /// The routing shares of many sets: each one's [`probabilities`](Self::probabilities) with
+    /// `exploration` of the traffic spread evenly over its members (see
+    /// [`THOMPSON_EXPLORATION_RATE`](crate::config::THOMPSON_EXPLORATION_RATE)).
+    pub fn routing_shares(&self, exploration: f64) -> impl FnMut(Option<usize>, &[usize]) -> Vec<f64> + '_ {
+        let mut probabilities = self.probabilities();
+        move |segment, members| pick_probabilities(probabilities(segment, members).into_iter(), exploration)
     }
 
     /// A segment's routing draws (draw-major), seeded from the segment so that instances agree.
@@ -1503,6 +1513,28 @@ mod tests {
         let among = result.probability_best_among(None, &[1, 2]);
         assert!(among[0] > 0.9 && (among.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{among:?}");
         assert_eq!(result.probability_best_among(None, &[2]), [1.0]);
+    }
+
+    #[test]
+    fn an_exploration_rate_gives_every_member_its_even_part_of_that_share() {
+        let offers: Vec<OfferHistory> = [(1, 0.04), (2, 0.02), (3, 0.01)]
+            .iter()
+            .map(|&(id, rate)| history(id, 40, move |_| rate, 6.0, id as u64).0)
+            .collect();
+        let result = evaluate(&Evidence::offers(&offers), 2_000, 7);
+        assert_eq!(result.probability_best[2], 0.0, "the 1% offer is never best: {:?}", result.probability_best);
+        let mut without = result.routing_shares(0.0);
+        assert_eq!(without(None, &[0, 1, 2]), result.probability_best);
+        let mut with = result.routing_shares(0.3);
+        for (members, alone) in [(vec![0, 1, 2], result.probability_best.clone()), (vec![1, 2], without(None, &[1, 2]))]
+        {
+            let shares = with(None, &members);
+            let even = 0.3 / members.len() as f64;
+            for (share, p) in shares.iter().zip(&alone) {
+                assert!((share - (0.7 * p + even)).abs() < 1e-12, "{shares:?} from {alone:?}");
+            }
+            assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
     }
 
     #[test]

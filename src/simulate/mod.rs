@@ -59,6 +59,32 @@ pub fn scenarios() -> Vec<Scenario> {
     scenario::builtin().iter().map(|spec| spec.validate().expect("the built-in scenarios are valid")).collect()
 }
 
+/// A strategy as the simulator runs it: the router's `ROUTING_STRATEGY` and, for `thompson`, its
+/// `THOMPSON_EXPLORATION_RATE`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Engine {
+    pub strategy: RoutingStrategy,
+    /// The share of each segment's traffic `thompson` spreads evenly (`ev` has its own, fixed).
+    pub thompson_exploration_rate: f64,
+}
+
+impl Engine {
+    /// `strategy` with the router's defaults.
+    pub fn of(strategy: RoutingStrategy) -> Engine {
+        Engine { strategy, thompson_exploration_rate: 0.0 }
+    }
+
+    /// The strategy's name in the report, with the exploration rate when one is set.
+    pub fn name(&self) -> String {
+        match self.strategy {
+            RoutingStrategy::Thompson if self.thompson_exploration_rate > 0.0 => {
+                format!("thompson, exploring {}%", 100.0 * self.thompson_exploration_rate)
+            }
+            strategy => strategy.name().to_owned(),
+        }
+    }
+}
+
 /// One run's figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunResult {
@@ -262,7 +288,8 @@ impl SegmentEvidence {
 }
 
 /// One run of `scenario` under `strategy` with `seed`.
-pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResult {
+pub fn run(scenario: &Scenario, engine: Engine, seed: u64) -> RunResult {
+    let strategy = engine.strategy;
     let minutes = scenario.days * MINUTES_PER_DAY;
     let k = scenario.offers.len();
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -335,7 +362,15 @@ pub fn run(scenario: &Scenario, strategy: RoutingStrategy, seed: u64) -> RunResu
                     let hour_elapsed = (minute % MINUTES_PER_HOUR) as f64 / MINUTES_PER_HOUR as f64;
                     let learned =
                         Learned { offers: &evidence, segments: &segment_evidence, segmentation: &segmentation };
-                    thompson_table(scenario, &truth.active, &learned, hour_elapsed, seed ^ minute as u64)
+                    let seed = seed ^ minute as u64;
+                    thompson_table(
+                        scenario,
+                        &truth.active,
+                        &learned,
+                        hour_elapsed,
+                        engine.thompson_exploration_rate,
+                        seed,
+                    )
                 }
             };
             routed = Some(truth.active.clone());
@@ -448,6 +483,7 @@ fn thompson_table(
     active: &[usize],
     learned: &Learned<'_>,
     hour_elapsed: f64,
+    exploration: f64,
     seed: u64,
 ) -> RoutingTable {
     let result = if active.len() == scenario.offers.len() {
@@ -460,7 +496,7 @@ fn thompson_table(
         thompson::evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed }, DRAWS, seed)
     };
     let inputs = route_inputs(scenario, active, &result.probability_best);
-    RoutingTable::build(inputs, learned.segmentation, result.probabilities())
+    RoutingTable::build(inputs, learned.segmentation, result.routing_shares(exploration))
 }
 
 /// Summary over seeds.
@@ -478,13 +514,13 @@ pub struct Summary {
 }
 
 /// Runs `seeds` seeds (in parallel on the machine's cores) and summarises them.
-pub fn summarize(scenario: &Scenario, strategy: RoutingStrategy, seeds: u64) -> Summary {
+pub fn summarize(scenario: &Scenario, engine: Engine, seeds: u64) -> Summary {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
     let results: Vec<RunResult> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 scope.spawn(move || {
-                    (0..seeds).filter(|s| s % threads == t).map(|s| run(scenario, strategy, s + 1)).collect::<Vec<_>>()
+                    (0..seeds).filter(|s| s % threads == t).map(|s| run(scenario, engine, s + 1)).collect::<Vec<_>>()
                 })
             })
             .collect();
@@ -510,12 +546,13 @@ pub fn summarize(scenario: &Scenario, strategy: RoutingStrategy, seeds: u64) -> 
     }
 }
 
-/// The report `casino-router simulate` prints: one Markdown row per scenario and strategy, each
-/// written to `out` as soon as it is known (a full report takes long); `progress` hears what is being
-/// simulated and how long each step took.
+/// The report `casino-router simulate` prints: one Markdown row per scenario and strategy (`thompson`
+/// with `thompson_exploration_rate`), each written to `out` as soon as it is known (a full report
+/// takes long); `progress` hears what is being simulated and how long each step took.
 pub fn report(
     scenarios: &[Scenario],
     seeds: u64,
+    thompson_exploration_rate: f64,
     out: &mut impl std::io::Write,
     mut progress: impl FnMut(&str),
 ) -> std::io::Result<()> {
@@ -525,11 +562,12 @@ pub fn report(
          | --- | --- | --- | --- | --- | --- |"
     )?;
     for scenario in scenarios {
-        for strategy in [RoutingStrategy::Thompson, RoutingStrategy::Ev] {
-            let step = format!("{} / {}", scenario.name, strategy.name());
+        let thompson = Engine { strategy: RoutingStrategy::Thompson, thompson_exploration_rate };
+        for engine in [thompson, Engine::of(RoutingStrategy::Ev)] {
+            let step = format!("{} / {}", scenario.name, engine.name());
             progress(&format!("simulating {step} ({seeds} seeds)"));
             let started = std::time::Instant::now();
-            let summary = summarize(scenario, strategy, seeds);
+            let summary = summarize(scenario, engine, seeds);
             progress(&format!("{step}: {:.0} s", started.elapsed().as_secs_f64()));
             let percent = |(mean, half): (f64, f64)| format!("{:.1} ± {:.1}", 100.0 * mean, 100.0 * half);
             let after = if scenario.change_day.is_some() { percent(summary.revenue_after_change) } else { "-".into() };
@@ -539,7 +577,7 @@ pub fn report(
                 out,
                 "| {} | {} | {} | {} | {:.2} ± {:.2}% | {} |",
                 scenario.name,
-                strategy.name(),
+                engine.name(),
                 percent(summary.revenue),
                 after,
                 100.0 * worst,
@@ -589,7 +627,7 @@ mod tests {
                 {"name": "B", "ftd_rate": 0.01, "payout": 100, "countries": ["GB"]}]}"#,
         );
         for strategy in [RoutingStrategy::Ev, RoutingStrategy::Thompson] {
-            let result = run(&scenario, strategy, 1);
+            let result = run(&scenario, Engine::of(strategy), 1);
             assert_eq!(result.revenue_share, 1.0, "{strategy:?}");
             assert_eq!(result.worst_offer_share, 0.0, "{strategy:?}");
         }

@@ -502,7 +502,7 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     ScenarioSpec::from_json(&text)
 }
 
-/// The built-in scenarios, in report order: seven with one segment, then four whose best offer
+/// The built-in scenarios, in report order: eight with one segment, then four whose best offer
 /// depends on the visitor.
 pub fn builtin() -> Vec<ScenarioSpec> {
     let five = || {
@@ -534,6 +534,11 @@ pub fn builtin() -> Vec<ScenarioSpec> {
         scenario("new-offer", "5 offers; a better one appears on day 10", {
             let mut offers = five();
             offers.push(OfferSpec { from_day: 10, ..offer("F", 0.040, 140.0, 24.0) }); // 5.60
+            offers
+        }),
+        scenario("improver", "5 offers; on day 10 the fourth one's FTD rate triples, making it the best", {
+            let mut offers = five();
+            offers[3].changes = vec![ChangeSpec { day: 10, ftd_rate: Some(0.060), payout: None }]; // 6.00
             offers
         }),
         scenario(
@@ -885,6 +890,7 @@ mod tests {
                 "stationary-30",
                 "best-halves",
                 "new-offer",
+                "improver",
                 "slow-postbacks",
                 "close-values",
                 "geo-split",
@@ -901,10 +907,12 @@ mod tests {
         assert_eq!(epcs(&scenarios[3], 15), [2.25, 3.6, 3.0, 2.0, 1.2], "best-halves: A halves on day 15");
         assert_eq!((scenarios[3].change_day, scenarios[4].change_day), (Some(15), Some(10)));
         assert!(!scenarios[4].offers[5].active_on(9) && scenarios[4].offers[5].active_on(10));
+        assert_eq!(epcs(&scenarios[5], 10), [4.5, 3.6, 3.0, 6.0, 1.2], "improver: D triples on day 10");
+        assert_eq!((scenarios[5].change_day, epcs(&scenarios[5], 9)[3]), (Some(10), 2.0));
         // The generated offers are drawn as before: the first of stationary-10.
         let first = &scenarios[1].offers[0];
         assert!((0.005..0.06).contains(&first.ftd_rate(0, 0)) && (4.0..72.0).contains(&first.delay_median_hours));
-        assert_eq!(scenarios[9].segments.len(), 60);
+        assert_eq!(scenarios[10].segments.len(), 60);
     }
 
     #[test]

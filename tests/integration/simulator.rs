@@ -3,15 +3,35 @@
 //! Thompson sampling earns more than the original EV formula, and sends less to the worst offer.
 
 use casino_router::config::RoutingStrategy;
-use casino_router::simulate::{scenarios, summarize};
+use casino_router::simulate::{Engine, ScenarioSpec, scenarios, summarize};
 
 #[test]
 fn thompson_earns_more_than_ev_on_three_offers() {
     let mut scenario = scenarios().into_iter().find(|s| s.name == "stationary-3").unwrap();
     scenario.days = 2;
-    let thompson = summarize(&scenario, RoutingStrategy::Thompson, 2);
-    let ev = summarize(&scenario, RoutingStrategy::Ev, 2);
+    let thompson = summarize(&scenario, Engine::of(RoutingStrategy::Thompson), 2);
+    let ev = summarize(&scenario, Engine::of(RoutingStrategy::Ev), 2);
     assert!(thompson.revenue.0 > ev.revenue.0 + 0.05, "thompson {:?}, ev {:?}", thompson.revenue, ev.revenue);
     assert!(thompson.worst_offer_share.0 < ev.worst_offer_share.0);
     assert!(thompson.revenue.0 <= 1.0 && ev.revenue.0 > 0.3, "revenue is a share of the oracle's");
+}
+
+#[test]
+fn an_offer_that_improves_is_found_with_an_exploration_rate_and_not_without() {
+    // B converts at 1% beside A's 3% until day 1, then at 9%. Without an even share, `thompson`
+    // has stopped sending B clicks by then and never learns of the change; with 10% spread evenly,
+    // B's new FTDs are seen and it takes the traffic.
+    let scenario = ScenarioSpec::from_json(
+        r#"{"name": "improver", "days": 4, "clicks_per_day": 20000, "offers": [
+            {"name": "A", "ftd_rate": 0.03, "payout": 100, "delay": {"median_hours": 1, "sigma": 0.5}},
+            {"name": "B", "ftd_rate": 0.01, "payout": 100, "delay": {"median_hours": 1, "sigma": 0.5},
+             "changes": [{"day": 1, "ftd_rate": 0.09}]}]}"#,
+    )
+    .unwrap();
+    let thompson = |rate: f64| Engine { strategy: RoutingStrategy::Thompson, thompson_exploration_rate: rate };
+    let without = summarize(&scenario, thompson(0.0), 2);
+    let with = summarize(&scenario, thompson(0.1), 2);
+    assert!(without.revenue_after_change.0 < 0.5, "without: {without:?}");
+    assert!(with.revenue_after_change.0 > 0.75, "with 10%: {with:?}");
+    assert!(with.median_hours_to_shift.is_some_and(|hours| hours < 24.0), "with 10%: {with:?}");
 }

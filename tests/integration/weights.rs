@@ -188,3 +188,34 @@ async fn thompson_drives_traffic_toward_the_offer_that_converts() {
     // The probability shown is the one the table routes by: the same posterior, not a newer one.
     assert!((a_row["probability_best"].as_f64().unwrap() - a_row["weight"].as_f64().unwrap()).abs() < 1e-9, "{a_row}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thompson_with_an_exploration_rate_keeps_an_even_share_for_a_losing_offer() {
+    let server = TestServer::start_with(|config| {
+        config.routing_strategy = casino_router::config::RoutingStrategy::Thompson;
+        config.thompson_exploration_rate = 0.4;
+    })
+    .await;
+    let a = server.create_offer("A", "https://a.example/", 1.0).await;
+    let b = server.create_offer("B", "https://b.example/", 1.0).await;
+    let ids = [a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap()];
+    let a_clicks = clicks_on(&server, ids[0], &ids, 60).await;
+    clicks_on(&server, ids[1], &ids, 60).await;
+    for &click in a_clicks.iter().step_by(3) {
+        ftd(&server, click, 150.0, a["postback_secret"].as_str().unwrap()).await;
+    }
+    let body = update_weights(&server).await;
+    assert!(weight_of(&body, ids[0]) > 0.9, "A is very likely the best: {body}");
+    // B's share: its probability of being best, 60% of it, plus its even part of the 40% explored.
+    let (status, stats) = server.admin_json(Method::GET, "/admin/stats", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for row in stats.as_array().unwrap() {
+        let (share, best) = (row["traffic_share"].as_f64().unwrap(), row["probability_best"].as_f64().unwrap());
+        assert!((share - (0.6 * best + 0.2)).abs() < 1e-9, "{row}");
+        assert_eq!(row["weight"], row["traffic_share"], "under thompson an offer's weight is its share");
+    }
+    let (_, by_host) = server.click_many(300, 4).await;
+    let b_share = by_host.get("b.example").copied().unwrap_or(0) as f64 / 300.0;
+    // At least 20% expected (binomial standard deviation 2.3 points): 12% is 3.5 below.
+    assert!(b_share > 0.12, "share of B, which has no FTD: {b_share}");
+}
