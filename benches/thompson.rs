@@ -6,7 +6,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use casino_router::routing::thompson::{Evidence, HORIZON_HOURS, OfferHistory, SegmentHistory, evaluate};
+use casino_router::routing::thompson::{Evidence, HORIZON_HOURS, OfferHistory, Payouts, SegmentHistory, evaluate};
 use casino_router::routing::{
     DailyCaps, OfferRules, RedirectTemplate, RouteInput, RoutingTable, SegmentDims, Segmentation, Targeting,
 };
@@ -20,16 +20,11 @@ fn histories(offers: usize) -> Vec<OfferHistory> {
             let ftds: Vec<u64> = (0..HORIZON_HOURS).map(|age| u64::from((age + i) % 40 == 0)).collect();
             let delays =
                 ftds.iter().enumerate().filter(|&(_, &n)| n > 0).map(|(age, &n)| (age, (age / 3).min(96), n)).collect();
-            let known: u64 = ftds.iter().sum();
-            OfferHistory {
-                offer_id: i as i64,
-                clicks,
-                ftds,
-                payout_sum: known as f64 * 120.0,
-                payout_sum_sq: known as f64 * 14_400.0,
-                payouts: known,
-                delays,
-            }
+            let payouts = ftds
+                .iter()
+                .map(|&n| Payouts { count: n, sum: n as f64 * 120.0, sum_sq: n as f64 * 14_400.0 })
+                .collect();
+            OfferHistory { offer_id: i as i64, clicks, ftds, payouts, delays }
         })
         .collect()
 }
@@ -58,8 +53,7 @@ fn segment_histories(offers: &[OfferHistory], segments: usize) -> Vec<SegmentHis
                 }
                 if click < ftds {
                     entry.ftds.push((age, 1));
-                    entry.payouts += 1;
-                    entry.payout_sum += 120.0;
+                    entry.payouts.push((age, 1, 120.0));
                 }
             }
         }

@@ -30,7 +30,8 @@
 //!   offers that pay more per FTD convert less, and a prior at the pooled rate would make a
 //!   high-payout offer look best until its silence said otherwise.
 //! - **Mean payout** `mu ~ Normal(mean_n, sd / sqrt(n + 1))`, shrunk toward the pooled mean by one
-//!   pseudo-observation.
+//!   pseudo-observation, over the payouts since the last change of payout
+//!   ([`payout_change_window`]): payouts are terms a casino changes at a stroke.
 //! - **Change**: the offer's recent FTDs are compared with its older ones, on several window lengths,
 //!   by a conditional binomial test given the exposures, segment by segment (traffic moving between
 //!   segments that convert differently is no change); when the most significant window passes
@@ -122,6 +123,11 @@ const SEGMENT_SPREAD_RANGE: (f64, f64) = (0.002, 4.0);
 const SEGMENT_SPREAD_ROUNDS: usize = 10;
 /// Payouts a segment's mean payout is pooled toward its offer's with.
 const SEGMENT_PAYOUT_PRIOR: f64 = 10.0;
+/// Payouts a change of payout needs on each side of it.
+const PAYOUT_CHANGE_MIN: u64 = 5;
+/// Least spread of payouts, relative to their mean, that the engine assumes: a fixed CPA has none,
+/// and a change of a few percent is not worth forgetting the older payouts for.
+const PAYOUT_MIN_SPREAD: f64 = 0.05;
 
 /// What the engine knows of one offer, by click age in whole hours (`[0]` = the last hour's clicks).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -133,14 +139,46 @@ pub struct OfferHistory {
     pub clicks: Vec<u64>,
     /// `ftds[a]`: FTDs (not rejected) that have arrived for clicks aged `a` whole hours.
     pub ftds: Vec<u64>,
-    /// Sum of the FTD payouts known.
-    pub payout_sum: f64,
-    /// Sum of their squares (for the spread).
-    pub payout_sum_sq: f64,
-    /// How many FTDs have a payout.
-    pub payouts: u64,
+    /// `payouts[a]`: the payouts of those FTDs (empty: none known).
+    pub payouts: Vec<Payouts>,
     /// The offer's arrived FTDs by `(click age in hours, delay in hours, FTDs)`.
     pub delays: Vec<(usize, usize, u64)>,
+}
+
+/// Payouts of FTDs: how many, their sum, and the sum of their squares (for the spread).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Payouts {
+    pub count: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+}
+
+impl Payouts {
+    /// One payout.
+    pub fn of(amount: f64) -> Payouts {
+        Payouts { count: 1, sum: amount, sum_sq: amount * amount }
+    }
+
+    /// These and `other` together.
+    pub fn add(&mut self, other: Payouts) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+    }
+
+    /// The payouts of `all` that are not these.
+    fn without(self, all: Payouts) -> Payouts {
+        Payouts { count: all.count - self.count, sum: all.sum - self.sum, sum_sq: all.sum_sq - self.sum_sq }
+    }
+
+    fn mean(&self) -> f64 {
+        self.sum / self.count.max(1) as f64
+    }
+
+    /// Sum of squared deviations from the mean.
+    fn squares(&self) -> f64 {
+        (self.sum_sq - self.sum * self.mean()).max(0.0)
+    }
 }
 
 /// FTD delays: `(click age in hours, delay in hours, FTDs)`.
@@ -501,6 +539,11 @@ pub struct OfferPosterior {
     pub payout_sd: f64,
     /// Hours of history used (shorter than the horizon after a detected change).
     pub window_hours: usize,
+    /// Hours of payouts used (shorter than the horizon after a detected change of payout), and
+    /// how many payouts there are in them.
+    pub payout_window_hours: usize,
+    /// See `payout_window_hours`.
+    pub payouts: u64,
     /// Effective clicks: each click weighted by the probability its FTD would have arrived.
     pub exposure: f64,
     /// FTDs in the window.
@@ -551,10 +594,8 @@ pub struct SegmentHistory {
     pub clicks: Vec<(usize, u64)>,
     /// `(click age, FTDs arrived)`.
     pub ftds: Vec<(usize, u64)>,
-    /// Sum of those FTDs' payouts.
-    pub payout_sum: f64,
-    /// How many of them have a payout.
-    pub payouts: u64,
+    /// `(click age, FTDs with a payout, the payouts' sum)`.
+    pub payouts: Vec<(usize, u64, f64)>,
 }
 
 /// Every offer's posterior within one segment.
@@ -712,19 +753,12 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
     let total_ftds: u64 = offer_ftds.iter().sum();
     let total_exposure: f64 = delay_evidence.iter().zip(&own_shapes).map(|(e, shapes)| e.mixed_exposure(shapes)).sum();
     let pooled_rate = if total_ftds > 0 && total_exposure > 0.0 { total_ftds as f64 / total_exposure } else { 0.02 };
-    let pooled_payouts: u64 = offers.iter().map(|o| o.payouts).sum();
-    let pooled_mean = if pooled_payouts > 0 {
-        offers.iter().map(|o| o.payout_sum).sum::<f64>() / pooled_payouts as f64
-    } else {
-        100.0
-    };
-    let pooled_var = if pooled_payouts > 1 {
-        let sq: f64 = offers.iter().map(|o| o.payout_sum_sq).sum();
-        (sq / pooled_payouts as f64 - pooled_mean * pooled_mean).max(0.0)
-    } else {
-        0.0
-    }
-    .max((0.05 * pooled_mean).powi(2));
+    let offer_payouts: Vec<Payouts> = offers.iter().map(|o| payouts_within(&o.payouts, HORIZON_HOURS)).collect();
+    let mut pooled = Payouts::default();
+    offer_payouts.iter().for_each(|&payouts| pooled.add(payouts));
+    let pooled_mean = if pooled.count > 0 { pooled.mean() } else { 100.0 };
+    let pooled_var = if pooled.count > 1 { pooled.squares() / pooled.count as f64 } else { 0.0 }
+        .max((PAYOUT_MIN_SPREAD * pooled_mean).powi(2));
 
     let mut segments_of: Vec<Vec<&SegmentHistory>> = vec![Vec::new(); offers.len()];
     for segment in evidence.segments.iter().filter(|s| s.offer < offers.len()) {
@@ -737,9 +771,12 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
         .zip(&delay_evidence)
         .zip(own_shapes.iter().zip(&offer_ftds))
         .zip(&segments_of)
-        .map(|(((offer, evidence), (own, &all_ftds)), segments)| {
-            let n = offer.payouts as f64;
-            let payout_mean = (pooled_mean + offer.payout_sum) / (1.0 + n);
+        .zip(&offer_payouts)
+        .map(|((((offer, evidence), (own, &all_ftds)), segments), &all_payouts)| {
+            let payout_window = payout_change_window(&offer.payouts, all_payouts);
+            let payouts = payouts_within(&offer.payouts, payout_window);
+            let n = payouts.count as f64;
+            let payout_mean = (pooled_mean + payouts.sum) / (1.0 + n);
             // No more than one FTD per click, and the pooled rate where nothing has paid yet.
             let prior_rate =
                 if payout_mean > 0.0 { (pooled_rate * pooled_mean / payout_mean).min(1.0) } else { pooled_rate };
@@ -763,6 +800,8 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
                 payout_mean,
                 payout_sd: (pooled_var / (1.0 + n)).sqrt(),
                 window_hours: window,
+                payout_window_hours: payout_window,
+                payouts: payouts.count,
                 exposure,
                 ftds,
                 clicks: offer.clicks.iter().take(window).sum(),
@@ -786,16 +825,54 @@ struct SegmentTally {
 }
 
 impl SegmentTally {
-    fn new(history: &SegmentHistory, window: usize, weights: &[f64]) -> SegmentTally {
-        let recent = |&&(age, _): &&(usize, u64)| age < window;
+    /// The segment's clicks and FTDs within the offer's window, and its payouts within the offer's
+    /// payout window.
+    fn new(history: &SegmentHistory, offer: &OfferPosterior, weights: &[f64]) -> SegmentTally {
+        let recent = |&&(age, _): &&(usize, u64)| age < offer.window_hours;
+        let paid = || history.payouts.iter().filter(|&&(age, _, _)| age < offer.payout_window_hours);
         SegmentTally {
             ftds: history.ftds.iter().filter(recent).map(|&(_, n)| n).sum(),
             exposure: history.clicks.iter().filter(recent).map(|&(age, n)| n as f64 * weights[age]).sum(),
             clicks: history.clicks.iter().filter(recent).map(|&(_, n)| n).sum(),
-            payout_sum: history.payout_sum,
-            payouts: history.payouts,
+            payout_sum: paid().map(|&(_, _, sum)| sum).sum(),
+            payouts: paid().map(|&(_, n, _)| n).sum(),
         }
     }
+}
+
+/// The payouts of clicks younger than `hours`.
+fn payouts_within(payouts: &[Payouts], hours: usize) -> Payouts {
+    let mut within = Payouts::default();
+    payouts.iter().take(hours).for_each(|&p| within.add(p));
+    within
+}
+
+/// Hours of an offer's payouts to believe (`payouts.len()`, or the horizon: all of them): the
+/// window, of [`CHANGE_WINDOWS`], whose payouts' mean differs most from the older ones', if it
+/// passes [`CHANGE_Z`] with [`PAYOUT_CHANGE_MIN`] payouts on each side. A casino that cuts its CPA
+/// from $150 to $75 is otherwise read at the month's average for weeks. The spread is the payouts'
+/// own within the two parts, at least [`PAYOUT_MIN_SPREAD`] of the mean (a fixed CPA has none).
+fn payout_change_window(payouts: &[Payouts], all: Payouts) -> usize {
+    let hours = payouts.len().min(HORIZON_HOURS);
+    if all.count < 2 * PAYOUT_CHANGE_MIN {
+        return HORIZON_HOURS;
+    }
+    let floor = (PAYOUT_MIN_SPREAD * all.mean()).powi(2);
+    let mut found = (CHANGE_Z, HORIZON_HOURS);
+    for &window in CHANGE_WINDOWS.iter().filter(|&&w| w < hours) {
+        let recent = payouts_within(payouts, window);
+        let older = recent.without(all);
+        if recent.count < PAYOUT_CHANGE_MIN || older.count < PAYOUT_CHANGE_MIN {
+            continue;
+        }
+        let within = (recent.squares() + older.squares()) / (all.count - 2) as f64;
+        let variance = within.max(floor) * (1.0 / recent.count as f64 + 1.0 / older.count as f64);
+        let z = (recent.mean() - older.mean()).abs() / variance.sqrt();
+        if variance > 0.0 && z > found.0 {
+            found = (z, window);
+        }
+    }
+    found.1
 }
 
 /// One offer's evidence over its segments, each segment's counts discounted by how much it can tell
@@ -885,7 +962,7 @@ fn segment_posteriors(
         .segments
         .iter()
         .filter(|s| s.offer < offers.len())
-        .map(|s| (s.segment, s.offer, SegmentTally::new(s, offers[s.offer].window_hours, &bucket_weights[s.offer])))
+        .map(|s| (s.segment, s.offer, SegmentTally::new(s, &offers[s.offer], &bucket_weights[s.offer])))
         .collect();
     tallies.sort_unstable_by_key(|&(segment, offer, _)| (segment, offer));
 
@@ -939,12 +1016,11 @@ fn segment_posteriors(
                     // segment's best offer (poor elsewhere) unexplored there for good.
                     let draw_shape =
                         1.0 / (spread + 1.0 / (POSTERIOR_SHARPNESS * shape)) + POSTERIOR_SHARPNESS * tally.ftds as f64;
-                    let history = &evidence.offers[index];
                     // The mean payout, pooled toward the offer's elsewhere by up to
                     // SEGMENT_PAYOUT_PRIOR payouts (no more than the offer has elsewhere, plus one).
-                    let payouts_elsewhere = history.payouts.saturating_sub(tally.payouts) as f64;
+                    let payouts_elsewhere = offer.payouts.saturating_sub(tally.payouts) as f64;
                     let prior_payouts = SEGMENT_PAYOUT_PRIOR.min(1.0 + payouts_elsewhere);
-                    let mean_elsewhere = (offer.payout_mean * (1.0 + history.payouts as f64) - tally.payout_sum)
+                    let mean_elsewhere = (offer.payout_mean * (1.0 + offer.payouts as f64) - tally.payout_sum)
                         / (1.0 + payouts_elsewhere);
                     let n = tally.payouts as f64;
                     OfferPosterior {
@@ -956,6 +1032,8 @@ fn segment_posteriors(
                         payout_mean: (prior_payouts * mean_elsewhere + tally.payout_sum) / (prior_payouts + n),
                         payout_sd: (pooled_var / (prior_payouts + n)).sqrt(),
                         window_hours: offer.window_hours,
+                        payout_window_hours: offer.payout_window_hours,
+                        payouts: tally.payouts,
                         exposure: tally.exposure,
                         ftds: tally.ftds,
                         clicks: tally.clicks,
@@ -1301,6 +1379,7 @@ mod tests {
             offer_id,
             clicks: (0..HORIZON_HOURS).map(&clicks).collect(),
             ftds: vec![0; HORIZON_HOURS],
+            payouts: vec![Payouts::default(); HORIZON_HOURS],
             ..Default::default()
         };
         let mut delays = Vec::new();
@@ -1318,9 +1397,7 @@ mod tests {
                     let d = delay as usize;
                     offer.delays.push((age, d, 1));
                     offer.ftds[age] += 1;
-                    offer.payout_sum += 100.0;
-                    offer.payout_sum_sq += 100.0 * 100.0;
-                    offer.payouts += 1;
+                    offer.payouts[age].add(Payouts::of(100.0));
                     delays.push((age, d, 1));
                 }
             }
@@ -1516,6 +1593,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_in_payout_is_believed_from_the_change_on_and_steady_noisy_payouts_are_not_cut() {
+        // 3% of 40 clicks an hour; the casino paid $150 per FTD until 60 hours ago, $75 since.
+        let (mut cut, _) = history(1, 40, |_| 0.03, 6.0, 11);
+        for (age, payouts) in cut.payouts.iter_mut().enumerate() {
+            let (amount, n) = (if age < 60 { 75.0 } else { 150.0 }, payouts.count as f64);
+            *payouts = Payouts { count: payouts.count, sum: amount * n, sum_sq: amount * amount * n };
+        }
+        // A revenue share: every FTD pays differently (log-normal, spread 1), the same all month.
+        let (mut revshare, _) = history(2, 40, |_| 0.03, 6.0, 12);
+        let mut rng = SmallRng::seed_from_u64(5);
+        let amounts = rand_distr::LogNormal::new(4.5, 1.0).unwrap();
+        for payouts in &mut revshare.payouts {
+            let mut drawn = Payouts::default();
+            (0..payouts.count).for_each(|_| drawn.add(Payouts::of(amounts.sample(&mut rng))));
+            *payouts = drawn;
+        }
+        let result = evaluate(&Evidence::offers(&[cut, revshare]), 1_000, 1);
+        let cut = &result.posteriors[0];
+        assert!((48..=72).contains(&cut.payout_window_hours), "window {}", cut.payout_window_hours);
+        assert!((cut.payout_mean - 75.0).abs() < 5.0, "mean payout {:.1}", cut.payout_mean);
+        assert_eq!(result.posteriors[1].payout_window_hours, HORIZON_HOURS, "{:?}", result.posteriors[1]);
+    }
+
+    #[test]
     fn an_exploration_rate_gives_every_member_its_even_part_of_that_share() {
         let offers: Vec<OfferHistory> = [(1, 0.04), (2, 0.02), (3, 0.01)]
             .iter()
@@ -1549,9 +1650,7 @@ mod tests {
             offer_id: 2,
             clicks: vec![0; HORIZON_HOURS],
             ftds: vec![0; HORIZON_HOURS],
-            payout_sum: 400.0,
-            payout_sum_sq: 400.0 * 400.0,
-            payouts: 1,
+            payouts: vec![Payouts::of(400.0)],
             delays: vec![(0, 0, 1)],
         };
         (young.clicks[0], young.ftds[0]) = (40, 1);
@@ -1684,6 +1783,7 @@ mod tests {
             offer_id,
             clicks: vec![0; HORIZON_HOURS],
             ftds: vec![0; HORIZON_HOURS],
+            payouts: vec![Payouts::default(); HORIZON_HOURS],
             ..Default::default()
         };
         let mut segments = Vec::new();
@@ -1694,14 +1794,14 @@ mod tests {
                 offer,
                 clicks: sparse(&part.clicks),
                 ftds: sparse(&part.ftds),
-                payout_sum: part.payout_sum,
-                payouts: part.payouts,
+                payouts: (part.payouts.iter().enumerate())
+                    .filter(|(_, p)| p.count > 0)
+                    .map(|(age, p)| (age, p.count, p.sum))
+                    .collect(),
             });
             total.clicks.iter_mut().zip(&part.clicks).for_each(|(t, n)| *t += n);
             total.ftds.iter_mut().zip(&part.ftds).for_each(|(t, n)| *t += n);
-            total.payout_sum += part.payout_sum;
-            total.payout_sum_sq += part.payout_sum_sq;
-            total.payouts += part.payouts;
+            total.payouts.iter_mut().zip(&part.payouts).for_each(|(t, &p)| t.add(p));
             total.delays.extend(part.delays);
         }
         (total, segments)
@@ -1788,8 +1888,7 @@ mod tests {
             offer: 1,
             clicks: vec![(100, 30)],
             ftds: vec![(100, 1)],
-            payout_sum: 100.0,
-            payouts: 1,
+            payouts: vec![(100, 1, 100.0)],
         });
         let segments: Vec<SegmentHistory> = segments.into_iter().flatten().collect();
         let result = evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed: 1.0 }, 2_000, 3);

@@ -37,7 +37,7 @@ pub use scenario::{Scenario, ScenarioError, ScenarioSpec};
 
 use crate::config::RoutingStrategy;
 use crate::routing::table::pick_probabilities;
-use crate::routing::thompson::{self, Evidence, HORIZON_HOURS, OfferHistory, SegmentHistory};
+use crate::routing::thompson::{self, Evidence, HORIZON_HOURS, OfferHistory, Payouts, SegmentHistory};
 use crate::routing::{
     DailyCaps, OfferWindow, RedirectTemplate, RouteInput, RoutingTable, Segment, SegmentDims, Segmentation,
     WeightPolicy,
@@ -150,8 +150,6 @@ impl Truth {
 #[derive(Debug, Clone)]
 struct OfferEvidence {
     history: OfferHistory,
-    /// By click age: the sum of the arrived FTDs' payouts, and of their squares.
-    payouts_by_age: Vec<(f64, f64)>,
 }
 
 impl OfferEvidence {
@@ -161,9 +159,9 @@ impl OfferEvidence {
                 offer_id,
                 clicks: vec![0; HORIZON_HOURS],
                 ftds: vec![0; HORIZON_HOURS],
+                payouts: vec![Payouts::default(); HORIZON_HOURS],
                 ..OfferHistory::default()
             },
-            payouts_by_age: vec![(0.0, 0.0); HORIZON_HOURS],
         }
     }
 
@@ -174,11 +172,7 @@ impl OfferEvidence {
         let history = &mut self.history;
         history.ftds[age] += 1;
         history.delays.push((age, delay.min(age), 1));
-        history.payouts += 1;
-        history.payout_sum += payout;
-        history.payout_sum_sq += payout * payout;
-        self.payouts_by_age[age].0 += payout;
-        self.payouts_by_age[age].1 += payout * payout;
+        history.payouts[age].add(Payouts::of(payout));
     }
 
     /// A new hour began: every click is an hour older, and what passes the horizon is forgotten.
@@ -188,8 +182,8 @@ impl OfferEvidence {
             series.rotate_right(1);
             series[0] = 0;
         }
-        self.payouts_by_age.rotate_right(1);
-        self.payouts_by_age[0] = (0.0, 0.0);
+        history.payouts.rotate_right(1);
+        history.payouts[0] = Payouts::default();
         history.delays.retain_mut(|(age, _, _)| {
             *age += 1;
             *age < HORIZON_HOURS
@@ -203,19 +197,15 @@ impl OfferEvidence {
             }
             same
         });
-        history.payouts = history.ftds.iter().sum();
-        history.payout_sum = self.payouts_by_age.iter().map(|p| p.0).sum();
-        history.payout_sum_sq = self.payouts_by_age.iter().map(|p| p.1).sum();
     }
 }
 
-/// One segment's part of every offer's evidence, sparse and by click age (ascending), aged at each
-/// hour's edge like [`OfferEvidence`]: `histories[i]` is the pair `pairs[i]`.
+/// One segment's part of every offer's evidence, sparse and by click age (ascending; every FTD has a
+/// payout, so a history's `payouts` are aligned with its `ftds`), aged at each hour's edge like
+/// [`OfferEvidence`].
 #[derive(Debug, Default)]
 struct SegmentEvidence {
     histories: Vec<SegmentHistory>,
-    /// Per history, aligned with its `ftds`: the sum of those FTDs' payouts.
-    ftd_payouts: Vec<Vec<f64>>,
     /// `[offer * segments + segment]`: the pair's place in `histories`, once it has a click.
     index: Vec<Option<usize>>,
     segments: usize,
@@ -230,7 +220,6 @@ impl SegmentEvidence {
         let slot = &mut self.index[offer * self.segments + segment];
         let i = *slot.get_or_insert_with(|| {
             self.histories.push(SegmentHistory { segment, offer, ..SegmentHistory::default() });
-            self.ftd_payouts.push(Vec::new());
             self.histories.len() - 1
         });
         match self.histories[i].clicks.first_mut() {
@@ -249,29 +238,27 @@ impl SegmentEvidence {
             Ok(at) => at,
             Err(at) => {
                 history.ftds.insert(at, (age, 0));
-                self.ftd_payouts[i].insert(at, 0.0);
+                history.payouts.insert(at, (age, 0, 0.0));
                 at
             }
         };
         history.ftds[at].1 += 1;
-        self.ftd_payouts[i][at] += payout;
-        history.payouts += 1;
-        history.payout_sum += payout;
+        history.payouts[at].1 += 1;
+        history.payouts[at].2 += payout;
     }
 
     /// A new hour began: see [`OfferEvidence::next_hour`].
     fn next_hour(&mut self) {
-        for (history, payouts) in self.histories.iter_mut().zip(&mut self.ftd_payouts) {
+        for history in &mut self.histories {
             history.clicks.retain_mut(|(age, _)| {
                 *age += 1;
                 *age < HORIZON_HOURS
             });
             history.ftds.iter_mut().for_each(|(age, _)| *age += 1);
+            history.payouts.iter_mut().for_each(|(age, _, _)| *age += 1);
             let kept = history.ftds.partition_point(|&(age, _)| age < HORIZON_HOURS);
             history.ftds.truncate(kept);
-            payouts.truncate(kept);
-            history.payouts = history.ftds.iter().map(|&(_, n)| n).sum();
-            history.payout_sum = payouts.iter().sum();
+            history.payouts.truncate(kept);
         }
     }
 
@@ -648,7 +635,7 @@ mod tests {
         assert_eq!((history.segment, history.offer), (2, 1));
         assert_eq!(history.clicks, [(0, 1), (1, 2)]);
         assert_eq!(history.ftds, [(0, 1), (1, 1)]);
-        assert_eq!((history.payouts, history.payout_sum), (2, 180.0));
+        assert_eq!(history.payouts, [(0, 1, 80.0), (1, 1, 100.0)]);
         for _ in 0..HORIZON_HOURS - 2 {
             evidence.next_hour();
         }
@@ -660,7 +647,7 @@ mod tests {
             (history.clicks.as_slice(), history.ftds.as_slice()),
             (&[(HORIZON_HOURS - 1, 1)][..], &[(HORIZON_HOURS - 1, 1)][..])
         );
-        assert_eq!((history.payouts, history.payout_sum), (1, 80.0), "the older FTD's payout is forgotten");
+        assert_eq!(history.payouts, [(HORIZON_HOURS - 1, 1, 80.0)], "the older FTD's payout is forgotten");
         let only_offer_1 = evidence.of(&[1]);
         assert_eq!((only_offer_1[0].offer, evidence.of(&[0]).len()), (0, 0), "offer indices into the active list");
     }
@@ -672,12 +659,17 @@ mod tests {
         evidence.add_ftd(0, 0, 100.0);
         evidence.add_ftd(HORIZON_HOURS - 1, 5, 50.0);
         evidence.add_ftd(HORIZON_HOURS, 5, 50.0); // beyond the horizon already: not counted
-        assert_eq!((evidence.history.payouts, evidence.history.payout_sum), (2, 150.0));
+        let total = |history: &OfferHistory| {
+            let mut total = Payouts::default();
+            history.payouts.iter().for_each(|&p| total.add(p));
+            total
+        };
+        assert_eq!(total(&evidence.history), Payouts { count: 2, sum: 150.0, sum_sq: 12_500.0 });
         evidence.next_hour();
         let history = &evidence.history;
         assert_eq!((history.clicks[0], history.clicks[1], history.ftds[1]), (0, 10, 1));
         assert_eq!(history.delays, [(1, 0, 1)], "the FTD aged 719 hours is forgotten");
-        assert_eq!((history.payouts, history.payout_sum, history.payout_sum_sq), (1, 100.0, 10_000.0));
+        assert_eq!((total(history), history.payouts[1]), (Payouts::of(100.0), Payouts::of(100.0)));
         evidence.add_ftd(1, 1, 100.0);
         evidence.add_ftd(1, 1, 100.0);
         evidence.next_hour();

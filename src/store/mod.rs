@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, DatabaseConfig};
 use crate::conversion::EventKind;
-use crate::routing::thompson::{HORIZON_HOURS, OfferHistory};
+use crate::routing::thompson::{HORIZON_HOURS, OfferHistory, Payouts};
 use crate::routing::{DailyCaps, Targeting, WeightPolicy, WeightedOffer};
 use crate::visitor::{Country, DeviceClass};
 pub use segments::{SegmentEvidence, SegmentFtds, SegmentRollup, SegmentTraits};
@@ -756,6 +756,7 @@ impl RoutingEvidence {
                 offer_id,
                 clicks: vec![0; HORIZON_HOURS],
                 ftds: vec![0; HORIZON_HOURS],
+                payouts: vec![Payouts::default(); HORIZON_HOURS],
                 ..OfferHistory::default()
             })
             .collect();
@@ -774,9 +775,11 @@ impl RoutingEvidence {
             }
             history.ftds[bucket.age_hours] += bucket.ftds;
             history.delays.push((bucket.age_hours, bucket.delay_hours.min(bucket.age_hours), bucket.ftds));
-            history.payouts += bucket.payouts;
-            history.payout_sum += bucket.payout_sum;
-            history.payout_sum_sq += bucket.payout_sum_sq;
+            history.payouts[bucket.age_hours].add(Payouts {
+                count: bucket.payouts,
+                sum: bucket.payout_sum,
+                sum_sq: bucket.payout_sum_sq,
+            });
         }
         histories
     }

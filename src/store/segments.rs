@@ -157,8 +157,7 @@ impl SegmentEvidence {
             {
                 let entry = history(&mut histories, segment, offer);
                 entry.ftds.push((bucket.age_hours, bucket.ftds));
-                entry.payouts += bucket.payouts;
-                entry.payout_sum += bucket.payout_sum;
+                entry.payouts.push((bucket.age_hours, bucket.payouts, bucket.payout_sum));
             }
         }
         (keys, histories.into_values().collect())
@@ -232,6 +231,6 @@ mod tests {
         let s0505 = keys.binary_search(&key("s0505")).unwrap();
         let history = histories.iter().find(|h| h.segment == s0505).unwrap();
         assert_eq!((history.offer, history.clicks.clone(), history.ftds.clone()), (0, vec![(3, 506)], vec![(3, 2)]));
-        assert_eq!((history.payouts, history.payout_sum), (2, 300.0));
+        assert_eq!(history.payouts, [(3, 2, 300.0)]);
     }
 }

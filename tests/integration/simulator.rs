@@ -1,6 +1,7 @@
-//! A short run of the simulator, as `casino-router simulate` runs it: on the three-offer scenario cut
-//! to its first two days (refreshed every virtual minute, a month takes minutes even optimised),
-//! Thompson sampling earns more than the original EV formula, and sends less to the worst offer.
+//! Short runs of the simulator, as `casino-router simulate` runs it (refreshed every virtual minute,
+//! a month takes minutes even optimised): on the three-offer scenario cut to its first two days,
+//! Thompson sampling earns more than the original EV formula and sends less to the worst offer; an
+//! offer that improves is found with an exploration rate; a cut in payout moves the traffic.
 
 use casino_router::config::RoutingStrategy;
 use casino_router::simulate::{Engine, ScenarioSpec, scenarios, summarize};
@@ -34,4 +35,20 @@ fn an_offer_that_improves_is_found_with_an_exploration_rate_and_not_without() {
     assert!(without.revenue_after_change.0 < 0.5, "without: {without:?}");
     assert!(with.revenue_after_change.0 > 0.75, "with 10%: {with:?}");
     assert!(with.median_hours_to_shift.is_some_and(|hours| hours < 24.0), "with 10%: {with:?}");
+}
+
+#[test]
+fn a_cut_in_payout_moves_the_traffic_within_hours() {
+    // A and B convert alike; A pays $150 per FTD, B $100, until A's payout falls to $50 on day 2.
+    // Read at the average of every payout it made, A would stay ahead for days.
+    let scenario = ScenarioSpec::from_json(
+        r#"{"name": "payout-cut", "days": 4, "clicks_per_day": 20000, "offers": [
+            {"name": "A", "ftd_rate": 0.03, "payout": 150, "delay": {"median_hours": 2, "sigma": 0.5},
+             "changes": [{"day": 2, "payout": 50}]},
+            {"name": "B", "ftd_rate": 0.03, "payout": 100, "delay": {"median_hours": 2, "sigma": 0.5}}]}"#,
+    )
+    .unwrap();
+    let summary = summarize(&scenario, Engine::of(RoutingStrategy::Thompson), 2);
+    assert!(summary.revenue_after_change.0 > 0.85, "{summary:?}");
+    assert!(summary.median_hours_to_shift.is_some_and(|hours| hours < 12.0), "{summary:?}");
 }
