@@ -859,18 +859,21 @@ fn payout_change_window(payouts: &[Payouts], all: Payouts) -> usize {
     }
     let floor = (PAYOUT_MIN_SPREAD * all.mean()).powi(2);
     let mut found = (CHANGE_Z, HORIZON_HOURS);
-    for &window in CHANGE_WINDOWS.iter().filter(|&&w| w < hours) {
-        let recent = payouts_within(payouts, window);
-        let older = recent.without(all);
-        if recent.count < PAYOUT_CHANGE_MIN || older.count < PAYOUT_CHANGE_MIN {
-            continue;
+    // One pass from the youngest clicks: at each window's edge, `recent` holds the younger ones.
+    let (mut recent, mut windows) = (Payouts::default(), CHANGE_WINDOWS.iter().peekable());
+    for (age, &paid) in payouts.iter().enumerate().take(hours) {
+        if windows.next_if_eq(&&age).is_some() {
+            let older = recent.without(all);
+            if recent.count >= PAYOUT_CHANGE_MIN && older.count >= PAYOUT_CHANGE_MIN {
+                let within = (recent.squares() + older.squares()) / (all.count - 2) as f64;
+                let variance = within.max(floor) * (1.0 / recent.count as f64 + 1.0 / older.count as f64);
+                let z = (recent.mean() - older.mean()).abs() / variance.sqrt();
+                if variance > 0.0 && z > found.0 {
+                    found = (z, age);
+                }
+            }
         }
-        let within = (recent.squares() + older.squares()) / (all.count - 2) as f64;
-        let variance = within.max(floor) * (1.0 / recent.count as f64 + 1.0 / older.count as f64);
-        let z = (recent.mean() - older.mean()).abs() / variance.sqrt();
-        if variance > 0.0 && z > found.0 {
-            found = (z, window);
-        }
+        recent.add(paid);
     }
     found.1
 }
