@@ -1579,14 +1579,19 @@ mod tests {
         assert!(result.posteriors[1].exposure < 50.0, "2000 young clicks weigh {}", result.posteriors[1].exposure);
     }
 
+    /// Three offers converting at 4%, 2% and 1%, 40 clicks an hour each.
+    fn three_offers() -> Vec<OfferHistory> {
+        [(1, 0.04), (2, 0.02), (3, 0.01)]
+            .iter()
+            .map(|&(id, rate)| history(id, 40, move |_| rate, 6.0, id as u64).0)
+            .collect()
+    }
+
     #[test]
     fn the_best_among_a_subset_is_read_off_the_same_draws() {
         // Offer 1 converts at 4%, offers 2 and 3 at 2% and 1%: among 2 and 3 alone, 2 is nearly
         // always best, though it is nearly never best of all three.
-        let offers: Vec<OfferHistory> = [(1, 0.04), (2, 0.02), (3, 0.01)]
-            .iter()
-            .map(|&(id, rate)| history(id, 40, move |_| rate, 6.0, id as u64).0)
-            .collect();
+        let offers = three_offers();
         let result = evaluate(&Evidence::offers(&offers), 2_000, 7);
         assert_eq!(result.probability_best_among(None, &[0, 1, 2]), result.probability_best, "the full set");
         assert!(result.probability_best[1] < 0.05, "{:?}", result.probability_best);
@@ -1621,10 +1626,7 @@ mod tests {
 
     #[test]
     fn an_exploration_rate_gives_every_member_its_even_part_of_that_share() {
-        let offers: Vec<OfferHistory> = [(1, 0.04), (2, 0.02), (3, 0.01)]
-            .iter()
-            .map(|&(id, rate)| history(id, 40, move |_| rate, 6.0, id as u64).0)
-            .collect();
+        let offers = three_offers();
         let result = evaluate(&Evidence::offers(&offers), 2_000, 7);
         assert_eq!(result.probability_best[2], 0.0, "the 1% offer is never best: {:?}", result.probability_best);
         let mut without = result.routing_shares(0.0);

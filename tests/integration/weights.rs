@@ -148,6 +148,18 @@ async fn one_recalculation_at_a_time_across_instances() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// Real postbacks: 60 clicks on each of A and B, a third of A's depositing ($150) and none of B's;
+/// then a recalculation, after which A is very likely the best.
+async fn a_third_of_as_clicks_convert(server: &TestServer, a: &Value, ids: [i64; 2]) {
+    let a_clicks = clicks_on(server, ids[0], &ids, 60).await;
+    clicks_on(server, ids[1], &ids, 60).await;
+    for &click in a_clicks.iter().step_by(3) {
+        ftd(server, click, 150.0, a["postback_secret"].as_str().unwrap()).await;
+    }
+    let body = update_weights(server).await;
+    assert!(weight_of(&body, ids[0]) > 0.9, "A is very likely the best: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thompson_drives_traffic_toward_the_offer_that_converts() {
     let server = TestServer::start_with(|config| {
@@ -161,14 +173,7 @@ async fn thompson_drives_traffic_toward_the_offer_that_converts() {
     let (_, by_host) = server.click_many(400, 4).await;
     let a_share = by_host.get("a.example").copied().unwrap_or(0) as f64 / 400.0;
     assert!((0.3..=0.7).contains(&a_share), "share of A with no data: {a_share}");
-    // Real postbacks: a third of A's clicks deposit, none of B's.
-    let a_clicks = clicks_on(&server, ids[0], &ids, 60).await;
-    clicks_on(&server, ids[1], &ids, 60).await;
-    for &click in a_clicks.iter().step_by(3) {
-        ftd(&server, click, 150.0, a["postback_secret"].as_str().unwrap()).await;
-    }
-    let body = update_weights(&server).await;
-    assert!(weight_of(&body, ids[0]) > 0.9, "A is very likely the best: {body}");
+    a_third_of_as_clicks_convert(&server, &a, ids).await;
 
     let (_, by_host) = server.click_many(300, 4).await;
     let a_share = by_host.get("a.example").copied().unwrap_or(0) as f64 / 300.0;
@@ -199,13 +204,7 @@ async fn thompson_with_an_exploration_rate_keeps_an_even_share_for_a_losing_offe
     let a = server.create_offer("A", "https://a.example/", 1.0).await;
     let b = server.create_offer("B", "https://b.example/", 1.0).await;
     let ids = [a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap()];
-    let a_clicks = clicks_on(&server, ids[0], &ids, 60).await;
-    clicks_on(&server, ids[1], &ids, 60).await;
-    for &click in a_clicks.iter().step_by(3) {
-        ftd(&server, click, 150.0, a["postback_secret"].as_str().unwrap()).await;
-    }
-    let body = update_weights(&server).await;
-    assert!(weight_of(&body, ids[0]) > 0.9, "A is very likely the best: {body}");
+    a_third_of_as_clicks_convert(&server, &a, ids).await;
     // B's share: its probability of being best, 60% of it, plus its even part of the 40% explored.
     let (status, stats) = server.admin_json(Method::GET, "/admin/stats", None).await;
     assert_eq!(status, StatusCode::OK);
