@@ -847,7 +847,7 @@ fn payouts_within(payouts: &[Payouts], hours: usize) -> Payouts {
     within
 }
 
-/// Hours of an offer's payouts to believe (`payouts.len()`, or the horizon: all of them): the
+/// Hours of an offer's payouts to believe (the horizon: all of them, unless there is a change): the
 /// window, of [`CHANGE_WINDOWS`], whose payouts' mean differs most from the older ones', if it
 /// passes [`CHANGE_Z`] with [`PAYOUT_CHANGE_MIN`] payouts on each side. A casino that cuts its CPA
 /// from $150 to $75 is otherwise read at the month's average for weeks. The spread is the payouts'

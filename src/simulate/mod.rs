@@ -78,7 +78,9 @@ impl Engine {
     pub fn name(&self) -> String {
         match self.strategy {
             RoutingStrategy::Thompson if self.thompson_exploration_rate > 0.0 => {
-                format!("thompson, exploring {}%", 100.0 * self.thompson_exploration_rate)
+                // To a tenth of a percent: 0.07 is 7%, not 7.000000000000001%.
+                let percent = (1000.0 * self.thompson_exploration_rate).round() / 10.0;
+                format!("thompson, exploring {percent}%")
             }
             strategy => strategy.name().to_owned(),
         }
@@ -618,6 +620,14 @@ mod tests {
             assert_eq!(result.revenue_share, 1.0, "{strategy:?}");
             assert_eq!(result.worst_offer_share, 0.0, "{strategy:?}");
         }
+    }
+
+    #[test]
+    fn the_report_names_the_exploration_rate_of_thompson_alone() {
+        assert_eq!(Engine::of(RoutingStrategy::Thompson).name(), "thompson");
+        let exploring = |strategy| Engine { strategy, thompson_exploration_rate: 0.07 }.name();
+        assert_eq!(exploring(RoutingStrategy::Thompson), "thompson, exploring 7%");
+        assert_eq!(exploring(RoutingStrategy::Ev), "ev");
     }
 
     #[test]
