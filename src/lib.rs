@@ -24,6 +24,9 @@
 
 // Denied everywhere but in `click_log`, whose memory-mapped frames need raw pointers.
 #![deny(unsafe_code)]
+// The documentation is for the people working on the router, and says why with links to the
+// private items that do it: build it with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app;
 #[allow(unsafe_code)]

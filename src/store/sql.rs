@@ -287,7 +287,7 @@ pub(crate) const NEW_OFFER_COLUMNS: &str =
 pub(crate) const CLICK_COLUMNS: &str = "click_id, offer_id, created_at, user_agent, ip_address, referrer, source, \
     campaign, propensity, country, device, is_bot, is_fallback";
 
-/// The postback log's columns, in the order of [`insert_log_params`]' values.
+/// The postback log's columns, in the order of each store's `log_params` values.
 pub(crate) const POSTBACK_LOG_COLUMNS: &str =
     "received_at, offer_id, click_id, event, payout, currency, tid, outcome, reason, source_ip, ignored_fields";
 
