@@ -1109,6 +1109,37 @@ mod tests {
     use time::macros::datetime;
 
     #[test]
+    fn routing_evidence_becomes_each_offers_hourly_history_payouts_included() {
+        let bucket = |offer_id, age_hours, delay_hours, ftds, payouts, payout_sum| FtdBucket {
+            offer_id,
+            age_hours,
+            delay_hours,
+            ftds,
+            payouts,
+            payout_sum,
+            payout_sum_sq: payout_sum * payout_sum / payouts.max(1) as f64,
+        };
+        let evidence = RoutingEvidence {
+            clicks: vec![(7, 3, 40), (7, HORIZON_HOURS, 5), (9, 0, 2), (8, 1, 10)],
+            ftds: vec![
+                bucket(7, 3, 5, 2, 2, 300.0),            // a delay longer than the age is counted at the age
+                bucket(7, 3, 1, 1, 0, 0.0),              // an FTD without a payout
+                bucket(7, HORIZON_HOURS, 1, 1, 1, 80.0), // beyond the horizon
+                bucket(8, 1, 0, 1, 1, 50.0),             // an offer not asked about
+            ],
+            segments: SegmentEvidence::default(),
+            hour_elapsed: 0.5,
+        };
+        let histories = evidence.histories(&[7, 9]);
+        let (seven, nine) = (&histories[0], &histories[1]);
+        assert_eq!((seven.offer_id, seven.clicks[3], seven.ftds[3], seven.clicks.len()), (7, 40, 3, HORIZON_HOURS));
+        assert_eq!(seven.delays, [(3, 3, 2), (3, 1, 1)]);
+        assert_eq!(seven.payouts[3], Payouts { count: 2, sum: 300.0, sum_sq: 45_000.0 });
+        assert_eq!(seven.payouts.iter().filter(|p| p.count > 0).count(), 1, "nothing beyond the horizon");
+        assert_eq!((nine.clicks[0], nine.ftds.iter().sum::<u64>(), nine.delays.len()), (2, 0, 0));
+    }
+
+    #[test]
     fn rollup_bounds_split_a_range_into_whole_hours_and_edges() {
         let range =
             TimeRange { from: Some(datetime!(2026-01-01 10:15 UTC)), to: Some(datetime!(2026-01-01 13:30 UTC)) };
