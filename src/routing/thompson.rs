@@ -757,8 +757,9 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
     let mut pooled = Payouts::default();
     offer_payouts.iter().for_each(|&payouts| pooled.add(payouts));
     let pooled_mean = if pooled.count > 0 { pooled.mean() } else { 100.0 };
-    let pooled_var = if pooled.count > 1 { pooled.squares() / pooled.count as f64 } else { 0.0 }
-        .max((PAYOUT_MIN_SPREAD * pooled_mean).powi(2));
+    let pooled_var =
+        if pooled.count > 1 { pooled.sum_sq / pooled.count as f64 - pooled_mean * pooled_mean } else { 0.0 }
+            .max((PAYOUT_MIN_SPREAD * pooled_mean).powi(2));
 
     let mut segments_of: Vec<Vec<&SegmentHistory>> = vec![Vec::new(); offers.len()];
     for segment in evidence.segments.iter().filter(|s| s.offer < offers.len()) {
