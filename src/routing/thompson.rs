@@ -181,6 +181,15 @@ impl Payouts {
     }
 }
 
+impl std::iter::Sum for Payouts {
+    fn sum<I: Iterator<Item = Payouts>>(payouts: I) -> Payouts {
+        payouts.fold(Payouts::default(), |mut total, p| {
+            total.add(p);
+            total
+        })
+    }
+}
+
 /// FTD delays: `(click age in hours, delay in hours, FTDs)`.
 type DelayCounts = [(usize, usize, u64)];
 
@@ -753,12 +762,12 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
     let total_ftds: u64 = offer_ftds.iter().sum();
     let total_exposure: f64 = delay_evidence.iter().zip(&own_shapes).map(|(e, shapes)| e.mixed_exposure(shapes)).sum();
     let pooled_rate = if total_ftds > 0 && total_exposure > 0.0 { total_ftds as f64 / total_exposure } else { 0.02 };
-    let offer_payouts: Vec<Payouts> = offers.iter().map(|o| payouts_within(&o.payouts, HORIZON_HOURS)).collect();
-    let mut pooled = Payouts::default();
-    offer_payouts.iter().for_each(|&payouts| pooled.add(payouts));
+    let offer_payouts: Vec<Payouts> =
+        offers.iter().map(|o| o.payouts.iter().take(HORIZON_HOURS).copied().sum()).collect();
+    let pooled: Payouts = offer_payouts.iter().copied().sum();
     let pooled_mean = if pooled.count > 0 { pooled.mean() } else { 100.0 };
     let pooled_var =
-        if pooled.count > 1 { pooled.sum_sq / pooled.count as f64 - pooled_mean * pooled_mean } else { 0.0 }
+        if pooled.count > 1 { (pooled.sum_sq / pooled.count as f64 - pooled_mean * pooled_mean).max(0.0) } else { 0.0 }
             .max((PAYOUT_MIN_SPREAD * pooled_mean).powi(2));
 
     let mut segments_of: Vec<Vec<&SegmentHistory>> = vec![Vec::new(); offers.len()];
@@ -774,8 +783,7 @@ pub fn evaluate(evidence: &Evidence<'_>, draws: usize, seed: u64) -> ThompsonRes
         .zip(&segments_of)
         .zip(&offer_payouts)
         .map(|((((offer, evidence), (own, &all_ftds)), segments), &all_payouts)| {
-            let payout_window = payout_change_window(&offer.payouts, all_payouts);
-            let payouts = payouts_within(&offer.payouts, payout_window);
+            let (payout_window, payouts) = payout_change_window(&offer.payouts, all_payouts);
             let n = payouts.count as f64;
             let payout_mean = (pooled_mean + payouts.sum) / (1.0 + n);
             // No more than one FTD per click, and the pooled rate where nothing has paid yet.
@@ -841,25 +849,19 @@ impl SegmentTally {
     }
 }
 
-/// The payouts of clicks younger than `hours`.
-fn payouts_within(payouts: &[Payouts], hours: usize) -> Payouts {
-    let mut within = Payouts::default();
-    payouts.iter().take(hours).for_each(|&p| within.add(p));
-    within
-}
-
-/// Hours of an offer's payouts to believe (the horizon: all of them, unless there is a change): the
-/// window, of [`CHANGE_WINDOWS`], whose payouts' mean differs most from the older ones', if it
-/// passes [`CHANGE_Z`] with [`PAYOUT_CHANGE_MIN`] payouts on each side. A casino that cuts its CPA
-/// from $150 to $75 is otherwise read at the month's average for weeks. The spread is the payouts'
-/// own within the two parts, at least [`PAYOUT_MIN_SPREAD`] of the mean (a fixed CPA has none).
-fn payout_change_window(payouts: &[Payouts], all: Payouts) -> usize {
+/// Hours of an offer's payouts to believe, and those payouts (the horizon and `all` of them, unless
+/// there is a change): the window, of [`CHANGE_WINDOWS`], whose payouts' mean differs most from the
+/// older ones', if it passes [`CHANGE_Z`] with [`PAYOUT_CHANGE_MIN`] payouts on each side. A casino
+/// that cuts its CPA from $150 to $75 is otherwise read at the month's average for weeks. The spread
+/// is the payouts' own within the two parts, at least [`PAYOUT_MIN_SPREAD`] of the mean (a fixed CPA
+/// has none).
+fn payout_change_window(payouts: &[Payouts], all: Payouts) -> (usize, Payouts) {
     let hours = payouts.len().min(HORIZON_HOURS);
     if all.count < 2 * PAYOUT_CHANGE_MIN {
-        return HORIZON_HOURS;
+        return (HORIZON_HOURS, all);
     }
     let floor = (PAYOUT_MIN_SPREAD * all.mean()).powi(2);
-    let mut found = (CHANGE_Z, HORIZON_HOURS);
+    let mut found = (CHANGE_Z, HORIZON_HOURS, all);
     // One pass from the youngest clicks: at each window's edge, `recent` holds the younger ones.
     let (mut recent, mut windows) = (Payouts::default(), CHANGE_WINDOWS.iter().peekable());
     for (age, &paid) in payouts.iter().enumerate().take(hours) {
@@ -870,13 +872,13 @@ fn payout_change_window(payouts: &[Payouts], all: Payouts) -> usize {
                 let variance = within.max(floor) * (1.0 / recent.count as f64 + 1.0 / older.count as f64);
                 let z = (recent.mean() - older.mean()).abs() / variance.sqrt();
                 if variance > 0.0 && z > found.0 {
-                    found = (z, age);
+                    found = (z, age, recent);
                 }
             }
         }
         recent.add(paid);
     }
-    found.1
+    (found.1, found.2)
 }
 
 /// One offer's evidence over its segments, each segment's counts discounted by how much it can tell

@@ -669,11 +669,7 @@ mod tests {
         evidence.add_ftd(0, 0, 100.0);
         evidence.add_ftd(HORIZON_HOURS - 1, 5, 50.0);
         evidence.add_ftd(HORIZON_HOURS, 5, 50.0); // beyond the horizon already: not counted
-        let total = |history: &OfferHistory| {
-            let mut total = Payouts::default();
-            history.payouts.iter().for_each(|&p| total.add(p));
-            total
-        };
+        let total = |history: &OfferHistory| history.payouts.iter().copied().sum::<Payouts>();
         assert_eq!(total(&evidence.history), Payouts { count: 2, sum: 150.0, sum_sq: 12_500.0 });
         evidence.next_hour();
         let history = &evidence.history;
