@@ -96,7 +96,8 @@ fn refresh(c: &mut Criterion) {
             today: Arc::default(),
         })
         .collect();
-    let evidence = Evidence { offers: &offers, segments: &segments, hour_elapsed: 0.5 };
+    let evidence =
+        Evidence { offers: &offers, segments: &segments, segment_traits: segmentation.traits(), hour_elapsed: 0.5 };
     let resident = || {
         let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
         statm.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()).unwrap_or(0) * 4096

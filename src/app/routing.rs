@@ -132,12 +132,15 @@ impl App {
         let evidence = self.store.routing_evidence(OffsetDateTime::now_utc(), HORIZON_HOURS).await?;
         let offers = evidence.histories(offer_ids);
         let (keys, segments) = evidence.segments.histories(offer_ids);
-        let input = thompson::Evidence { offers: &offers, segments: &segments, hour_elapsed: evidence.hour_elapsed };
+        let segmentation = Segmentation::new(self.config.segment_by, keys);
+        let input = thompson::Evidence {
+            offers: &offers,
+            segments: &segments,
+            segment_traits: segmentation.traits(),
+            hour_elapsed: evidence.hour_elapsed,
+        };
         // A fixed seed: instances that read the same evidence compute the same table.
-        Ok(Learned {
-            result: thompson::evaluate(&input, THOMPSON_DRAWS, THOMPSON_SEED),
-            segmentation: Segmentation::new(self.config.segment_by, keys),
-        })
+        Ok(Learned { result: thompson::evaluate(&input, THOMPSON_DRAWS, THOMPSON_SEED), segmentation })
     }
 
     /// What the current table was built from, under the `thompson` strategy.

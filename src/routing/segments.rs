@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::thompson::Traits;
 use crate::visitor::{Country, DeviceClass};
 
 /// Which of a visitor's traits make a segment.
@@ -98,6 +99,7 @@ pub struct Segmentation {
     dims: SegmentDims,
     keys: Vec<SegmentKey>,
     index: HashMap<SegmentKey, usize>,
+    traits: Vec<Traits>,
 }
 
 impl Default for Segmentation {
@@ -110,7 +112,19 @@ impl Segmentation {
     /// `keys` are segments made of `dims` (a key of other traits never matches a visitor).
     pub fn new(dims: SegmentDims, keys: Vec<SegmentKey>) -> Segmentation {
         let index = keys.iter().cloned().zip(0..).collect();
-        Segmentation { dims, keys, index }
+        let mut sources: HashMap<&str, u32> = HashMap::new();
+        let traits = keys
+            .iter()
+            .map(|key| {
+                let next = sources.len() as u32;
+                [
+                    key.country.map(|country| country.index() as u32),
+                    key.device.map(|device| device.index() as u32),
+                    key.source.as_deref().map(|source| *sources.entry(source).or_insert(next)),
+                ]
+            })
+            .collect();
+        Segmentation { dims, keys, index, traits }
     }
 
     /// The traits segments are made of.
@@ -121,6 +135,12 @@ impl Segmentation {
     /// The segments, by index.
     pub fn keys(&self) -> &[SegmentKey] {
         &self.keys
+    }
+
+    /// What each segment is made of, by index, for the engine: countries and device classes by
+    /// their index, sources numbered in the order they first appear.
+    pub fn traits(&self) -> &[Traits] {
+        &self.traits
     }
 
     /// The index of a segment.
@@ -158,5 +178,28 @@ mod tests {
             Segmentation::new(SegmentDims::DEFAULT, vec![SegmentDims::DEFAULT.key(de, DeviceClass::Mobile, Some("x"))]);
         assert_eq!(segmentation.index_of(&SegmentDims::DEFAULT.key(de, DeviceClass::Mobile, None)), Some(0));
         assert_eq!(segmentation.index_of(&SegmentDims::DEFAULT.key(de, DeviceClass::Desktop, None)), None);
+    }
+
+    #[test]
+    fn segments_that_share_a_trait_value_share_its_number() {
+        let (de, br) = (Country::from_code("DE").unwrap(), Country::from_code("BR").unwrap());
+        let dims = SegmentDims { country: true, device: true, source: true };
+        let keys = [
+            (de, DeviceClass::Mobile, Some("a")),
+            (br, DeviceClass::Mobile, None),
+            (de, DeviceClass::Desktop, Some("a")),
+        ];
+        let segmentation = Segmentation::new(dims, keys.iter().map(|&(c, d, s)| dims.key(c, d, s)).collect());
+        let [first, second, third] = segmentation.traits() else { panic!("three segments") };
+        assert_eq!(first[0], third[0], "both German");
+        assert_ne!(first[0], second[0]);
+        assert_eq!(first[1], second[1], "both mobile");
+        assert_ne!(first[1], third[1]);
+        assert_eq!(first[2], third[2], "both of source a");
+        assert_ne!(first[2], second[2], "no source is a source of its own");
+        let country_and_source = SegmentDims { device: false, ..dims };
+        let by_country =
+            Segmentation::new(country_and_source, vec![country_and_source.key(de, DeviceClass::Mobile, None)]);
+        assert_eq!(by_country.traits()[0][1], None, "device does not make these segments");
     }
 }

@@ -41,6 +41,7 @@
 //! posterior (with the rate's spread narrowed around its mean, see [`POSTERIOR_SHARPNESS`]), estimated by Monte Carlo
 //! with a fixed seed (so instances with the same data agree).
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use rand::SeedableRng;
@@ -121,6 +122,8 @@ const SEGMENT_SPREAD_RANGE: (f64, f64) = (0.002, 4.0);
 /// At most this many rounds of estimating the spread and the pools it discounts (see [`OfferPool`]),
 /// from the prior, until it changes by less than 0.1%.
 const SEGMENT_SPREAD_ROUNDS: usize = 10;
+/// Sweeps of fitting each trait's factors given the others' (see [`Margins::new`]).
+const MARGIN_SWEEPS: usize = 3;
 /// Payouts a segment's mean payout is pooled toward its offer's with.
 const SEGMENT_PAYOUT_PRIOR: f64 = 10.0;
 /// Payouts a change of payout needs on each side of it.
@@ -581,6 +584,9 @@ pub struct Evidence<'a> {
     pub offers: &'a [OfferHistory],
     /// Each segment's part of an offer's history: at most one entry per segment and offer, any order.
     pub segments: &'a [SegmentHistory],
+    /// `segment_traits[s]`: what segment `s` is made of (see [`Traits`]); empty, or short of a
+    /// segment, when the segments have no known structure.
+    pub segment_traits: &'a [Traits],
     /// Share of the current hour (click bucket 0) elapsed, in `[0, 1]`: how old its clicks are.
     pub hour_elapsed: f64,
 }
@@ -588,9 +594,18 @@ pub struct Evidence<'a> {
 impl<'a> Evidence<'a> {
     /// Offer-level evidence only, taken as an hour ends.
     pub fn offers(offers: &'a [OfferHistory]) -> Evidence<'a> {
-        Evidence { offers, segments: &[], hour_elapsed: 1.0 }
+        Evidence { offers, segments: &[], segment_traits: &[], hour_elapsed: 1.0 }
     }
 }
+
+/// The traits a segment is made of (its visitors' country, their device class, the clicks' source),
+/// each a number the caller assigns (one value, one number; `None` for a trait that does not make
+/// segments). Segments that share a trait tell of each other: an offer that converts twice as well on
+/// mobile in Germany likely does so in Austria too (see [`Margins`]).
+pub type Traits = [Option<u32>; TRAITS];
+
+/// The number of traits a segment can be made of.
+pub const TRAITS: usize = 3;
 
 /// One segment's part of one offer's history, sparse: most segments see an offer in few hours.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -925,6 +940,11 @@ impl OfferPool {
         pools
     }
 
+    /// The offer's typical rate: the mean of its pooled evidence.
+    fn mean(&self) -> f64 {
+        self.shape / self.rate
+    }
+
     fn discount(&self, exposure: f64, spread: f64) -> f64 {
         1.0 / (1.0 + spread * self.typical_rate * exposure)
     }
@@ -947,11 +967,195 @@ impl OfferPool {
     }
 }
 
+/// Every offer's evidence by trait value (over the segments of each country, of each device class,
+/// of each source): its FTDs and exposure there, each segment's discounted as in its [`OfferPool`].
+///
+/// A segment's prior rate for an offer is the offer's typical rate times one factor per trait: the
+/// offer's rate in the *other* segments that share the segment's value of that trait, relative to
+/// its typical rate, shrunk toward 1 by a Gamma prior as wide as the spread between segments. So
+/// Brazilian mobile visitors are presumed to take to an offer as its other mobile visitors do and as
+/// its other Brazilian visitors do (effects multiplied), not as its typical visitor, who is mostly
+/// of the segments where it wins: an offer that converts 1.5 times as well on desktop and is
+/// German desktop's best otherwise lent that rate to Brazilian mobile (RESEARCH.md, session 20).
+///
+/// Only traits with two values or more among the segments take part, and only with two such traits
+/// does a segment have others that share one of its values; otherwise every factor is 1 and the
+/// pooling is the plain one. The spread between segments is then estimated around these
+/// predictions: it is what the traits do not explain.
+struct Margins<'a> {
+    /// `(offer, trait, value)`: the index of that margin in `margins`.
+    index: HashMap<(usize, usize, u32), usize>,
+    /// Over an offer's segments of one trait value: the discounted FTDs, the FTDs its typical rate
+    /// and the other traits' factors expect there, and the factor.
+    margins: Vec<Margin>,
+    /// What each segment is made of, by segment index (empty: no structure, every factor 1).
+    traits: &'a [Traits],
+    /// Which traits take part.
+    crossed: [bool; TRAITS],
+    /// The factors' Gamma prior, its shape and rate: the inverse of the spread between segments
+    /// around their offer's typical rate (how far a trait may move a rate, before the data say).
+    strength: f64,
+}
+
+/// One offer's evidence over the segments of one trait value (see [`Margins`]).
+#[derive(Debug, Clone, Copy)]
+struct Margin {
+    ftds: f64,
+    expected: f64,
+    factor: f64,
+}
+
+impl Margin {
+    const EMPTY: Margin = Margin { ftds: 0.0, expected: 0.0, factor: 1.0 };
+}
+
+impl<'a> Margins<'a> {
+    /// No structure: segments are exchangeable.
+    fn none() -> Margins<'static> {
+        Margins { index: HashMap::new(), margins: Vec::new(), traits: &[], crossed: [false; TRAITS], strength: 1.0 }
+    }
+
+    /// Which traits vary among the segments of `tallies` (`(segment, offer, tally)`), if two or more do.
+    fn crossed(segment_traits: &[Traits], tallies: &[(usize, usize, SegmentTally)]) -> Option<[bool; TRAITS]> {
+        let traits_of = |segment: usize| segment_traits.get(segment).copied().unwrap_or_default();
+        let mut crossed = [false; TRAITS];
+        for (trait_index, crossed) in crossed.iter_mut().enumerate() {
+            let mut values = tallies.iter().filter_map(|&(segment, _, _)| traits_of(segment)[trait_index]);
+            *crossed = values.next().is_some_and(|first| values.any(|value| value != first));
+        }
+        (crossed.iter().filter(|&&c| c).count() >= 2).then_some(crossed)
+    }
+
+    /// The margins of the `crossed` traits over `tallies`, discounted by `pools` at `spread`. A
+    /// trait's factors are fitted given the others' (backfitting, [`MARGIN_SWEEPS`] sweeps): the
+    /// segments of one country may be mostly of one device class, whose effect is not the country's.
+    fn new(
+        traits: &'a [Traits],
+        crossed: [bool; TRAITS],
+        tallies: &[(usize, usize, SegmentTally)],
+        (pools, spread): (&[OfferPool], f64),
+        strength: f64,
+    ) -> Margins<'a> {
+        let mut margins = Margins { index: HashMap::new(), margins: Vec::new(), traits, crossed, strength };
+        // Each tally's margins, by trait; its discount and the FTDs its offer's typical rate expects.
+        let mut members: Vec<([Option<usize>; TRAITS], f64, f64)> = Vec::with_capacity(tallies.len());
+        for &(segment, offer, tally) in tallies {
+            let mut of_tally = [None; TRAITS];
+            for key in Margins::keys(traits, crossed, segment, offer) {
+                let next = margins.index.len();
+                of_tally[key.1] = Some(*margins.index.entry(key).or_insert(next));
+            }
+            let pool = &pools[offer];
+            let discount = pool.discount(tally.exposure, spread);
+            members.push((of_tally, discount * tally.ftds as f64, discount * tally.exposure * pool.mean()));
+        }
+        margins.margins = vec![Margin::EMPTY; margins.index.len()];
+        for _ in 0..MARGIN_SWEEPS {
+            for trait_index in (0..TRAITS).filter(|&t| crossed[t]) {
+                let mut sums = vec![(0.0, 0.0); margins.margins.len()];
+                for (of_tally, ftds, expected) in &members {
+                    let Some(own) = of_tally[trait_index] else { continue };
+                    let others: f64 = (of_tally.iter().enumerate())
+                        .filter_map(|(t, m)| m.filter(|_| t != trait_index))
+                        .map(|m| margins.margins[m].factor)
+                        .product();
+                    sums[own].0 += ftds;
+                    sums[own].1 += expected * others;
+                }
+                for (margin, (ftds, expected)) in margins.margins.iter_mut().zip(sums) {
+                    if expected > 0.0 || ftds > 0.0 {
+                        *margin = Margin { ftds, expected, factor: (strength + ftds) / (strength + expected) };
+                    }
+                }
+            }
+        }
+        margins
+    }
+
+    /// The margins `segment` belongs to for `offer`, of the `crossed` traits.
+    fn keys(
+        traits: &[Traits],
+        crossed: [bool; TRAITS],
+        segment: usize,
+        offer: usize,
+    ) -> impl Iterator<Item = (usize, usize, u32)> + use<> {
+        let values = traits.get(segment).copied().unwrap_or_default();
+        (0..TRAITS).filter_map(move |t| values[t].filter(|_| crossed[t]).map(|value| (offer, t, value)))
+    }
+
+    /// The factor `segment`'s traits put on `offer`'s typical rate, from its other segments: each
+    /// margin with the segment's own `tally` left out (the offer's pool at `spread` discounts it).
+    fn factor(&self, segment: usize, offer: usize, tally: &SegmentTally, (pool, spread): (&OfferPool, f64)) -> f64 {
+        let mut own = [None; TRAITS];
+        for key in Margins::keys(self.traits, self.crossed, segment, offer) {
+            own[key.1] = self.index.get(&key).map(|&m| &self.margins[m]);
+        }
+        let discount = pool.discount(tally.exposure, spread);
+        (0..TRAITS)
+            .filter_map(|trait_index| own[trait_index].map(|margin| (trait_index, margin)))
+            .map(|(trait_index, margin)| {
+                let others: f64 = (own.iter().enumerate())
+                    .filter_map(|(t, m)| m.filter(|_| t != trait_index))
+                    .map(|m| m.factor)
+                    .product();
+                let own_expected = discount * tally.exposure * pool.mean() * others;
+                let ftds = (margin.ftds - discount * tally.ftds as f64).max(0.0);
+                let expected = (margin.expected - own_expected).max(0.0);
+                (self.strength + ftds) / (self.strength + expected)
+            })
+            .product()
+    }
+}
+
+/// The spread between segments around what `margins_of` (given the pools and the spread) predicts,
+/// settled in rounds from the prior, with the pools it discounts and the margins of both.
+///
+/// Each pair's squared deviation from that prediction, less what Poisson noise and the uncertain
+/// rate elsewhere explain, relative to the offer's typical rate, estimates the spread. Weighted by
+/// precision (the inverse of the estimate's variance, about `2 (spread + 1 / typical FTDs + 1 /
+/// shape)^2`): one segment with thousands of FTDs counts as one well-measured segment, not as
+/// thousands.
+fn settle_spread<'a>(
+    offers: &[OfferPosterior],
+    tallies: &[(usize, usize, SegmentTally)],
+    margins_of: impl Fn(&[OfferPool], f64) -> Margins<'a>,
+) -> (f64, Vec<OfferPool>, Margins<'a>) {
+    let mut spread = SEGMENT_SPREAD_PRIOR;
+    let mut pools = OfferPool::all(offers, tallies, spread);
+    for _ in 0..SEGMENT_SPREAD_ROUNDS {
+        let margins = margins_of(&pools, spread);
+        let (mut excess, mut precision) = (0.0, 0.0);
+        for (segment, offer, tally) in tallies {
+            let pool = &pools[*offer];
+            let (rate, shape) = pool.rate_without(tally, spread);
+            let expected = rate * margins.factor(*segment, *offer, tally, (pool, spread)) * tally.exposure;
+            let typical = pool.mean() * tally.exposure;
+            let deviation = (tally.ftds as f64 - expected).powi(2) - expected - expected * expected / shape;
+            let discount = 1.0 / (1.0 + typical * (spread + 1.0 / shape)).powi(2);
+            excess += discount * deviation;
+            precision += discount * typical * typical;
+        }
+        // The prior counts as SEGMENT_SPREAD_PRIOR_WEIGHT segments measured without noise.
+        let prior_precision = SEGMENT_SPREAD_PRIOR_WEIGHT / (spread * spread);
+        let estimate = ((excess + SEGMENT_SPREAD_PRIOR * prior_precision) / (precision + prior_precision))
+            .clamp(SEGMENT_SPREAD_RANGE.0, SEGMENT_SPREAD_RANGE.1);
+        let settled = (estimate / spread - 1.0).abs() < 1e-3;
+        spread = estimate;
+        pools = OfferPool::all(offers, tallies, spread);
+        if settled {
+            break;
+        }
+    }
+    let margins = margins_of(&pools, spread);
+    (spread, pools, margins)
+}
+
 /// Per segment with evidence, every offer's posterior there, pooled toward the offer's typical rate
 /// in its other segments; and the spread between segments the pooling used.
 ///
 /// Empirical Bayes: a segment's FTD rate for an offer is a priori Gamma-distributed around the
-/// offer's typical rate elsewhere ([`OfferPool`]), with a squared coefficient of variation of
+/// offer's typical rate elsewhere ([`OfferPool`]), times the factors of the segment's traits where
+/// segments cross two traits or more ([`Margins`]), with a squared coefficient of variation of
 /// `spread + 1 / shape` (how far segments differ, plus how little is known of the offer elsewhere). `spread` is estimated by the
 /// method of moments over every segment and offer (each segment's FTDs against the count its
 /// exposure predicts, less the Poisson and the estimate's own variance, weighted by precision),
@@ -973,36 +1177,15 @@ fn segment_posteriors(
     tallies.sort_unstable_by_key(|&(segment, offer, _)| (segment, offer));
 
     // The spread sets the pools' discounts and the estimate's weights, and the pools the estimate:
-    // rounds from the prior settle both.
-    let mut spread = SEGMENT_SPREAD_PRIOR;
-    let mut pools = OfferPool::all(offers, &tallies, spread);
-    for _ in 0..SEGMENT_SPREAD_ROUNDS {
-        // Each pair's squared deviation from what its offer's other segments predict, less what
-        // Poisson noise and the uncertain rate elsewhere explain, relative to the offer's typical
-        // rate, estimates the spread. Weighted by precision (the inverse of the estimate's
-        // variance, about `2 (spread + 1 / typical FTDs + 1 / shape)^2`): one segment with thousands
-        // of FTDs counts as one well-measured segment, not as thousands.
-        let (mut excess, mut precision) = (0.0, 0.0);
-        for (_, offer, tally) in &tallies {
-            let pool = &pools[*offer];
-            let (rate, shape) = pool.rate_without(tally, spread);
-            let expected = rate * tally.exposure;
-            let typical = pool.shape / pool.rate * tally.exposure;
-            let deviation = (tally.ftds as f64 - expected).powi(2) - expected - expected * expected / shape;
-            let discount = 1.0 / (1.0 + typical * (spread + 1.0 / shape)).powi(2);
-            excess += discount * deviation;
-            precision += discount * typical * typical;
-        }
-        // The prior counts as SEGMENT_SPREAD_PRIOR_WEIGHT segments measured without noise.
-        let prior_precision = SEGMENT_SPREAD_PRIOR_WEIGHT / (spread * spread);
-        let estimate = ((excess + SEGMENT_SPREAD_PRIOR * prior_precision) / (precision + prior_precision))
-            .clamp(SEGMENT_SPREAD_RANGE.0, SEGMENT_SPREAD_RANGE.1);
-        let settled = (estimate / spread - 1.0).abs() < 1e-3;
-        spread = estimate;
-        pools = OfferPool::all(offers, &tallies, spread);
-        if settled {
-            break;
-        }
+    // rounds settle both. Around each offer's typical rate first; then, if the segments are crossed
+    // (see [`Margins`]), around what their traits predict, the factors' prior as wide as that first
+    // spread.
+    let (mut spread, mut pools, mut margins) = settle_spread(offers, &tallies, |_, _| Margins::none());
+    if let Some(crossed) = Margins::crossed(evidence.segment_traits, &tallies) {
+        let strength = 1.0 / spread;
+        (spread, pools, margins) = settle_spread(offers, &tallies, |pools, spread| {
+            Margins::new(evidence.segment_traits, crossed, &tallies, (pools, spread), strength)
+        });
     }
 
     let segments = tallies
@@ -1014,6 +1197,7 @@ fn segment_posteriors(
                 .map(|(index, offer)| {
                     let tally = group.iter().find(|(_, i, _)| *i == index).map_or_else(SegmentTally::default, |t| t.2);
                     let (rate, shape) = pools[index].rate_without(&tally, spread);
+                    let rate = rate * margins.factor(group[0].0, index, &tally, (&pools[index], spread));
                     let prior_shape = 1.0 / (spread + 1.0 / shape);
                     let (rate_shape, rate_rate) =
                         (prior_shape + tally.ftds as f64, prior_shape / rate + tally.exposure);
@@ -1819,7 +2003,11 @@ mod tests {
         let (offers, segments): (Vec<OfferHistory>, Vec<Vec<SegmentHistory>>) =
             parts.iter().enumerate().map(|(i, p)| segmented(i as i64 + 1, i, p, seed + i as u64)).unzip();
         let segments: Vec<SegmentHistory> = segments.into_iter().flatten().collect();
-        evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed: 1.0 }, 2_000, seed)
+        evaluate(
+            &Evidence { offers: &offers, segments: &segments, segment_traits: &[], hour_elapsed: 1.0 },
+            2_000,
+            seed,
+        )
     }
 
     #[test]
@@ -1843,7 +2031,8 @@ mod tests {
         };
         let window = |offer: &OfferHistory, segments: &[SegmentHistory]| {
             let offers = std::slice::from_ref(offer);
-            evaluate(&Evidence { offers, segments, hour_elapsed: 1.0 }, 100, 1).posteriors[0].window_hours
+            evaluate(&Evidence { offers, segments, segment_traits: &[], hour_elapsed: 1.0 }, 100, 1).posteriors[0]
+                .window_hours
         };
         for seed in 0..10 {
             let (offer, segments) = moved([false, false], seed);
@@ -1899,7 +2088,11 @@ mod tests {
             payouts: vec![(100, 1, 100.0)],
         });
         let segments: Vec<SegmentHistory> = segments.into_iter().flatten().collect();
-        let result = evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed: 1.0 }, 2_000, 3);
+        let result = evaluate(
+            &Evidence { offers: &offers, segments: &segments, segment_traits: &[], hour_elapsed: 1.0 },
+            2_000,
+            3,
+        );
         assert!(result.segment_spread < 0.05, "the segments agree: spread {}", result.segment_spread);
         let small = result.segment(1).unwrap();
         assert!((small.offers[0].mean_rate() - 0.05).abs() < 0.01, "{:?}", small.offers[0]);
@@ -1924,7 +2117,11 @@ mod tests {
             parts.push(SegmentHistory { segment: 5, offer, clicks: vec![(50, 2)], ..Default::default() });
         }
         let segments: Vec<SegmentHistory> = segments.into_iter().flatten().collect();
-        let result = evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed: 1.0 }, 2_000, 5);
+        let result = evaluate(
+            &Evidence { offers: &offers, segments: &segments, segment_traits: &[], hour_elapsed: 1.0 },
+            2_000,
+            5,
+        );
         assert!(
             result.posteriors[1].mean_rate() > 1.2 * result.posteriors[0].mean_rate(),
             "over all traffic offer 1 looks better: {:?}",
@@ -1938,6 +2135,64 @@ mod tests {
         assert!(shares[0] > 0.6, "the new segment favours the typical segments' best: {shares:?}");
         let busiest = result.probability_best_among(Some(0), &[0, 1]);
         assert!(busiest[1] > 0.99, "segment 0 keeps its own best: {busiest:?}");
+    }
+
+    /// Segments 0-5: desktop and mobile visitors (in that order) of Germany, Britain and Brazil.
+    fn three_countries_two_devices() -> Vec<Traits> {
+        (0..6).map(|segment| [Some(segment / 2), Some(segment % 2), None]).collect()
+    }
+
+    /// Offer 0 converts three times as well on mobile (2% and 6%) in every country; offer 1 at 4%
+    /// everywhere. Brazilian mobile (segment 5) has had ten clicks of each, no FTD.
+    fn a_mobile_offer_in_three_countries() -> (Vec<OfferHistory>, Vec<SegmentHistory>) {
+        let offer_0 = vec![(0, 30, 0.02), (1, 10, 0.06), (2, 30, 0.02), (3, 10, 0.06), (4, 30, 0.02)];
+        let offer_1 = vec![(0, 10, 0.04), (1, 30, 0.04), (2, 10, 0.04), (3, 30, 0.04), (4, 10, 0.04)];
+        let (offers, mut segments): (Vec<OfferHistory>, Vec<Vec<SegmentHistory>>) = [offer_0, offer_1]
+            .iter()
+            .enumerate()
+            .map(|(i, parts)| segmented(i as i64 + 1, i, parts, 31 + i as u64))
+            .unzip();
+        for (offer, parts) in segments.iter_mut().enumerate() {
+            parts.push(SegmentHistory { segment: 5, offer, clicks: vec![(50, 10)], ..Default::default() });
+        }
+        (offers, segments.into_iter().flatten().collect())
+    }
+
+    #[test]
+    fn a_segment_borrows_from_the_segments_that_share_its_country_or_its_device() {
+        let (offers, segments) = a_mobile_offer_in_three_countries();
+        let evidence =
+            |segment_traits| Evidence { offers: &offers, segments: &segments, segment_traits, hour_elapsed: 1.0 };
+        let traits = three_countries_two_devices();
+        let crossed = evaluate(&evidence(&traits), 2_000, 7);
+        let brazilian_mobile = &crossed.segment(5).unwrap().offers;
+        // Offer 0's typical visitor is on desktop (it got 60 desktop clicks an hour to 10 mobile);
+        // in Brazilian mobile it is taken for what it is on mobile, and preferred.
+        assert!((0.045..0.075).contains(&brazilian_mobile[0].mean_rate()), "{:?}", brazilian_mobile[0]);
+        assert!((0.03..0.05).contains(&brazilian_mobile[1].mean_rate()), "{:?}", brazilian_mobile[1]);
+        let shares = crossed.probability_best_among(Some(5), &[0, 1]);
+        assert!(shares[0] > 0.6, "Brazilian mobile favours the mobile offer: {shares:?}");
+        // Brazilian desktop, with its own evidence, keeps offer 1.
+        assert!(crossed.probability_best_among(Some(4), &[0, 1])[1] > 0.99);
+
+        // Segments taken as exchangeable: Brazilian mobile borrows offer 0's typical, desktop, rate.
+        let exchangeable = evaluate(&evidence(&[]), 2_000, 7);
+        let brazilian_mobile = &exchangeable.segment(5).unwrap().offers;
+        assert!(brazilian_mobile[0].mean_rate() < 0.04, "{:?}", brazilian_mobile[0]);
+        let shares = exchangeable.probability_best_among(Some(5), &[0, 1]);
+        assert!(shares[1] > 0.5, "without the traits the typical rates rule: {shares:?}");
+    }
+
+    #[test]
+    fn with_one_trait_that_varies_the_pooling_is_the_plain_one() {
+        // Six countries, all desktop: no segment shares a country with another, so the traits say
+        // nothing and the posteriors are exactly those of exchangeable segments.
+        let (offers, segments) = a_mobile_offer_in_three_countries();
+        let desktops: Vec<Traits> = (0..6).map(|country| [Some(country), Some(0), None]).collect();
+        let of = |segment_traits| {
+            evaluate(&Evidence { offers: &offers, segments: &segments, segment_traits, hour_elapsed: 1.0 }, 200, 7)
+        };
+        assert_eq!(of(&desktops), of(&[]));
     }
 
     #[test]
@@ -1980,7 +2235,9 @@ mod tests {
         young.clicks[0] = 1_000;
         let offers = [established, young];
         let exposure = |hour_elapsed| {
-            evaluate(&Evidence { offers: &offers, segments: &[], hour_elapsed }, 10, 1).posteriors[1].exposure
+            evaluate(&Evidence { offers: &offers, segments: &[], segment_traits: &[], hour_elapsed }, 10, 1).posteriors
+                [1]
+            .exposure
         };
         let (early, late) = (exposure(0.05), exposure(1.0));
         assert!(early > 0.0 && early < late / 5.0, "3 minutes in: {early:.2}, an hour in: {late:.2}");

@@ -477,12 +477,22 @@ fn thompson_table(
 ) -> RoutingTable {
     let result = if active.len() == scenario.offers.len() {
         let offers: Vec<OfferHistory> = learned.offers.iter().map(|e| e.history.clone()).collect();
-        let evidence = Evidence { offers: &offers, segments: &learned.segments.histories, hour_elapsed };
+        let evidence = Evidence {
+            offers: &offers,
+            segments: &learned.segments.histories,
+            segment_traits: learned.segmentation.traits(),
+            hour_elapsed,
+        };
         thompson::evaluate(&evidence, DRAWS, seed)
     } else {
         let offers: Vec<OfferHistory> = active.iter().map(|&i| learned.offers[i].history.clone()).collect();
         let segments = learned.segments.of(active);
-        thompson::evaluate(&Evidence { offers: &offers, segments: &segments, hour_elapsed }, DRAWS, seed)
+        let segment_traits = learned.segmentation.traits();
+        thompson::evaluate(
+            &Evidence { offers: &offers, segments: &segments, segment_traits, hour_elapsed },
+            DRAWS,
+            seed,
+        )
     };
     let inputs = route_inputs(scenario, active, &result.probability_best);
     RoutingTable::build(inputs, learned.segmentation, result.routing_shares(exploration))

@@ -565,6 +565,7 @@ pub fn builtin() -> Vec<ScenarioSpec> {
         geo_restricted(),
         long_tail(),
         device_split(),
+        geo_device(),
     ]
 }
 
@@ -680,6 +681,48 @@ fn device_split() -> ScenarioSpec {
             segment("GB", "tablet", 0.1),
         ]),
         ..scenario("device-split", "one offer converts twice as well on mobile, another on desktop", offers)
+    }
+}
+
+/// 12 countries with Zipf traffic, each on mobile (60%) and desktop (40%): 24 segments. Each offer
+/// has a device effect that holds in every country (A converts 0.7 times as well on mobile, B on
+/// desktop, C 1.3 times as well on mobile, D 1.4 times on desktop, F 1.2 times on mobile) and its
+/// own factor in each country, 0.8 to 1.25, drawn with a fixed seed: most segments have their own
+/// best, and a small country's mobile visitors must learn from its desktop ones and from other
+/// countries' mobile ones.
+fn geo_device() -> ScenarioSpec {
+    let mut rng = SmallRng::seed_from_u64(24);
+    let countries = &LONG_TAIL_COUNTRIES[..12];
+    let with = |spec: OfferSpec, device: &str, factor: f64| OfferSpec {
+        rate_by_device: BTreeMap::from([(device.to_string(), factor)]),
+        ..spec
+    };
+    let mut offers = vec![
+        with(offer("A", 0.030, 150.0, 24.0), "mobile", 0.7), // EPC 4.50, 3.15 on mobile
+        with(offer("B", 0.045, 90.0, 12.0), "desktop", 0.7), // 4.05, 2.84 on desktop
+        with(offer("C", 0.015, 300.0, 36.0), "mobile", 1.3), // 4.50, 5.85 on mobile
+        with(offer("D", 0.025, 160.0, 18.0), "desktop", 1.4), // 4.00, 5.60 on desktop
+        offer("E", 0.012, 250.0, 48.0),                      // 3.00
+        with(offer("F", 0.020, 120.0, 24.0), "mobile", 1.2), // 2.40, 2.88 on mobile
+    ];
+    for offer in &mut offers {
+        offer.rate_by_country = countries.iter().map(|code| (code.to_string(), rng.random_range(0.8..1.25))).collect();
+    }
+    let segments = countries
+        .iter()
+        .enumerate()
+        .flat_map(|(rank, code)| {
+            let share = 1.0 / (rank + 1) as f64;
+            [segment(code, "mobile", 0.6 * share), segment(code, "desktop", 0.4 * share)]
+        })
+        .collect();
+    ScenarioSpec {
+        segments: Some(segments),
+        ..scenario(
+            "geo-device",
+            "12 countries x mobile and desktop; device effects common to all countries, a factor per country",
+            offers,
+        )
     }
 }
 
@@ -896,7 +939,8 @@ mod tests {
                 "geo-split",
                 "geo-restricted",
                 "long-tail",
-                "device-split"
+                "device-split",
+                "geo-device"
             ]
         );
         let epcs = |s: &Scenario, day: usize| -> Vec<f64> {
@@ -913,6 +957,7 @@ mod tests {
         let first = &scenarios[1].offers[0];
         assert!((0.005..0.06).contains(&first.ftd_rate(0, 0)) && (4.0..72.0).contains(&first.delay_median_hours));
         assert_eq!(scenarios[10].segments.len(), 60);
+        assert_eq!(scenarios[12].segments.len(), 24);
     }
 
     #[test]
