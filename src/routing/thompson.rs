@@ -1055,10 +1055,7 @@ impl<'a> Margins<'a> {
                 let mut sums = vec![(0.0, 0.0); margins.margins.len()];
                 for (of_tally, ftds, expected) in &members {
                     let Some(own) = of_tally[trait_index] else { continue };
-                    let others: f64 = (of_tally.iter().enumerate())
-                        .filter_map(|(t, m)| m.filter(|_| t != trait_index))
-                        .map(|m| margins.margins[m].factor)
-                        .product();
+                    let others = product_but(of_tally, trait_index, |&m| margins.margins[m].factor);
                     sums[own].0 += ftds;
                     sums[own].1 += expected * others;
                 }
@@ -1094,17 +1091,20 @@ impl<'a> Margins<'a> {
         (0..TRAITS)
             .filter_map(|trait_index| own[trait_index].map(|margin| (trait_index, margin)))
             .map(|(trait_index, margin)| {
-                let others: f64 = (own.iter().enumerate())
-                    .filter_map(|(t, m)| m.filter(|_| t != trait_index))
-                    .map(|m| m.factor)
-                    .product();
-                let own_expected = discount * tally.exposure * pool.mean() * others;
+                let own_expected =
+                    discount * tally.exposure * pool.mean() * product_but(&own, trait_index, |m| m.factor);
                 let ftds = (margin.ftds - discount * tally.ftds as f64).max(0.0);
                 let expected = (margin.expected - own_expected).max(0.0);
                 (self.strength + ftds) / (self.strength + expected)
             })
             .product()
     }
+}
+
+/// The product of the factors of a segment's margins (`of`, by trait), but `trait_index`'s: what the
+/// other traits expect of it.
+fn product_but<T>(of: &[Option<T>; TRAITS], trait_index: usize, factor: impl Fn(&T) -> f64) -> f64 {
+    (of.iter().enumerate()).filter(|&(t, _)| t != trait_index).filter_map(|(_, m)| m.as_ref()).map(factor).product()
 }
 
 /// The spread between segments around what `margins_of` (given the pools and the spread) predicts,
