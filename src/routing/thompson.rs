@@ -940,7 +940,8 @@ impl OfferPool {
         pools
     }
 
-    /// The offer's typical rate: the mean of its pooled evidence.
+    /// The rate the pool expects of a segment: the mean of its discounted evidence (unlike
+    /// `typical_rate`, which only scales the discounts).
     fn mean(&self) -> f64 {
         self.shape / self.rate
     }
@@ -972,7 +973,8 @@ impl OfferPool {
 ///
 /// A segment's prior rate for an offer is the offer's typical rate times one factor per trait: the
 /// offer's rate in the *other* segments that share the segment's value of that trait, relative to
-/// its typical rate, shrunk toward 1 by a Gamma prior as wide as the spread between segments. So
+/// its typical rate, shrunk toward 1 by a Gamma prior as wide as the spread between segments around
+/// that typical rate (before the factors). So
 /// Brazilian mobile visitors are presumed to take to an offer as its other mobile visitors do and as
 /// its other Brazilian visitors do (effects multiplied), not as its typical visitor, who is mostly
 /// of the segments where it wins: an offer that converts 1.5 times as well on desktop and is

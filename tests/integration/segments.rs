@@ -61,6 +61,12 @@ async fn offer_names(server: &TestServer) -> HashMap<i64, String> {
     offers.map(|offer| (offer["id"].as_i64().unwrap(), offer["name"].as_str().unwrap().to_owned())).collect()
 }
 
+/// The offer named `name` among a segment's offers in the report.
+fn offer_in<'a>(segment: &'a Value, ids: &HashMap<i64, String>, name: &str) -> &'a Value {
+    let mut offers = segment["offers"].as_array().unwrap().iter();
+    offers.find(|o| ids[&o["offer_id"].as_i64().unwrap()] == name).unwrap_or_else(|| panic!("{name} in {segment}"))
+}
+
 /// The row of `country` in the report grouped by country.
 async fn country_row(server: &TestServer, country: &str) -> Value {
     let (status, report) = server.admin_json(Method::GET, "/admin/stats?group_by=country", None).await;
@@ -98,23 +104,8 @@ async fn each_country_is_routed_to_the_offer_that_converts_there() {
         let segments = row["segments"].as_array().unwrap_or_else(|| panic!("{country}: no segments in {row}"));
         assert_eq!(segments.len(), 1, "{row}");
         assert_eq!((segments[0]["country"].as_str(), segments[0]["device"].as_str()), (Some(country), Some("desktop")));
-        let share_of = |name: &str| {
-            segments[0]["offers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|o| ids[&o["offer_id"].as_i64().unwrap()] == name)
-                .unwrap()["traffic_share"]
-                .as_f64()
-                .unwrap()
-        };
-        assert!(share_of(best) > 0.9, "{country}: {row}");
-        let converting = segments[0]["offers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| ids[&o["offer_id"].as_i64().unwrap()] == best)
-            .unwrap();
+        let converting = offer_in(&segments[0], &ids, best);
+        assert!(converting["traffic_share"].as_f64().unwrap() > 0.9, "{country}: {row}");
         assert!(
             converting["ftds"].as_u64().unwrap() >= 5 && converting["epc_mean"].as_f64().unwrap() > 0.0,
             "{converting}"
@@ -168,17 +159,12 @@ async fn a_new_countrys_mobile_visitors_go_to_the_offer_that_converts_on_mobile_
     assert_eq!(status, StatusCode::OK);
 
     // Austrian mobile is taken for what the offers are on mobile elsewhere, not for what they are
-    // over all traffic, where they are alike. (Sure of it, not: segments here differ as much as
-    // rates can, all or nothing, so how far one may differ from what its traits predict is wide.)
+    // over all traffic, where they are alike.
     let ids = offer_names(&server).await;
     let row = country_row(&server, "AT").await;
     let segments = row["segments"].as_array().unwrap_or_else(|| panic!("AT: no segments in {row}"));
     assert_eq!((segments[0]["country"].as_str(), segments[0]["device"].as_str()), (Some("AT"), Some("mobile")));
-    let of = |name: &str, field: &str| {
-        let offers = segments[0]["offers"].as_array().unwrap();
-        let offer = offers.iter().find(|o| ids[&o["offer_id"].as_i64().unwrap()] == name).unwrap();
-        offer[field].as_f64().unwrap()
-    };
+    let of = |name: &str, field: &str| offer_in(&segments[0], &ids, name)[field].as_f64().unwrap();
     assert!(of("phone", "epc_mean") > 1.4 * of("desk", "epc_mean"), "{row}");
     assert!(of("phone", "traffic_share") > of("desk", "traffic_share"), "{row}");
     let (_, overall) = server.admin_json(Method::GET, "/admin/stats?group_by=offer", None).await;
