@@ -86,7 +86,10 @@ fn simulate(args: &[String]) -> ExitCode {
     }
     let scenarios = chosen.map_or(builtin, |scenario| vec![scenario]);
     for scenario in &scenarios {
-        println!("- {}: {}", scenario.name, scenario.description);
+        match scenario.description.as_str() {
+            "" => println!("- {}", scenario.name),
+            description => println!("- {}: {description}", scenario.name),
+        }
     }
     println!();
     match simulate::report(&scenarios, seeds, thompson_exploration_rate, &mut std::io::stdout().lock(), |step| {

@@ -625,10 +625,20 @@ mod tests {
                 {"name": "A", "ftd_rate": 0.05, "payout": 100, "countries": ["DE"]},
                 {"name": "B", "ftd_rate": 0.01, "payout": 100, "countries": ["GB"]}]}"#,
         );
-        for strategy in [RoutingStrategy::Ev, RoutingStrategy::Thompson] {
-            let result = run(&scenario, Engine::of(strategy), 1);
-            assert_eq!(result.revenue_share, 1.0, "{strategy:?}");
-            assert_eq!(result.worst_offer_share, 0.0, "{strategy:?}");
+        // The same by device class, and by a blocked country.
+        let by_device = self::scenario(
+            r#"{"name": "t", "days": 1, "clicks_per_day": 2000,
+                "segments": [{"country": "DE", "device": "mobile"}, {"country": "DE"}, {"country": "AT"}], "offers": [
+                {"name": "A", "ftd_rate": 0.05, "payout": 100, "devices": ["mobile"]},
+                {"name": "B", "ftd_rate": 0.01, "payout": 100, "devices": ["desktop"], "blocked_countries": ["AT"]},
+                {"name": "C", "ftd_rate": 0.02, "payout": 100, "countries": ["AT"]}]}"#,
+        );
+        for scenario in [scenario, by_device] {
+            for strategy in [RoutingStrategy::Ev, RoutingStrategy::Thompson] {
+                let result = run(&scenario, Engine::of(strategy), 1);
+                assert_eq!(result.revenue_share, 1.0, "{strategy:?}");
+                assert_eq!(result.worst_offer_share, 0.0, "{strategy:?}");
+            }
         }
     }
 

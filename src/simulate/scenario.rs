@@ -94,6 +94,12 @@ pub struct OfferSpec {
     /// Countries it accepts (capitals); absent, every country.
     #[serde(default)]
     pub countries: Option<Vec<String>>,
+    /// Countries it refuses, even if `countries` lists them.
+    #[serde(default)]
+    pub blocked_countries: Option<Vec<String>>,
+    /// Device classes it accepts; absent, every one.
+    #[serde(default)]
+    pub devices: Option<Vec<String>>,
     /// Multiplier of the FTD rate per country (absent countries: 1).
     #[serde(default)]
     pub rate_by_country: BTreeMap<String, f64>,
@@ -313,7 +319,11 @@ impl ScenarioSpec {
             let segment = &segments[s];
             return Err(ScenarioError::field(
                 format!("segments[{s}]"),
-                format!("no offer accepts {}/{} (see the offers' countries)", segment.country, segment.device.as_str()),
+                format!(
+                    "no offer accepts {}/{} (see the offers' countries and devices)",
+                    segment.country,
+                    segment.device.as_str()
+                ),
             ));
         }
         let change_day = self
@@ -384,15 +394,22 @@ impl OfferSpec {
                 format!("must be 0 to {MAX_DELAY_SIGMA}, not {}", self.delay.sigma),
             ));
         }
-        if let Some(countries) = &self.countries {
-            if countries.is_empty() {
-                return Err(ScenarioError::field(field("countries"), "must list a country (or be left out for all)"));
-            }
-            if let Some((i, code)) = countries.iter().enumerate().find(|(_, code)| country(code).is_none()) {
-                return Err(ScenarioError::field(format!("{at}.countries[{i}]"), bad_country(code)));
-            }
-        }
-        let rules = OfferRules::compile(&Targeting { countries: self.countries.clone(), ..Targeting::default() });
+        check_list(at, "countries", &self.countries, "a country", |code| country(code).is_some(), bad_country)?;
+        check_list(
+            at,
+            "blocked_countries",
+            &self.blocked_countries,
+            "a country",
+            |code| country(code).is_some(),
+            bad_country,
+        )?;
+        check_list(at, "devices", &self.devices, "a device class", |name| device(name).is_some(), bad_device)?;
+        let rules = OfferRules::compile(&Targeting {
+            countries: self.countries.clone(),
+            blocked_countries: self.blocked_countries.clone(),
+            devices: self.devices.clone(),
+            ..Targeting::default()
+        });
         for (code, &factor) in &self.rate_by_country {
             let name = format!("{at}.rate_by_country.{code}");
             if country(code).is_none() {
@@ -473,6 +490,25 @@ fn bad_country(code: &str) -> String {
 
 fn bad_device(name: &str) -> String {
     format!("{name:?} is not one of desktop, mobile, tablet")
+}
+
+/// A targeting list of an offer (`at`): absent, or non-empty with every entry `valid`.
+fn check_list(
+    at: &str,
+    name: &str,
+    list: &Option<Vec<String>>,
+    what: &str,
+    valid: impl Fn(&str) -> bool,
+    problem: impl Fn(&str) -> String,
+) -> Result<(), ScenarioError> {
+    let Some(list) = list else { return Ok(()) };
+    if list.is_empty() {
+        return Err(ScenarioError::field(format!("{at}.{name}"), format!("must list {what} (or be left out)")));
+    }
+    match list.iter().enumerate().find(|(_, entry)| !valid(entry)) {
+        Some((i, entry)) => Err(ScenarioError::field(format!("{at}.{name}[{i}]"), problem(entry))),
+        None => Ok(()),
+    }
 }
 
 fn check_rate(field: &str, rate: f64) -> Result<(), ScenarioError> {
@@ -748,6 +784,8 @@ fn offer(name: &str, ftd_rate: f64, payout: f64, delay_median_hours: f64) -> Off
         payout,
         delay: DelaySpec { median_hours: delay_median_hours, ..DelaySpec::default() },
         countries: None,
+        blocked_countries: None,
+        devices: None,
         rate_by_country: BTreeMap::new(),
         rate_by_device: BTreeMap::new(),
         from_day: 0,
@@ -860,6 +898,10 @@ mod tests {
             (r#""segments": [{"device": "phone"}],"#, "", "segments[0].device"),
             ("", r#", "countries": ["DE", "XY"]"#, "offers[0].countries[1]"),
             ("", r#", "countries": []"#, "offers[0].countries"),
+            ("", r#", "blocked_countries": ["DE", "EU"]"#, "offers[0].blocked_countries[1]"),
+            ("", r#", "blocked_countries": []"#, "offers[0].blocked_countries"),
+            ("", r#", "devices": ["mobile", "phone"]"#, "offers[0].devices[1]"),
+            ("", r#", "devices": []"#, "offers[0].devices"),
             ("", r#", "rate_by_country": {"Germany": 1.2}"#, "offers[0].rate_by_country.Germany"),
             ("", r#", "rate_by_device": {"Mobile": 1.2}"#, "offers[0].rate_by_device.Mobile"),
         ] {
@@ -905,6 +947,25 @@ mod tests {
         ));
         assert_eq!(field, "segments[1]");
         assert!(message.contains("no offer accepts GB/mobile"), "{message}");
+    }
+
+    #[test]
+    fn an_offer_takes_the_devices_it_lists_and_not_the_countries_it_blocks() {
+        let scenario = ScenarioSpec::from_json(
+            r#"{"name": "t", "segments": [{"country": "DE", "device": "mobile"}, {"country": "DE"},
+                                          {"country": "AT", "device": "mobile"}, {"country": "AT"}],
+                "offers": [{"name": "phones", "ftd_rate": 0.03, "payout": 100, "devices": ["mobile", "tablet"]},
+                           {"name": "not-AT", "ftd_rate": 0.03, "payout": 100, "blocked_countries": ["AT"]},
+                           {"name": "any", "ftd_rate": 0.03, "payout": 100}]}"#,
+        )
+        .unwrap();
+        let accepted = |offer: usize| (0..4).map(|s| scenario.offers[offer].accepts(s)).collect::<Vec<_>>();
+        assert_eq!(accepted(0), [true, false, true, false]);
+        assert_eq!(accepted(1), [true, true, false, false]);
+        assert_eq!(accepted(2), [true; 4]);
+        let (field, message) = refused(&with(r#""segments": [{"country": "DE"}],"#, r#", "devices": ["mobile"]"#));
+        assert_eq!(field, "segments[0]");
+        assert!(message.contains("no offer accepts DE/desktop"), "{message}");
     }
 
     #[test]
