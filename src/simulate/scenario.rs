@@ -394,15 +394,9 @@ impl OfferSpec {
                 format!("must be 0 to {MAX_DELAY_SIGMA}, not {}", self.delay.sigma),
             ));
         }
-        check_list(at, "countries", &self.countries, "a country", |code| country(code).is_some(), bad_country)?;
-        check_list(
-            at,
-            "blocked_countries",
-            &self.blocked_countries,
-            "a country",
-            |code| country(code).is_some(),
-            bad_country,
-        )?;
+        let is_country = |code: &str| country(code).is_some();
+        check_list(at, "countries", &self.countries, "a country", is_country, bad_country)?;
+        check_list(at, "blocked_countries", &self.blocked_countries, "a country", is_country, bad_country)?;
         check_list(at, "devices", &self.devices, "a device class", |name| device(name).is_some(), bad_device)?;
         let rules = OfferRules::compile(&Targeting {
             countries: self.countries.clone(),
