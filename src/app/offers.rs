@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::{App, AppError};
 use crate::conversion::EventKind;
+use crate::routing::rules::ValuePattern;
 use crate::routing::table::MAX_ROUTED_OFFERS;
 use crate::routing::{DailyCaps, RedirectTemplate, Targeting};
 use crate::secret::generate_secret;
@@ -33,8 +34,7 @@ pub const MAX_ALIASES: usize = 100;
 pub const MAX_ALIAS_CHARS: usize = 64;
 /// Most entries of one targeting list.
 pub const MAX_RULE_ENTRIES: usize = 300;
-/// Longest `sources` or `campaigns` entry, in characters (a click's `source` is at most as long).
-pub const MAX_RULE_ENTRY_CHARS: usize = 256;
+pub use crate::routing::rules::MAX_RULE_ENTRY_CHARS;
 /// Largest daily cap.
 pub const MAX_DAILY_CAP: u64 = 1_000_000_000;
 /// How long a delete waits for queued clicks to be written before it decides.
@@ -328,15 +328,9 @@ fn country_codes(field: &str, list: Vec<String>) -> Result<Vec<String>, AppError
 }
 
 fn value_patterns(field: &str, list: Vec<String>) -> Result<Vec<String>, AppError> {
-    canonical_list(field, list, |entry| {
-        let stem = entry.strip_suffix('*').unwrap_or(entry);
-        if entry.is_empty() || entry.chars().count() > MAX_RULE_ENTRY_CHARS || entry.chars().any(char::is_control) {
-            Err(format!("{entry:?} must be 1 to {MAX_RULE_ENTRY_CHARS} characters without control characters"))
-        } else if stem.contains('*') {
-            Err(format!("{entry:?}: only a trailing * is allowed (it makes the entry a prefix)"))
-        } else {
-            Ok(entry.clone())
-        }
+    canonical_list(field, list, |entry| match ValuePattern::problem(entry) {
+        Some(problem) => Err(problem),
+        None => Ok(entry.clone()),
     })
 }
 

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::visitor::{Country, DeviceClass};
 
+/// Longest `sources` or `campaigns` entry, in characters (a click's `source` is at most as long).
+pub const MAX_RULE_ENTRY_CHARS: usize = 256;
+
 /// An offer's rules as stored and as the API shows them; `None` is "anyone".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Targeting {
@@ -58,6 +61,19 @@ impl ValuePattern {
         match entry.strip_suffix('*') {
             Some(stem) => ValuePattern::Prefix(stem.into()),
             None => ValuePattern::Exact(entry.into()),
+        }
+    }
+
+    /// Why `entry` is no valid `sources` or `campaigns` entry (1 to [`MAX_RULE_ENTRY_CHARS`]
+    /// characters without control characters, a `*` only at the end), if it is not.
+    pub fn problem(entry: &str) -> Option<String> {
+        let stem = entry.strip_suffix('*').unwrap_or(entry);
+        if entry.is_empty() || entry.chars().count() > MAX_RULE_ENTRY_CHARS || entry.chars().any(char::is_control) {
+            Some(format!("{entry:?} must be 1 to {MAX_RULE_ENTRY_CHARS} characters without control characters"))
+        } else if stem.contains('*') {
+            Some(format!("{entry:?}: only a trailing * is allowed (it makes the entry a prefix)"))
+        } else {
+            None
         }
     }
 

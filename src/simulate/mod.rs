@@ -39,7 +39,7 @@ use crate::config::RoutingStrategy;
 use crate::routing::table::pick_probabilities;
 use crate::routing::thompson::{self, Evidence, HORIZON_HOURS, OfferHistory, Payouts, SegmentHistory};
 use crate::routing::{
-    DailyCaps, OfferWindow, RedirectTemplate, RouteInput, RoutingTable, Segment, SegmentDims, Segmentation,
+    DailyCaps, OfferWindow, RedirectTemplate, RouteInput, RoutingTable, Segment, SegmentDims, SegmentKey, Segmentation,
     WeightPolicy,
 };
 
@@ -292,14 +292,11 @@ pub fn run(scenario: &Scenario, engine: Engine, seed: u64) -> RunResult {
     let visitors: Vec<Segment> = scenario
         .segments
         .iter()
-        .map(|s| Segment { country: s.country, device: s.device, source: None, campaign: None })
+        .map(|s| Segment { country: s.country, device: s.device, source: s.source.as_deref(), campaign: None })
         .collect();
     let mut evidence: Vec<OfferEvidence> = (0..k).map(|i| OfferEvidence::new(i as i64)).collect();
-    let mut segment_evidence = SegmentEvidence::new(k, visitors.len());
-    let segmentation = Segmentation::new(
-        SegmentDims::DEFAULT,
-        visitors.iter().map(|v| SegmentDims::DEFAULT.key(v.country, v.device, None)).collect(),
-    );
+    let (segmentation, learned_segment) = learning_segments(scenario.segment_by, &visitors);
+    let mut segment_evidence = SegmentEvidence::new(k, segmentation.keys().len());
     // For `ev`: each offer's clicks in order, with the payout of their FTD once it has arrived.
     let mut recent: Vec<Vec<Option<f64>>> = vec![Vec::new(); k];
     let mut pending = BinaryHeap::new();
@@ -335,7 +332,9 @@ pub fn run(scenario: &Scenario, engine: Engine, seed: u64) -> RunResult {
             let age = hour - ftd.clicked_at / MINUTES_PER_HOUR;
             let delay = (ftd.arrives_at - ftd.clicked_at) / MINUTES_PER_HOUR;
             evidence[ftd.offer].add_ftd(age, delay, payout);
-            segment_evidence.add_ftd(ftd.offer, ftd.segment, age, payout);
+            if let Some(segment) = learned_segment[ftd.segment] {
+                segment_evidence.add_ftd(ftd.offer, segment, age, payout);
+            }
             if let Some(index) = ftd.recent_index {
                 recent[ftd.offer][index] = Some(payout);
             }
@@ -373,7 +372,9 @@ pub fn run(scenario: &Scenario, engine: Engine, seed: u64) -> RunResult {
             let Some((best_offer, best_epc)) = truth.best[s] else { continue };
             let offer = picked.offer.offer_id as usize;
             evidence[offer].history.clicks[0] += 1;
-            segment_evidence.add_click(offer, s);
+            if let Some(segment) = learned_segment[s] {
+                segment_evidence.add_click(offer, segment);
+            }
             let epc = truth.epc[s][offer];
             revenue += epc;
             oracle += best_epc;
@@ -414,6 +415,27 @@ pub fn run(scenario: &Scenario, engine: Engine, seed: u64) -> RunResult {
         worst_offer_share: worst_clicks as f64 / total_clicks as f64,
         hours_to_shift,
     }
+}
+
+/// The router's learning segments for `visitors` made of the traits `dims` names, as the router
+/// keeps them (none when `dims` names none), and each visitor segment's among them: several
+/// segments of the scenario are one learning segment when they differ only in traits left out.
+fn learning_segments(dims: SegmentDims, visitors: &[Segment<'_>]) -> (Segmentation, Vec<Option<usize>>) {
+    if dims.is_none() {
+        return (Segmentation::default(), vec![None; visitors.len()]);
+    }
+    let mut keys: Vec<SegmentKey> = Vec::new();
+    let learned = visitors
+        .iter()
+        .map(|visitor| {
+            let key = dims.key(visitor.country, visitor.device, visitor.source);
+            Some(keys.iter().position(|known| *known == key).unwrap_or_else(|| {
+                keys.push(key);
+                keys.len() - 1
+            }))
+        })
+        .collect();
+    (Segmentation::new(dims, keys), learned)
 }
 
 /// The table inputs for `active` offers (their index as the id), with their targeting.
@@ -640,6 +662,25 @@ mod tests {
                 assert_eq!(result.worst_offer_share, 0.0, "{strategy:?}");
             }
         }
+    }
+
+    #[test]
+    fn visitor_segments_that_differ_in_traits_left_out_learn_as_one() {
+        let scenario = scenario(
+            r#"{"name": "t", "segment_by": "country",
+                "segments": [{"country": "DE", "device": "mobile"}, {"country": "DE"}, {"country": "GB"}],
+                "offers": [{"name": "A", "ftd_rate": 0.05, "payout": 100}]}"#,
+        );
+        let visitors: Vec<Segment> = scenario
+            .segments
+            .iter()
+            .map(|s| Segment { country: s.country, device: s.device, source: None, campaign: None })
+            .collect();
+        let (segmentation, learned) = learning_segments(scenario.segment_by, &visitors);
+        assert_eq!(learned, [Some(0), Some(0), Some(1)]);
+        assert_eq!(segmentation.keys().len(), 2);
+        let (segmentation, learned) = learning_segments(SegmentDims::NONE, &visitors);
+        assert_eq!((segmentation.keys().len(), learned), (0, vec![None; 3]));
     }
 
     #[test]

@@ -18,9 +18,9 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 
-use crate::routing::OfferRules;
-use crate::routing::rules::Targeting;
+use crate::routing::rules::{MAX_RULE_ENTRY_CHARS, Targeting, ValuePattern};
 use crate::routing::table::MAX_ROUTED_OFFERS;
+use crate::routing::{OfferRules, SegmentDims};
 use crate::visitor::{Country, DeviceClass};
 
 /// Days simulated when a file does not say.
@@ -59,6 +59,10 @@ pub struct ScenarioSpec {
     /// Who clicks; absent, one segment (unknown country `XX`, desktop).
     #[serde(default)]
     pub segments: Option<Vec<SegmentSpec>>,
+    /// Which traits make the router's learning segments, as `SEGMENT_BY` sets them; absent, its
+    /// default (`country,device`).
+    #[serde(default)]
+    pub segment_by: Option<String>,
     /// The offers.
     pub offers: Vec<OfferSpec>,
 }
@@ -73,6 +77,9 @@ pub struct SegmentSpec {
     /// `desktop` (the default), `mobile` or `tablet`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// The clicks' `source`; absent, none.
+    #[serde(default)]
+    pub source: Option<String>,
     /// Relative share of the clicks (> 0; the shares are normalised, so they need not sum to 1).
     #[serde(default = "default_share")]
     pub share: f64,
@@ -100,12 +107,19 @@ pub struct OfferSpec {
     /// Device classes it accepts; absent, every one.
     #[serde(default)]
     pub devices: Option<Vec<String>>,
+    /// Sources it accepts: exact values, or prefixes ending in `*`; absent, every click, with a
+    /// source or without.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
     /// Multiplier of the FTD rate per country (absent countries: 1).
     #[serde(default)]
     pub rate_by_country: BTreeMap<String, f64>,
     /// Multiplier of the FTD rate per device (absent devices: 1).
     #[serde(default)]
     pub rate_by_device: BTreeMap<String, f64>,
+    /// Multiplier of the FTD rate per source (absent sources, and clicks without one: 1).
+    #[serde(default)]
+    pub rate_by_source: BTreeMap<String, f64>,
     /// Day it joins the rotation (0: from the start).
     #[serde(default)]
     pub from_day: usize,
@@ -202,6 +216,8 @@ pub struct Scenario {
     pub clicks_per_day: usize,
     /// Who clicks, shares summing to 1.
     pub segments: Vec<Segment>,
+    /// Which traits make the router's learning segments.
+    pub segment_by: SegmentDims,
     /// The offers, in the file's order.
     pub offers: Vec<Offer>,
     /// The first day anything changes (new terms, an offer joining), for the "after the change"
@@ -210,12 +226,14 @@ pub struct Scenario {
 }
 
 /// One kind of visitor.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
     /// Where they are.
     pub country: Country,
     /// What they use.
     pub device: DeviceClass,
+    /// Where their clicks come from.
+    pub source: Option<String>,
     /// Their share of the clicks.
     pub share: f64,
 }
@@ -301,6 +319,10 @@ impl ScenarioSpec {
             ));
         }
         let segments = self.segments()?;
+        let segment_by = match &self.segment_by {
+            Some(names) => names.parse().map_err(|problem| ScenarioError::field("segment_by", problem))?,
+            None => SegmentDims::DEFAULT,
+        };
         if self.offers.is_empty() || self.offers.len() > MAX_ROUTED_OFFERS {
             return Err(ScenarioError::field("offers", format!("must hold 1 to {MAX_ROUTED_OFFERS} offers")));
         }
@@ -319,11 +341,7 @@ impl ScenarioSpec {
             let segment = &segments[s];
             return Err(ScenarioError::field(
                 format!("segments[{s}]"),
-                format!(
-                    "no offer accepts {}/{} (see the offers' countries and devices)",
-                    segment.country,
-                    segment.device.as_str()
-                ),
+                format!("no offer accepts {segment} (see the offers' countries, devices and sources)"),
             ));
         }
         let change_day = self
@@ -338,6 +356,7 @@ impl ScenarioSpec {
             days: self.days,
             clicks_per_day: self.clicks_per_day,
             segments,
+            segment_by,
             offers,
             change_day,
         })
@@ -345,7 +364,12 @@ impl ScenarioSpec {
 
     fn segments(&self) -> Result<Vec<Segment>, ScenarioError> {
         let Some(specs) = &self.segments else {
-            return Ok(vec![Segment { country: Country::UNKNOWN, device: DeviceClass::Desktop, share: 1.0 }]);
+            return Ok(vec![Segment {
+                country: Country::UNKNOWN,
+                device: DeviceClass::Desktop,
+                source: None,
+                share: 1.0,
+            }]);
         };
         if specs.is_empty() {
             return Err(ScenarioError::field("segments", "must hold a segment (or be left out for one)"));
@@ -357,20 +381,48 @@ impl ScenarioSpec {
                 .ok_or_else(|| ScenarioError::field(field("country"), bad_country(&spec.country)))?;
             let device =
                 device(&spec.device).ok_or_else(|| ScenarioError::field(field("device"), bad_device(&spec.device)))?;
+            if let Some(source) = &spec.source
+                && (source.is_empty()
+                    || source.chars().count() > MAX_RULE_ENTRY_CHARS
+                    || source.chars().any(char::is_control))
+            {
+                return Err(ScenarioError::field(
+                    field("source"),
+                    format!("must be 1 to {MAX_RULE_ENTRY_CHARS} characters without control characters"),
+                ));
+            }
             if !(spec.share.is_finite() && spec.share > 0.0) {
                 return Err(ScenarioError::field(field("share"), format!("must be above 0, not {}", spec.share)));
             }
-            if let Some(j) = segments.iter().position(|s: &Segment| s.country == country && s.device == device) {
+            let segment = Segment { country, device, source: spec.source.clone(), share: spec.share };
+            if let Some(j) = segments.iter().position(|s: &Segment| s.is_like(&segment)) {
                 return Err(ScenarioError::field(
                     format!("segments[{i}]"),
-                    format!("the same country and device as segments[{j}]"),
+                    format!("the same country, device and source as segments[{j}]"),
                 ));
             }
-            segments.push(Segment { country, device, share: spec.share });
+            segments.push(segment);
         }
         let total: f64 = segments.iter().map(|s| s.share).sum();
         segments.iter_mut().for_each(|s| s.share /= total);
         Ok(segments)
+    }
+}
+
+impl Segment {
+    /// Whether `other` is the same kind of visitor (whatever its share).
+    fn is_like(&self, other: &Segment) -> bool {
+        (self.country, self.device, &self.source) == (other.country, other.device, &other.source)
+    }
+}
+
+impl std::fmt::Display for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.country, self.device.as_str())?;
+        match &self.source {
+            Some(source) => write!(f, " from {source:?}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -396,13 +448,20 @@ impl OfferSpec {
         }
         let is_country = |code: &str| country(code).is_some();
         check_list(at, "countries", &self.countries, "a country", is_country, bad_country)?;
-        check_list(at, "blocked_countries", &self.blocked_countries, "a country", is_country, bad_country)?;
+        // As in the admin API, an empty block list blocks nothing.
+        let blocked = self.blocked_countries.clone().filter(|list| !list.is_empty());
+        check_list(at, "blocked_countries", &blocked, "a country", is_country, bad_country)?;
         check_list(at, "devices", &self.devices, "a device class", |name| device(name).is_some(), bad_device)?;
+        let is_pattern = |entry: &str| ValuePattern::problem(entry).is_none();
+        check_list(at, "sources", &self.sources, "a source", is_pattern, |entry| {
+            ValuePattern::problem(entry).unwrap_or_default()
+        })?;
         let rules = OfferRules::compile(&Targeting {
             countries: self.countries.clone(),
-            blocked_countries: self.blocked_countries.clone(),
+            blocked_countries: blocked,
             devices: self.devices.clone(),
-            ..Targeting::default()
+            sources: self.sources.clone(),
+            campaigns: None,
         });
         for (code, &factor) in &self.rate_by_country {
             let name = format!("{at}.rate_by_country.{code}");
@@ -417,6 +476,9 @@ impl OfferSpec {
                 return Err(ScenarioError::field(path, bad_device(name)));
             }
             check_factor(&path, factor)?;
+        }
+        for (source, &factor) in &self.rate_by_source {
+            check_factor(&format!("{at}.rate_by_source.{source}"), factor)?;
         }
         if self.from_day >= days {
             return Err(ScenarioError::field(field("from_day"), format!("must be before the last day ({days} days)")));
@@ -455,11 +517,16 @@ impl OfferSpec {
             name: self.name.clone(),
             delay_median_hours: self.delay.median_hours,
             delay_sigma: self.delay.sigma,
-            accepts: segments.iter().map(|s| rules.accepts_place(s.country, s.device)).collect(),
+            accepts: segments
+                .iter()
+                .map(|s| rules.accepts_place(s.country, s.device) && rules.accepts_source(s.source.as_deref()))
+                .collect(),
             multiplier: segments
                 .iter()
                 .map(|s| {
-                    factor(&self.rate_by_country, s.country.as_str()) * factor(&self.rate_by_device, s.device.as_str())
+                    factor(&self.rate_by_country, s.country.as_str())
+                        * factor(&self.rate_by_device, s.device.as_str())
+                        * s.source.as_deref().map_or(1.0, |source| factor(&self.rate_by_source, source))
                 })
                 .collect(),
             rules,
@@ -763,12 +830,13 @@ fn scenario(name: &str, description: &str, offers: Vec<OfferSpec>) -> ScenarioSp
         days: DEFAULT_DAYS,
         clicks_per_day: DEFAULT_CLICKS_PER_DAY,
         segments: None,
+        segment_by: None,
         offers,
     }
 }
 
 fn segment(country: &str, device: &str, share: f64) -> SegmentSpec {
-    SegmentSpec { country: country.into(), device: device.into(), share }
+    SegmentSpec { country: country.into(), device: device.into(), source: None, share }
 }
 
 fn offer(name: &str, ftd_rate: f64, payout: f64, delay_median_hours: f64) -> OfferSpec {
@@ -780,8 +848,10 @@ fn offer(name: &str, ftd_rate: f64, payout: f64, delay_median_hours: f64) -> Off
         countries: None,
         blocked_countries: None,
         devices: None,
+        sources: None,
         rate_by_country: BTreeMap::new(),
         rate_by_device: BTreeMap::new(),
+        rate_by_source: BTreeMap::new(),
         from_day: 0,
         changes: Vec::new(),
     }
@@ -842,7 +912,7 @@ mod tests {
         assert_eq!((scenario.days, scenario.clicks_per_day), (DEFAULT_DAYS, DEFAULT_CLICKS_PER_DAY));
         assert_eq!(
             scenario.segments,
-            [Segment { country: Country::UNKNOWN, device: DeviceClass::Desktop, share: 1.0 }],
+            [Segment { country: Country::UNKNOWN, device: DeviceClass::Desktop, source: None, share: 1.0 }],
             "one segment"
         );
         let offer = &scenario.offers[0];
@@ -893,9 +963,14 @@ mod tests {
             ("", r#", "countries": ["DE", "XY"]"#, "offers[0].countries[1]"),
             ("", r#", "countries": []"#, "offers[0].countries"),
             ("", r#", "blocked_countries": ["DE", "EU"]"#, "offers[0].blocked_countries[1]"),
-            ("", r#", "blocked_countries": []"#, "offers[0].blocked_countries"),
             ("", r#", "devices": ["mobile", "phone"]"#, "offers[0].devices[1]"),
             ("", r#", "devices": []"#, "offers[0].devices"),
+            ("", r#", "sources": ["fb", "a*b"]"#, "offers[0].sources[1]"),
+            ("", r#", "sources": []"#, "offers[0].sources"),
+            ("", r#", "rate_by_source": {"fb": -1}"#, "offers[0].rate_by_source.fb"),
+            (r#""segments": [{"source": ""}],"#, "", "segments[0].source"),
+            (r#""segments": [{"source": "fb"}, {"source": "fb"}],"#, "", "segments[1]"),
+            (r#""segment_by": "country,city","#, "", "segment_by"),
             ("", r#", "rate_by_country": {"Germany": 1.2}"#, "offers[0].rate_by_country.Germany"),
             ("", r#", "rate_by_device": {"Mobile": 1.2}"#, "offers[0].rate_by_device.Mobile"),
         ] {
@@ -960,6 +1035,31 @@ mod tests {
         let (field, message) = refused(&with(r#""segments": [{"country": "DE"}],"#, r#", "devices": ["mobile"]"#));
         assert_eq!(field, "segments[0]");
         assert!(message.contains("no offer accepts DE/desktop"), "{message}");
+        let blocks_nothing = ScenarioSpec::from_json(&with("", r#", "blocked_countries": []"#)).unwrap();
+        assert!(blocks_nothing.offers[0].accepts(0), "an empty block list blocks nothing, as in the admin API");
+    }
+
+    #[test]
+    fn segments_may_come_from_sources_that_offers_take_and_convert_on_apart() {
+        let scenario = ScenarioSpec::from_json(
+            r#"{"name": "t", "segment_by": "country, source",
+                "segments": [{"country": "DE", "source": "fb_spring"}, {"country": "DE", "source": "google"},
+                             {"country": "DE"}],
+                "offers": [{"name": "fb-only", "ftd_rate": 0.02, "payout": 100, "sources": ["fb_*"]},
+                           {"name": "any", "ftd_rate": 0.02, "payout": 100, "rate_by_source": {"google": 1.5}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(scenario.segment_by, SegmentDims { country: true, device: false, source: true });
+        assert_eq!(scenario.segments[0].source.as_deref(), Some("fb_spring"));
+        let accepted = |offer: usize| (0..3).map(|s| scenario.offers[offer].accepts(s)).collect::<Vec<_>>();
+        assert_eq!(accepted(0), [true, false, false], "a sources rule takes no click without a source");
+        assert_eq!(accepted(1), [true; 3]);
+        let rates: Vec<f64> = (0..3).map(|s| scenario.offers[1].ftd_rate(s, 0)).collect();
+        assert_eq!(rates, [0.02, 0.03, 0.02]);
+        assert_eq!(ScenarioSpec::from_json(&with("", "")).unwrap().segment_by, SegmentDims::DEFAULT);
+        let (field, message) = refused(&with(r#""segments": [{"source": "tiktok"}],"#, r#", "sources": ["fb"]"#));
+        assert_eq!(field, "segments[0]");
+        assert!(message.contains(r#"no offer accepts XX/desktop from "tiktok""#), "{message}");
     }
 
     #[test]
