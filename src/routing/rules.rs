@@ -8,7 +8,8 @@
 //!
 //! A `sources` or `campaigns` entry is an exact value, or a prefix when it ends in `*` (`fb_*`
 //! accepts `fb_spring`). A click without a source matches no entry, so an offer with a `sources`
-//! rule never gets it.
+//! rule never gets it. What makes an entry valid is said here once ([`ValuePattern::problem`]), for
+//! the admin API and the simulator's scenario files alike.
 
 use serde::{Deserialize, Serialize};
 
