@@ -65,17 +65,13 @@ impl ValuePattern {
         }
     }
 
-    /// Why `entry` is no valid `sources` or `campaigns` entry (1 to [`MAX_RULE_ENTRY_CHARS`]
-    /// characters without control characters, a `*` only at the end), if it is not.
+    /// Why `entry` is no valid `sources` or `campaigns` entry (a [`value_problem`]-free value with
+    /// a `*` only at the end), if it is not.
     pub fn problem(entry: &str) -> Option<String> {
         let stem = entry.strip_suffix('*').unwrap_or(entry);
-        if entry.is_empty() || entry.chars().count() > MAX_RULE_ENTRY_CHARS || entry.chars().any(char::is_control) {
-            Some(format!("{entry:?} must be 1 to {MAX_RULE_ENTRY_CHARS} characters without control characters"))
-        } else if stem.contains('*') {
-            Some(format!("{entry:?}: only a trailing * is allowed (it makes the entry a prefix)"))
-        } else {
-            None
-        }
+        value_problem(entry).or_else(|| {
+            stem.contains('*').then(|| format!("{entry:?}: only a trailing * is allowed (it makes the entry a prefix)"))
+        })
     }
 
     /// Whether `value` matches.
@@ -145,6 +141,14 @@ impl OfferRules {
     pub fn campaign_patterns(&self) -> &[ValuePattern] {
         self.campaigns.as_deref().unwrap_or_default()
     }
+}
+
+/// Why `value` could not be a source or campaign (1 to [`MAX_RULE_ENTRY_CHARS`] characters without
+/// control characters), if it could not.
+pub fn value_problem(value: &str) -> Option<String> {
+    let fits =
+        !value.is_empty() && value.chars().count() <= MAX_RULE_ENTRY_CHARS && !value.chars().any(char::is_control);
+    (!fits).then(|| format!("{value:?} must be 1 to {MAX_RULE_ENTRY_CHARS} characters without control characters"))
 }
 
 fn accepts_value(rule: Option<&[ValuePattern]>, value: Option<&str>) -> bool {

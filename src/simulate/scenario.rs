@@ -18,7 +18,7 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use serde::Deserialize;
 
-use crate::routing::rules::{MAX_RULE_ENTRY_CHARS, Targeting, ValuePattern};
+use crate::routing::rules::{Targeting, ValuePattern, value_problem};
 use crate::routing::table::MAX_ROUTED_OFFERS;
 use crate::routing::{OfferRules, SegmentDims};
 use crate::visitor::{Country, DeviceClass};
@@ -381,15 +381,8 @@ impl ScenarioSpec {
                 .ok_or_else(|| ScenarioError::field(field("country"), bad_country(&spec.country)))?;
             let device =
                 device(&spec.device).ok_or_else(|| ScenarioError::field(field("device"), bad_device(&spec.device)))?;
-            if let Some(source) = &spec.source
-                && (source.is_empty()
-                    || source.chars().count() > MAX_RULE_ENTRY_CHARS
-                    || source.chars().any(char::is_control))
-            {
-                return Err(ScenarioError::field(
-                    field("source"),
-                    format!("must be 1 to {MAX_RULE_ENTRY_CHARS} characters without control characters"),
-                ));
+            if let Some(problem) = spec.source.as_deref().and_then(value_problem) {
+                return Err(ScenarioError::field(field("source"), problem));
             }
             if !(spec.share.is_finite() && spec.share > 0.0) {
                 return Err(ScenarioError::field(field("share"), format!("must be above 0, not {}", spec.share)));
