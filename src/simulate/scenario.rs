@@ -900,6 +900,21 @@ mod tests {
     }
 
     #[test]
+    fn the_source_example_file_parses_with_its_learning_segments_and_licences() {
+        let scenario = ScenarioSpec::from_json(include_str!("../../examples/by-source.json")).unwrap();
+        assert_eq!(scenario.segment_by, SegmentDims { country: true, device: true, source: true });
+        assert_eq!((scenario.segments.len(), scenario.offers.len()), (7, 5));
+        assert_eq!(scenario.segments[4].source.as_deref(), Some("tiktok"));
+        let accepted = |offer: usize| (0..7).map(|s| scenario.offers[offer].accepts(s)).collect::<Vec<_>>();
+        // C: GB and BR; D: fb and tiktok; E: desktop.
+        assert_eq!(accepted(2), [false, false, false, true, true, true, true]);
+        assert_eq!(accepted(3), [true, false, false, true, true, false, true]);
+        assert_eq!(accepted(4), [false, false, true, false, false, true, false]);
+        // B on German mobile google: 0.04 x 1.4 (google) x 0.9 (mobile).
+        assert!((scenario.offers[1].ftd_rate(1, 0) - 0.0504).abs() < 1e-12);
+    }
+
+    #[test]
     fn only_name_ftd_rate_and_payout_are_needed() {
         let scenario = ScenarioSpec::from_json(&with("", "")).unwrap();
         assert_eq!((scenario.days, scenario.clicks_per_day), (DEFAULT_DAYS, DEFAULT_CLICKS_PER_DAY));
