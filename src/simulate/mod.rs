@@ -24,6 +24,7 @@
 
 pub mod scenario;
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -289,11 +290,7 @@ pub fn run(scenario: &Scenario, engine: Engine, seed: u64) -> RunResult {
         .collect();
     let segment_of = WeightedAliasIndex::new(scenario.segments.iter().map(|s| s.share).collect::<Vec<f64>>())
         .expect("validated shares");
-    let visitors: Vec<Segment> = scenario
-        .segments
-        .iter()
-        .map(|s| Segment { country: s.country, device: s.device, source: s.source.as_deref(), campaign: None })
-        .collect();
+    let visitors = visitors(scenario);
     let mut evidence: Vec<OfferEvidence> = (0..k).map(|i| OfferEvidence::new(i as i64)).collect();
     let (segmentation, learned_segment) = learning_segments(scenario.segment_by, &visitors);
     let mut segment_evidence = SegmentEvidence::new(k, segmentation.keys().len());
@@ -417,6 +414,15 @@ pub fn run(scenario: &Scenario, engine: Engine, seed: u64) -> RunResult {
     }
 }
 
+/// The scenario's segments as the routing table sees a visitor.
+fn visitors(scenario: &Scenario) -> Vec<Segment<'_>> {
+    scenario
+        .segments
+        .iter()
+        .map(|s| Segment { country: s.country, device: s.device, source: s.source.as_deref(), campaign: None })
+        .collect()
+}
+
 /// The router's learning segments for `visitors` made of the traits `dims` names, as the router
 /// keeps them (none when `dims` names none), and each visitor segment's among them: several
 /// segments of the scenario are one learning segment when they differ only in traits left out.
@@ -424,18 +430,16 @@ fn learning_segments(dims: SegmentDims, visitors: &[Segment<'_>]) -> (Segmentati
     if dims.is_none() {
         return (Segmentation::default(), vec![None; visitors.len()]);
     }
+    let key_of = |visitor: &Segment<'_>| dims.key(visitor.country, visitor.device, visitor.source);
     let mut keys: Vec<SegmentKey> = Vec::new();
-    let learned = visitors
-        .iter()
-        .map(|visitor| {
-            let key = dims.key(visitor.country, visitor.device, visitor.source);
-            Some(keys.iter().position(|known| *known == key).unwrap_or_else(|| {
-                keys.push(key);
-                keys.len() - 1
-            }))
-        })
-        .collect();
-    (Segmentation::new(dims, keys), learned)
+    for key in visitors.iter().map(key_of) {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    let segmentation = Segmentation::new(dims, keys);
+    let learned = visitors.iter().map(|visitor| segmentation.index_of(&key_of(visitor))).collect();
+    (segmentation, learned)
 }
 
 /// The table inputs for `active` offers (their index as the id), with their targeting.
@@ -497,25 +501,16 @@ fn thompson_table(
     exploration: f64,
     seed: u64,
 ) -> RoutingTable {
-    let result = if active.len() == scenario.offers.len() {
-        let offers: Vec<OfferHistory> = learned.offers.iter().map(|e| e.history.clone()).collect();
-        let evidence = Evidence {
-            offers: &offers,
-            segments: &learned.segments.histories,
-            segment_traits: learned.segmentation.traits(),
-            hour_elapsed,
-        };
-        thompson::evaluate(&evidence, DRAWS, seed)
+    let offers: Vec<OfferHistory> = active.iter().map(|&i| learned.offers[i].history.clone()).collect();
+    // With every offer active the histories are as kept; otherwise renumbered to the active ones.
+    let segments = if active.len() == scenario.offers.len() {
+        Cow::Borrowed(&learned.segments.histories[..])
     } else {
-        let offers: Vec<OfferHistory> = active.iter().map(|&i| learned.offers[i].history.clone()).collect();
-        let segments = learned.segments.of(active);
-        let segment_traits = learned.segmentation.traits();
-        thompson::evaluate(
-            &Evidence { offers: &offers, segments: &segments, segment_traits, hour_elapsed },
-            DRAWS,
-            seed,
-        )
+        Cow::Owned(learned.segments.of(active))
     };
+    let evidence =
+        Evidence { offers: &offers, segments: &segments, segment_traits: learned.segmentation.traits(), hour_elapsed };
+    let result = thompson::evaluate(&evidence, DRAWS, seed);
     let inputs = route_inputs(scenario, active, &result.probability_best);
     RoutingTable::build(inputs, learned.segmentation, result.routing_shares(exploration))
 }
@@ -671,11 +666,7 @@ mod tests {
                 "segments": [{"country": "DE", "device": "mobile"}, {"country": "DE"}, {"country": "GB"}],
                 "offers": [{"name": "A", "ftd_rate": 0.05, "payout": 100}]}"#,
         );
-        let visitors: Vec<Segment> = scenario
-            .segments
-            .iter()
-            .map(|s| Segment { country: s.country, device: s.device, source: None, campaign: None })
-            .collect();
+        let visitors = visitors(&scenario);
         let (segmentation, learned) = learning_segments(scenario.segment_by, &visitors);
         assert_eq!(learned, [Some(0), Some(0), Some(1)]);
         assert_eq!(segmentation.keys().len(), 2);

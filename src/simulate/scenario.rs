@@ -439,16 +439,14 @@ impl OfferSpec {
                 format!("must be 0 to {MAX_DELAY_SIGMA}, not {}", self.delay.sigma),
             ));
         }
-        let is_country = |code: &str| country(code).is_some();
-        check_list(at, "countries", &self.countries, "a country", is_country, bad_country)?;
+        let not_a_country = |code: &str| country(code).is_none().then(|| bad_country(code));
+        check_list(at, "countries", &self.countries, "a country", not_a_country)?;
         // As in the admin API, an empty block list blocks nothing.
         let blocked = self.blocked_countries.clone().filter(|list| !list.is_empty());
-        check_list(at, "blocked_countries", &blocked, "a country", is_country, bad_country)?;
-        check_list(at, "devices", &self.devices, "a device class", |name| device(name).is_some(), bad_device)?;
-        let is_pattern = |entry: &str| ValuePattern::problem(entry).is_none();
-        check_list(at, "sources", &self.sources, "a source", is_pattern, |entry| {
-            ValuePattern::problem(entry).unwrap_or_default()
-        })?;
+        check_list(at, "blocked_countries", &blocked, "a country", not_a_country)?;
+        let not_a_device = |name: &str| device(name).is_none().then(|| bad_device(name));
+        check_list(at, "devices", &self.devices, "a device class", not_a_device)?;
+        check_list(at, "sources", &self.sources, "a source", ValuePattern::problem)?;
         let rules = OfferRules::compile(&Targeting {
             countries: self.countries.clone(),
             blocked_countries: blocked,
@@ -546,21 +544,20 @@ fn bad_device(name: &str) -> String {
     format!("{name:?} is not one of desktop, mobile, tablet")
 }
 
-/// A targeting list of an offer (`at`): absent, or non-empty with every entry `valid`.
+/// A targeting list of an offer (`at`): absent, or non-empty with no entry that has a `problem`.
 fn check_list(
     at: &str,
     name: &str,
     list: &Option<Vec<String>>,
     what: &str,
-    valid: impl Fn(&str) -> bool,
-    problem: impl Fn(&str) -> String,
+    problem: impl Fn(&str) -> Option<String>,
 ) -> Result<(), ScenarioError> {
     let Some(list) = list else { return Ok(()) };
     if list.is_empty() {
         return Err(ScenarioError::field(format!("{at}.{name}"), format!("must list {what} (or be left out)")));
     }
-    match list.iter().enumerate().find(|(_, entry)| !valid(entry)) {
-        Some((i, entry)) => Err(ScenarioError::field(format!("{at}.{name}[{i}]"), problem(entry))),
+    match list.iter().enumerate().find_map(|(i, entry)| problem(entry).map(|problem| (i, problem))) {
+        Some((i, problem)) => Err(ScenarioError::field(format!("{at}.{name}[{i}]"), problem)),
         None => Ok(()),
     }
 }
