@@ -985,18 +985,57 @@ impl OfferPool {
 /// pooling is the plain one. The spread between segments is then estimated around these
 /// predictions: it is what the traits do not explain.
 struct Margins<'a> {
-    /// `(offer, trait, value)`: the index of that margin in `margins`.
-    index: HashMap<(usize, usize, u32), usize>,
-    /// Over an offer's segments of one trait value: the discounted FTDs, the FTDs its typical rate
-    /// and the other traits' factors expect there, and the factor.
+    /// Which margins there are (none: no structure, every factor 1).
+    layout: Option<&'a MarginLayout<'a>>,
+    /// Over an offer's segments of one trait value, by the layout's index: the discounted FTDs, the
+    /// FTDs its typical rate and the other traits' factors expect there, and the factor.
     margins: Vec<Margin>,
-    /// What each segment is made of, by segment index (empty: no structure, every factor 1).
-    traits: &'a [Traits],
-    /// Which traits take part.
-    crossed: [bool; TRAITS],
     /// The factors' Gamma prior, its shape and rate: the inverse of the spread between segments
     /// around their offer's typical rate (how far a trait may move a rate, before the data say).
     strength: f64,
+}
+
+/// Which margins the segments of a refresh make, and which of them each tally belongs to: the same
+/// in every round of settling the spread (only the sums change), so built once.
+struct MarginLayout<'a> {
+    /// `(offer, trait, value)`: the index of that margin.
+    index: HashMap<(usize, usize, u32), usize>,
+    /// By tally: its margin of each trait.
+    of_tally: Vec<[Option<usize>; TRAITS]>,
+    /// What each segment is made of, by segment index.
+    traits: &'a [Traits],
+    /// Which traits take part.
+    crossed: [bool; TRAITS],
+}
+
+impl<'a> MarginLayout<'a> {
+    /// The margins of the `crossed` traits over `tallies` (`(segment, offer, tally)`).
+    fn new(traits: &'a [Traits], crossed: [bool; TRAITS], tallies: &[(usize, usize, SegmentTally)]) -> Self {
+        let mut index = HashMap::new();
+        let of_tally = tallies
+            .iter()
+            .map(|&(segment, offer, _)| {
+                let mut of_tally = [None; TRAITS];
+                for key in MarginLayout::keys(traits, crossed, segment, offer) {
+                    let next = index.len();
+                    of_tally[key.1] = Some(*index.entry(key).or_insert(next));
+                }
+                of_tally
+            })
+            .collect();
+        MarginLayout { index, of_tally, traits, crossed }
+    }
+
+    /// The margins `segment` belongs to for `offer`, of the `crossed` traits.
+    fn keys(
+        traits: &[Traits],
+        crossed: [bool; TRAITS],
+        segment: usize,
+        offer: usize,
+    ) -> impl Iterator<Item = (usize, usize, u32)> + use<> {
+        let values = traits.get(segment).copied().unwrap_or_default();
+        (0..TRAITS).filter_map(move |t| values[t].filter(|_| crossed[t]).map(|value| (offer, t, value)))
+    }
 }
 
 /// One offer's evidence over the segments of one trait value (see [`Margins`]).
@@ -1014,7 +1053,7 @@ impl Margin {
 impl<'a> Margins<'a> {
     /// No structure: segments are exchangeable.
     fn none() -> Margins<'static> {
-        Margins { index: HashMap::new(), margins: Vec::new(), traits: &[], crossed: [false; TRAITS], strength: 1.0 }
+        Margins { layout: None, margins: Vec::new(), strength: 1.0 }
     }
 
     /// Which traits vary among the segments of `tallies` (`(segment, offer, tally)`), if two or more do.
@@ -1028,66 +1067,51 @@ impl<'a> Margins<'a> {
         (crossed.iter().filter(|&&c| c).count() >= 2).then_some(crossed)
     }
 
-    /// The margins of the `crossed` traits over `tallies`, discounted by `pools` at `spread`. A
-    /// trait's factors are fitted given the others' (backfitting, [`MARGIN_SWEEPS`] sweeps): the
-    /// segments of one country may be mostly of one device class, whose effect is not the country's.
+    /// The margins of `layout` over its `tallies`, discounted by `pools` at `spread`. A trait's
+    /// factors are fitted given the others' (backfitting, [`MARGIN_SWEEPS`] sweeps): the segments
+    /// of one country may be mostly of one device class, whose effect is not the country's.
     fn new(
-        traits: &'a [Traits],
-        crossed: [bool; TRAITS],
+        layout: &'a MarginLayout<'a>,
         tallies: &[(usize, usize, SegmentTally)],
         (pools, spread): (&[OfferPool], f64),
         strength: f64,
     ) -> Margins<'a> {
-        let mut margins = Margins { index: HashMap::new(), margins: Vec::new(), traits, crossed, strength };
-        // Each tally's margins, by trait; its discount and the FTDs its offer's typical rate expects.
-        let mut members: Vec<([Option<usize>; TRAITS], f64, f64)> = Vec::with_capacity(tallies.len());
-        for &(segment, offer, tally) in tallies {
-            let mut of_tally = [None; TRAITS];
-            for key in Margins::keys(traits, crossed, segment, offer) {
-                let next = margins.index.len();
-                of_tally[key.1] = Some(*margins.index.entry(key).or_insert(next));
-            }
-            let pool = &pools[offer];
-            let discount = pool.discount(tally.exposure, spread);
-            members.push((of_tally, discount * tally.ftds as f64, discount * tally.exposure * pool.mean()));
-        }
-        margins.margins = vec![Margin::EMPTY; margins.index.len()];
+        // Each tally's discounted FTDs, and those its offer's typical rate expects.
+        let members: Vec<(f64, f64)> = tallies
+            .iter()
+            .map(|&(_, offer, tally)| {
+                let pool = &pools[offer];
+                let discount = pool.discount(tally.exposure, spread);
+                (discount * tally.ftds as f64, discount * tally.exposure * pool.mean())
+            })
+            .collect();
+        let mut margins = vec![Margin::EMPTY; layout.index.len()];
         for _ in 0..MARGIN_SWEEPS {
-            for trait_index in (0..TRAITS).filter(|&t| crossed[t]) {
-                let mut sums = vec![(0.0, 0.0); margins.margins.len()];
-                for (of_tally, ftds, expected) in &members {
+            for trait_index in (0..TRAITS).filter(|&t| layout.crossed[t]) {
+                let mut sums = vec![(0.0, 0.0); margins.len()];
+                for (of_tally, (ftds, expected)) in layout.of_tally.iter().zip(&members) {
                     let Some(own) = of_tally[trait_index] else { continue };
-                    let others = product_but(of_tally, trait_index, |&m| margins.margins[m].factor);
+                    let others = product_but(of_tally, trait_index, |&m| margins[m].factor);
                     sums[own].0 += ftds;
                     sums[own].1 += expected * others;
                 }
-                for (margin, (ftds, expected)) in margins.margins.iter_mut().zip(sums) {
+                for (margin, (ftds, expected)) in margins.iter_mut().zip(sums) {
                     if expected > 0.0 || ftds > 0.0 {
                         *margin = Margin { ftds, expected, factor: (strength + ftds) / (strength + expected) };
                     }
                 }
             }
         }
-        margins
-    }
-
-    /// The margins `segment` belongs to for `offer`, of the `crossed` traits.
-    fn keys(
-        traits: &[Traits],
-        crossed: [bool; TRAITS],
-        segment: usize,
-        offer: usize,
-    ) -> impl Iterator<Item = (usize, usize, u32)> + use<> {
-        let values = traits.get(segment).copied().unwrap_or_default();
-        (0..TRAITS).filter_map(move |t| values[t].filter(|_| crossed[t]).map(|value| (offer, t, value)))
+        Margins { layout: Some(layout), margins, strength }
     }
 
     /// The factor `segment`'s traits put on `offer`'s typical rate, from its other segments: each
     /// margin with the segment's own `tally` left out (the offer's pool at `spread` discounts it).
     fn factor(&self, segment: usize, offer: usize, tally: &SegmentTally, (pool, spread): (&OfferPool, f64)) -> f64 {
+        let Some(layout) = self.layout else { return 1.0 };
         let mut own = [None; TRAITS];
-        for key in Margins::keys(self.traits, self.crossed, segment, offer) {
-            own[key.1] = self.index.get(&key).map(|&m| &self.margins[m]);
+        for key in MarginLayout::keys(layout.traits, layout.crossed, segment, offer) {
+            own[key.1] = layout.index.get(&key).map(|&m| &self.margins[m]);
         }
         let discount = pool.discount(tally.exposure, spread);
         (0..TRAITS)
@@ -1183,11 +1207,12 @@ fn segment_posteriors(
     // (see [`Margins`]), around what their traits predict, the factors' prior as wide as that first
     // spread.
     let (mut spread, mut pools, mut margins) = settle_spread(offers, &tallies, |_, _| Margins::none());
-    if let Some(crossed) = Margins::crossed(evidence.segment_traits, &tallies) {
+    let layout = Margins::crossed(evidence.segment_traits, &tallies)
+        .map(|crossed| MarginLayout::new(evidence.segment_traits, crossed, &tallies));
+    if let Some(layout) = &layout {
         let strength = 1.0 / spread;
-        (spread, pools, margins) = settle_spread(offers, &tallies, |pools, spread| {
-            Margins::new(evidence.segment_traits, crossed, &tallies, (pools, spread), strength)
-        });
+        (spread, pools, margins) =
+            settle_spread(offers, &tallies, |pools, spread| Margins::new(layout, &tallies, (pools, spread), strength));
     }
 
     let segments = tallies
