@@ -997,7 +997,7 @@ struct Margins<'a> {
     /// The factors' Gamma prior, its shape and rate: the inverse of the spread between segments
     /// around their offer's typical rate (how far a trait may move a rate, before the data say).
     strength: f64,
-    /// By offer: the covariance of its factors' logs.
+    /// By offer: the covariance of its factors' logs, once asked for ([`Margins::with_covariance`]).
     covariance: Vec<FactorCovariance>,
 }
 
@@ -1058,6 +1058,15 @@ impl<'a> MarginLayout<'a> {
         MarginLayout { index, of_tally, place, per_offer, traits, crossed }
     }
 
+    /// The margins `segment` belongs to for `offer`, by trait.
+    fn of_segment(&self, segment: usize, offer: usize) -> [Option<usize>; TRAITS] {
+        let mut own = [None; TRAITS];
+        for key in MarginLayout::keys(self.traits, self.crossed, segment, offer) {
+            own[key.1] = self.index.get(&key).copied();
+        }
+        own
+    }
+
     /// The margins `segment` belongs to for `offer`, of the `crossed` traits.
     fn keys(
         traits: &[Traits],
@@ -1093,7 +1102,7 @@ struct FactorCovariance {
     wide: Vec<f64>,
     /// `B`: by margin of the wide trait, by other margin.
     between: Vec<f64>,
-    /// `R`, then `S^-1` once settled.
+    /// `S^-1`.
     rest: Vec<f64>,
     /// `R`'s diagonal: each other margin's own information.
     rest_diagonal: Vec<f64>,
@@ -1101,12 +1110,19 @@ struct FactorCovariance {
     others: usize,
 }
 
-impl FactorCovariance {
+/// What [`FactorCovariance`] inverts, gathered segment by segment: `D`, `B` and `R`.
+struct FactorInformation {
+    wide: Vec<f64>,
+    between: Vec<f64>,
+    rest: Vec<f64>,
+    others: usize,
+}
+
+impl FactorInformation {
     /// The prior's information alone (`strength` on each log factor), for `(wide, others)` margins.
-    fn new(strength: f64, (wide, others): (usize, usize)) -> FactorCovariance {
+    fn new(strength: f64, (wide, others): (usize, usize)) -> FactorInformation {
         let rest = (0..others * others).map(|i| if i % (others + 1) == 0 { strength } else { 0.0 }).collect();
-        let (between, rest_diagonal) = (vec![0.0; wide * others], Vec::new());
-        FactorCovariance { wide: vec![strength; wide], between, rest, rest_diagonal, others }
+        FactorInformation { wide: vec![strength; wide], between: vec![0.0; wide * others], rest, others }
     }
 
     /// A segment's information: its `fitted` FTDs on each of its factors (`places`) and each pair.
@@ -1127,21 +1143,22 @@ impl FactorCovariance {
         }
     }
 
-    /// From the information to the covariance: `S^-1` in place of `R`.
-    fn settle(mut self) -> FactorCovariance {
-        let n = self.others;
-        self.rest_diagonal = (0..n).map(|a| self.rest[a * n + a]).collect();
-        for (d, row) in self.wide.iter().zip(self.between.chunks(n.max(1))) {
+    /// The covariance: `S^-1` from `R` less what the wide trait's margins explain.
+    fn covariance(self) -> FactorCovariance {
+        let FactorInformation { wide, between, mut rest, others: n } = self;
+        let rest_diagonal = (0..n).map(|a| rest[a * n + a]).collect();
+        for (d, row) in wide.iter().zip(between.chunks(n.max(1))) {
             for a in 0..n {
                 for b in 0..n {
-                    self.rest[a * n + b] -= row[a] * row[b] / d;
+                    rest[a * n + b] -= row[a] * row[b] / d;
                 }
             }
         }
-        self.rest = inverse(std::mem::take(&mut self.rest), n);
-        self
+        FactorCovariance { wide, between, rest: inverse(rest, n), rest_diagonal, others: n }
     }
+}
 
+impl FactorCovariance {
     /// The variance of the log of the product of the factors at `places`.
     fn variance(&self, places: impl Iterator<Item = Place>) -> f64 {
         let n = self.others;
@@ -1217,15 +1234,7 @@ impl<'a> Margins<'a> {
         (pools, spread): (&[OfferPool], f64),
         strength: f64,
     ) -> Margins<'a> {
-        // Each tally's discounted FTDs, and those its offer's typical rate expects.
-        let members: Vec<(f64, f64)> = tallies
-            .iter()
-            .map(|&(_, offer, tally)| {
-                let pool = &pools[offer];
-                let discount = pool.discount(tally.exposure, spread);
-                (discount * tally.ftds as f64, discount * tally.exposure * pool.mean())
-            })
-            .collect();
+        let members = Margins::members(tallies, (pools, spread));
         let mut margins = vec![Margin::EMPTY; layout.index.len()];
         for _ in 0..MARGIN_SWEEPS {
             for trait_index in (0..TRAITS).filter(|&t| layout.crossed[t]) {
@@ -1243,54 +1252,82 @@ impl<'a> Margins<'a> {
                 }
             }
         }
-        let mut covariance: Vec<FactorCovariance> =
-            layout.per_offer.iter().map(|&counts| FactorCovariance::new(strength, counts)).collect();
-        for (of_tally, &(_, expected)) in layout.of_tally.iter().zip(&members) {
-            let Some(&first) = of_tally.iter().flatten().next() else { continue };
-            let fitted = expected * of_tally.iter().flatten().map(|&m| margins[m].factor).product::<f64>();
-            covariance[layout.place[first].0].add(of_tally.iter().flatten().map(|&m| layout.place[m].1), fitted);
-        }
-        let covariance = covariance.into_iter().map(FactorCovariance::settle).collect();
-        Margins { layout: Some(layout), margins, strength, covariance }
+        Margins { layout: Some(layout), margins, strength, covariance: Vec::new() }
     }
 
-    /// The factor `segment`'s traits put on `offer`'s typical rate, from its other segments (each
-    /// margin with the segment's own `tally` left out; the offer's pool at `spread` discounts it),
-    /// and what the factors' correlations add to the variance of its log: how little the other
-    /// segments tell of this one's combination of traits. Where an offer's desktop clicks all came
-    /// from google and its mobile ones from fb, the other segments cannot say whether google or
-    /// desktop made its rate, and a mobile google segment's prior must say so rather than settle on
-    /// one reading. The factors' own variances are not added: the spread, estimated on predictions
-    /// that leave each segment out, holds their typical error already, and added again they made
-    /// every small segment explore (RESEARCH.md, session 23).
-    fn prior(
-        &self,
-        segment: usize,
-        offer: usize,
-        tally: &SegmentTally,
-        (pool, spread): (&OfferPool, f64),
-    ) -> (f64, f64) {
-        let Some(layout) = self.layout else { return (1.0, 0.0) };
-        let mut own = [None; TRAITS];
-        for key in MarginLayout::keys(layout.traits, layout.crossed, segment, offer) {
-            own[key.1] = layout.index.get(&key).copied();
+    /// Each tally's discounted FTDs, and those its offer's typical rate expects.
+    fn members(tallies: &[(usize, usize, SegmentTally)], (pools, spread): (&[OfferPool], f64)) -> Vec<(f64, f64)> {
+        tallies
+            .iter()
+            .map(|&(_, offer, tally)| {
+                let pool = &pools[offer];
+                let discount = pool.discount(tally.exposure, spread);
+                (discount * tally.ftds as f64, discount * tally.exposure * pool.mean())
+            })
+            .collect()
+    }
+
+    /// These margins with each offer's [`FactorCovariance`], at the fit to `tallies` discounted by
+    /// `pools` at `spread` (those the margins were fitted with). Only the posteriors use it: the
+    /// spread is estimated without it (what the factors' correlations leave unknown rests on the
+    /// factors' prior, which rests on the spread; taken out of it, it made the spread of a few
+    /// large segments crossed by country and device small, and every prior too sure).
+    fn with_covariance(mut self, tallies: &[(usize, usize, SegmentTally)], pools: (&[OfferPool], f64)) -> Self {
+        let Some(layout) = self.layout else { return self };
+        let mut information: Vec<FactorInformation> =
+            layout.per_offer.iter().map(|&counts| FactorInformation::new(self.strength, counts)).collect();
+        for (of_tally, &(_, expected)) in layout.of_tally.iter().zip(&Margins::members(tallies, pools)) {
+            let Some(&first) = of_tally.iter().flatten().next() else { continue };
+            let fitted = expected * of_tally.iter().flatten().map(|&m| self.margins[m].factor).product::<f64>();
+            information[layout.place[first].0].add(of_tally.iter().flatten().map(|&m| layout.place[m].1), fitted);
         }
+        self.covariance = information.into_iter().map(FactorInformation::covariance).collect();
+        self
+    }
+
+    /// The factor `segment`'s traits put on `offer`'s typical rate, from its other segments: each
+    /// margin with the segment's own `tally` left out (the offer's pool at `spread` discounts it).
+    fn factor(&self, segment: usize, offer: usize, tally: &SegmentTally, pool: (&OfferPool, f64)) -> f64 {
+        let Some(layout) = self.layout else { return 1.0 };
+        self.factor_of(&layout.of_segment(segment, offer), tally, pool)
+    }
+
+    /// [`Margins::factor`] of the `own` margins.
+    fn factor_of(&self, own: &[Option<usize>; TRAITS], tally: &SegmentTally, (pool, spread): (&OfferPool, f64)) -> f64 {
         let discount = pool.discount(tally.exposure, spread);
         let own_expected = discount * tally.exposure * pool.mean();
-        let factor_of = |&m: &usize| self.margins[m].factor;
-        let factor = (0..TRAITS)
+        (0..TRAITS)
             .filter_map(|trait_index| own[trait_index].map(|m| (trait_index, &self.margins[m])))
             .map(|(trait_index, margin)| {
                 let ftds = (margin.ftds - discount * tally.ftds as f64).max(0.0);
-                let expected = (margin.expected - own_expected * product_but(&own, trait_index, factor_of)).max(0.0);
+                let expected = (margin.expected
+                    - own_expected * product_but(own, trait_index, |&m| self.margins[m].factor))
+                .max(0.0);
                 (self.strength + ftds) / (self.strength + expected)
             })
-            .product();
+            .product()
+    }
+
+    /// [`Margins::factor`], and what the factors' correlations add to the variance of its log (none
+    /// without [`Margins::with_covariance`]): how little the other segments tell of this one's
+    /// combination of traits. Where an offer's desktop clicks all came from google and its mobile
+    /// ones from fb, the other segments cannot say whether google or desktop made its rate, and a
+    /// mobile google segment's prior must say so rather than settle on one reading. The factors' own
+    /// variances are not added: the spread, estimated on predictions that leave each segment out,
+    /// holds their typical error already, and added again they made every small segment explore
+    /// (RESEARCH.md, session 23).
+    fn prior(&self, segment: usize, offer: usize, tally: &SegmentTally, pool: (&OfferPool, f64)) -> (f64, f64) {
+        let Some(layout) = self.layout else { return (1.0, 0.0) };
+        let own = layout.of_segment(segment, offer);
+        let factor = self.factor_of(&own, tally, pool);
         let places = own.iter().flatten().map(|&m| layout.place[m].1);
         let seen = places.clone().count() as f64;
-        let own_fitted = own_expected * own.iter().flatten().map(factor_of).product::<f64>();
-        let hidden = if seen > 1.0 { self.covariance[offer].hidden(places, own_fitted) } else { 0.0 };
-        (factor, hidden.min(seen / self.strength))
+        let Some(covariance) = self.covariance.get(offer).filter(|_| seen > 1.0) else { return (factor, 0.0) };
+        let own_fitted = pool.0.discount(tally.exposure, pool.1)
+            * tally.exposure
+            * pool.0.mean()
+            * own.iter().flatten().map(|&m| self.margins[m].factor).product::<f64>();
+        (factor, covariance.hidden(places, own_fitted).min(seen / self.strength))
     }
 }
 
@@ -1344,11 +1381,7 @@ fn settle_spread<'a>(
         for (segment, offer, tally) in tallies {
             let pool = &pools[*offer];
             let (rate, shape) = pool.rate_without(tally, spread);
-            // What the factors' correlations leave unknown of a segment is not taken out: it rests
-            // on the factors' prior, which rests on the spread (taken out, it made the spread of a
-            // few large segments crossed by country and device small, and every prior too sure).
-            let (factor, _) = margins.prior(*segment, *offer, tally, (pool, spread));
-            let expected = rate * factor * tally.exposure;
+            let expected = rate * margins.factor(*segment, *offer, tally, (pool, spread)) * tally.exposure;
             let typical = pool.mean() * tally.exposure;
             let deviation = (tally.ftds as f64 - expected).powi(2) - expected - expected * expected / shape;
             let discount = 1.0 / (1.0 + typical * (spread + 1.0 / shape)).powi(2);
@@ -1407,6 +1440,7 @@ fn segment_posteriors(
         let strength = 1.0 / spread;
         (spread, pools, margins) =
             settle_spread(offers, &tallies, |pools, spread| Margins::new(layout, &tallies, (pools, spread), strength));
+        margins = margins.with_covariance(&tallies, (&pools, spread));
     }
 
     let segments = tallies
@@ -2428,7 +2462,8 @@ mod tests {
         let mut pool = OfferPool { shape: 1.0, rate: 1.0 / (ftds / exposure), typical_rate: ftds / exposure };
         tallies.iter().for_each(|t| pool.add(t.2.ftds as f64, t.2.exposure, spread));
         let layout = MarginLayout::new(&traits, [true; TRAITS], &tallies);
-        let margins = Margins::new(&layout, &tallies, (&[pool], spread), 1.0 / 0.05);
+        let margins =
+            Margins::new(&layout, &tallies, (&[pool], spread), 1.0 / 0.05).with_covariance(&tallies, (&[pool], spread));
         let own = tallies.iter().find(|t| t.0 == segment).map_or_else(SegmentTally::default, |t| t.2);
         margins.prior(segment, 0, &own, (&pool, spread))
     }
